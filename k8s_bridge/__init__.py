@@ -1,0 +1,1 @@
+"""Kubernetes bridge: BareMetalHost watch -> HostWorkflow start/update/signal (not built yet)."""

@@ -1,0 +1,38 @@
+"""Process configuration from the environment (METALFLOW_*), one place for every entrypoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METALFLOW_", env_file=".env", extra="ignore")
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "metalflow"
+    state_dir: Path = Field(
+        default=Path(".metalflow"), description="Local state: dev server DB, boot files, logs."
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="Kubeconfig for Secrets and BareMetalHost status; in-cluster if unset."
+    )
+    publish_status_to_kubernetes: bool = Field(
+        default=False, description="Patch BareMetalHost.status; off for script-only hosts."
+    )
+    boot_server_url: str = "http://127.0.0.1:8088"
+    boot_dir: Path = Field(default=Path(".metalflow/boot"), description="What the boot server serves.")
+    ramdisk_boot_timeout_seconds: int = Field(
+        default=600, gt=0, description="Schedule-to-start bound for in-band work: the ramdisk never booted."
+    )
+    max_concurrent_provisioning: int = Field(default=20, gt=0)
+    history_event_limit: int = Field(
+        default=2000, gt=100, description="Continue-as-new once a host's history passes this."
+    )
+
+
+def get_settings() -> Settings:
+    return Settings()
