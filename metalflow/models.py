@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -362,7 +362,7 @@ class OperationMetric(Model):
 
 
 class OperationHistory(Model):
-    register: OperationMetric = Field(default_factory=OperationMetric)
+    register_: OperationMetric = Field(default_factory=OperationMetric, alias="register")
     inspect: OperationMetric = Field(default_factory=OperationMetric)
     provision: OperationMetric = Field(default_factory=OperationMetric)
     deprovision: OperationMetric = Field(default_factory=OperationMetric)
@@ -395,5 +395,3 @@ class HostStatus(Model):
     paused: bool = False
     deleted: bool = False
 
-
-Percentage = Annotated[float, Field(ge=0, le=100)]
