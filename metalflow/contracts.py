@@ -15,6 +15,7 @@ from metalflow.models import (
     BootMode,
     HardwareDetails,
     HostRef,
+    HostSpec,
     HostStatus,
     ImageSpec,
     Model,
@@ -192,3 +193,47 @@ class StatusUpdate(Model):
 
 # ---- hardware is shared by BMC (out-of-band) and agent (in-band) inventory ----
 InventoryResult = HardwareDetails
+
+
+# ---- workflow payloads ----
+HOST_WORKFLOW = "HostWorkflow"
+REGISTER_HOST = "RegisterHost"
+INSPECT_HOST = "InspectHost"
+CLEAN_HOST = "CleanHost"
+DEPLOY_HOST = "DeployHost"
+JOIN_CLUSTER = "JoinCluster"
+POWER_OFF_HOST = "PowerOffHost"
+
+
+class HostWorkflowInput(Model):
+    """HostWorkflow's input, also what it carries across continue-as-new (no secrets in it)."""
+
+    ref: HostRef
+    spec: HostSpec
+    status: HostStatus | None = None
+    pending: list[str] = Field(default_factory=list, description="Operator requests not yet acted on.")
+    step_seq: int = 0
+    paused: bool = False
+    detached: bool = False
+    ramdisk_boot_timeout_seconds: int = 600
+    history_event_limit: int = 2000
+
+
+class StepInput(Model):
+    """What every step workflow gets: the host, its spec at the time, and what is known so far."""
+
+    ref: HostRef
+    spec: HostSpec
+    hardware: HardwareDetails | None = None
+    powered_on: bool = False
+    ramdisk_boot_timeout_seconds: int = 600
+    purpose: str = ""
+
+
+class StepResult(Model):
+    powered_on: bool
+    hardware: HardwareDetails | None = None
+    credentials_version: str = ""
+    image: ImageSpec | None = None
+    root_device: str = ""
+    bytes_written: int = 0

@@ -48,8 +48,7 @@ class SecretRef(Model):
     def _dns_name(cls, v: str) -> str:
         if not _DNS_SUBDOMAIN.match(v):
             raise ValueError(
-                f"secret name {v!r} is not a valid Kubernetes name "
-                "(lower-case letters, digits, '-' and '.')"
+                f"secret name {v!r} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.')"
             )
         return v
 
@@ -93,9 +92,7 @@ class ImageSpec(Model):
     @classmethod
     def _url_scheme(cls, v: str) -> str:
         if not re.match(r"^(https?|file)://\S+$", v):
-            raise ValueError(
-                f"image.url {v!r} must be an http://, https:// or file:// URL"
-            )
+            raise ValueError(f"image.url {v!r} must be an http://, https:// or file:// URL")
         return v
 
     @model_validator(mode="after")
@@ -106,7 +103,11 @@ class ImageSpec(Model):
                 "unless image.format is live-iso"
             )
         if self.checksum and not self.checksum.startswith(("http://", "https://", "file://")):
-            digest_lengths = {ChecksumType.MD5: 32, ChecksumType.SHA256: 64, ChecksumType.SHA512: 128}
+            digest_lengths = {
+                ChecksumType.MD5: 32,
+                ChecksumType.SHA256: 64,
+                ChecksumType.SHA512: 128,
+            }
             want = digest_lengths.get(self.checksum_type)
             if not re.fullmatch(r"[0-9a-fA-F]+", self.checksum):
                 raise ValueError("image.checksum must be a hex digest or an http(s):// URL")
@@ -116,9 +117,7 @@ class ImageSpec(Model):
                     f"{self.checksum_type.value} needs {want}"
                 )
             if self.checksum_type == ChecksumType.AUTO and len(self.checksum) not in (32, 64, 128):
-                raise ValueError(
-                    "image.checksum length matches no supported digest (md5, sha256, sha512)"
-                )
+                raise ValueError("image.checksum length matches no supported digest (md5, sha256, sha512)")
         return self
 
 
@@ -192,9 +191,7 @@ class HostSpec(Model):
             return v
         norm = v.strip().lower().replace("-", ":")
         if not _MAC.match(norm):
-            raise ValueError(
-                f"bootMACAddress {v!r} is not a MAC address; write it as 00:11:22:33:44:55"
-            )
+            raise ValueError(f"bootMACAddress {v!r} is not a MAC address; write it as 00:11:22:33:44:55")
         return norm
 
 
@@ -394,4 +391,3 @@ class HostStatus(Model):
     current_step: str = ""
     paused: bool = False
     deleted: bool = False
-

@@ -58,17 +58,13 @@ def _from_file(ref: SecretRef) -> ResolvedSecret:
             f"secret file {path} is not YAML/JSON; write it as `key: value` lines",
         ) from None
     if not isinstance(loaded, dict):
-        raise permanent(
-            ErrorName.SECRET_INVALID, f"secret file {path} must hold a mapping of keys to values"
-        )
+        raise permanent(ErrorName.SECRET_INVALID, f"secret file {path} must hold a mapping of keys to values")
     # A Kubernetes-style Secret manifest is accepted as well.
     if loaded.get("kind") == "Secret":
         data = {k: base64.b64decode(v).decode() for k, v in (loaded.get("data") or {}).items()}
         data.update({k: str(v) for k, v in (loaded.get("stringData") or {}).items()})
     else:
-        data = {
-            str(k): v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()
-        }
+        data = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
     return ResolvedSecret(data=data, version=str(stat.st_mtime_ns))
 
 
@@ -93,7 +89,9 @@ def _from_kubernetes(ref: SecretRef, settings: Settings) -> ResolvedSecret:
                 ) from None
             raise
     data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-    return ResolvedSecret(data=data, version=secret.metadata.resource_version or "")
+    return ResolvedSecret(
+        data=data, version=(secret.metadata.resource_version if secret.metadata else None) or ""
+    )
 
 
 def _in_cluster_client():  # type: ignore[no-untyped-def]

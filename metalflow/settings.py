@@ -18,7 +18,8 @@ class Settings(BaseSettings):
         default=Path(".metalflow"), description="Local state: dev server DB, boot files, logs."
     )
     kubeconfig: Path | None = Field(
-        default=None, description="Kubeconfig for Secrets and BareMetalHost status; in-cluster if unset."
+        default=None,
+        description="Kubeconfig for Secrets and BareMetalHost status; in-cluster if unset.",
     )
     publish_status_to_kubernetes: bool = Field(
         default=False, description="Patch BareMetalHost.status; off for script-only hosts."
@@ -26,7 +27,9 @@ class Settings(BaseSettings):
     boot_server_url: str = "http://127.0.0.1:8088"
     boot_dir: Path = Field(default=Path(".metalflow/boot"), description="What the boot server serves.")
     ramdisk_boot_timeout_seconds: int = Field(
-        default=600, gt=0, description="Schedule-to-start bound for in-band work: the ramdisk never booted."
+        default=600,
+        gt=0,
+        description="Schedule-to-start bound for in-band work: the ramdisk never booted.",
     )
     max_concurrent_provisioning: int = Field(default=20, gt=0)
     history_event_limit: int = Field(

@@ -1,1 +1,34 @@
-"""workflows."""
+"""Workflows: the host lifecycle and its steps. `WORKFLOWS` is what a worker registers."""
+
+from __future__ import annotations
+
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+
+def all_workflows() -> list[type]:
+    from workflows.clean import CleanHost
+    from workflows.deploy import DeployHost
+    from workflows.host import HostWorkflow
+    from workflows.inspect import InspectHost
+    from workflows.join import JoinCluster
+    from workflows.power_off import PowerOffHost
+    from workflows.register import RegisterHost
+
+    return [
+        HostWorkflow,
+        RegisterHost,
+        InspectHost,
+        CleanHost,
+        DeployHost,
+        JoinCluster,
+        PowerOffHost,
+    ]
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    """The sandbox, with our pure contract modules passed through (loaded once, not per run)."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "metalflow", "pydantic", "pydantic_core", "annotated_types", "activities.bmc.address"
+        )
+    )

@@ -1,0 +1,79 @@
+"""Publish a host's lifecycle status to its BareMetalHost (status subresource).
+
+Script-driven hosts have no BareMetalHost: then the workflow's Query, memo and search
+attributes are the status, and this activity only logs the transition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import activity
+
+from metalflow.contracts import STATUS_PUBLISH, StatusUpdate
+from metalflow.models import HostStatus
+from metalflow.settings import get_settings
+
+GROUP, VERSION, PLURAL = "metal3.io", "v1alpha1", "baremetalhosts"
+# metalflow's own fields are not part of metal3's status schema.
+_METALFLOW_ONLY = {"current_step", "paused", "deleted"}
+
+
+def bmh_status(status: HostStatus) -> dict[str, Any]:
+    """The metal3-shaped status document (camelCase, metal3 fields only)."""
+    body = status.model_dump(mode="json", by_alias=True, exclude=_METALFLOW_ONLY, exclude_none=True)
+    body["provisioning"].setdefault("state", status.provisioning.state.value)
+    body.setdefault("errorType", "")
+    return body
+
+
+@activity.defn(name=STATUS_PUBLISH)
+def publish_status(update: StatusUpdate) -> None:
+    status = update.status
+    activity.logger.info(
+        "host %s/%s is %s (%s)%s",
+        update.host.namespace,
+        update.host.name,
+        status.provisioning.state.value or "none",
+        status.operational_status.value,
+        f": {status.error_type.value}: {status.error_message}" if status.error_type else "",
+    )
+    settings = get_settings()
+    if not settings.publish_status_to_kubernetes or status.deleted:
+        return
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api_client = (
+        config.new_client_from_config(config_file=str(settings.kubeconfig))
+        if settings.kubeconfig
+        else _in_cluster()
+    )
+    with api_client:
+        api = client.CustomObjectsApi(api_client)
+        try:
+            api.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                update.host.namespace,
+                PLURAL,
+                update.host.name,
+                {"status": bmh_status(status)},
+            )
+        except ApiException as exc:
+            if exc.status == 404:  # the object is gone: nothing left to report to
+                activity.logger.info(
+                    "BareMetalHost %s/%s is gone", update.host.namespace, update.host.name
+                )
+                return
+            raise
+
+
+def _in_cluster():  # type: ignore[no-untyped-def]
+    from kubernetes import client, config
+
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+ACTIVITIES = [publish_status]

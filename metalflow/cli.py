@@ -1,0 +1,272 @@
+"""`metalflow`: the operator's and script's entry point.
+
+Every subcommand is a thin shell over `metalflow.operations` (or a process entrypoint), so
+the CLI, the demo and the bridge drive hosts the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from metalflow import operations
+from metalflow.bmh import ManifestError
+from metalflow.client import connect
+from metalflow.hostfile import load_hosts
+from metalflow.models import Host, HostRef, HostStatus
+from metalflow.settings import Settings, get_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _ref(args: argparse.Namespace) -> HostRef:
+    return HostRef(namespace=args.namespace, name=args.name)
+
+
+def status_table(rows: list[tuple[HostRef, HostStatus]], title: str = "hosts") -> Table:
+    table = Table(title=title)
+    for col in ("NAME", "STATE", "POWER", "STEP", "STATUS", "ERROR"):
+        table.add_column(col)
+    for ref, st in rows:
+        state = st.provisioning.state.value or "none"
+        error = f"{st.error_type.value}: {st.error_message}" if st.error_type else ""
+        style = "red" if st.error_type else ("green" if state == "provisioned" else "")
+        table.add_row(
+            f"{ref.namespace}/{ref.name}",
+            state,
+            "on" if st.powered_on else "off",
+            st.current_step,
+            st.operational_status.value,
+            error[:120],
+            style=style,
+        )
+    return table
+
+
+async def watch_until_settled(
+    settings: Settings, hosts: list[Host], timeout: float, title: str = "provisioning"
+) -> dict[str, HostStatus]:
+    """Live table until every host settles; returns the last status of each."""
+    client = await connect(settings)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        while True:
+            statuses = {h.ref.workflow_id: await operations.status(client, h.ref) for h in hosts}
+            live.update(status_table([(h.ref, statuses[h.ref.workflow_id]) for h in hosts], title))
+            if all(operations.settled(statuses[h.ref.workflow_id], h.spec.image is not None) for h in hosts):
+                return statuses
+            if loop.time() > deadline:
+                raise TimeoutError(f"not all hosts settled within {timeout:.0f}s")
+            await asyncio.sleep(0.5)
+
+
+# ---- subcommands ----
+
+
+async def cmd_provision(args: argparse.Namespace, settings: Settings) -> int:
+    hosts = load_hosts(Path(args.hostfile), Path(args.secrets_dir or settings.state_dir / "secrets"))
+    for host in hosts:
+        operations.check_spec(host.spec)
+    client = await connect(settings)
+    for host in hosts:
+        applied = await operations.apply(client, host, settings)
+        verb = "started" if applied.started else "updated"
+        console.print(f"{verb} {host.ref.workflow_id}")
+    if not args.wait:
+        return 0
+    statuses = await watch_until_settled(settings, hosts, args.timeout)
+    failed = [w for w, st in statuses.items() if st.error_type is not None]
+    return 1 if failed else 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    st = await operations.status(client, _ref(args))
+    if args.output == "table":
+        console.print(status_table([(_ref(args), st)], "host"))
+    else:
+        _dump(st.model_dump(mode="json", by_alias=True), args.output)
+    return 0
+
+
+async def cmd_hosts(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    rows = await operations.list_hosts(client, args.query or "")
+    if args.output != "table":
+        _dump(
+            [
+                {
+                    "namespace": r.ref.namespace,
+                    "name": r.ref.name,
+                    "state": r.state,
+                    "operationalStatus": r.operational_status,
+                    "errorType": r.error_type,
+                    "bmc": r.bmc,
+                    "image": r.image,
+                    "running": r.running,
+                }
+                for r in rows
+            ],
+            args.output,
+        )
+        return 0
+    table = Table(title="hosts (Temporal visibility)")
+    for col in ("NAME", "STATE", "STATUS", "ERROR", "BMC", "IMAGE"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            f"{r.ref.namespace}/{r.ref.name}",
+            r.state if r.running else f"{r.state} (ended)",
+            r.operational_status,
+            r.error_type,
+            r.bmc,
+            r.image,
+        )
+    console.print(table)
+    return 0
+
+
+async def cmd_deprovision(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    st = await operations.deprovision(client, _ref(args))
+    console.print(f"deprovisioning requested; host is {st.provisioning.state.value}")
+    return 0
+
+
+def _signal_cmd(name: str) -> Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]:
+    async def run(args: argparse.Namespace, settings: Settings) -> int:
+        client = await connect(settings)
+        await operations.signal(client, _ref(args), name)
+        console.print(f"sent {name} to {_ref(args).workflow_id}")
+        return 0
+
+    return run
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.control import run_worker
+
+    await run_worker(settings)
+    return 0
+
+
+async def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.agent import agent_config_from_args, run_agent
+
+    config = agent_config_from_args(args.host_id, Path(args.config) if args.config else None)
+    await run_agent(config, args.temporal or settings.temporal_address, args.temporal_namespace)
+    return 0
+
+
+async def cmd_boot_server(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.boot_server import serve
+
+    await serve(args.host, args.port, Path(args.boot_dir or settings.boot_dir))
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from metalflow.devenv.demo import run_demo
+
+    return await run_demo(settings, hosts=args.hosts, keep_running=not args.no_wait)
+
+
+def _dump(data: Any, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="metalflow", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def host_cmd(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("name")
+        sp.add_argument("-n", "--namespace", default="default")
+        return sp
+
+    sp = sub.add_parser("provision", help="start or update hosts from a hostfile (BareMetalHost YAML)")
+    sp.add_argument("hostfile")
+    sp.add_argument("--wait", action="store_true", help="show live progress until every host settles")
+    sp.add_argument("--timeout", type=float, default=1800)
+    sp.add_argument("--secrets-dir", help="local Secrets as <dir>/<namespace>/<name>.yaml")
+    sp.set_defaults(run=cmd_provision)
+
+    sp = host_cmd("status", "one host's status (metal3 fields)")
+    sp.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    sp.set_defaults(run=cmd_status)
+
+    sp = sub.add_parser("hosts", help="list hosts from Temporal visibility")
+    sp.add_argument("-q", "--query", help='visibility filter, e.g. HostState="provisioned"')
+    sp.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    sp.set_defaults(run=cmd_hosts)
+
+    host_cmd("deprovision", "clear the image: clean the disks, back to available").set_defaults(
+        run=cmd_deprovision
+    )
+    for name, help in (
+        ("pause", "stop acting on the host (metal3's paused annotation)"),
+        ("resume", "undo pause"),
+        ("detach", "no BMC traffic at all (metal3's detached annotation)"),
+        ("attach", "undo detach"),
+        ("retry", "retry a failed step now"),
+        ("inspect", "inspect again (from available)"),
+        ("reboot", "power-cycle a host at rest"),
+        ("delete", "deprovision (per automatedCleaningMode) and forget the host"),
+    ):
+        host_cmd(name, help).set_defaults(run=_signal_cmd(name))
+
+    sp = sub.add_parser("worker", help="run the control-plane worker")
+    sp.set_defaults(run=cmd_worker)
+
+    sp = sub.add_parser("agent", help="run the in-band agent (inside the deploy ramdisk)")
+    sp.add_argument("--host-id", required=True, help="<namespace>.<name>")
+    sp.add_argument("--temporal", help="Temporal frontend address host:port")
+    sp.add_argument("--temporal-namespace", default="default")
+    sp.add_argument("--config", help="agent config YAML (emulated disks/NICs)")
+    sp.set_defaults(run=cmd_agent)
+
+    sp = sub.add_parser("boot-server", help="serve iPXE scripts, kernel, ramdisk and images")
+    sp.add_argument("--host", default="0.0.0.0")
+    sp.add_argument("--port", type=int, default=8088)
+    sp.add_argument("--boot-dir")
+    sp.set_defaults(run=cmd_boot_server)
+
+    sp = sub.add_parser("demo", help="everything on one machine: dev server, emulated BMCs, hosts")
+    sp.add_argument("--hosts", type=int, default=3)
+    sp.add_argument("--no-wait", action="store_true", help="exit once the hosts are provisioned")
+    sp.set_defaults(run=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.command in ("worker", "agent", "boot-server") else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = get_settings()
+    try:
+        code = asyncio.run(args.run(args, settings))
+    except KeyboardInterrupt:
+        code = 130
+    except (ManifestError, ValueError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        code = 2
+    sys.exit(code)

@@ -1,0 +1,55 @@
+"""The control-plane worker: host workflows plus BMC, boot, config-drive and status activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from metalflow.client import connect
+from metalflow.settings import Settings, get_settings
+from workflows import all_workflows, sandbox_runner
+
+log = logging.getLogger(__name__)
+
+
+def control_activities() -> list[Any]:
+    from activities import configdrive, status
+    from activities.bmc import ACTIVITIES as BMC
+    from activities.boot import ACTIVITIES as BOOT
+
+    return [*BMC, *BOOT, *configdrive.ACTIVITIES, *status.ACTIVITIES]
+
+
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=all_workflows(),
+        activities=control_activities(),
+        activity_executor=executor,
+        max_concurrent_activities=executor._max_workers,
+        workflow_runner=sandbox_runner(),
+    )
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    client = await connect(settings)
+    with ThreadPoolExecutor(max_workers=64, thread_name_prefix="activity") as executor:
+        worker = build_worker(client, settings, executor)
+        log.info(
+            "control-plane worker polling %s on %s", settings.task_queue, settings.temporal_address
+        )
+        await worker.run()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(run_worker())

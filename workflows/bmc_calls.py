@@ -1,0 +1,52 @@
+"""Workflow-side helpers for the BMC activities: one place that builds targets and options."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from metalflow.contracts import (
+    BMC_POWER,
+    BMC_SET_BOOT_DEVICE,
+    BMCTarget,
+    BootDevice,
+    BootDeviceRequest,
+    PowerAction,
+    PowerRequest,
+    PowerResult,
+)
+from metalflow.models import HostSpec
+from workflows.options import BMC_RETRY, BMC_TIMEOUT
+
+
+def target_of(spec: HostSpec) -> BMCTarget:
+    return BMCTarget(
+        address=spec.bmc.address,
+        credentials=spec.bmc.credentials,
+        disable_certificate_verification=spec.bmc.disable_certificate_verification,
+        boot_mac_address=spec.boot_mac_address,
+    )
+
+
+async def power(spec: HostSpec, action: PowerAction) -> bool:
+    """Drive power and return whether the host is on afterwards."""
+    result = await workflow.execute_activity(
+        BMC_POWER,
+        PowerRequest(target=target_of(spec), action=action),
+        result_type=PowerResult,
+        start_to_close_timeout=BMC_TIMEOUT,
+        retry_policy=BMC_RETRY,
+        summary=f"power {action.value}",
+    )
+    return result.powered_on
+
+
+async def set_boot_device(spec: HostSpec, device: BootDevice, persistent: bool = False) -> None:
+    await workflow.execute_activity(
+        BMC_SET_BOOT_DEVICE,
+        BootDeviceRequest(
+            target=target_of(spec), device=device, persistent=persistent, boot_mode=spec.boot_mode
+        ),
+        start_to_close_timeout=BMC_TIMEOUT,
+        retry_policy=BMC_RETRY,
+        summary=f"boot device {device.value}{' (persistent)' if persistent else ' (once)'}",
+    )

@@ -1,0 +1,56 @@
+"""CleanHost: wipe disks per automatedCleaningMode (preparing), or before reuse (deprovisioning)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+from metalflow.contracts import (
+    AGENT_CLEAN,
+    BOOT_CLEANUP,
+    CLEAN_HOST,
+    BootPurpose,
+    CleanRequest,
+    CleanResult,
+    PowerAction,
+    StepInput,
+    StepResult,
+)
+from metalflow.models import CleaningMode
+from workflows import bmc_calls
+from workflows.inband import run_on_host
+from workflows.options import AGENT_SHORT_TIMEOUT, LOCAL_RETRY
+
+
+@workflow.defn(name=CLEAN_HOST)
+class CleanHost:
+    @workflow.run
+    async def run(self, step: StepInput) -> StepResult:
+        powered_on = step.powered_on
+        deprovisioning = step.purpose == "deprovision"
+        if step.spec.automated_cleaning_mode != CleaningMode.DISABLED:
+            await run_on_host(
+                step.ref,
+                step.spec,
+                AGENT_CLEAN,
+                CleanRequest(mode=step.spec.automated_cleaning_mode.value),
+                CleanResult,
+                purpose=BootPurpose.CLEAN,
+                # A provisioned host runs its own OS, never our agent: always boot the ramdisk.
+                powered_on=powered_on and not deprovisioning,
+                ramdisk_timeout=timedelta(seconds=step.ramdisk_boot_timeout_seconds),
+                start_to_close=AGENT_SHORT_TIMEOUT,
+                summary=f"clean disks ({step.spec.automated_cleaning_mode.value})",
+            )
+            powered_on = True
+        if deprovisioning:
+            powered_on = await bmc_calls.power(step.spec, PowerAction.OFF)
+            await workflow.execute_activity(
+                BOOT_CLEANUP,
+                step.ref,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=LOCAL_RETRY,
+                summary="remove network boot entries",
+            )
+        return StepResult(powered_on=powered_on)

@@ -1,0 +1,114 @@
+"""DeployHost: write the image and config drive in-band, then boot the host from its disk."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+from metalflow.contracts import (
+    AGENT_WRITE_CONFIGDRIVE,
+    AGENT_WRITE_IMAGE,
+    BMC_EJECT_MEDIA,
+    BOOT_CLEANUP,
+    CONFIGDRIVE_STAGE,
+    DEPLOY_HOST,
+    BootDevice,
+    BootPurpose,
+    ConfigDriveRequest,
+    ConfigDriveStaged,
+    MediaRequest,
+    PowerAction,
+    StepInput,
+    StepResult,
+    WriteConfigDriveRequest,
+    WriteImageRequest,
+    WriteImageResult,
+)
+from workflows import bmc_calls
+from workflows.inband import run_on_host
+from workflows.options import (
+    AGENT_SHORT_TIMEOUT,
+    BMC_RETRY,
+    BMC_TIMEOUT,
+    IMAGE_WRITE_HEARTBEAT,
+    IMAGE_WRITE_TIMEOUT,
+    LOCAL_RETRY,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from activities.bmc.address import parse_bmc_address
+
+
+@workflow.defn(name=DEPLOY_HOST)
+class DeployHost:
+    @workflow.run
+    async def run(self, step: StepInput) -> StepResult:
+        spec = step.spec
+        if spec.image is None:
+            raise ApplicationError("DeployHost needs spec.image", non_retryable=True)
+        ramdisk_timeout = timedelta(seconds=step.ramdisk_boot_timeout_seconds)
+        written = await run_on_host(
+            step.ref,
+            spec,
+            AGENT_WRITE_IMAGE,
+            WriteImageRequest(image=spec.image, root_device_hints=spec.root_device_hints),
+            WriteImageResult,
+            purpose=BootPurpose.DEPLOY,
+            powered_on=step.powered_on,
+            ramdisk_timeout=ramdisk_timeout,
+            start_to_close=IMAGE_WRITE_TIMEOUT,
+            heartbeat=IMAGE_WRITE_HEARTBEAT,
+            summary=f"write image {spec.image.url}",
+        )
+        staged = await workflow.execute_activity(
+            CONFIGDRIVE_STAGE,
+            ConfigDriveRequest(
+                host=step.ref,
+                user_data=spec.user_data,
+                network_data=spec.network_data,
+                meta_data=spec.meta_data,
+            ),
+            result_type=ConfigDriveStaged,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=LOCAL_RETRY,
+            summary="build config drive (user-data stays out of history)",
+        )
+        await run_on_host(
+            step.ref,
+            spec,
+            AGENT_WRITE_CONFIGDRIVE,
+            WriteConfigDriveRequest(device=written.device, config_drive=staged),
+            type(None),
+            purpose=BootPurpose.DEPLOY,
+            powered_on=True,
+            ramdisk_timeout=ramdisk_timeout,
+            start_to_close=AGENT_SHORT_TIMEOUT,
+            summary=f"write config drive to {written.device}",
+        )
+        # Redfish "once" overrides read back as continuous on some BMCs: set disk explicitly.
+        await bmc_calls.set_boot_device(spec, BootDevice.DISK, persistent=True)
+        await workflow.execute_activity(
+            BOOT_CLEANUP,
+            step.ref,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=LOCAL_RETRY,
+            summary="remove network boot entries",
+        )
+        if parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification).virtual_media:
+            await workflow.execute_activity(
+                BMC_EJECT_MEDIA,
+                MediaRequest(target=bmc_calls.target_of(spec)),
+                start_to_close_timeout=BMC_TIMEOUT,
+                retry_policy=BMC_RETRY,
+                summary="eject deploy ISO",
+            )
+        action = PowerAction.REBOOT if spec.online else PowerAction.OFF
+        powered_on = await bmc_calls.power(spec, action)
+        return StepResult(
+            powered_on=powered_on,
+            image=spec.image,
+            root_device=written.device,
+            bytes_written=written.bytes_written,
+        )

@@ -1,0 +1,120 @@
+"""Running work ON the host: boot the deploy ramdisk, then dispatch to its agent's queue.
+
+The agent is a Temporal worker polling `host-<id>` from inside the ramdisk, so "the ramdisk
+never booted" is simply a schedule-to-start timeout. A ramdisk left running by an earlier
+step is reused (Ironic calls this fast-track): a short probe first, a real boot only if
+nobody picks the task up.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+from metalflow.contracts import (
+    BMC_INSERT_MEDIA,
+    BOOT_PREPARE,
+    BootDevice,
+    BootPrepareRequest,
+    BootPrepareResult,
+    BootPurpose,
+    ErrorName,
+    MediaRequest,
+    PowerAction,
+)
+from metalflow.models import HostRef, HostSpec
+from workflows import bmc_calls
+from workflows.options import AGENT_RETRY, BMC_RETRY, BMC_TIMEOUT, FAST_TRACK_PROBE, LOCAL_RETRY
+
+with workflow.unsafe.imports_passed_through():
+    from activities.bmc.address import parse_bmc_address
+
+T = TypeVar("T")
+
+
+async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, powered_on: bool) -> None:
+    """Point the host at the deploy ramdisk (PXE or virtual media) and (re)start it."""
+    prepared = await workflow.execute_activity(
+        BOOT_PREPARE,
+        BootPrepareRequest(
+            host=ref,
+            boot_mac_address=spec.boot_mac_address,
+            purpose=purpose,
+            boot_mode=spec.boot_mode,
+        ),
+        result_type=BootPrepareResult,
+        start_to_close_timeout=timedelta(minutes=2),
+        retry_policy=LOCAL_RETRY,
+        summary=f"prepare network boot for {purpose.value}",
+    )
+    address = parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification)
+    if address.virtual_media:
+        await workflow.execute_activity(
+            BMC_INSERT_MEDIA,
+            MediaRequest(target=bmc_calls.target_of(spec), image_url=prepared.iso_url),
+            start_to_close_timeout=BMC_TIMEOUT,
+            retry_policy=BMC_RETRY,
+            summary="insert deploy ISO",
+        )
+        await bmc_calls.set_boot_device(spec, BootDevice.CD)
+    else:
+        await bmc_calls.set_boot_device(spec, BootDevice.PXE)
+    await bmc_calls.power(spec, PowerAction.REBOOT if powered_on else PowerAction.ON)
+
+
+async def run_on_host(
+    ref: HostRef,
+    spec: HostSpec,
+    activity: str,
+    arg: Any,
+    result_type: type[T],
+    *,
+    purpose: BootPurpose,
+    powered_on: bool,
+    ramdisk_timeout: timedelta,
+    start_to_close: timedelta,
+    heartbeat: timedelta | None = None,
+    summary: str,
+) -> T:
+    """Run an agent activity, booting the ramdisk first unless one already answers."""
+
+    async def attempt(schedule_to_start: timedelta) -> T:
+        return await workflow.execute_activity(
+            activity,
+            arg,
+            result_type=result_type,
+            task_queue=ref.agent_task_queue,
+            schedule_to_start_timeout=schedule_to_start,
+            start_to_close_timeout=start_to_close,
+            heartbeat_timeout=heartbeat,
+            retry_policy=AGENT_RETRY,
+            summary=summary,
+        )
+
+    if powered_on:
+        try:
+            return await attempt(FAST_TRACK_PROBE)
+        except ActivityError as err:
+            if not _is_schedule_to_start_timeout(err):
+                raise
+    await boot_ramdisk(ref, spec, purpose, powered_on)
+    try:
+        return await attempt(ramdisk_timeout)
+    except ActivityError as err:
+        if _is_schedule_to_start_timeout(err):
+            raise ApplicationError(
+                f"the deploy ramdisk of {ref.namespace}/{ref.name} never started its agent "
+                f"within {int(ramdisk_timeout.total_seconds())}s (queue {ref.agent_task_queue}); "
+                "check the host's network boot (bootMACAddress, DHCP, boot server) and console",
+                type=ErrorName.RAMDISK_TIMEOUT.value,
+                non_retryable=True,
+            ) from err
+        raise
+
+
+def _is_schedule_to_start_timeout(err: ActivityError) -> bool:
+    cause = err.cause
+    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START

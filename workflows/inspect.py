@@ -1,0 +1,33 @@
+"""InspectHost: boot the deploy ramdisk and let its agent report the hardware."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+from metalflow.contracts import AGENT_INVENTORY, INSPECT_HOST, BootPurpose, StepInput, StepResult
+from metalflow.models import HardwareDetails
+from workflows.inband import boot_ramdisk, run_on_host
+from workflows.options import AGENT_SHORT_TIMEOUT
+
+
+@workflow.defn(name=INSPECT_HOST)
+class InspectHost:
+    @workflow.run
+    async def run(self, step: StepInput) -> StepResult:
+        # Inspection always boots a fresh ramdisk: whatever runs now may be a stale image.
+        await boot_ramdisk(step.ref, step.spec, BootPurpose.INSPECT, step.powered_on)
+        hardware = await run_on_host(
+            step.ref,
+            step.spec,
+            AGENT_INVENTORY,
+            None,
+            HardwareDetails,
+            purpose=BootPurpose.INSPECT,
+            powered_on=True,
+            ramdisk_timeout=timedelta(seconds=step.ramdisk_boot_timeout_seconds),
+            start_to_close=AGENT_SHORT_TIMEOUT,
+            summary="collect hardware inventory (in-band)",
+        )
+        return StepResult(powered_on=True, hardware=hardware)

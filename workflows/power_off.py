@@ -1,0 +1,15 @@
+"""PowerOffHost: stop a running workload before the host is deleted."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from metalflow.contracts import POWER_OFF_HOST, PowerAction, StepInput, StepResult
+from workflows import bmc_calls
+
+
+@workflow.defn(name=POWER_OFF_HOST)
+class PowerOffHost:
+    @workflow.run
+    async def run(self, step: StepInput) -> StepResult:
+        return StepResult(powered_on=await bmc_calls.power(step.spec, PowerAction.SOFT_OFF))
