@@ -16,7 +16,7 @@ from metalflow.settings import get_settings
 
 GROUP, VERSION, PLURAL = "metal3.io", "v1alpha1", "baremetalhosts"
 # metalflow's own fields are not part of metal3's status schema.
-_METALFLOW_ONLY = {"current_step", "paused", "deleted"}
+_METALFLOW_ONLY = {"current_step", "paused", "detached", "deleted"}
 
 
 def bmh_status(status: HostStatus) -> dict[str, Any]:
@@ -62,9 +62,7 @@ def publish_status(update: StatusUpdate) -> None:
             )
         except ApiException as exc:
             if exc.status == 404:  # the object is gone: nothing left to report to
-                activity.logger.info(
-                    "BareMetalHost %s/%s is gone", update.host.namespace, update.host.name
-                )
+                activity.logger.info("BareMetalHost %s/%s is gone", update.host.namespace, update.host.name)
                 return
             raise
 

@@ -178,6 +178,13 @@ async def cmd_boot_server(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
+    from k8s_bridge.main import run_bridge
+
+    await run_bridge(settings)
+    return 0
+
+
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from metalflow.devenv.demo import run_demo
 
@@ -248,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--boot-dir")
     sp.set_defaults(run=cmd_boot_server)
 
+    sp = sub.add_parser("bridge", help="watch BareMetalHosts and drive their workflows")
+    sp.set_defaults(run=cmd_bridge)
+
     sp = sub.add_parser("demo", help="everything on one machine: dev server, emulated BMCs, hosts")
     sp.add_argument("--hosts", type=int, default=3)
     sp.add_argument("--no-wait", action="store_true", help="exit once the hosts are provisioned")
@@ -258,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.command in ("worker", "agent", "boot-server") else logging.WARNING,
+        level=logging.INFO
+        if args.command in ("worker", "agent", "boot-server", "bridge")
+        else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = get_settings()

@@ -169,7 +169,7 @@ class HostSpec(Model):
     """What the operator wants of one host (metal3 BareMetalHost.spec, plus `join`)."""
 
     bmc: BMCDetails
-    boot_mac_address: str | None = None
+    boot_mac_address: str | None = Field(default=None, alias="bootMACAddress")
     boot_mode: BootMode = BootMode.UEFI
     online: bool = True
     image: ImageSpec | None = None
@@ -390,4 +390,5 @@ class HostStatus(Model):
     # metalflow additions
     current_step: str = ""
     paused: bool = False
+    detached: bool = False
     deleted: bool = False

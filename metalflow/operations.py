@@ -38,7 +38,9 @@ class Applied:
     started: bool
 
 
-async def apply(client: Client, host: Host, settings: Settings) -> Applied:
+async def apply(
+    client: Client, host: Host, settings: Settings, memo: dict[str, str] | None = None
+) -> Applied:
     check_spec(host.spec)
     inp = HostWorkflowInput(
         ref=host.ref,
@@ -53,6 +55,7 @@ async def apply(client: Client, host: Host, settings: Settings) -> Applied:
             id=host.ref.workflow_id,
             task_queue=settings.task_queue,
             result_type=HostStatus,
+            memo=memo or {},
             static_summary=f"host {host.ref.namespace}/{host.ref.name}",
             static_details=f"BMC {host.spec.bmc.address}",
             search_attributes=TypedSearchAttributes(

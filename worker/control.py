@@ -42,14 +42,10 @@ async def run_worker(settings: Settings | None = None) -> None:
     client = await connect(settings)
     with ThreadPoolExecutor(max_workers=64, thread_name_prefix="activity") as executor:
         worker = build_worker(client, settings, executor)
-        log.info(
-            "control-plane worker polling %s on %s", settings.task_queue, settings.temporal_address
-        )
+        log.info("control-plane worker polling %s on %s", settings.task_queue, settings.temporal_address)
         await worker.run()
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(run_worker())

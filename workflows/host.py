@@ -110,11 +110,13 @@ class HostWorkflow:
     @workflow.signal
     def detach(self) -> None:
         self._detached = True
+        self._status.detached = True
         self._poke()
 
     @workflow.signal
     def attach(self) -> None:
         self._detached = False
+        self._status.detached = False
         self._poke()
 
     @workflow.signal
@@ -164,7 +166,7 @@ class HostWorkflow:
                 continue
             if self._history_too_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(self._carry_over())
+                workflow.continue_as_new(self._carry_over(), memo=dict(workflow.memo()))
             await self._wait_for_change()
 
     async def _wait_for_change(self) -> None:

@@ -1,0 +1,184 @@
+"""The bridge's watch loop: list, watch, and a de-duplicating work queue of BareMetalHost keys.
+
+Why the kubernetes client's watch rather than kopf: the bridge keeps no state of its own
+(Temporal has it), so kopf's per-handler progress annotations and diff-based handlers would
+duplicate what the workflow already records. What remains is a list+watch with resync and
+410 handling and a work queue, as controller-runtime does, in ~150 lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+from kubernetes.client.exceptions import ApiException
+from temporalio.client import Client
+
+from k8s_bridge.reconcile import FINALIZER, Plan, reconcile
+from metalflow.bmh import API_VERSION
+from metalflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = API_VERSION.split("/")
+PLURAL = "baremetalhosts"
+
+
+class Bridge:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        temporal: Client,
+        settings: Settings,
+        workers: int = 16,
+        resync_seconds: int = 300,
+    ) -> None:
+        self._api = k8s.CustomObjectsApi(api_client)
+        self._temporal = temporal
+        self._settings = settings
+        self._workers = workers
+        self._resync = resync_seconds
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._queued: set[str] = set()
+        self._stop = threading.Event()
+        self.reconciled = 0  # for tests and metrics
+
+    # ---- work queue ----
+
+    def _enqueue(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        key = f"{meta.get('namespace', 'default')}/{meta['name']}"
+        self._latest[key] = obj
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            obj = self._latest.pop(key, None)
+            if obj is None:
+                continue
+            try:
+                plan = await reconcile(obj, self._temporal, self._settings)
+                await asyncio.to_thread(self._apply_plan, obj, plan)
+                self.reconciled += 1
+            except Exception:
+                log.exception("reconciling BareMetalHost %s failed; will retry", key)
+                await asyncio.sleep(1)
+                self._enqueue(obj)
+
+    # ---- Kubernetes side effects ----
+
+    def _apply_plan(self, obj: dict[str, Any], plan: Plan) -> None:
+        meta = obj["metadata"]
+        ns, name = meta.get("namespace", "default"), meta["name"]
+        finalizers = list(meta.get("finalizers") or [])
+        patch: dict[str, Any] = {}
+        if plan.add_finalizer and FINALIZER not in finalizers:
+            patch.setdefault("metadata", {})["finalizers"] = [*finalizers, FINALIZER]
+        if plan.remove_finalizer and FINALIZER in finalizers:
+            patch.setdefault("metadata", {})["finalizers"] = [f for f in finalizers if f != FINALIZER]
+        if plan.remove_annotations:
+            patch.setdefault("metadata", {})["annotations"] = dict.fromkeys(plan.remove_annotations)
+        try:
+            if patch:
+                patch["metadata"]["resourceVersion"] = meta.get("resourceVersion")
+                self._api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, patch)
+            if plan.status_error is not None:
+                self._api.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    ns,
+                    PLURAL,
+                    name,
+                    {
+                        "status": {
+                            "operationalStatus": "error",
+                            "errorType": "registration error",
+                            "errorMessage": plan.status_error,
+                        }
+                    },
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            if exc.status == 409:  # stale: a newer event for this object is on its way
+                return
+            raise
+
+    # ---- list + watch ----
+
+    def _list(self) -> tuple[list[dict[str, Any]], str]:
+        body = self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        return body.get("items") or [], body["metadata"]["resourceVersion"]
+
+    def _watch_thread(self, loop: asyncio.AbstractEventLoop, since: str, gone: threading.Event) -> str:
+        """Stream events into the loop until the server ends the watch; return the last RV seen."""
+        w = k8s_watch.Watch()
+        rv = since
+        try:
+            for event in w.stream(
+                self._api.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
+                resource_version=rv,
+                timeout_seconds=self._resync,
+                allow_watch_bookmarks=True,
+            ):
+                if self._stop.is_set():
+                    w.stop()
+                    break
+                obj = event["object"]
+                rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    loop.call_soon_threadsafe(self._enqueue, obj)
+        except ApiException as exc:
+            if exc.status == 410:
+                gone.set()
+            else:
+                raise
+        return rv
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        workers = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
+        try:
+            while not self._stop.is_set():
+                items, rv = await asyncio.to_thread(self._list)
+                for obj in items:
+                    self._enqueue(obj)
+                # One watch per list: when the server ends it (timeout = resync period) or
+                # answers 410 Gone (our RV was compacted away), list again from scratch.
+                await self._in_daemon_thread(self._watch_thread, loop, rv, threading.Event())
+        finally:
+            self._stop.set()
+            for t in workers:
+                t.cancel()
+
+    @staticmethod
+    async def _in_daemon_thread(fn: Any, *args: Any) -> Any:
+        """Like asyncio.to_thread, but a blocked watch never holds up interpreter exit."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+
+        def target() -> None:
+            try:
+                result = fn(*args)
+            except BaseException:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+            else:
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
+
+        threading.Thread(target=target, daemon=True, name="bmh-watch").start()
+        return await done
+
+    def stop(self) -> None:
+        self._stop.set()

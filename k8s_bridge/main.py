@@ -1,0 +1,23 @@
+"""`metalflow bridge`: watch BareMetalHosts and drive their workflows."""
+
+from __future__ import annotations
+
+from kubernetes import client as k8s
+from kubernetes import config
+
+from k8s_bridge.controller import Bridge
+from metalflow.client import connect
+from metalflow.settings import Settings
+
+
+def api_client(settings: Settings) -> k8s.ApiClient:
+    if settings.kubeconfig:
+        return config.new_client_from_config(config_file=str(settings.kubeconfig))
+    config.load_incluster_config()
+    return k8s.ApiClient()
+
+
+async def run_bridge(settings: Settings) -> None:
+    temporal = await connect(settings)
+    with api_client(settings) as api:
+        await Bridge(api, temporal, settings).run()

@@ -1,0 +1,114 @@
+"""Reconcile one BareMetalHost against its HostWorkflow. Level-triggered and stateless.
+
+Everything the decision needs is in the object (spec, annotations, finalizers, uid) or in
+Temporal (the workflow's spec and memo), so a restarted bridge just lists and reconciles
+again. Actions are idempotent: a repeated event changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from metalflow import operations
+from metalflow.bmh import ManifestError, host_from_manifest
+from metalflow.models import HostRef
+from metalflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "baremetalhost.metal3.io"
+PAUSED = "baremetalhost.metal3.io/paused"
+DETACHED = "baremetalhost.metal3.io/detached"
+REBOOT_PREFIX = "reboot.metal3.io"
+INSPECT = "inspect.metal3.io"
+
+
+@dataclass
+class Plan:
+    """What reconciling one object decided: Kubernetes patches and workflow calls, in order."""
+
+    add_finalizer: bool = False
+    remove_finalizer: bool = False
+    remove_annotations: list[str] = field(default_factory=list)
+    status_error: str | None = None
+    signals: list[str] = field(default_factory=list)
+    apply: bool = False
+
+
+async def _workflow_state(client: Client, ref: HostRef) -> tuple[WorkflowExecutionStatus | None, str]:
+    """The host workflow's status and the BareMetalHost uid it was started for."""
+    try:
+        desc = await operations.handle_for(client, ref).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None, ""
+        raise
+    memo = await desc.memo()
+    return desc.status, str(memo.get("uid", ""))
+
+
+async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> Plan:
+    """Decide and perform the workflow side; return the Kubernetes-side patches to make."""
+    meta = obj.get("metadata") or {}
+    ref = HostRef(namespace=meta.get("namespace") or "default", name=meta["name"])
+    annotations: dict[str, str] = meta.get("annotations") or {}
+    finalizers: list[str] = meta.get("finalizers") or []
+    plan = Plan()
+    status, uid = await _workflow_state(client, ref)
+    running = status == WorkflowExecutionStatus.RUNNING
+
+    if meta.get("deletionTimestamp"):
+        if FINALIZER not in finalizers:
+            return plan
+        if running:
+            plan.signals.append("delete")
+            await operations.signal(client, ref, "delete")
+        else:
+            plan.remove_finalizer = True  # the workflow finished deprovisioning (or never ran)
+        return plan
+
+    if FINALIZER not in finalizers:
+        plan.add_finalizer = True
+    try:
+        host = host_from_manifest(obj)
+        operations.check_spec(host.spec)
+    except (ManifestError, ValueError) as err:
+        plan.status_error = str(err)
+        return plan
+
+    if running and uid and uid != meta.get("uid"):
+        # The object was deleted and created again while the old incarnation still runs.
+        await operations.signal(client, ref, "delete")
+        plan.signals.append("delete")
+        return plan
+
+    if not running:
+        await operations.apply(client, host, settings, memo={"uid": meta.get("uid", "")})
+        plan.apply = True
+    elif await operations.spec(client, ref) != host.spec:
+        await operations.apply(client, host, settings)
+        plan.apply = True
+
+    current = await operations.status(client, ref)
+    if (PAUSED in annotations) != current.paused:
+        plan.signals.append("pause" if PAUSED in annotations else "resume")
+    if (DETACHED in annotations) != current.detached:
+        plan.signals.append("detach" if DETACHED in annotations else "attach")
+    for name in plan.signals:
+        await operations.signal(client, ref, name)
+    if any(k == REBOOT_PREFIX or k.startswith(REBOOT_PREFIX + "/") for k in annotations):
+        await operations.signal(client, ref, "reboot")
+        plan.signals.append("reboot")
+        plan.remove_annotations += [
+            k for k in annotations if k == REBOOT_PREFIX or k.startswith(REBOOT_PREFIX + "/")
+        ]
+    if INSPECT in annotations and annotations[INSPECT] != "disabled":
+        await operations.signal(client, ref, "inspect")
+        plan.signals.append("inspect")
+        plan.remove_annotations.append(INSPECT)
+    return plan

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Debian packages the tests and demo drive for real (qemu-img, dnsmasq, a DHCP client, ...).
+# Installs what is missing when it can (root or sudo); otherwise says what to install.
+set -euo pipefail
+need=(qemu-utils:qemu-img dnsmasq-base:dnsmasq busybox:busybox iproute2:ip genisoimage:genisoimage
+      mtools:mcopy dosfstools:mkfs.vfat gdisk:sgdisk curl:curl openssl:openssl)
+missing=()
+for pair in "${need[@]}"; do
+  pkg=${pair%%:*}; cmd=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing Debian packages: ${missing[*]}"
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+  echo "missing packages (install them as root): ${missing[*]}" >&2; exit 1; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

