@@ -172,8 +172,9 @@ class Bridge:
         def target() -> None:
             try:
                 result = fn(*args)
-            except BaseException:  # handed to the awaiting coroutine
-                loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+            except BaseException as exc:  # handed to the awaiting coroutine
+                error = exc
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(error))
             else:
                 loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
 
