@@ -18,6 +18,7 @@ from metalflow.models import (
     HostSpec,
     HostStatus,
     ImageSpec,
+    JoinSpec,
     Model,
     RootDeviceHints,
     SecretRef,
@@ -228,6 +229,7 @@ class StepInput(Model):
     powered_on: bool = False
     ramdisk_boot_timeout_seconds: int = 600
     purpose: str = ""
+    join_token: SecretRef | None = None
 
 
 class StepResult(Model):
@@ -237,3 +239,32 @@ class StepResult(Model):
     image: ImageSpec | None = None
     root_device: str = ""
     bytes_written: int = 0
+    join_token: SecretRef | None = None
+
+
+# ---- kubeadm join ----
+class JoinRequest(Model):
+    host: HostRef
+    join: JoinSpec
+    user_data: SecretRef | None = None
+
+
+class JoinPlan(Model):
+    """References only: the token lives in its Secret, the merged user-data in another."""
+
+    token_secret: SecretRef
+    user_data: SecretRef
+    ca_cert_hash: str
+    api_server_endpoint: str
+
+
+class WaitNodeRequest(Model):
+    host: HostRef
+    join: JoinSpec
+    token_secret: SecretRef | None = None
+
+
+class NodeInfo(Model):
+    name: str
+    ready: bool
+    provider_id: str

@@ -14,10 +14,13 @@ from metalflow.contracts import (
     BOOT_CLEANUP,
     CONFIGDRIVE_STAGE,
     DEPLOY_HOST,
+    KUBEADM_PREPARE_JOIN,
     BootDevice,
     BootPurpose,
     ConfigDriveRequest,
     ConfigDriveStaged,
+    JoinPlan,
+    JoinRequest,
     MediaRequest,
     PowerAction,
     StepInput,
@@ -62,11 +65,22 @@ class DeployHost:
             heartbeat=IMAGE_WRITE_HEARTBEAT,
             summary=f"write image {spec.image.url}",
         )
+        user_data, join_token = spec.user_data, None
+        if spec.join is not None:
+            plan = await workflow.execute_activity(
+                KUBEADM_PREPARE_JOIN,
+                JoinRequest(host=step.ref, join=spec.join, user_data=spec.user_data),
+                result_type=JoinPlan,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=LOCAL_RETRY,
+                summary="bootstrap token + kubeadm join user-data",
+            )
+            user_data, join_token = plan.user_data, plan.token_secret
         staged = await workflow.execute_activity(
             CONFIGDRIVE_STAGE,
             ConfigDriveRequest(
                 host=step.ref,
-                user_data=spec.user_data,
+                user_data=user_data,
                 network_data=spec.network_data,
                 meta_data=spec.meta_data,
             ),
@@ -111,4 +125,5 @@ class DeployHost:
             image=spec.image,
             root_device=written.device,
             bytes_written=written.bytes_written,
+            join_token=join_token,
         )

@@ -33,6 +33,7 @@ from metalflow.models import (
     HostStatus,
     OperationalStatus,
     OperationMetric,
+    SecretRef,
 )
 from metalflow.models import ProvisioningState as S
 from workflows import bmc_calls
@@ -251,7 +252,7 @@ class HostWorkflow:
             if state == S.PROVISIONING and self._spec.join is not None:
                 self._status.current_step = JOIN_CLUSTER
                 await self._publish()
-                await self._child(JOIN_CLUSTER, "kubeadm join the cluster", state)
+                await self._child(JOIN_CLUSTER, "kubeadm join the cluster", state, result.join_token)
         except ChildWorkflowError as err:
             self._record_error(step, err)
             await self._publish()
@@ -283,7 +284,9 @@ class HostWorkflow:
         self._status.current_step = ""
         await self._publish()
 
-    async def _child(self, name: str, summary: str, state: S) -> StepResult:
+    async def _child(
+        self, name: str, summary: str, state: S, join_token: SecretRef | None = None
+    ) -> StepResult:
         self._seq += 1
         return await workflow.execute_child_workflow(
             name,
@@ -294,6 +297,7 @@ class HostWorkflow:
                 powered_on=self._status.powered_on,
                 ramdisk_boot_timeout_seconds=self._ramdisk_timeout,
                 purpose="deprovision" if state == S.DEPROVISIONING else state.value,
+                join_token=join_token,
             ),
             id=f"{workflow.info().workflow_id}/{self._seq:04d}-{name}",
             result_type=StepResult,

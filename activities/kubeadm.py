@@ -1,0 +1,288 @@
+"""kubeadm join: bootstrap token, CA hash, join user-data, and waiting for the Node.
+
+The token is created in the target cluster's kube-system as a bootstrap-token Secret and
+written only into Secrets (the token Secret and the rendered user-data); workflows see
+references. The CA hash is the SHA-256 of the cluster CA's SubjectPublicKeyInfo, as
+`kubeadm join --discovery-token-ca-cert-hash` expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets as pysecrets
+import string
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+
+from metalflow.contracts import (
+    KUBEADM_CLEANUP,
+    KUBEADM_PREPARE_JOIN,
+    KUBEADM_WAIT_NODE,
+    ErrorName,
+    JoinPlan,
+    JoinRequest,
+    NodeInfo,
+    WaitNodeRequest,
+)
+from metalflow.errors import permanent
+from metalflow.models import HostRef, JoinSpec, SecretRef
+from metalflow.secrets import resolve
+from metalflow.settings import get_settings
+
+HOST_LABEL = "metalflow.io/host"
+TOKEN_TTL = timedelta(hours=24)
+_TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+_templates = Environment(
+    loader=PackageLoader("activities", "templates"), undefined=StrictUndefined, keep_trailing_newline=True
+)
+
+
+def _name(obj: Any) -> str:
+    """metadata.name of an API object (the client types metadata as optional)."""
+    return str(obj.metadata.name) if obj.metadata and obj.metadata.name else ""
+
+
+def provider_id(ref: HostRef) -> str:
+    return f"metalflow://{ref.namespace}/{ref.name}"
+
+
+def ca_cert_hash(ca_pem: bytes) -> str:
+    """`sha256:<hex>` of the CA certificate's public key (SubjectPublicKeyInfo, DER)."""
+    cert = x509.load_pem_x509_certificate(ca_pem)
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def _cluster(join: JoinSpec) -> k8s.ApiClient:
+    kubeconfig = resolve(join.kubeconfig).require("kubeconfig", join.kubeconfig)
+    return k8s_config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+
+
+def _certificate_key(join: JoinSpec) -> str:
+    return resolve(join.kubeconfig).data.get("certificateKey", "") if join.control_plane else ""
+
+
+def _cluster_info(core: k8s.CoreV1Api) -> tuple[str, bytes]:
+    """The API endpoint and CA certificate, from kube-public/cluster-info as kubeadm publishes it."""
+    try:
+        cm = core.read_namespaced_config_map("cluster-info", "kube-public")
+    except ApiException as exc:
+        if exc.status == 404:
+            raise permanent(
+                ErrorName.CLUSTER_INFO_MISSING,
+                "the target cluster has no kube-public/cluster-info ConfigMap; run "
+                "`kubeadm init phase bootstrap-token` on a control-plane node to publish it",
+            ) from None
+        raise
+    kubeconfig = yaml.safe_load((cm.data or {}).get("kubeconfig", "") or "{}")
+    try:
+        cluster = kubeconfig["clusters"][0]["cluster"]
+        return cluster["server"], base64.b64decode(cluster["certificate-authority-data"])
+    except (KeyError, IndexError, TypeError):
+        raise permanent(
+            ErrorName.CLUSTER_INFO_MISSING,
+            "kube-public/cluster-info has no kubeconfig with server and certificate-authority-data",
+        ) from None
+
+
+def _find_or_create_token(core: k8s.CoreV1Api, ref: HostRef) -> tuple[str, str]:
+    """One live bootstrap token per host: reuse it on a retried attempt, else create it."""
+    label = f"{HOST_LABEL}={ref.host_id}"
+    now = datetime.now(UTC)
+    for secret in core.list_namespaced_secret("kube-system", label_selector=label).items:
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        expires = data.get("expiration")
+        if expires and datetime.fromisoformat(expires.replace("Z", "+00:00")) > now + timedelta(hours=1):
+            return data["token-id"], _name(secret)
+    token_id = "".join(pysecrets.choice(_TOKEN_ALPHABET) for _ in range(6))
+    token_secret = "".join(pysecrets.choice(_TOKEN_ALPHABET) for _ in range(16))
+    name = f"bootstrap-token-{token_id}"
+    body = k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name=name, namespace="kube-system", labels={HOST_LABEL: ref.host_id}),
+        type="bootstrap.kubernetes.io/token",
+        string_data={
+            "token-id": token_id,
+            "token-secret": token_secret,
+            "expiration": (now + TOKEN_TTL).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "usage-bootstrap-authentication": "true",
+            "usage-bootstrap-signing": "true",
+            "auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
+            "description": f"metalflow join of {ref.namespace}/{ref.name}",
+        },
+    )
+    core.create_namespaced_secret("kube-system", body)
+    return token_id, name
+
+
+def render_user_data(
+    ref: HostRef,
+    join: JoinSpec,
+    endpoint: str,
+    token: str,
+    ca_hash: str,
+    user_data: str | None,
+    certificate_key: str = "",
+) -> str:
+    """cloud-init that runs kubeadm join, merged with the user's own #cloud-config."""
+    if join.control_plane and not certificate_key:
+        raise permanent(
+            ErrorName.SECRET_INVALID,
+            f"spec.join.controlPlane needs key certificateKey in {join.kubeconfig.describe()} "
+            "(from `kubeadm init phase upload-certs --upload-certs`)",
+        )
+    rendered = _templates.get_template("kubeadm-join.yaml.j2").render(
+        endpoint=endpoint.removeprefix("https://"),
+        token=token,
+        ca_hash=ca_hash,
+        node_name=ref.name,
+        provider_id=provider_id(ref),
+        control_plane=join.control_plane,
+        node_labels=join.node_labels,
+        certificate_key=certificate_key,
+    )
+    ours: dict[str, Any] = yaml.safe_load(rendered)
+    if user_data:
+        theirs = yaml.safe_load(user_data) if user_data.lstrip().startswith("#cloud-config") else None
+        if not isinstance(theirs, dict):
+            raise permanent(
+                ErrorName.SECRET_INVALID,
+                "spec.userData must be #cloud-config YAML to be merged with the kubeadm join; "
+                "move scripts into its runcmd or write_files",
+            )
+        for key, value in theirs.items():
+            if isinstance(value, list) and isinstance(ours.get(key), list):
+                ours[key] = [*value, *ours[key]]  # the user's commands run before the join
+            else:
+                ours.setdefault(key, value)
+    return "#cloud-config\n" + yaml.safe_dump(ours, sort_keys=False)
+
+
+def _store_user_data(ref: HostRef, content: str) -> SecretRef:
+    """Keep the rendered user-data (it holds the token) in a Secret or a 0600 local file."""
+    settings = get_settings()
+    name = f"{ref.name}-join-user-data"
+    if settings.publish_status_to_kubernetes:
+        api = (
+            k8s_config.new_client_from_config(config_file=str(settings.kubeconfig))
+            if settings.kubeconfig
+            else None
+        )
+        if api is None:
+            k8s_config.load_incluster_config()
+            api = k8s.ApiClient()
+        with api:
+            core = k8s.CoreV1Api(api)
+            body = k8s.V1Secret(
+                metadata=k8s.V1ObjectMeta(name=name, namespace=ref.namespace),
+                string_data={"userData": content},
+            )
+            try:
+                core.create_namespaced_secret(ref.namespace, body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                core.replace_namespaced_secret(name, ref.namespace, body)
+        return SecretRef(name=name, namespace=ref.namespace)
+    path = Path(settings.state_dir).resolve() / "secrets" / ref.namespace / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump({"userData": content}, f)
+    return SecretRef(name=name, namespace=ref.namespace, path=str(path))
+
+
+@activity.defn(name=KUBEADM_PREPARE_JOIN)
+def prepare_join(req: JoinRequest) -> JoinPlan:
+    with _cluster(req.join) as api:
+        core = k8s.CoreV1Api(api)
+        endpoint, ca_pem = _cluster_info(core)
+        ca_hash = ca_cert_hash(ca_pem)
+        token_id, token_secret_name = _find_or_create_token(core, req.host)
+        secret = core.read_namespaced_secret(token_secret_name, "kube-system")
+        token = f"{token_id}.{base64.b64decode((secret.data or {})['token-secret']).decode()}"
+    own = None
+    if req.user_data is not None:
+        resolved = resolve(req.user_data)
+        own = resolved.data.get("userData") or resolved.data.get("value")
+    user_data = _store_user_data(
+        req.host,
+        render_user_data(req.host, req.join, endpoint, token, ca_hash, own, _certificate_key(req.join)),
+    )
+    activity.logger.info("join of %s prepared with token %s", req.host.host_id, token_id)
+    return JoinPlan(
+        token_secret=SecretRef(name=token_secret_name, namespace="kube-system"),
+        user_data=user_data,
+        ca_cert_hash=ca_hash,
+        api_server_endpoint=endpoint,
+    )
+
+
+def _ready(node: k8s.V1Node) -> tuple[bool, str]:
+    conditions = (node.status.conditions if node.status else None) or []
+    seen = "; ".join(f"{c.type}={c.status} ({c.reason or ''})" for c in conditions) or "no conditions"
+    return any(c.type == "Ready" and c.status == "True" for c in conditions), seen
+
+
+@activity.defn(name=KUBEADM_WAIT_NODE)
+def wait_node(req: WaitNodeRequest) -> NodeInfo:
+    """Wait for the host's Node to register and turn Ready; then label it and set providerID."""
+    pid = provider_id(req.host)
+    deadline = time.monotonic() + req.join.timeout_seconds
+    last = "the Node has not registered"
+    with _cluster(req.join) as api:
+        core = k8s.CoreV1Api(api)
+        while True:
+            activity.heartbeat(last)
+            node = next(
+                (
+                    n
+                    for n in core.list_node().items
+                    if (n.spec and n.spec.provider_id == pid) or _name(n) == req.host.name
+                ),
+                None,
+            )
+            if node is not None:
+                ready, last = _ready(node)
+                if ready:
+                    patch: dict[str, Any] = {
+                        "metadata": {"labels": {**req.join.node_labels, HOST_LABEL: req.host.host_id}}
+                    }
+                    if not (node.spec and node.spec.provider_id):
+                        patch["spec"] = {"providerID": pid}
+                    core.patch_node(_name(node), patch)
+                    return NodeInfo(name=_name(node), ready=True, provider_id=pid)
+            if time.monotonic() > deadline:
+                raise permanent(
+                    ErrorName.NODE_NOT_READY,
+                    f"Node for {req.host.namespace}/{req.host.name} not Ready after "
+                    f"{req.join.timeout_seconds}s; last seen: {last}",
+                )
+            time.sleep(2)
+
+
+@activity.defn(name=KUBEADM_CLEANUP)
+def cleanup_token(req: WaitNodeRequest) -> None:
+    if req.token_secret is None:
+        return
+    with _cluster(req.join) as api:
+        try:
+            k8s.CoreV1Api(api).delete_namespaced_secret(req.token_secret.name, "kube-system")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+ACTIVITIES = [prepare_join, wait_node, cleanup_token]

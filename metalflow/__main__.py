@@ -1,0 +1,3 @@
+from metalflow.cli import main
+
+main()
