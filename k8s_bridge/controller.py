@@ -116,7 +116,7 @@ class Bridge:
     # ---- list + watch ----
 
     def _list(self) -> tuple[list[dict[str, Any]], str]:
-        body = self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        body: dict[str, Any] = self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL)  # type: ignore[assignment]
         return body.get("items") or [], body["metadata"]["resourceVersion"]
 
     def _watch_thread(self, loop: asyncio.AbstractEventLoop, since: str, gone: threading.Event) -> str:
@@ -169,14 +169,21 @@ class Bridge:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
 
+        def settle(result: Any, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
         def target() -> None:
             try:
                 result = fn(*args)
             except BaseException as exc:  # handed to the awaiting coroutine
-                error = exc
-                loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(error))
+                loop.call_soon_threadsafe(settle, None, exc)
             else:
-                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
+                loop.call_soon_threadsafe(settle, result, None)
 
         threading.Thread(target=target, daemon=True, name="bmh-watch").start()
         return await done

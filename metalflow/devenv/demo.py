@@ -125,9 +125,12 @@ async def run_demo(settings: Settings, hosts: int = 3, keep_running: bool = True
             state / "logs" / "boot-server.log",
         )
         stack.callback(boot.stop)
-        wait_for(
-            lambda: boot.check_alive() is None and port_open("127.0.0.1", boot_port), 30, "the boot server"
-        )
+
+        def boot_up() -> bool:
+            boot.check_alive()
+            return port_open("127.0.0.1", boot_port)
+
+        wait_for(boot_up, 30, "the boot server")
 
         _hostfile(
             hostfile,
