@@ -1,0 +1,99 @@
+"""kubeadm join pieces that need no cluster: the CA hash (checked against openssl) and user-data."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from temporalio.exceptions import ApplicationError
+
+from activities.kubeadm import ca_cert_hash, render_user_data
+from metalflow.models import HostRef, JoinSpec, SecretRef
+
+
+def make_ca() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")
+def test_ca_hash_matches_the_openssl_recipe_from_the_kubeadm_docs(tmp_path: Path) -> None:
+    pem = make_ca()
+    (tmp_path / "ca.crt").write_bytes(pem)
+    # openssl x509 -pubkey -in ca.crt | openssl pkey -pubin -outform der | openssl dgst -sha256 -hex
+    pub = subprocess.run(
+        ["openssl", "x509", "-pubkey", "-noout", "-in", str(tmp_path / "ca.crt")],
+        check=True,
+        capture_output=True,
+    ).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "der"], input=pub, check=True, capture_output=True
+    ).stdout
+    digest = (
+        subprocess.run(["openssl", "dgst", "-sha256", "-hex"], input=der, check=True, capture_output=True)
+        .stdout.decode()
+        .split()[-1]
+    )
+    assert ca_cert_hash(pem) == f"sha256:{digest}"
+
+
+JOIN = JoinSpec(kubeconfig=SecretRef(name="target-kubeconfig"), node_labels={"role": "worker"})
+REF = HostRef(namespace="metal3", name="worker-0")
+
+
+def test_user_data_runs_kubeadm_join_after_the_users_own_commands() -> None:
+    own = "#cloud-config\nruncmd:\n  - [echo, hello]\nssh_authorized_keys: [ssh-ed25519 AAAA]\n"
+    out = render_user_data(REF, JOIN, "https://10.0.0.1:6443", "abcdef.0123456789abcdef", "sha256:ff", own)
+    assert out.startswith("#cloud-config\n")
+    doc = yaml.safe_load(out)
+    assert doc["runcmd"] == [
+        ["echo", "hello"],
+        ["kubeadm", "join", "--config", "/etc/kubernetes/kubeadm-join.yaml"],
+    ]
+    assert doc["ssh_authorized_keys"] == ["ssh-ed25519 AAAA"]
+    join_cfg = yaml.safe_load(doc["write_files"][0]["content"])
+    assert join_cfg["discovery"]["bootstrapToken"] == {
+        "apiServerEndpoint": "10.0.0.1:6443",
+        "token": "abcdef.0123456789abcdef",
+        "caCertHashes": ["sha256:ff"],
+    }
+    args = {a["name"]: a["value"] for a in join_cfg["nodeRegistration"]["kubeletExtraArgs"]}
+    assert args == {"provider-id": "metalflow://metal3/worker-0", "node-labels": "role=worker"}
+    assert "controlPlane" not in join_cfg
+
+
+def test_control_plane_join_needs_a_certificate_key() -> None:
+    cp = JOIN.model_copy(update={"control_plane": True})
+    with pytest.raises(ApplicationError, match="certificateKey"):
+        render_user_data(REF, cp, "https://10.0.0.1:6443", "t", "sha256:ff", None)
+    out = render_user_data(REF, cp, "https://10.0.0.1:6443", "t", "sha256:ff", None, "c0ffee")
+    assert yaml.safe_load(yaml.safe_load(out)["write_files"][0]["content"])["controlPlane"] == {
+        "certificateKey": "c0ffee"
+    }
+
+
+def test_non_cloud_config_user_data_is_rejected_with_the_fix() -> None:
+    with pytest.raises(ApplicationError, match="must be #cloud-config") as err:
+        render_user_data(REF, JOIN, "https://h:6443", "t", "sha256:ff", "#!/bin/sh\necho hi\n")
+    assert err.value.non_retryable
