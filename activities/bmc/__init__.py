@@ -1,1 +1,122 @@
-"""bmc."""
+"""BMC activities: one contract (metalflow.contracts), two drivers picked by the address scheme.
+
+Blocking (sushy, pyghmi), so these are plain functions the worker runs in its thread pool.
+Credentials are resolved from the SecretRef on every call and never leave the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import activity
+
+from activities.bmc import ipmi, redfish
+from activities.bmc.address import BMCAddress, BMCAddressError, parse_bmc_address
+from metalflow.contracts import (
+    BMC_EJECT_MEDIA,
+    BMC_INSERT_MEDIA,
+    BMC_INVENTORY,
+    BMC_POWER,
+    BMC_SET_BOOT_DEVICE,
+    BMC_VALIDATE,
+    BMCTarget,
+    BMCValidation,
+    BootDeviceRequest,
+    ErrorName,
+    MediaRequest,
+    PowerRequest,
+    PowerResult,
+)
+from metalflow.errors import permanent
+from metalflow.models import BootMode, HardwareDetails
+from metalflow.secrets import resolve
+
+
+def _open(target: BMCTarget) -> tuple[BMCAddress, redfish.Credentials]:
+    try:
+        addr = parse_bmc_address(target.address, target.disable_certificate_verification)
+    except BMCAddressError as err:
+        raise permanent(ErrorName.BMC_ADDRESS, str(err)) from None
+    secret = resolve(target.credentials)
+    creds = redfish.Credentials(
+        username=secret.require("username", target.credentials),
+        password=secret.require("password", target.credentials),
+        version=secret.version,
+        secret=target.credentials.describe(),
+    )
+    return addr, creds
+
+
+def _ipmi(addr: BMCAddress, creds: redfish.Credentials) -> Any:
+    return ipmi.connect(addr, creds.username, creds.password, creds.secret)
+
+
+@activity.defn(name=BMC_VALIDATE)
+def validate(target: BMCTarget) -> BMCValidation:
+    """Registration: the credentials work and the system exists; report power and versions."""
+    addr, creds = _open(target)
+    if addr.driver == "redfish":
+        on, system_id = redfish.call(addr, creds, lambda s: (redfish.power_state(s), s.path))
+    else:
+        on, system_id = ipmi.power_state(_ipmi(addr, creds)), ""
+    return BMCValidation(
+        powered_on=on, credentials_version=creds.version, driver=addr.driver, system_id=system_id
+    )
+
+
+@activity.defn(name=BMC_POWER)
+def power(req: PowerRequest) -> PowerResult:
+    addr, creds = _open(req.target)
+    if addr.driver == "redfish":
+        on, changed = redfish.call(addr, creds, lambda s: redfish.set_power(s, req.action, req.wait_seconds))
+    else:
+        on, changed = ipmi.set_power(_ipmi(addr, creds), req.action, req.wait_seconds)
+    activity.logger.info("power %s on %s: on=%s changed=%s", req.action.value, addr.base_url, on, changed)
+    return PowerResult(powered_on=on, changed=changed)
+
+
+@activity.defn(name=BMC_SET_BOOT_DEVICE)
+def set_boot_device(req: BootDeviceRequest) -> None:
+    addr, creds = _open(req.target)
+    if addr.driver == "redfish":
+        redfish.call(
+            addr, creds, lambda s: redfish.set_boot_device(s, req.device, req.persistent, req.boot_mode)
+        )
+    else:
+        uefi = req.boot_mode in (None, BootMode.UEFI, BootMode.UEFI_SECURE_BOOT)
+        ipmi.set_boot_device(_ipmi(addr, creds), req.device, req.persistent, uefi)
+
+
+@activity.defn(name=BMC_INVENTORY)
+def inventory(target: BMCTarget) -> HardwareDetails:
+    addr, creds = _open(target)
+    if addr.driver == "redfish":
+        details: HardwareDetails = redfish.call(addr, creds, redfish.inventory)
+        return details
+    return ipmi.inventory(_ipmi(addr, creds))
+
+
+def _redfish_only(addr: BMCAddress, what: str) -> None:
+    if addr.driver != "redfish":
+        raise permanent(
+            ErrorName.BMC_UNSUPPORTED,
+            f"{what} needs a Redfish BMC; {addr.scheme}:// has no virtual media — "
+            "use a redfish-virtualmedia:// address or network boot",
+        )
+
+
+@activity.defn(name=BMC_INSERT_MEDIA)
+def insert_media(req: MediaRequest) -> None:
+    addr, creds = _open(req.target)
+    _redfish_only(addr, "inserting virtual media")
+    redfish.call(addr, creds, lambda s: redfish.insert_media(s, req.image_url))
+
+
+@activity.defn(name=BMC_EJECT_MEDIA)
+def eject_media(req: MediaRequest) -> None:
+    addr, creds = _open(req.target)
+    _redfish_only(addr, "ejecting virtual media")
+    redfish.call(addr, creds, redfish.eject_media)
+
+
+ACTIVITIES = [validate, power, set_boot_device, inventory, insert_media, eject_media]

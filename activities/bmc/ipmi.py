@@ -1,0 +1,127 @@
+"""IPMI through pyghmi: power, boot device and what FRU data the BMC offers.
+
+Cipher-suite negotiation: pyghmi's client proposes suite 17 (HMAC-SHA256) and, when a BMC
+accepts the open-session request but answers with suite 3 (HMAC-SHA1) algorithms — as
+pyghmi's own BMC server and some older BMCs do — it carries on with SHA-256 and the RAKP2
+check fails as if the password were wrong. `_adopt_offered_suite` makes the client take the
+algorithms the BMC actually chose (what IPMI 2.0 table 13-10 says the response carries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Any
+
+from pyghmi import exceptions as pyghmi_exc
+from pyghmi.ipmi import command
+from pyghmi.ipmi.private import session as ipmi_session
+
+from activities.bmc.address import BMCAddress
+from metalflow.contracts import BootDevice, ErrorName, PowerAction
+from metalflow.errors import permanent, transient
+from metalflow.models import HardwareDetails, HardwareSystemVendor
+
+_SHA1_AUTH = 1
+_original_rmcp_response = ipmi_session.Session._got_rmcp_response
+
+
+def _adopt_offered_suite(self: Any, data: Any) -> Any:
+    # Open-session response: auth algorithm at byte 16, integrity at 24 (IPMI 2.0, 13.18).
+    accepted = len(data) >= 25 and data[1] == 0 and data[0] == self.rmcptag
+    if accepted and self.attemptedhash == 256 and data[16] == _SHA1_AUTH:
+        self.attemptedhash = 1
+        self.currhashlib = hashlib.sha1
+        self.currhashlen = 12
+    return _original_rmcp_response(self, data)
+
+
+if getattr(ipmi_session.Session._got_rmcp_response, "__name__", "") != "_adopt_offered_suite":
+    ipmi_session.Session._got_rmcp_response = _adopt_offered_suite
+
+_BOOTDEV = {
+    BootDevice.PXE: "network",
+    BootDevice.DISK: "hd",
+    BootDevice.CD: "optical",
+}
+_lock = threading.Lock()
+
+
+def classify(err: Exception, addr: BMCAddress, username: str, secret: str) -> Exception:
+    text = str(err)
+    lowered = text.lower()
+    if any(s in lowered for s in ("password", "unauthorized name", "rakp", "integrity", "privilege")):
+        return permanent(
+            ErrorName.BMC_AUTH,
+            f"the IPMI BMC at {addr.host}:{addr.port} rejected user {username!r} ({text}); fix {secret}",
+        )
+    return transient("BMCUnreachable", f"IPMI BMC at {addr.host}:{addr.port}: {text}")
+
+
+def connect(addr: BMCAddress, username: str, password: str, secret: str) -> command.Command:
+    # pyghmi keeps one session per (bmc, user, password, port) itself and reuses it.
+    try:
+        with _lock:
+            return command.Command(
+                bmc=addr.host.strip("[]"), userid=username, password=password, port=addr.port
+            )
+    except pyghmi_exc.IpmiException as err:
+        raise classify(err, addr, username, secret) from None
+
+
+def power_state(cmd: command.Command) -> bool:
+    return cmd.get_power()["powerstate"] == "on"
+
+
+def set_power(cmd: command.Command, action: PowerAction, wait_seconds: int) -> tuple[bool, bool]:
+    on = power_state(cmd)
+    if action == PowerAction.ON and on:
+        return True, False
+    if action in (PowerAction.OFF, PowerAction.SOFT_OFF) and not on:
+        return False, False
+    state = {
+        PowerAction.ON: "on",
+        PowerAction.OFF: "off",
+        PowerAction.SOFT_OFF: "shutdown",
+        PowerAction.REBOOT: "boot",  # pyghmi: on if off, reset if on
+    }[action]
+    cmd.set_power(state, wait=wait_seconds)
+    want_on = action in (PowerAction.ON, PowerAction.REBOOT)
+    deadline = time.monotonic() + wait_seconds
+    while power_state(cmd) != want_on:
+        if time.monotonic() > deadline:
+            if action == PowerAction.SOFT_OFF:
+                cmd.set_power("off", wait=wait_seconds)
+                return power_state(cmd), True
+            raise transient("PowerTimeout", f"IPMI power {action.value} not reached in {wait_seconds}s")
+        time.sleep(0.5)
+    return want_on, True
+
+
+def set_boot_device(cmd: command.Command, device: BootDevice, persistent: bool, uefi: bool) -> bool:
+    bootdev = _BOOTDEV.get(device)
+    if bootdev is None:
+        raise permanent(ErrorName.BMC_UNSUPPORTED, f"IPMI cannot boot from {device.value}")
+    current = cmd.get_bootdev()
+    if current.get("bootdev") == bootdev and bool(current.get("persistent")) == persistent:
+        return False
+    cmd.set_bootdev(bootdev, persist=persistent, uefiboot=uefi)
+    return True
+
+
+def inventory(cmd: command.Command) -> HardwareDetails:
+    """FRU data where the BMC has it; many (and pyghmi's server) have little."""
+    vendor = HardwareSystemVendor()
+    try:
+        for name, info in cmd.get_inventory():
+            if name == "System" and isinstance(info, dict):
+                vendor = HardwareSystemVendor(
+                    manufacturer=str(info.get("Manufacturer") or info.get("Product manufacturer") or ""),
+                    product_name=str(info.get("Product name") or ""),
+                    serial_number=str(info.get("Serial Number") or ""),
+                )
+                break
+    except pyghmi_exc.IpmiException:
+        pass
+    return HardwareDetails(system_vendor=vendor)

@@ -1,0 +1,272 @@
+"""Redfish through sushy: power, boot device, virtual media and out-of-band inventory.
+
+Connections (and their sessions) are cached per BMC, user and credentials version within the
+worker process, so a fleet does not log in on every call; a credentials change (new secret
+version) naturally gets a fresh connection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sushy
+from sushy import exceptions as sx
+
+from activities.bmc.address import BMCAddress
+from metalflow.contracts import BootDevice, ErrorName, PowerAction
+from metalflow.errors import permanent, transient
+from metalflow.models import CPU, NIC, BootMode, HardwareDetails, HardwareSystemVendor, Storage
+
+_BOOT_TARGETS = {
+    BootDevice.PXE: sushy.BootSource.PXE,
+    BootDevice.DISK: sushy.BootSource.HDD,
+    BootDevice.CD: sushy.BootSource.CD,
+    BootDevice.UEFI_HTTP: sushy.BootSource.UEFI_HTTP,
+}
+_BOOT_MODES = {
+    BootMode.UEFI: sushy.BootSourceOverrideMode.UEFI,
+    BootMode.UEFI_SECURE_BOOT: sushy.BootSourceOverrideMode.UEFI,
+    BootMode.LEGACY: sushy.BootSourceOverrideMode.LEGACY,
+}
+
+
+class Credentials:
+    """Username/password held only in memory for the call; never repr'd."""
+
+    def __init__(self, username: str, password: str, version: str, secret: str) -> None:
+        self.username, self.password, self.version, self.secret = username, password, version, secret
+
+    def __repr__(self) -> str:
+        return f"Credentials(user={self.username!r}, secret={self.secret})"
+
+
+_cache: dict[tuple[str, str, str, bool], sushy.Sushy] = {}
+_cache_lock = threading.Lock()
+
+
+def _connect(addr: BMCAddress, creds: Credentials) -> sushy.Sushy:
+    key = (addr.base_url, creds.username, creds.version, addr.verify_tls)
+    with _cache_lock:
+        conn = _cache.get(key)
+    if conn is None:
+        conn = sushy.Sushy(
+            addr.base_url + "/redfish/v1",
+            username=creds.username,
+            password=creds.password,
+            verify=addr.verify_tls,
+        )
+        with _cache_lock:
+            _cache[key] = conn
+    return conn
+
+
+def _forget(addr: BMCAddress, creds: Credentials) -> None:
+    with _cache_lock:
+        _cache.pop((addr.base_url, creds.username, creds.version, addr.verify_tls), None)
+
+
+def classify(err: Exception, addr: BMCAddress, creds: Credentials) -> Exception:
+    """Map sushy's errors to permanent (bad input) or transient (retry) activity errors."""
+    if isinstance(err, sx.AccessError):
+        return permanent(
+            ErrorName.BMC_AUTH,
+            f"the BMC at {addr.base_url} rejected the credentials of user {creds.username!r} "
+            f"(HTTP {err.status_code}); fix {creds.secret}",
+        )
+    if isinstance(err, sx.ServerSideError):
+        return transient("BMCServerError", f"the BMC at {addr.base_url} failed (HTTP {err.status_code})")
+    if isinstance(err, sx.ConnectionError):
+        return transient("BMCUnreachable", f"cannot reach the BMC at {addr.base_url}: {err}")
+    if isinstance(err, sx.HTTPError):
+        return transient("BMCHTTPError", f"the BMC at {addr.base_url} answered HTTP {err.status_code}")
+    return err
+
+
+def call(addr: BMCAddress, creds: Credentials, fn: Callable[[Any], Any]) -> Any:
+    """Run `fn(system)` with the cached connection; one fresh login if the session went stale."""
+    for attempt in (1, 2):
+        conn = _connect(addr, creds)
+        try:
+            return fn(_system(conn, addr))
+        except sx.AccessError as err:
+            _forget(addr, creds)
+            if attempt == 2:
+                raise classify(err, addr, creds) from None
+        except sx.SushyError as err:
+            if isinstance(err, sx.ConnectionError | sx.ServerSideError):
+                _forget(addr, creds)
+            raise classify(err, addr, creds) from None
+    raise AssertionError("unreachable")
+
+
+def _system(conn: sushy.Sushy, addr: BMCAddress) -> Any:
+    if addr.system_path:
+        try:
+            return conn.get_system(addr.system_path)
+        except sx.ResourceNotFoundError:
+            members = conn.get_system_collection().members_identities
+            raise permanent(
+                ErrorName.BMC_NOT_FOUND,
+                f"the BMC at {addr.base_url} has no system {addr.system_path}; "
+                f"it has: {', '.join(sorted(members)) or 'none'}",
+            ) from None
+    members = list(conn.get_system_collection().members_identities)
+    if len(members) != 1:
+        raise permanent(
+            ErrorName.BMC_NOT_FOUND,
+            f"the BMC at {addr.base_url} manages {len(members)} systems; add the system path to "
+            f"the address (one of: {', '.join(sorted(members)) or 'none'})",
+        )
+    return conn.get_system(members[0])
+
+
+def power_state(system: Any) -> bool:
+    system.refresh(force=True)
+    return bool(system.power_state == sushy.PowerState.ON)
+
+
+def _wait_power(system: Any, want_on: bool, deadline: float) -> bool:
+    """Poll until the BMC reports the wanted state; power changes are not instantaneous."""
+    while time.monotonic() < deadline:
+        if power_state(system) == want_on:
+            return True
+        time.sleep(0.5)
+    return power_state(system) == want_on
+
+
+def set_power(system: Any, action: PowerAction, wait_seconds: int) -> tuple[bool, bool]:
+    """Apply `action`; return (powered_on, changed). Idempotent for on/off."""
+    deadline = time.monotonic() + wait_seconds
+    on = power_state(system)
+    if action == PowerAction.ON:
+        if on:
+            return True, False
+        system.reset_system(sushy.ResetType.ON)
+        if not _wait_power(system, True, deadline):
+            raise transient("PowerTimeout", f"the host did not power on within {wait_seconds}s")
+        return True, True
+    if action in (PowerAction.OFF, PowerAction.SOFT_OFF):
+        if not on:
+            return False, False
+        if action == PowerAction.SOFT_OFF:
+            system.reset_system(sushy.ResetType.GRACEFUL_SHUTDOWN)
+            graceful_deadline = time.monotonic() + wait_seconds / 2
+            if _wait_power(system, False, graceful_deadline):
+                return False, True
+        system.reset_system(sushy.ResetType.FORCE_OFF)
+        if not _wait_power(system, False, deadline):
+            raise transient("PowerTimeout", f"the host did not power off within {wait_seconds}s")
+        return False, True
+    # reboot: a powered-off host is simply powered on
+    if not on:
+        return set_power(system, PowerAction.ON, wait_seconds)
+    system.reset_system(sushy.ResetType.FORCE_RESTART)
+    if not _wait_power(system, True, deadline):
+        raise transient("PowerTimeout", f"the host did not come back on within {wait_seconds}s")
+    return True, True
+
+
+def set_boot_device(system: Any, device: BootDevice, persistent: bool, mode: BootMode | None) -> bool:
+    """Set the boot override; a no-op (returns False) when it is already so."""
+    target = _BOOT_TARGETS[device]
+    enabled = (
+        sushy.BootSourceOverrideEnabled.CONTINUOUS if persistent else sushy.BootSourceOverrideEnabled.ONCE
+    )
+    want_mode = _BOOT_MODES.get(mode) if mode else None
+    boot = system.boot
+    if boot.target == target and boot.enabled == enabled and (want_mode is None or boot.mode == want_mode):
+        return False
+    system.set_system_boot_options(target=target, enabled=enabled, mode=want_mode)
+    return True
+
+
+def _virtual_media(system: Any) -> list[Any]:
+    media: list[Any] = []
+    for manager in system.managers:
+        try:
+            media.extend(manager.virtual_media.get_members())
+        except sx.MissingAttributeError:
+            continue
+    return media
+
+
+def insert_media(system: Any, url: str) -> None:
+    for vm in _virtual_media(system):
+        types = {str(t.value if hasattr(t, "value") else t) for t in (vm.media_types or [])}
+        if types & {"CD", "DVD"}:
+            if vm.image == url and vm.inserted:
+                return
+            if vm.inserted:
+                vm.eject_media()
+            vm.insert_media(url, inserted=True, write_protected=True)
+            return
+    raise permanent(ErrorName.BMC_UNSUPPORTED, "the BMC offers no CD/DVD virtual media device")
+
+
+def eject_media(system: Any) -> None:
+    for vm in _virtual_media(system):
+        if vm.inserted:
+            vm.eject_media()
+
+
+def inventory(system: Any) -> HardwareDetails:
+    """What the BMC knows without booting the host: the out-of-band half of inspection."""
+    cpu = CPU()
+    try:
+        summary = system.processors.summary
+        cpu = CPU(count=int(summary.count or 0), arch=str(summary.architecture or ""))
+        members = system.processors.get_members()
+        if members:
+            cpu.model = members[0].model or ""
+            cpu.clock_megahertz = float(members[0].max_speed_mhz or 0)
+    except sx.SushyError:
+        pass
+    ram = 0
+    try:
+        ram = int((system.memory_summary.size_gib or 0) * 1024)
+    except (sx.SushyError, AttributeError):
+        pass
+    nics: list[NIC] = []
+    try:
+        for iface in system.ethernet_interfaces.get_members():
+            nics.append(
+                NIC(
+                    name=iface.identity or "",
+                    mac=(iface.mac_address or "").lower(),
+                    speed_gbps=int((iface.speed_mbps or 0) / 1000),
+                )
+            )
+    except sx.SushyError:
+        pass
+    storage: list[Storage] = []
+    try:
+        for st in system.storage.get_members():
+            for drive in st.drives:
+                storage.append(
+                    Storage(
+                        name=drive.name or drive.identity or "",
+                        size_bytes=int(drive.capacity_bytes or 0),
+                        model=drive.model or "",
+                        vendor=drive.manufacturer or "",
+                        serial_number=drive.serial_number or "",
+                    )
+                )
+    except sx.SushyError:
+        pass
+    details = HardwareDetails(
+        system_vendor=HardwareSystemVendor(
+            manufacturer=system.manufacturer or "",
+            product_name=system.model or "",
+            serial_number=system.serial_number or "",
+        ),
+        ram_mebibytes=ram,
+        nics=nics,
+        storage=storage,
+        cpu=cpu,
+        hostname=system.hostname or "",
+    )
+    details.firmware.bios.version = system.bios_version or ""
+    return details
