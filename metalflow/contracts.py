@@ -64,6 +64,7 @@ class ErrorName(StrEnum):
     CLUSTER_INFO_MISSING = "ClusterInfoMissing"
     NODE_NOT_READY = "NodeNotReady"
     RAMDISK_TIMEOUT = "RamdiskNeverBooted"
+    INVALID_SPEC = "InvalidSpec"
 
 
 # ---- BMC ----

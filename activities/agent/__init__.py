@@ -1,1 +1,95 @@
-"""agent."""
+"""The in-band agent's activities, bound to one AgentConfig (one host, its disks).
+
+They run inside the deploy ramdisk, on the host's own task queue. Blocking I/O, so plain
+methods the agent worker runs in its thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+
+from activities.agent import cleaning, configdrive, image, inventory
+from activities.agent.config import AgentConfig
+from activities.agent.devices import BlockDevice, list_devices
+from activities.agent.hints import choose_root_device
+from metalflow.contracts import (
+    AGENT_CLEAN,
+    AGENT_INVENTORY,
+    AGENT_WRITE_CONFIGDRIVE,
+    AGENT_WRITE_IMAGE,
+    CleanRequest,
+    CleanResult,
+    ErrorName,
+    WriteConfigDriveRequest,
+    WriteImageRequest,
+    WriteImageResult,
+)
+from metalflow.errors import permanent
+from metalflow.models import HardwareDetails
+
+
+class AgentActivities:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+
+    def _device(self, name: str) -> BlockDevice:
+        for dev in list_devices(self.config):
+            if dev.name == name:
+                return dev
+        raise permanent(ErrorName.NO_ROOT_DEVICE, f"device {name} is gone from {self.config.host_id}")
+
+    @activity.defn(name=AGENT_INVENTORY)
+    def inventory(self) -> HardwareDetails:
+        return inventory.collect(self.config)
+
+    @activity.defn(name=AGENT_CLEAN)
+    def clean(self, req: CleanRequest) -> CleanResult:
+        if req.mode not in ("metadata", "disabled", "erase"):
+            raise permanent(
+                ErrorName.INVALID_SPEC, f"cleaning mode {req.mode!r} is not metadata, disabled or erase"
+            )
+        if req.mode == "disabled":
+            return CleanResult()
+        devices = list_devices(self.config)
+        erased = 0
+        for dev in devices:
+            if req.mode == "erase":
+                erased += cleaning.erase(dev, _heartbeat_erase(dev.name))
+            else:
+                cleaning.wipe_metadata(dev)
+            activity.heartbeat({"cleaned": dev.name})
+        return CleanResult(devices=[d.name for d in devices], bytes_erased=erased)
+
+    @activity.defn(name=AGENT_WRITE_IMAGE)
+    def write_image(self, req: WriteImageRequest) -> WriteImageResult:
+        dev = choose_root_device(list_devices(self.config), req.root_device_hints)
+        activity.logger.info("writing %s to %s", req.image.url, dev.name)
+        written = image.write_image(
+            req.image,
+            dev,
+            lambda n, total: activity.heartbeat({"device": dev.name, "bytes_written": n, "total": total}),
+        )
+        return WriteImageResult(
+            device=dev.name,
+            bytes_written=written.bytes_written,
+            checksum=written.checksum,
+            checksum_type=written.checksum_type.value,
+        )
+
+    @activity.defn(name=AGENT_WRITE_CONFIGDRIVE)
+    def write_configdrive(self, req: WriteConfigDriveRequest) -> None:
+        dev = self._device(req.device)
+        offset = configdrive.write(dev, configdrive.fetch(req.config_drive))
+        activity.logger.info("config drive written to %s at offset %d", dev.name, offset)
+
+
+def _heartbeat_erase(name: str) -> Callable[[int], None]:
+    return lambda n: activity.heartbeat({"device": name, "bytes_erased": n})
+
+
+def agent_activities(config: AgentConfig) -> list[Any]:
+    acts = AgentActivities(config)
+    return [acts.inventory, acts.clean, acts.write_image, acts.write_configdrive]

@@ -1,0 +1,43 @@
+"""The agent worker: runs in the deploy ramdisk and polls the host's own task queue.
+
+No bespoke agent API: Temporal is the transport, so the agent needs nothing but outbound
+access to the Temporal frontend.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.agent import agent_activities
+from activities.agent.config import AgentConfig, load_agent_config
+
+log = logging.getLogger(__name__)
+
+
+def agent_config_from_args(host_id: str, config_file: Path | None) -> AgentConfig:
+    if config_file is not None:
+        return load_agent_config(config_file, host_id)
+    return AgentConfig(host_id=host_id)
+
+
+async def run_agent(config: AgentConfig, temporal_address: str, namespace: str = "default") -> None:
+    """Serve in-band work for one host until cancelled."""
+    client = await Client.connect(
+        temporal_address, namespace=namespace, data_converter=pydantic_data_converter
+    )
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"agent-{config.host_id}") as executor:
+        worker = Worker(
+            client,
+            task_queue=config.task_queue,
+            activities=agent_activities(config),
+            activity_executor=executor,
+            max_concurrent_activities=4,
+        )
+        log.info("agent for %s polling %s on %s", config.host_id, config.task_queue, temporal_address)
+        await worker.run()
