@@ -26,6 +26,17 @@ class Settings(BaseSettings):
     )
     boot_server_url: str = "http://127.0.0.1:8088"
     boot_dir: Path = Field(default=Path(".metalflow/boot"), description="What the boot server serves.")
+    dnsmasq_hosts_dir: Path | None = Field(
+        default=None, description="dnsmasq dhcp-hostsdir; default <boot_dir>/dnsmasq/hosts"
+    )
+    dnsmasq_pid_file: Path | None = Field(default=None, description="SIGHUPped after host entries change")
+    agent_temporal_address: str | None = Field(
+        default=None, description="Temporal address as the ramdisk reaches it; default temporal_address"
+    )
+    agent_temporal_tls: bool = False
+    kernel_name: str = "vmlinuz"
+    initrd_name: str = "initrd.img"
+    kernel_args: str = "console=ttyS0,115200n8"
     ramdisk_boot_timeout_seconds: int = Field(
         default=600,
         gt=0,

@@ -12,6 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from metalflow import search_attributes
+from metalflow.devenv.processes import free_port
 from metalflow.devenv.temporal import temporal_cli
 from metalflow.settings import Settings
 
@@ -36,9 +37,12 @@ def client(temporal_env: WorkflowEnvironment) -> Client:
 
 
 @pytest.fixture
-def settings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Settings:  # type: ignore[no-untyped-def]
-    """Settings for one test: its own task queue and state dir, exported for in-process activities."""
+def settings(tmp_path, monkeypatch: pytest.MonkeyPatch, temporal_env: WorkflowEnvironment) -> Settings:  # type: ignore[no-untyped-def]
+    """Settings for one test: its own task queue, state dir and boot server port, exported to the
+    environment so in-process activities (which read settings themselves) agree."""
     queue = f"metalflow-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("METALFLOW_TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host)
+    monkeypatch.setenv("METALFLOW_BOOT_SERVER_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("METALFLOW_TASK_QUEUE", queue)
     monkeypatch.setenv("METALFLOW_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tmp_path / "boot"))

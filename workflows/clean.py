@@ -37,8 +37,9 @@ class CleanHost:
                 CleanRequest(mode=step.spec.automated_cleaning_mode.value),
                 CleanResult,
                 purpose=BootPurpose.CLEAN,
+                powered_on=powered_on,
                 # A provisioned host runs its own OS, never our agent: always boot the ramdisk.
-                powered_on=powered_on and not deprovisioning,
+                fast_track=not deprovisioning,
                 ramdisk_timeout=timedelta(seconds=step.ramdisk_boot_timeout_seconds),
                 start_to_close=AGENT_SHORT_TIMEOUT,
                 summary=f"clean disks ({step.spec.automated_cleaning_mode.value})",

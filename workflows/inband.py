@@ -74,6 +74,7 @@ async def run_on_host(
     *,
     purpose: BootPurpose,
     powered_on: bool,
+    fast_track: bool = True,
     ramdisk_timeout: timedelta,
     start_to_close: timedelta,
     heartbeat: timedelta | None = None,
@@ -84,7 +85,7 @@ async def run_on_host(
     async def attempt(schedule_to_start: timedelta) -> T:
         return await workflow.execute_activity(
             activity,
-            arg,
+            args=[] if arg is None else [arg],
             result_type=result_type,
             task_queue=ref.agent_task_queue,
             schedule_to_start_timeout=schedule_to_start,
@@ -94,7 +95,7 @@ async def run_on_host(
             summary=summary,
         )
 
-    if powered_on:
+    if powered_on and fast_track:
         try:
             return await attempt(FAST_TRACK_PROBE)
         except ActivityError as err:

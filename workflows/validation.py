@@ -9,7 +9,6 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from activities.bmc.address import BMCAddressError, parse_bmc_address
-
 from metalflow.models import HostSpec, ProvisioningState
 
 

@@ -77,6 +77,11 @@ class EmulatedHost:
             run_agent(self.agent_config(), self.temporal_address, self.temporal_namespace),
             name=f"agent {self.ref.host_id}",
         )
+        self._agent.add_done_callback(self._agent_ended)
+
+    def _agent_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: the agent died: %s", self.ref.name, task.exception())
 
     async def _stop_agent(self) -> None:
         if self._agent is not None:
@@ -96,9 +101,9 @@ class EmulatedHost:
         return body.get("PowerState", "Off"), target
 
     async def watch(self) -> None:
-        auth = aiohttp.BasicAuth(self.username, self.password)
+        headers = {"Authorization": aiohttp.encode_basic_auth(self.username, self.password)}
         powered = False
-        async with aiohttp.ClientSession(auth=auth) as session:
+        async with aiohttp.ClientSession(headers=headers) as session:
             while True:
                 try:
                     power, target = await self._read(session)

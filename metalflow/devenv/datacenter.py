@@ -1,0 +1,153 @@
+"""A small datacenter on loopback: BMCs (sushy-emulator), a boot server, an OS image, servers.
+
+Shared by `make demo`, the integration tests and the benchmarks, so all three exercise the
+same real parts: Redfish over HTTP with auth, the image served over HTTP, agents that come
+up only when the BMC network-boots a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from metalflow.devenv.hosts import EmulatedHost
+from metalflow.devenv.images import BuiltImage, build_raw_image
+from metalflow.devenv.sushy import FakeSystem, SushyEmulator, start_sushy
+from metalflow.models import (
+    BMCDetails,
+    ChecksumType,
+    Host,
+    HostRef,
+    HostSpec,
+    ImageFormat,
+    ImageSpec,
+    RootDeviceHints,
+    SecretRef,
+)
+from metalflow.settings import Settings
+
+DISK_BYTES = 8 << 30  # sparse
+
+
+def write_secret(path: Path, data: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(data, f)
+
+
+@dataclass
+class Datacenter:
+    settings: Settings
+    hosts: int = 3
+    password: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
+    prefix: str = "node"
+    image_mib: int = 32
+    sushy: SushyEmulator | None = None
+    image: BuiltImage | None = None
+    emulated: list[EmulatedHost] = field(default_factory=list)
+    systems: list[FakeSystem] = field(default_factory=list)
+    _boot: web.AppRunner | None = None
+
+    @property
+    def state(self) -> Path:
+        return self.settings.state_dir.resolve()
+
+    @property
+    def credentials(self) -> SecretRef:
+        return SecretRef(name="bmc", path=str(self.state / "secrets" / "default" / "bmc.yaml"))
+
+    async def __aenter__(self) -> Datacenter:
+        from worker.boot_server import start_boot_server
+
+        names = [f"{self.prefix}-{i}" for i in range(self.hosts)]
+        self.systems = [
+            FakeSystem(
+                uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"metalflow/{self.state}/{n}")),
+                name=n,
+                mac=f"52:54:00:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}",
+            )
+            for i, n in enumerate(names)
+        ]
+        write_secret(Path(str(self.credentials.path)), {"username": "admin", "password": self.password})
+        self.sushy = await asyncio.to_thread(
+            start_sushy, self.state / "sushy", self.systems, "admin", self.password
+        )
+        boot_dir = self.settings.boot_dir.resolve()
+        self.image = await asyncio.to_thread(
+            build_raw_image, boot_dir / "images" / "os.img", self.image_mib, "os"
+        )
+        port = int(self.settings.boot_server_url.rsplit(":", 1)[1])
+        self._boot = await start_boot_server("127.0.0.1", port, boot_dir)
+        for host, system in zip(self.all_hosts(), self.systems, strict=True):
+            emu = EmulatedHost(
+                ref=host.ref,
+                system_url=self.sushy.system_url(system.uuid),
+                username="admin",
+                password=self.password,
+                mac=system.mac,
+                disk_path=self.state / "disks" / f"{host.ref.name}.img",
+                disk_size=DISK_BYTES,
+                temporal_address=self.settings.temporal_address,
+                temporal_namespace=self.settings.temporal_namespace,
+            )
+            emu.start()
+            self.emulated.append(emu)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for emu in self.emulated:
+            await emu.stop()
+        if self._boot is not None:
+            await self._boot.cleanup()
+        if self.sushy is not None:
+            await asyncio.to_thread(self.sushy.stop)
+
+    def image_spec(self) -> ImageSpec:
+        assert self.image is not None
+        return ImageSpec(
+            url=f"{self.settings.boot_server_url.rstrip('/')}/images/{self.image.path.name}",
+            checksum=self.image.sha256,
+            checksum_type=ChecksumType.SHA256,
+            format=ImageFormat.RAW,
+        )
+
+    def host(self, index: int, **spec_changes: Any) -> Host:
+        system = self.systems[index]
+        assert self.sushy is not None
+        spec = HostSpec(
+            bmc=BMCDetails(address=self.sushy.system_address(system.uuid), credentials=self.credentials),
+            boot_mac_address=system.mac,
+            online=True,
+            image=self.image_spec() if self.image else None,
+            root_device_hints=RootDeviceHints(min_size_gigabytes=4),
+        )
+        return Host(
+            ref=HostRef(namespace="default", name=system.name),
+            spec=spec.model_copy(update=spec_changes),
+        )
+
+    def all_hosts(self) -> list[Host]:
+        return [self.host(i) for i in range(len(self.systems))]
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """The datacenter as a metal3 hostfile: Secret + BareMetalHosts."""
+        from metalflow.bmh import manifest_from_host
+
+        docs: list[dict[str, Any]] = [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "bmc", "namespace": "default"},
+                "stringData": {"username": "admin", "password": self.password},
+            }
+        ]
+        docs += [manifest_from_host(h) for h in self.all_hosts()]
+        return docs

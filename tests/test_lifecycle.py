@@ -1,0 +1,142 @@
+"""End to end through the real Temporal dev server, sushy-emulator and emulated servers.
+
+A host is registered, inspected (its agent comes up only because the BMC network-booted
+it), cleaned, written with a real image over HTTP, booted from disk, and deprovisioned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowUpdateFailedError
+
+from metalflow import operations
+from metalflow.devenv.datacenter import Datacenter
+from metalflow.devenv.images import MARKER
+from metalflow.models import BMCDetails, ErrorType, HostStatus, OperationalStatus, SecretRef
+from metalflow.models import ProvisioningState as S
+from metalflow.settings import Settings
+from worker.control import build_worker
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+@pytest_asyncio.fixture
+async def dc(client: Client, settings: Settings) -> AsyncIterator[Datacenter]:
+    async with Datacenter(settings, hosts=2) as datacenter:
+        with ThreadPoolExecutor(max_workers=16) as executor:
+            worker = build_worker(client, settings, executor)
+            async with worker:
+                yield datacenter
+
+
+async def wait_status(client: Client, ref, pred, timeout: float = 180) -> HostStatus:  # type: ignore[no-untyped-def]
+    """Poll the status query until `pred` holds (condition wait with a deadline)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        st = await operations.status(client, ref)
+        if pred(st):
+            return st
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not reached in {timeout}s; last status: {st.model_dump_json()}")
+        await asyncio.sleep(0.3)
+
+
+async def all_histories(client: Client, workflow_id: str) -> list[bytes]:
+    """The host workflow's history and those of all its children, serialized."""
+    out = []
+    async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"'):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        out.append(history.to_json().encode())
+    return out
+
+
+async def test_host_is_provisioned_then_deprovisioned(
+    client: Client, settings: Settings, dc: Datacenter
+) -> None:
+    host = dc.host(0)
+    await operations.apply(client, host, settings)
+    st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.PROVISIONED or s.error_type)
+    assert st.error_type is None, st.error_message
+    assert st.provisioning.state == S.PROVISIONED and st.operational_status == OperationalStatus.OK
+    assert st.powered_on
+    assert st.provisioning.image == host.spec.image
+    assert st.good_credentials.credentials == host.spec.bmc.credentials
+    assert st.good_credentials.credentials_version
+    # inventory came from the agent inside the (emulated) ramdisk
+    assert st.hardware is not None
+    assert [n.mac for n in st.hardware.nics] == [host.spec.boot_mac_address]
+    assert st.hardware.storage[0].name == "/dev/sda" and st.hardware.storage[0].size_bytes == 8 << 30
+    assert st.hardware.cpu.count == os.cpu_count() and st.hardware.ram_mebibytes > 0
+    for step in ("register_", "inspect", "provision"):
+        metric = getattr(st.operation_history, step)
+        assert metric.start and metric.end and metric.end >= metric.start, step
+
+    emu = dc.emulated[0]
+    # the firmware network-booted the ramdisk first, and last booted from disk without it
+    assert emu.boots[0].target == "Pxe" and emu.boots[0].agent
+    assert emu.boots[-1].target == "Hdd" and not emu.boots[-1].agent
+    assert dc.image is not None
+    disk = emu.disk_path.read_bytes()[: dc.image.size]
+    assert disk == dc.image.path.read_bytes()
+    assert disk.startswith(MARKER)
+    # the config drive (ISO 9660, label config-2) sits in the disk's last 64 MiB
+    with emu.disk_path.open("rb") as f:
+        f.seek((8 << 30) - (64 << 20) + 0x8000)
+        pvd = f.read(80)
+    assert pvd[1:6] == b"CD001" and pvd[40:48] == b"config-2"
+
+    rows = {r.ref.name: r for r in await operations.list_hosts(client, 'HostState="provisioned"')}
+    assert rows[host.ref.name].image == host.spec.image.url  # type: ignore[union-attr]
+
+    # no secret in any history: not the BMC password, not in the host's nor its children's
+    histories = await all_histories(client, host.ref.workflow_id)
+    assert len(histories) >= 5
+    for h in histories:
+        assert dc.password.encode() not in h
+    if os.environ.get("METALFLOW_RECORD_HISTORIES"):
+        handle = client.get_workflow_handle(host.ref.workflow_id)
+        (HISTORIES / "HostWorkflow-provisioned.json").write_text((await handle.fetch_history()).to_json())
+
+    # deprovision: clean the disk, power off, back to available
+    await operations.deprovision(client, host.ref)
+    st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.AVAILABLE or s.error_type)
+    assert st.error_type is None, st.error_message
+    assert st.provisioning.image is None
+    with emu.disk_path.open("rb") as f:
+        assert f.read(1 << 20) == bytes(1 << 20), "the partition table area was not wiped"
+    assert emu.boots[-1].target == "Pxe", "deprovisioning must boot the ramdisk, not the OS"
+
+
+async def test_missing_secret_fails_registration_and_bad_update_is_rejected(
+    client: Client, settings: Settings, dc: Datacenter, tmp_path: Path
+) -> None:
+    missing = SecretRef(name="nope", path=str(tmp_path / "missing.yaml"))
+    host = dc.host(1, bmc=BMCDetails(address=dc.host(1).spec.bmc.address, credentials=missing))
+    await operations.apply(client, host, settings)
+    st = await wait_status(client, host.ref, lambda s: s.error_type is not None)
+    assert st.error_type == ErrorType.REGISTRATION
+    assert st.operational_status == OperationalStatus.ERROR
+    assert "missing.yaml" in st.error_message and "SecretNotFound" in st.error_message
+    assert st.error_count == 1
+    assert st.provisioning.state == S.REGISTERING
+
+    # a bad spec is rejected synchronously, with the field named; the host is untouched
+    bad = host.spec.model_copy(update={"bmc": BMCDetails(address="gopher://x", credentials=missing)})
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await operations.handle_for(client, host.ref).execute_update("update_spec", bad)
+    assert "spec.bmc.address" in str(err.value.cause) and "gopher" in str(err.value.cause)
+    assert await operations.spec(client, host.ref) == host.spec
+    assert (await operations.status(client, host.ref)).error_count == 1
+
+    # fixing the credentials through a valid update recovers the host without waiting for backoff
+    fixed = host.spec.model_copy(update={"bmc": dc.host(1).spec.bmc, "image": None})
+    await operations.handle_for(client, host.ref).execute_update("update_spec", fixed)
+    st = await wait_status(client, host.ref, lambda s: s.provisioning.state != S.REGISTERING)
+    assert st.error_type is None and st.good_credentials.credentials == dc.credentials
