@@ -7,6 +7,7 @@ it), cleaned, written with a real image over HTTP, booted from disk, and deprovi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,17 @@ async def wait_status(client: Client, ref, pred, timeout: float = 180) -> HostSt
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not reached in {timeout}s; last status: {st.model_dump_json()}")
         await asyncio.sleep(0.3)
+
+
+async def record(client: Client, workflow_id: str, name: str) -> None:
+    """Keep this run's histories (the host's and its steps') for the replay test, when asked to."""
+    if not os.environ.get("METALFLOW_RECORD_HISTORIES"):
+        return
+    async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"'):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        step = "" if wf.id == workflow_id else "-" + wf.id.rsplit("/", 1)[-1]
+        doc = {"workflowId": wf.id, "history": json.loads(history.to_json())}
+        (HISTORIES / f"{wf.workflow_type}-{name}{step}.json").write_text(json.dumps(doc))
 
 
 async def all_histories(client: Client, workflow_id: str) -> list[bytes]:
@@ -112,6 +124,7 @@ async def test_host_is_provisioned_then_deprovisioned(
     with emu.disk_path.open("rb") as f:
         assert f.read(1 << 20) == bytes(1 << 20), "the partition table area was not wiped"
     assert emu.boots[-1].target == "Pxe", "deprovisioning must boot the ramdisk, not the OS"
+    await record(client, host.ref.workflow_id, "provision-deprovision")
 
 
 async def test_missing_secret_fails_registration_and_bad_update_is_rejected(
@@ -140,3 +153,4 @@ async def test_missing_secret_fails_registration_and_bad_update_is_rejected(
     await operations.handle_for(client, host.ref).execute_update("update_spec", fixed)
     st = await wait_status(client, host.ref, lambda s: s.provisioning.state != S.REGISTERING)
     assert st.error_type is None and st.good_credentials.credentials == dc.credentials
+    await record(client, host.ref.workflow_id, "registration-error-fixed")

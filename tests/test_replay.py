@@ -6,6 +6,7 @@ ones when METALFLOW_RECORD_HISTORIES=1). A change that breaks replay fails here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    doc = json.loads(path.read_text())
+    history = WorkflowHistory.from_json(doc["workflowId"], doc["history"])
     replayer = Replayer(
         workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=sandbox_runner()
     )
