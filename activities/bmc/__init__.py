@@ -6,6 +6,7 @@ Credentials are resolved from the SecretRef on every call and never leave the ca
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 from temporalio import activity
@@ -47,8 +48,8 @@ def _open(target: BMCTarget) -> tuple[BMCAddress, redfish.Credentials]:
     return addr, creds
 
 
-def _ipmi(addr: BMCAddress, creds: redfish.Credentials) -> Any:
-    return ipmi.connect(addr, creds.username, creds.password, creds.secret)
+def _ipmi(addr: BMCAddress, creds: redfish.Credentials) -> AbstractContextManager[Any]:
+    return ipmi.session(addr, creds.username, creds.password, creds.secret)
 
 
 @activity.defn(name=BMC_VALIDATE)
@@ -58,7 +59,8 @@ def validate(target: BMCTarget) -> BMCValidation:
     if addr.driver == "redfish":
         on, system_id = redfish.call(addr, creds, lambda s: (redfish.power_state(s), s.path))
     else:
-        on, system_id = ipmi.power_state(_ipmi(addr, creds)), ""
+        with _ipmi(addr, creds) as cmd:
+            on, system_id = ipmi.power_state(cmd), ""
     return BMCValidation(
         powered_on=on, credentials_version=creds.version, driver=addr.driver, system_id=system_id
     )
@@ -70,7 +72,8 @@ def power(req: PowerRequest) -> PowerResult:
     if addr.driver == "redfish":
         on, changed = redfish.call(addr, creds, lambda s: redfish.set_power(s, req.action, req.wait_seconds))
     else:
-        on, changed = ipmi.set_power(_ipmi(addr, creds), req.action, req.wait_seconds)
+        with _ipmi(addr, creds) as cmd:
+            on, changed = ipmi.set_power(cmd, req.action, req.wait_seconds)
     activity.logger.info("power %s on %s: on=%s changed=%s", req.action.value, addr.base_url, on, changed)
     return PowerResult(powered_on=on, changed=changed)
 
@@ -84,7 +87,8 @@ def set_boot_device(req: BootDeviceRequest) -> None:
         )
     else:
         uefi = req.boot_mode in (None, BootMode.UEFI, BootMode.UEFI_SECURE_BOOT)
-        ipmi.set_boot_device(_ipmi(addr, creds), req.device, req.persistent, uefi)
+        with _ipmi(addr, creds) as cmd:
+            ipmi.set_boot_device(cmd, req.device, req.persistent, uefi)
 
 
 @activity.defn(name=BMC_INVENTORY)
@@ -93,7 +97,8 @@ def inventory(target: BMCTarget) -> HardwareDetails:
     if addr.driver == "redfish":
         details: HardwareDetails = redfish.call(addr, creds, redfish.inventory)
         return details
-    return ipmi.inventory(_ipmi(addr, creds))
+    with _ipmi(addr, creds) as cmd:
+        return ipmi.inventory(cmd)
 
 
 def _redfish_only(addr: BMCAddress, what: str) -> None:

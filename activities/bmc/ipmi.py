@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pyghmi import exceptions as pyghmi_exc
@@ -59,15 +61,43 @@ def classify(err: Exception, addr: BMCAddress, username: str, secret: str) -> Ex
     return transient("BMCUnreachable", f"IPMI BMC at {addr.host}:{addr.port}: {text}")
 
 
+_sessions: dict[tuple[str, int, str, str], command.Command] = {}
+_session_locks: dict[tuple[str, int, str, str], threading.Lock] = {}
+
+
+@contextmanager
+def session(addr: BMCAddress, username: str, password: str, secret: str) -> Iterator[command.Command]:
+    """The BMC's shared session, held exclusively: pyghmi sessions are not thread-safe."""
+    key = (addr.host, addr.port, username, hashlib.sha256(password.encode()).hexdigest())
+    with _lock:
+        lock = _session_locks.setdefault(key, threading.Lock())
+    with lock:
+        try:
+            yield connect(addr, username, password, secret)
+        except pyghmi_exc.IpmiException as err:
+            _sessions.pop(key, None)
+            raise classify(err, addr, username, secret) from None
+
+
 def connect(addr: BMCAddress, username: str, password: str, secret: str) -> command.Command:
-    # pyghmi keeps one session per (bmc, user, password, port) itself and reuses it.
-    try:
-        with _lock:
-            return command.Command(
+    """One long-lived Command (RMCP+ session, kept alive by pyghmi) per BMC and credentials.
+
+    pyghmi is built for long-lived sessions: a second Command for the same BMC and user while
+    the first lives waits on the first's login forever, so sessions are shared, never remade.
+    """
+    key = (addr.host, addr.port, username, hashlib.sha256(password.encode()).hexdigest())
+    with _lock:
+        cmd = _sessions.get(key)
+        if cmd is not None and not cmd.ipmi_session.broken:
+            return cmd
+        try:
+            cmd = command.Command(
                 bmc=addr.host.strip("[]"), userid=username, password=password, port=addr.port
             )
-    except pyghmi_exc.IpmiException as err:
-        raise classify(err, addr, username, secret) from None
+        except pyghmi_exc.IpmiException as err:
+            raise classify(err, addr, username, secret) from None
+        _sessions[key] = cmd
+        return cmd
 
 
 def power_state(cmd: command.Command) -> bool:
@@ -86,13 +116,13 @@ def set_power(cmd: command.Command, action: PowerAction, wait_seconds: int) -> t
         PowerAction.SOFT_OFF: "shutdown",
         PowerAction.REBOOT: "boot",  # pyghmi: on if off, reset if on
     }[action]
-    cmd.set_power(state, wait=wait_seconds)
+    cmd.set_power(state, wait=False)
     want_on = action in (PowerAction.ON, PowerAction.REBOOT)
     deadline = time.monotonic() + wait_seconds
     while power_state(cmd) != want_on:
         if time.monotonic() > deadline:
             if action == PowerAction.SOFT_OFF:
-                cmd.set_power("off", wait=wait_seconds)
+                cmd.set_power("off", wait=False)
                 return power_state(cmd), True
             raise transient("PowerTimeout", f"IPMI power {action.value} not reached in {wait_seconds}s")
         time.sleep(0.5)
