@@ -88,9 +88,8 @@ def classify(err: Exception, addr: BMCAddress, creds: Credentials) -> Exception:
 def call(addr: BMCAddress, creds: Credentials, fn: Callable[[Any], Any]) -> Any:
     """Run `fn(system)` with the cached connection; one fresh login if the session went stale."""
     for attempt in (1, 2):
-        conn = _connect(addr, creds)
         try:
-            return fn(_system(conn, addr))
+            return fn(_system(_connect(addr, creds), addr))
         except sx.AccessError as err:
             _forget(addr, creds)
             if attempt == 2:
@@ -184,7 +183,13 @@ def set_boot_device(system: Any, device: BootDevice, persistent: bool, mode: Boo
 
 
 def _virtual_media(system: Any) -> list[Any]:
-    media: list[Any] = []
+    """The system's own virtual media (Redfish 1.13+), else its managers' (older BMCs)."""
+    try:
+        media: list[Any] = list(system.virtual_media.get_members())
+        if media:
+            return media
+    except sx.SushyError:
+        media = []
     for manager in system.managers:
         try:
             media.extend(manager.virtual_media.get_members())
