@@ -29,7 +29,8 @@ from metalflow.models import ImageSpec
 url, digest, target, size = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 dev = BlockDevice(name="/dev/bench", path=target, size_bytes=size)
 start = time.perf_counter()
-written = write_image(ImageSpec(url=url, checksum=digest, checksumType="sha256", format="raw"), dev, lambda n, t: None)
+spec = ImageSpec(url=url, checksum=digest, checksumType="sha256", format="raw")
+written = write_image(spec, dev, lambda n, t: None)
 elapsed = time.perf_counter() - start
 print(json.dumps({"seconds": elapsed, "bytes": written.bytes_written,
                   "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -156,7 +156,7 @@ def test_checksum_from_a_checksum_file(tmp_path: Path, www: tuple[Path, str], ra
     got, _ = run(agent(tmp_path).write_image, WriteImageRequest(image=spec))
     assert got.checksum == raw.sha256
     (www[0] / "NOLINE").write_text(f"{raw.sha256}  a.img\n{raw.sha256}  b.img\n")
-    with pytest.raises(ApplicationError, match="no line for 'os.img'"):
+    with pytest.raises(ApplicationError, match=r"no line for 'os\.img'"):
         run(
             agent(tmp_path).write_image,
             WriteImageRequest(image=spec.model_copy(update={"checksum": f"{www[1]}/NOLINE"})),
