@@ -7,13 +7,12 @@ configured) makes it drop cached entries at once, e.g. after cleanup.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 from pathlib import Path
 
 from temporalio import activity
 
-from activities.boot.render import mac_file_name, render, write_atomically
+from activities.boot import dnsmasq, ipxe
+from activities.boot.render import mac_file_name, write_atomically
 from metalflow.contracts import (
     BOOT_CLEANUP,
     BOOT_PREPARE,
@@ -26,41 +25,8 @@ from metalflow.models import HostRef
 from metalflow.settings import Settings, get_settings
 
 
-def hosts_dir(settings: Settings) -> Path:
-    return settings.dnsmasq_hosts_dir or settings.boot_dir / "dnsmasq" / "hosts"
-
-
 def ipxe_dir(settings: Settings) -> Path:
     return settings.boot_dir / "boot"
-
-
-def reload_dnsmasq(settings: Settings) -> bool:
-    pid_file = settings.dnsmasq_pid_file
-    if pid_file is None or not pid_file.exists():
-        return False
-    try:
-        os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
-    except (ValueError, ProcessLookupError):
-        return False
-    return True
-
-
-def ipxe_script(req: BootPrepareRequest, settings: Settings) -> str:
-    ref = req.host
-    return render(
-        "host.ipxe.j2",
-        purpose=req.purpose.value,
-        host_id=ref.host_id,
-        mac=req.boot_mac_address or "",
-        base_url=settings.boot_server_url.rstrip("/"),
-        kernel=settings.kernel_name,
-        initrd=settings.initrd_name,
-        kernel_args=settings.kernel_args,
-        temporal=settings.agent_temporal_address or settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        tls=settings.agent_temporal_tls,
-        task_queue=ref.agent_task_queue,
-    )
 
 
 @activity.defn(name=BOOT_PREPARE)
@@ -73,16 +39,16 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
             f"{req.host.namespace}/{req.host.name} has no spec.bootMACAddress; network boot needs the MAC "
             "of the NIC that PXE-boots (or use a *-virtualmedia:// BMC address)",
         )
-    script = ipxe_script(req, settings)
+    text = ipxe.script(req.host, req.boot_mac_address, req.purpose, settings)
     mac_name = mac_file_name(req.boot_mac_address)
-    write_atomically(ipxe_dir(settings) / f"{mac_name}.ipxe", script)
-    write_atomically(ipxe_dir(settings) / f"{req.host.host_id}.ipxe", script)
+    write_atomically(ipxe_dir(settings) / f"{mac_name}.ipxe", text)
+    write_atomically(ipxe_dir(settings) / f"{req.host.host_id}.ipxe", text)
     changed = write_atomically(
-        hosts_dir(settings) / req.host.host_id,
-        render("dnsmasq-host.j2", mac=req.boot_mac_address, hostname=req.host.name, ip=""),
+        dnsmasq.hosts_dir(settings) / req.host.host_id,
+        dnsmasq.host_entry(req.boot_mac_address, req.host.name),
     )
     if changed:
-        reload_dnsmasq(settings)
+        dnsmasq.reload(settings)
     return BootPrepareResult(
         ipxe_script_url=f"{base}/boot/{mac_name}.ipxe",
         iso_url=f"{base}/images/deploy.iso",
@@ -93,7 +59,7 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
 @activity.defn(name=BOOT_CLEANUP)
 def cleanup_boot(host: HostRef) -> None:
     settings = get_settings()
-    entry = hosts_dir(settings) / host.host_id
+    entry = dnsmasq.hosts_dir(settings) / host.host_id
     script = ipxe_dir(settings) / f"{host.host_id}.ipxe"
     mac_line = entry.read_text().split(",", 1)[0] if entry.exists() else ""
     with contextlib.suppress(FileNotFoundError):
@@ -103,7 +69,7 @@ def cleanup_boot(host: HostRef) -> None:
     if mac_line:
         with contextlib.suppress(FileNotFoundError):
             (ipxe_dir(settings) / f"{mac_file_name(mac_line)}.ipxe").unlink()
-        reload_dnsmasq(settings)
+        dnsmasq.reload(settings)
 
 
 ACTIVITIES = [prepare_boot, cleanup_boot]

@@ -1,0 +1,52 @@
+"""The per-host iPXE script: kernel and ramdisk URLs plus what the agent needs to find Temporal.
+
+Kernel arguments carry only addresses, names and the task queue: never credentials.
+"""
+
+from __future__ import annotations
+
+from activities.boot.render import render
+from metalflow.contracts import BootPurpose
+from metalflow.models import HostRef
+from metalflow.settings import Settings
+
+# The commands the script may use (iPXE's documented command set, the subset we emit).
+IPXE_COMMANDS = frozenset({"kernel", "initrd", "boot", "echo", "sleep", "chain", "goto", "imgfree", "dhcp"})
+
+
+def script(ref: HostRef, mac: str, purpose: BootPurpose, settings: Settings) -> str:
+    return render(
+        "host.ipxe.j2",
+        purpose=purpose.value,
+        host_id=ref.host_id,
+        mac=mac,
+        base_url=settings.boot_server_url.rstrip("/"),
+        kernel=settings.kernel_name,
+        initrd=settings.initrd_name,
+        kernel_args=settings.kernel_args,
+        temporal=settings.agent_temporal_address or settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        tls=settings.agent_temporal_tls,
+        task_queue=ref.agent_task_queue,
+    )
+
+
+def check_syntax(text: str) -> list[str]:
+    """Structural check of a script (no iPXE parser exists on Debian): problems found, if any."""
+    lines = text.splitlines()
+    problems = [] if lines and lines[0] == "#!ipxe" else ["the first line must be #!ipxe"]
+    labels = {ln[1:].strip() for ln in lines if ln.startswith(":")}
+    for n, line in enumerate(lines[1:], start=2):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", ":")):
+            continue
+        for part in stripped.split("||"):
+            words = part.split()
+            if not words:
+                problems.append(f"line {n}: empty command around ||")
+                continue
+            if words[0] not in IPXE_COMMANDS:
+                problems.append(f"line {n}: unknown command {words[0]!r}")
+            if words[0] == "goto" and (len(words) != 2 or words[1] not in labels):
+                problems.append(f"line {n}: goto to an undefined label")
+    return problems

@@ -1,0 +1,237 @@
+"""Network boot: rendered iPXE/dnsmasq files, the boot server, and a real DHCP exchange in netns."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.boot import cleanup_boot, dnsmasq, ipxe, prepare_boot
+from metalflow.contracts import BootPrepareRequest, BootPurpose
+from metalflow.devenv.processes import Process, free_port, wait_for
+from metalflow.models import HostRef
+from metalflow.settings import Settings
+from worker.boot_server import start_boot_server
+
+MAC = "52:54:00:12:34:56"
+REF = HostRef(namespace="metal3", name="worker-0")
+needs_dnsmasq = pytest.mark.skipif(not shutil.which("dnsmasq"), reason="dnsmasq (dnsmasq-base) missing")
+
+
+@pytest.fixture
+def boot_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tmp_path / "boot"))
+    monkeypatch.setenv("METALFLOW_BOOT_SERVER_URL", "http://192.0.2.1:8088")
+    monkeypatch.setenv("METALFLOW_AGENT_TEMPORAL_ADDRESS", "192.0.2.1:7233")
+    monkeypatch.setenv("METALFLOW_TEMPORAL_NAMESPACE", "metal")
+    return Settings()
+
+
+def test_ipxe_script_carries_addresses_never_secrets(boot_settings: Settings) -> None:
+    text = ipxe.script(REF, MAC, BootPurpose.INSPECT, boot_settings)
+    assert ipxe.check_syntax(text) == []
+    kernel = next(line for line in text.splitlines() if line.startswith("kernel "))
+    for arg in (
+        "metalflow.host_id=metal3.worker-0",
+        "metalflow.temporal=192.0.2.1:7233",
+        "metalflow.namespace=metal",
+        "metalflow.tls=0",
+        "metalflow.task_queue=host-metal3.worker-0",
+        "http://192.0.2.1:8088/vmlinuz",
+        "BOOTIF=01-52-54-00-12-34-56",
+    ):
+        assert arg in kernel
+    assert "password" not in text.lower() and "token" not in text.lower()
+    assert ipxe.check_syntax("kernel x\n") == ["the first line must be #!ipxe"]
+    assert "unknown command 'frobnicate'" in ipxe.check_syntax("#!ipxe\nfrobnicate now\n")[0]
+
+
+def test_prepare_is_atomic_idempotent_and_cleanup_removes_everything(boot_settings: Settings) -> None:
+    env = ActivityEnvironment()
+    req = BootPrepareRequest(host=REF, boot_mac_address=MAC, purpose=BootPurpose.DEPLOY)
+    got = env.run(prepare_boot, req)
+    assert got.ipxe_script_url == "http://192.0.2.1:8088/boot/52-54-00-12-34-56.ipxe"
+    boot = boot_settings.boot_dir
+    by_mac = boot / "boot" / "52-54-00-12-34-56.ipxe"
+    entry = boot / "dnsmasq" / "hosts" / "metal3.worker-0"
+    assert (
+        by_mac.read_text().startswith("#!ipxe") and entry.read_text().strip() == f"{MAC},set:known,worker-0"
+    )
+    mtime = entry.stat().st_mtime_ns
+    env.run(prepare_boot, req)
+    assert entry.stat().st_mtime_ns == mtime, "an unchanged entry is not rewritten (no needless reload)"
+    assert not list(boot.rglob(".*.tmp"))
+    env.run(cleanup_boot, REF)
+    assert (
+        not by_mac.exists() and not entry.exists() and not (boot / "boot" / "metal3.worker-0.ipxe").exists()
+    )
+    env.run(cleanup_boot, REF)  # idempotent
+    with pytest.raises(ApplicationError, match="bootMACAddress"):
+        env.run(prepare_boot, req.model_copy(update={"boot_mac_address": None}))
+
+
+@needs_dnsmasq
+def test_generated_dnsmasq_config_passes_dnsmasq_test(boot_settings: Settings, tmp_path: Path) -> None:
+    net = dnsmasq.BootNetwork(
+        interface="eth1",
+        range_start="192.0.2.50",
+        range_end="192.0.2.99",
+        tftp_root=tmp_path,
+        pid_file=tmp_path / "d.pid",
+        lease_file=tmp_path / "leases",
+    )
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text(dnsmasq.base_config(net, boot_settings))
+    for needed in ("enable-ra", "dhcp-ignore=tag:!known", "dhcp-userclass=set:ipxe,iPXE", "port=0"):
+        assert needed in conf.read_text()
+    dnsmasq.hosts_dir(boot_settings).mkdir(parents=True)
+    out = subprocess.run(["dnsmasq", "--test", "-C", str(conf)], capture_output=True, text=True)
+    assert out.returncode == 0 and "syntax check OK" in out.stderr, out.stderr
+
+
+async def test_boot_server_serves_scripts_images_and_ranges(tmp_path: Path) -> None:
+    boot = tmp_path / "boot"
+    (boot / "images").mkdir(parents=True)
+    (boot / "images" / "os.img").write_bytes(bytes(range(256)) * 4096)
+    (boot / "boot").mkdir()
+    (boot / "boot" / "52-54-00-12-34-56.ipxe").write_text("#!ipxe\n")
+    (boot / "vmlinuz").write_bytes(b"kernel")
+    port = free_port()
+    runner = await start_boot_server("127.0.0.1", port, boot)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{base}/healthz") as r:
+                assert r.status == 200 and (await r.json())["status"] == "ok"
+            async with s.get(f"{base}/boot/52-54-00-12-34-56.ipxe") as r:
+                assert await r.text() == "#!ipxe\n"
+            async with s.get(f"{base}/vmlinuz") as r:
+                assert await r.read() == b"kernel"
+            async with s.get(f"{base}/images/os.img", headers={"Range": "bytes=256-511"}) as r:
+                assert r.status == 206 and await r.read() == bytes(range(256))
+            for path in ("/images/../../etc/passwd", "/../etc/passwd", "/boot/nope.ipxe"):
+                async with s.get(base + path) as r:
+                    assert r.status in (403, 404), path
+    finally:
+        await runner.cleanup()
+
+
+def _ip(*args: str, ns: str | None = None) -> None:
+    cmd = ["ip", "netns", "exec", ns, *args] if ns else list(args)
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def boot_net() -> Iterator[tuple[str, str]]:
+    """Two namespaces joined by a veth pair: the boot network and one server's NIC."""
+    tag = uuid.uuid4().hex[:6]
+    srv, cli = f"mf-srv-{tag}", f"mf-cli-{tag}"
+    try:
+        subprocess.run(["ip", "netns", "add", srv], check=True, capture_output=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as err:
+        pytest.skip(f"cannot create network namespaces here: {err}")
+    try:
+        _ip("ip", "netns", "add", cli)
+        _ip("ip", "link", "add", f"vs{tag}", "type", "veth", "peer", "name", f"vc{tag}")
+        _ip("ip", "link", "set", f"vs{tag}", "netns", srv)
+        _ip("ip", "link", "set", f"vc{tag}", "netns", cli)
+        _ip("ip", "addr", "add", "192.0.2.1/24", "dev", f"vs{tag}", ns=srv)
+        _ip("ip", "addr", "add", "fd00:6d66::1/64", "dev", f"vs{tag}", ns=srv)
+        _ip("ip", "link", "set", f"vs{tag}", "up", ns=srv)
+        _ip("ip", "link", "set", "lo", "up", ns=srv)
+        yield srv, cli
+    finally:
+        for ns in (srv, cli):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _dhcp(cli: str, iface: str, mac: str, script: Path, out: Path, ipxe_client: bool) -> bool:
+    subprocess.run(["ip", "netns", "exec", cli, "ip", "link", "set", iface, "down"], check=True)
+    subprocess.run(["ip", "netns", "exec", cli, "ip", "link", "set", iface, "address", mac], check=True)
+    subprocess.run(["ip", "netns", "exec", cli, "ip", "link", "set", iface, "up"], check=True)
+    out.unlink(missing_ok=True)
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        cli,
+        "busybox",
+        "udhcpc",
+        "-i",
+        iface,
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "3",
+        "-T",
+        "1",
+        "-A",
+        "1",
+        "-s",
+        str(script),
+    ]
+    if ipxe_client:
+        cmd += ["-x", "0x4d:69505845"]  # option 77 (user class) = "iPXE", as iPXE sends it
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    return done.returncode == 0 and out.exists()
+
+
+@needs_dnsmasq
+@pytest.mark.skipif(not shutil.which("busybox"), reason="busybox (udhcpc) missing")
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
+    boot_net: tuple[str, str], boot_settings: Settings, tmp_path: Path
+) -> None:
+    srv, cli = boot_net
+    tag = srv.rsplit("-", 1)[1]
+    net = dnsmasq.BootNetwork(
+        interface=f"vs{tag}",
+        range_start="192.0.2.50",
+        range_end="192.0.2.99",
+        tftp_root=tmp_path,
+        pid_file=tmp_path / "dnsmasq.pid",
+        lease_file=tmp_path / "leases",
+        run_as="root",
+    )
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text(dnsmasq.base_config(net, boot_settings))
+    hosts = dnsmasq.hosts_dir(boot_settings)
+    hosts.mkdir(parents=True)
+    (hosts / "metal3.worker-0").write_text(dnsmasq.host_entry(MAC, "worker-0", "192.0.2.55"))
+    server = Process(
+        "dnsmasq",
+        ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(conf)],
+        tmp_path / "dnsmasq.log",
+    )
+    try:
+        wait_for(lambda: (server.check_alive(), (tmp_path / "dnsmasq.pid").exists())[1], 10, "dnsmasq")
+        out = tmp_path / "lease.env"
+        script = tmp_path / "udhcpc.sh"
+        script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {out}\nexit 0\n')
+        script.chmod(0o755)
+        iface = f"vc{tag}"
+
+        assert _dhcp(cli, iface, MAC, script, out, ipxe_client=True), (tmp_path / "dnsmasq.log").read_text()
+        lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+        assert lease["ip"] == "192.0.2.55"
+        assert lease["boot_file"] == "http://192.0.2.1:8088/boot/${mac:hexhyp}.ipxe"
+
+        # plain PXE firmware (no iPXE user class) is told to chainload iPXE over TFTP
+        assert _dhcp(cli, iface, MAC, script, out, ipxe_client=False)
+        lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+        assert lease["boot_file"] == "undionly.kpxe"
+
+        # an unknown MAC gets nothing at all
+        assert not _dhcp(cli, iface, "52:54:00:99:99:99", script, out, ipxe_client=True)
+        assert "ignored" in (tmp_path / "dnsmasq.log").read_text()
+    finally:
+        server.stop()
