@@ -24,6 +24,7 @@ def bmh_status(status: HostStatus) -> dict[str, Any]:
     body = status.model_dump(mode="json", by_alias=True, exclude=_METALFLOW_ONLY, exclude_none=True)
     body["provisioning"].setdefault("state", status.provisioning.state.value)
     body.setdefault("errorType", "")
+    body.setdefault("hardwareProfile", "unknown")  # required by metal3's schema
     return body
 
 

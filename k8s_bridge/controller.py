@@ -9,6 +9,7 @@ duplicate what the workflow already records. What remains is a list+watch with r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -19,7 +20,9 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
 from k8s_bridge.reconcile import FINALIZER, Plan, reconcile
+from metalflow import operations
 from metalflow.bmh import API_VERSION
+from metalflow.models import HostRef
 from metalflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class Bridge:
         self._latest: dict[str, dict[str, Any]] = {}
         self._queued: set[str] = set()
         self._stop = threading.Event()
+        self._follow_ups: set[asyncio.Task[None]] = set()
         self.reconciled = 0  # for tests and metrics
 
     # ---- work queue ----
@@ -69,10 +73,39 @@ class Bridge:
                 plan = await reconcile(obj, self._temporal, self._settings)
                 await asyncio.to_thread(self._apply_plan, obj, plan)
                 self.reconciled += 1
+                if "delete" in plan.signals:
+                    self._follow_up(obj)
             except Exception:
                 log.exception("reconciling BareMetalHost %s failed; will retry", key)
                 await asyncio.sleep(1)
                 self._enqueue(obj)
+
+    def _follow_up(self, obj: dict[str, Any]) -> None:
+        """Reconcile once more when the deprovisioning workflow ends, to release the finalizer."""
+        meta = obj["metadata"]
+        ref = HostRef(namespace=meta.get("namespace", "default"), name=meta["name"])
+
+        async def wait_then_requeue() -> None:
+            with contextlib.suppress(Exception):
+                await operations.handle_for(self._temporal, ref).result()
+            fresh = await asyncio.to_thread(self._get, ref)
+            if fresh is not None:
+                self._enqueue(fresh)
+
+        task = asyncio.create_task(wait_then_requeue())
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
+
+    def _get(self, ref: HostRef) -> dict[str, Any] | None:
+        try:
+            got: dict[str, Any] = self._api.get_namespaced_custom_object(  # type: ignore[assignment]
+                GROUP, VERSION, ref.namespace, PLURAL, ref.name
+            )
+            return got
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # ---- Kubernetes side effects ----
 
@@ -160,7 +193,7 @@ class Bridge:
                 await self._in_daemon_thread(self._watch_thread, loop, rv, threading.Event())
         finally:
             self._stop.set()
-            for t in workers:
+            for t in [*workers, *self._follow_ups]:
                 t.cancel()
 
     @staticmethod

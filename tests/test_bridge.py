@@ -1,0 +1,231 @@
+"""The bridge over real HTTP: a metal3 BareMetalHost drives its workflow; status flows back.
+
+Runs against the test API server (or a real cluster when METALFLOW_TEST_KUBECONFIG is set
+and the CRD is installed there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import pytest_asyncio
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config
+from kubernetes.client.exceptions import ApiException
+from temporalio.client import Client
+
+from k8s_bridge.controller import Bridge
+from k8s_bridge.reconcile import FINALIZER, PAUSED
+from metalflow import operations
+from metalflow.bmh import manifest_from_host
+from metalflow.devenv.datacenter import Datacenter
+from metalflow.devenv.kapi import KubeAPIServer
+from metalflow.models import HostRef
+from metalflow.settings import Settings
+from worker.control import build_worker
+
+G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
+CRD = Path(__file__).parent.parent / "k8s_bridge" / "crds" / "metal3.io_baremetalhosts.yaml"
+
+
+@pytest_asyncio.fixture
+async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Path, k8s.ApiClient]]:
+    real = os.environ.get("METALFLOW_TEST_KUBECONFIG")
+    if real:
+        kubeconfig = Path(real)
+        server = None
+    else:
+        server = KubeAPIServer()
+        await server.__aenter__()
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    monkeypatch.setenv("METALFLOW_KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("METALFLOW_PUBLISH_STATUS_TO_KUBERNETES", "true")
+    api = config.new_client_from_config(str(kubeconfig))
+    try:
+        yield kubeconfig, api
+    finally:
+        api.close()
+        if server is not None:
+            await server.__aexit__(None, None, None)
+
+
+async def eventually(fn: Callable[[], Any], what: str, timeout: float = 180) -> Any:
+    """Poll a blocking read until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await asyncio.to_thread(fn)
+        if got:
+            return got
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.3)
+
+
+def test_metal3_example_manifest_validates_against_the_crd() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    version = crd["spec"]["versions"][0]
+    assert crd["spec"]["names"]["shortNames"] == ["bmh", "bmhost"]
+    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "State",
+        "Consumer",
+        "Online",
+        "Error",
+        "Age",
+    ]
+    schema = version["schema"]["openAPIV3Schema"]
+    example = yaml.safe_load("""
+apiVersion: metal3.io/v1alpha1
+kind: BareMetalHost
+metadata: {name: worker-0, namespace: metal3}
+spec:
+  online: true
+  bootMACAddress: 00:c4:70:a6:b1:ac
+  bootMode: UEFI
+  bmc: {address: "ipmi://192.168.111.1:6230", credentialsName: worker-0-bmc-secret, disableCertificateVerification: true}
+  rootDeviceHints: {deviceName: /dev/sda, minSizeGigabytes: 20}
+  automatedCleaningMode: metadata
+  image: {url: "http://172.22.0.1/images/CentOS-7.qcow2", checksum: "http://172.22.0.1/images/CentOS-7.qcow2.md5sum", checksumType: md5, format: qcow2}
+  userData: {name: centos-user-data, namespace: metal3}
+  networkData: {name: worker-0-network, namespace: metal3}
+  externallyProvisioned: false
+  consumerRef: {apiVersion: infrastructure.cluster.x-k8s.io/v1beta1, kind: Metal3Machine, name: m0, namespace: metal3}
+  raid: {hardwareRAIDVolumes: [{level: "1", sizeGibibytes: 100}]}
+  description: rack 3, slot 7
+""")
+    jsonschema.validate(example, schema)
+    example["spec"]["bootMode"] = "BIOS"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(example, schema)
+
+
+def test_manifests_parse_and_rbac_is_least_privilege() -> None:
+    docs = [
+        d
+        for f in sorted((CRD.parent.parent / "manifests").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+    ]
+    kinds = {d["kind"] for d in docs}
+    assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Namespace"} <= kinds
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        assert "delete" not in rule["verbs"]
+    commands = {
+        c["command"][1]
+        for d in docs
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert commands == {"bridge", "worker"}
+
+
+async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
+    client: Client, settings: Settings, kube: tuple[Path, k8s.ApiClient]
+) -> None:
+    kubeconfig, api = kube
+    settings = Settings()  # picks up the kubeconfig and status publishing from the environment
+    co, core = k8s.CustomObjectsApi(api), k8s.CoreV1Api(api)
+    async with Datacenter(settings, hosts=1, prefix="bmh") as dc:
+        await asyncio.to_thread(
+            core.create_namespaced_secret,
+            "default",
+            k8s.V1Secret(
+                metadata=k8s.V1ObjectMeta(name="bmc"),
+                string_data={"username": "admin", "password": dc.password},
+            ),
+        )
+        manifest = manifest_from_host(dc.host(0))
+        bridge = Bridge(api, client, settings, resync_seconds=5)
+        with ThreadPoolExecutor(max_workers=16) as executor:
+            async with build_worker(client, settings, executor):
+                runner = asyncio.create_task(bridge.run())
+                try:
+                    await asyncio.to_thread(co.create_namespaced_custom_object, G, V, "default", P, manifest)
+                    ref = HostRef(name="bmh-0")
+
+                    def get() -> dict[str, Any]:
+                        return co.get_namespaced_custom_object(G, V, "default", P, "bmh-0")  # type: ignore[return-value]
+
+                    obj = await eventually(
+                        lambda: (
+                            (o := get()).get("status", {}).get("provisioning", {}).get("state")
+                            == "provisioned"
+                            and o
+                        ),
+                        "the BareMetalHost status to say provisioned",
+                    )
+                    st = obj["status"]
+                    assert FINALIZER in obj["metadata"]["finalizers"]
+                    assert (
+                        st["operationalStatus"] == "OK" and st["poweredOn"] is True and st["errorType"] == ""
+                    )
+                    assert st["hardware"]["nics"][0]["mac"] == dc.systems[0].mac
+                    assert st["goodCredentials"]["credentials"]["name"] == "bmc"
+                    assert st["provisioning"]["image"]["url"] == manifest["spec"]["image"]["url"]
+                    assert dc.password not in str(obj)
+                    jsonschema.validate(
+                        obj,
+                        yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+                    )
+
+                    # the paused annotation reaches the workflow; removing it resumes
+                    await asyncio.to_thread(
+                        co.patch_namespaced_custom_object,
+                        G,
+                        V,
+                        "default",
+                        P,
+                        "bmh-0",
+                        {"metadata": {"annotations": {PAUSED: ""}}},
+                    )
+                    await eventually(lambda: asyncio.run(_paused(settings, ref)), "the workflow to pause", 30)
+                    await asyncio.to_thread(
+                        co.patch_namespaced_custom_object,
+                        G,
+                        V,
+                        "default",
+                        P,
+                        "bmh-0",
+                        {"metadata": {"annotations": {PAUSED: None}}},
+                    )
+                    await eventually(
+                        lambda: not asyncio.run(_paused(settings, ref)), "the workflow to resume", 30
+                    )
+
+                    # delete: deprovision (metadata cleaning), then the finalizer goes and so does the object
+                    await asyncio.to_thread(co.delete_namespaced_custom_object, G, V, "default", P, "bmh-0")
+
+                    def gone() -> bool:
+                        try:
+                            get()
+                        except ApiException as exc:
+                            return exc.status == 404
+                        return False
+
+                    await eventually(gone, "the BareMetalHost to be released and deleted")
+                    result = await operations.handle_for(client, ref).result()
+                    assert result.deleted and result.provisioning.state.value == "deleting"
+                    assert dc.emulated[0].boots[-1].target == "Pxe", (
+                        "deprovisioning booted the ramdisk to clean"
+                    )
+                    with dc.emulated[0].disk_path.open("rb") as f:
+                        assert f.read(1 << 20) == bytes(1 << 20)
+                finally:
+                    bridge.stop()
+                    runner.cancel()
+                    await asyncio.gather(runner, return_exceptions=True)
+
+
+async def _paused(settings: Settings, ref: HostRef) -> bool:
+    from metalflow.client import connect
+
+    return (await operations.status(await connect(settings), ref)).paused
