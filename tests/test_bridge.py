@@ -90,14 +90,25 @@ spec:
   online: true
   bootMACAddress: 00:c4:70:a6:b1:ac
   bootMode: UEFI
-  bmc: {address: "ipmi://192.168.111.1:6230", credentialsName: worker-0-bmc-secret, disableCertificateVerification: true}
+  bmc:
+    address: ipmi://192.168.111.1:6230
+    credentialsName: worker-0-bmc-secret
+    disableCertificateVerification: true
   rootDeviceHints: {deviceName: /dev/sda, minSizeGigabytes: 20}
   automatedCleaningMode: metadata
-  image: {url: "http://172.22.0.1/images/CentOS-7.qcow2", checksum: "http://172.22.0.1/images/CentOS-7.qcow2.md5sum", checksumType: md5, format: qcow2}
+  image:
+    url: http://172.22.0.1/images/CentOS-7.qcow2
+    checksum: http://172.22.0.1/images/CentOS-7.qcow2.md5sum
+    checksumType: md5
+    format: qcow2
   userData: {name: centos-user-data, namespace: metal3}
   networkData: {name: worker-0-network, namespace: metal3}
   externallyProvisioned: false
-  consumerRef: {apiVersion: infrastructure.cluster.x-k8s.io/v1beta1, kind: Metal3Machine, name: m0, namespace: metal3}
+  consumerRef:
+    apiVersion: infrastructure.cluster.x-k8s.io/v1beta1
+    kind: Metal3Machine
+    name: m0
+    namespace: metal3
   raid: {hardwareRAIDVolumes: [{level: "1", sizeGibibytes: 100}]}
   description: rack 3, slot 7
 """)
@@ -131,7 +142,7 @@ def test_manifests_parse_and_rbac_is_least_privilege() -> None:
 async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
     client: Client, settings: Settings, kube: tuple[Path, k8s.ApiClient]
 ) -> None:
-    kubeconfig, api = kube
+    _, api = kube
     settings = Settings()  # picks up the kubeconfig and status publishing from the environment
     co, core = k8s.CustomObjectsApi(api), k8s.CoreV1Api(api)
     async with Datacenter(settings, hosts=1, prefix="bmh") as dc:
