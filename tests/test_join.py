@@ -1,0 +1,158 @@
+"""kubeadm join end to end: provision with spec.join against a target cluster (the test API
+server). A kubelet stand-in reads the user-data from the config drive on the host's disk,
+authenticates with the bootstrap token it finds there, and registers the Node."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pycdlib
+import pytest_asyncio
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config
+from temporalio.client import Client
+from tests_support import make_ca
+
+from metalflow import operations
+from metalflow.devenv.datacenter import Datacenter, write_secret
+from metalflow.devenv.hosts import EmulatedHost
+from metalflow.devenv.kapi import KubeAPIServer
+from metalflow.models import ErrorType, JoinSpec, SecretRef
+from metalflow.models import ProvisioningState as S
+from metalflow.settings import Settings
+from worker.control import build_worker
+
+
+@pytest_asyncio.fixture
+async def target_cluster(tmp_path: Path) -> AsyncIterator[tuple[KubeAPIServer, Path, bytes]]:
+    async with KubeAPIServer() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "target-kubeconfig")
+        ca = make_ca()
+        cluster_info = yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "",
+                        "cluster": {
+                            "server": "https://192.0.2.10:6443",
+                            "certificate-authority-data": base64.b64encode(ca).decode(),
+                        },
+                    }
+                ],
+            }
+        )
+        c = config.new_client_from_config(str(kubeconfig))
+        await asyncio.to_thread(
+            k8s.CoreV1Api(c).create_namespaced_config_map,
+            "kube-public",
+            k8s.V1ConfigMap(
+                metadata=k8s.V1ObjectMeta(name="cluster-info"), data={"kubeconfig": cluster_info}
+            ),
+        )
+        c.close()
+        yield api, kubeconfig, ca
+
+
+def read_user_data(disk: Path) -> str:
+    """What cloud-init would read: openstack/latest/user_data on the config-2 drive."""
+    with disk.open("rb") as f:
+        f.seek(disk.stat().st_size - (64 << 20))
+        region = f.read(64 << 20)
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(region))
+    out = io.BytesIO()
+    iso.get_file_from_iso_fp(out, rr_path="/openstack/latest/user_data")
+    iso.close()
+    return out.getvalue().decode()
+
+
+async def kubelet(emu: EmulatedHost, kubeconfig: Path) -> str:
+    """Wait for the host to boot its OS, then join as kubeadm would; return the token used."""
+    while not (emu.boots and emu.boots[-1].target == "Hdd"):
+        await asyncio.sleep(0.2)
+    user_data = yaml.safe_load(read_user_data(emu.disk_path))
+    join = yaml.safe_load(user_data["write_files"][0]["content"])
+    token = join["discovery"]["bootstrapToken"]["token"]
+    token_id, token_secret = token.split(".")
+    args = {a["name"]: a["value"] for a in join["nodeRegistration"]["kubeletExtraArgs"]}
+    c = config.new_client_from_config(str(kubeconfig))
+    core = k8s.CoreV1Api(c)
+    secret = await asyncio.to_thread(
+        core.read_namespaced_secret, f"bootstrap-token-{token_id}", "kube-system"
+    )
+    assert secret.type == "bootstrap.kubernetes.io/token"
+    assert base64.b64decode(secret.data["token-secret"]).decode() == token_secret, (
+        "the API server would refuse"
+    )
+    node = k8s.V1Node(
+        metadata=k8s.V1ObjectMeta(name=join["nodeRegistration"]["name"]),
+        spec=k8s.V1NodeSpec(provider_id=args["provider-id"]),
+        status=k8s.V1NodeStatus(
+            conditions=[k8s.V1NodeCondition(type="Ready", status="True", reason="KubeletReady")]
+        ),
+    )
+    await asyncio.to_thread(core.create_node, node)
+    c.close()
+    return token
+
+
+async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_history(
+    client: Client, settings: Settings, target_cluster: tuple[KubeAPIServer, Path, bytes], tmp_path: Path
+) -> None:
+    _, kubeconfig, _ = target_cluster
+    secret = tmp_path / "target.yaml"
+    write_secret(secret, {"kubeconfig": kubeconfig.read_text()})
+    join = JoinSpec(kubeconfig=SecretRef(name="target", path=str(secret)), node_labels={"role": "worker"})
+    async with Datacenter(settings, hosts=1, prefix="join") as dc:
+        host = dc.host(0, join=join)
+        with ThreadPoolExecutor(max_workers=16) as executor:
+            async with build_worker(client, settings, executor):
+                helper = asyncio.create_task(kubelet(dc.emulated[0], kubeconfig))
+                await operations.apply(client, host, settings)
+                token = await asyncio.wait_for(helper, 240)
+                deadline = asyncio.get_running_loop().time() + 120
+                while (st := await operations.status(client, host.ref)).provisioning.state != S.PROVISIONED:
+                    assert st.error_type is None, st.error_message
+                    assert asyncio.get_running_loop().time() < deadline, "not provisioned in time"
+                    await asyncio.sleep(0.3)
+    c = config.new_client_from_config(str(kubeconfig))
+    core = k8s.CoreV1Api(c)
+    node = await asyncio.to_thread(core.read_node, "join-0")
+    assert node.metadata.labels == {"role": "worker", "metalflow.io/host": "default.join-0"}
+    assert node.spec.provider_id == "metalflow://default/join-0"
+    tokens = await asyncio.to_thread(core.list_namespaced_secret, "kube-system")
+    assert tokens.items == [], "the bootstrap token is deleted once the Node is Ready"
+    c.close()
+    async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{host.ref.workflow_id}"'):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        assert token.split(".")[1] not in history.to_json()
+
+
+async def test_missing_cluster_info_fails_with_the_fix(
+    client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    async with KubeAPIServer() as api:
+        secret = tmp_path / "target.yaml"
+        write_secret(secret, {"kubeconfig": api.write_kubeconfig(tmp_path / "kc").read_text()})
+        join = JoinSpec(kubeconfig=SecretRef(name="target", path=str(secret)))
+        async with Datacenter(settings, hosts=1, prefix="nojoin") as dc:
+            host = dc.host(0, join=join)
+            with ThreadPoolExecutor(max_workers=16) as executor:
+                async with build_worker(client, settings, executor):
+                    await operations.apply(client, host, settings)
+                    deadline = asyncio.get_running_loop().time() + 180
+                    while (st := await operations.status(client, host.ref)).error_type is None:
+                        assert asyncio.get_running_loop().time() < deadline
+                        await asyncio.sleep(0.3)
+    assert st.error_type == ErrorType.PROVISIONING
+    assert (
+        "ClusterInfoMissing" in st.error_message and "kubeadm init phase bootstrap-token" in st.error_message
+    )
