@@ -7,7 +7,6 @@ it), cleaned, written with a real image over HTTP, booted from disk, and deprovi
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowUpdateFailedError
+from tests_support import record
 
 from metalflow import operations
 from metalflow.devenv.datacenter import Datacenter
@@ -24,8 +24,6 @@ from metalflow.models import BMCDetails, ErrorType, HostStatus, OperationalStatu
 from metalflow.models import ProvisioningState as S
 from metalflow.settings import Settings
 from worker.control import build_worker
-
-HISTORIES = Path(__file__).parent / "histories"
 
 
 @pytest_asyncio.fixture
@@ -47,17 +45,6 @@ async def wait_status(client: Client, ref, pred, timeout: float = 180) -> HostSt
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not reached in {timeout}s; last status: {st.model_dump_json()}")
         await asyncio.sleep(0.3)
-
-
-async def record(client: Client, workflow_id: str, name: str) -> None:
-    """Keep this run's histories (the host's and its steps') for the replay test, when asked to."""
-    if not os.environ.get("METALFLOW_RECORD_HISTORIES"):
-        return
-    async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"'):
-        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
-        step = "" if wf.id == workflow_id else "-" + wf.id.rsplit("/", 1)[-1]
-        doc = {"workflowId": wf.id, "history": json.loads(history.to_json())}
-        (HISTORIES / f"{wf.workflow_type}-{name}{step}.json").write_text(json.dumps(doc))
 
 
 async def all_histories(client: Client, workflow_id: str) -> list[bytes]:
@@ -112,10 +99,6 @@ async def test_host_is_provisioned_then_deprovisioned(
     assert len(histories) >= 5
     for h in histories:
         assert dc.password.encode() not in h
-    if os.environ.get("METALFLOW_RECORD_HISTORIES"):
-        handle = client.get_workflow_handle(host.ref.workflow_id)
-        (HISTORIES / "HostWorkflow-provisioned.json").write_text((await handle.fetch_history()).to_json())
-
     # deprovision: clean the disk, power off, back to available
     await operations.deprovision(client, host.ref)
     st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.AVAILABLE or s.error_type)
