@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from metalflow.claims import ClaimSpec
 from metalflow.models import (
     BootMode,
     HardwareDetails,
@@ -269,3 +270,29 @@ class NodeInfo(Model):
     name: str
     ready: bool
     provider_id: str
+
+
+# ---- host pools: claims and machine sets ----
+POOL_CANDIDATES = "pool.candidates"
+POOL_ASSIGN = "pool.assign"
+POOL_RELEASE = "pool.release"
+POOL_STATUS = "pool.status"
+POOL_CLAIM = "pool.claim"
+POOL_UNCLAIM = "pool.unclaim"
+ALLOCATOR_WORKFLOW = "AllocatorWorkflow"
+MACHINESET_WORKFLOW = "MachineSetWorkflow"
+
+
+class Assignment(Model):
+    claim_id: str
+    host: HostRef
+    spec: ClaimSpec | None = None
+
+
+class HostHealth(Model):
+    host: HostRef
+    state: str
+    error_type: str = ""
+    image_url: str = Field(default="", description="The image provisioned now")
+    spec_image_url: str = Field(default="", description="The image asked for")
+    exists: bool = True

@@ -6,11 +6,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 
 def all_workflows() -> list[type]:
+    from workflows.allocator import AllocatorWorkflow
     from workflows.clean import CleanHost
     from workflows.deploy import DeployHost
     from workflows.host import HostWorkflow
     from workflows.inspect import InspectHost
     from workflows.join import JoinCluster
+    from workflows.machineset import MachineSetWorkflow
     from workflows.power_off import PowerOffHost
     from workflows.register import RegisterHost
 
@@ -22,6 +24,8 @@ def all_workflows() -> list[type]:
         DeployHost,
         JoinCluster,
         PowerOffHost,
+        AllocatorWorkflow,
+        MachineSetWorkflow,
     ]
 
 

@@ -12,7 +12,7 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, ChildWorkflowError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
 from metalflow import search_attributes as sa
 from metalflow.contracts import (
@@ -29,6 +29,7 @@ from metalflow.contracts import (
 from metalflow.models import (
     CleaningMode,
     CredentialsStatus,
+    ErrorType,
     HostSpec,
     HostStatus,
     OperationalStatus,
@@ -42,6 +43,9 @@ from workflows.states import STABLE, STEPS, Event, Step, allowed, next_state
 
 with workflow.unsafe.imports_passed_through():
     from workflows.validation import validate_update
+
+# Power changes at rest are not a lifecycle step, but fail like one.
+POWER_AT_REST = Step("power", Event.POWERED_OFF, ErrorType.POWER_MANAGEMENT, "power at rest")
 
 # Backoff before retrying a failed step by itself; an operator's retry or a spec change is immediate.
 ERROR_BACKOFF_BASE = timedelta(seconds=30)
@@ -210,15 +214,24 @@ class HostWorkflow:
                 return await self._transition(Event.PROVISION)
         if state in STABLE and Request.REBOOT in self._pending:
             self._pending.remove(Request.REBOOT)
-            self._status.powered_on = await bmc_calls.power(self._spec, PowerAction.REBOOT)
-            await self._publish()
+            await self._power(PowerAction.REBOOT)
             return True
         if state in STABLE and self._spec.online != self._status.powered_on:
-            action = PowerAction.ON if self._spec.online else PowerAction.SOFT_OFF
-            self._status.powered_on = await bmc_calls.power(self._spec, action)
-            await self._publish()
+            await self._power(PowerAction.ON if self._spec.online else PowerAction.SOFT_OFF)
             return True
         return False
+
+    async def _power(self, action: PowerAction) -> None:
+        """Power at rest; a BMC that fails here is metal3's "power management error"."""
+        try:
+            self._status.powered_on = await bmc_calls.power(self._spec, action)
+            self._clear_error()
+        except ActivityError as err:
+            self._record_error(POWER_AT_REST, err)
+            await self._publish()
+            await self._wait_after_error()
+            return
+        await self._publish()
 
     async def _transition(self, event: Event) -> bool:
         self._fire(event)
@@ -335,7 +348,7 @@ class HostWorkflow:
 
     # ---- errors ----
 
-    def _record_error(self, step: Step, err: ChildWorkflowError) -> None:
+    def _record_error(self, step: Step, err: ChildWorkflowError | ActivityError) -> None:
         message, kind = _root_cause(err)
         self._status.operational_status = OperationalStatus.ERROR
         self._status.error_type = step.error_type

@@ -1,0 +1,158 @@
+"""Host-pool activities: what the allocator sees of hosts, and how it hands them out.
+
+They talk to Temporal itself (visibility, queries, updates on host workflows) through the
+worker's client, so the allocator workflow stays deterministic and the hosts stay the only
+owners of their specs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+
+from metalflow import pools
+from metalflow.claims import Candidate, Claim, ClaimStatus
+from metalflow.contracts import (
+    HOST_WORKFLOW,
+    POOL_ASSIGN,
+    POOL_CANDIDATES,
+    POOL_CLAIM,
+    POOL_RELEASE,
+    POOL_STATUS,
+    POOL_UNCLAIM,
+    Assignment,
+    ErrorName,
+    HostHealth,
+)
+from metalflow.errors import permanent
+from metalflow.models import (
+    ConsumerRef,
+    HostRef,
+    HostSpec,
+    HostStatus,
+    OperationalStatus,
+    ProvisioningState,
+)
+
+CLAIM_KIND = "Claim"
+
+
+def _handle(client: Client, ref: HostRef) -> WorkflowHandle[object, HostStatus]:
+    return client.get_workflow_handle(ref.workflow_id, result_type=HostStatus)
+
+
+async def _look(client: Client, ref: HostRef) -> tuple[HostSpec, HostStatus]:
+    h = _handle(client, ref)
+    spec, status = await asyncio.gather(
+        h.query("spec", result_type=HostSpec), h.query("status", result_type=HostStatus)
+    )
+    return spec, status
+
+
+def _consumer(spec: HostSpec) -> str:
+    """Whoever holds the host: a claim, or anything else that set consumerRef (e.g. CAPI)."""
+    return spec.consumer_ref.name if spec.consumer_ref is not None else ""
+
+
+@activity.defn(name=POOL_CANDIDATES)
+async def candidates(namespace: str) -> list[Candidate]:
+    client = activity.client()
+    refs = [
+        HostRef.from_workflow_id(wf.id)
+        async for wf in client.list_workflows(
+            f'WorkflowType="{HOST_WORKFLOW}" AND ExecutionStatus="Running" AND HostNamespace="{namespace}"'
+        )
+    ]
+    looks = await asyncio.gather(*(_look(client, r) for r in refs), return_exceptions=True)
+    out = []
+    for ref, look in zip(refs, looks, strict=True):
+        if isinstance(look, BaseException):
+            continue  # ended between the listing and the query
+        spec, status = look
+        out.append(
+            Candidate(
+                ref=ref,
+                labels=spec.labels,
+                hardware=status.hardware,
+                state=status.provisioning.state.value,
+                usable=status.provisioning.state == ProvisioningState.AVAILABLE
+                and status.operational_status == OperationalStatus.OK
+                and not status.paused
+                and not status.detached,
+                consumer=_consumer(spec),
+            )
+        )
+    return out
+
+
+@activity.defn(name=POOL_ASSIGN)
+async def assign(a: Assignment) -> None:
+    """Put the claim's image (and userData, join) on the host, marking it consumed (consumerRef)."""
+    assert a.spec is not None
+    client = activity.client()
+    spec, _ = await _look(client, a.host)
+    if spec.consumer_ref is not None and spec.consumer_ref.name != a.claim_id:
+        raise permanent(
+            ErrorName.INVALID_SPEC, f"{a.host.name} is already consumed by {spec.consumer_ref.name}"
+        )
+    new = spec.model_copy(
+        update={
+            "image": a.spec.image,
+            "user_data": a.spec.user_data or spec.user_data,
+            "network_data": a.spec.network_data or spec.network_data,
+            "join": a.spec.join,
+            "consumer_ref": ConsumerRef(kind=CLAIM_KIND, name=a.claim_id, namespace=a.host.namespace),
+        }
+    )
+    await _handle(client, a.host).execute_update("update_spec", new)
+
+
+@activity.defn(name=POOL_RELEASE)
+async def release(a: Assignment) -> None:
+    """Deprovision (cleaning per automatedCleaningMode) and free the host for other claims."""
+    client = activity.client()
+    try:
+        spec, _ = await _look(client, a.host)
+    except RPCError:
+        return  # the host is gone: nothing to release
+    if spec.consumer_ref is None or spec.consumer_ref.name != a.claim_id:
+        return
+    new = spec.model_copy(update={"image": None, "join": None, "consumer_ref": None})
+    await _handle(client, a.host).execute_update("update_spec", new)
+
+
+@activity.defn(name=POOL_STATUS)
+async def health(hosts: list[HostRef]) -> list[HostHealth]:
+    client = activity.client()
+
+    async def one(ref: HostRef) -> HostHealth:
+        try:
+            spec, st = await _look(client, ref)
+        except RPCError:
+            return HostHealth(host=ref, state="", exists=False)
+        return HostHealth(
+            host=ref,
+            state=st.provisioning.state.value,
+            error_type=st.error_type.value if st.error_type else "",
+            image_url=st.provisioning.image.url if st.provisioning.image else "",
+            spec_image_url=spec.image.url if spec.image else "",
+        )
+
+    return list(await asyncio.gather(*(one(r) for r in hosts)))
+
+
+@activity.defn(name=POOL_CLAIM)
+async def submit_claim(c: Claim) -> ClaimStatus:
+    """A machine set's claim, sent to the namespace's allocator (started if need be)."""
+    return await pools.claim(activity.client(), c, activity.info().task_queue)
+
+
+@activity.defn(name=POOL_UNCLAIM)
+async def withdraw_claim(a: Assignment) -> ClaimStatus:
+    return await pools.release(activity.client(), a.host.namespace, a.claim_id, activity.info().task_queue)
+
+
+ACTIVITIES = [candidates, assign, release, health, submit_claim, withdraw_claim]

@@ -1,0 +1,68 @@
+"""Client-side API for claims and machine sets (CLI, scripts, tests, and the pool activities)."""
+
+from __future__ import annotations
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+
+from metalflow.claims import Claim, ClaimStatus, MachineSetSpec, MachineSetStatus
+from metalflow.contracts import ALLOCATOR_WORKFLOW, MACHINESET_WORKFLOW
+
+
+def allocator_id(namespace: str) -> str:
+    return f"allocator/{namespace}"
+
+
+async def allocator(client: Client, namespace: str, task_queue: str) -> WorkflowHandle[object, None]:
+    """The namespace's allocator, started on first use (one per namespace, by id)."""
+    from workflows.allocator import AllocatorState
+
+    return await client.start_workflow(
+        ALLOCATOR_WORKFLOW,
+        AllocatorState(namespace=namespace),
+        id=allocator_id(namespace),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"host allocator for namespace {namespace}",
+    )
+
+
+async def claim(client: Client, c: Claim, task_queue: str) -> ClaimStatus:
+    handle = await allocator(client, c.namespace, task_queue)
+    return await handle.execute_update("claim", c, result_type=ClaimStatus)
+
+
+async def release(client: Client, namespace: str, claim_id: str, task_queue: str) -> ClaimStatus:
+    handle = await allocator(client, namespace, task_queue)
+    return await handle.execute_update("release", claim_id, result_type=ClaimStatus)
+
+
+async def claims(client: Client, namespace: str) -> list[ClaimStatus]:
+    handle = client.get_workflow_handle(allocator_id(namespace))
+    return await handle.query("claims", result_type=list[ClaimStatus])
+
+
+def machineset_id(namespace: str, name: str) -> str:
+    return f"machineset/{namespace}/{name}"
+
+
+async def apply_machineset(
+    client: Client, namespace: str, name: str, spec: MachineSetSpec, task_queue: str
+) -> MachineSetStatus:
+    """Start the set, or send it the new spec (scale / new template: rolling re-image)."""
+    from workflows.machineset import MachineSetInput
+
+    handle = await client.start_workflow(
+        MACHINESET_WORKFLOW,
+        MachineSetInput(namespace=namespace, name=name, spec=spec),
+        id=machineset_id(namespace, name),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"machine set {namespace}/{name}",
+    )
+    return await handle.execute_update("apply", spec, result_type=MachineSetStatus)
+
+
+async def machineset_status(client: Client, namespace: str, name: str) -> MachineSetStatus:
+    handle = client.get_workflow_handle(machineset_id(namespace, name))
+    return await handle.query("status", result_type=MachineSetStatus)
