@@ -80,6 +80,7 @@ class HardwareNeeds(Model):
         disks = [s for s in hw.storage if self.rotational is None or s.rotational == self.rotational]
         biggest = max((s.size_bytes for s in disks), default=0)
         checks = [
+            (self.rotational is not None and not disks, "no disk of the wanted rotational kind"),
             (hw.cpu.count < self.min_cpus, f"{hw.cpu.count} CPUs < {self.min_cpus}"),
             (
                 hw.ram_mebibytes < self.min_ram_mebibytes,
@@ -90,7 +91,6 @@ class HardwareNeeds(Model):
                 f"largest fitting disk {biggest >> 30} GiB < {self.min_disk_gigabytes}",
             ),
             (len(hw.nics) < self.min_nics, f"{len(hw.nics)} NICs < {self.min_nics}"),
-            (self.rotational is not None and not disks, "no disk of the wanted rotational kind"),
             (
                 self.vendor is not None and self.vendor.lower() not in hw.system_vendor.manufacturer.lower(),
                 f"vendor {hw.system_vendor.manufacturer!r}",

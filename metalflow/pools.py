@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client, WorkflowHandle
+import asyncio
+import random
+
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from metalflow.claims import Claim, ClaimStatus, MachineSetSpec, MachineSetStatus
 from metalflow.contracts import ALLOCATOR_WORKFLOW, MACHINESET_WORKFLOW
@@ -27,14 +31,30 @@ async def allocator(client: Client, namespace: str, task_queue: str) -> Workflow
     )
 
 
+async def _update(handle: WorkflowHandle[object, None], name: str, arg: object) -> ClaimStatus:
+    """Temporal admits a bounded number of in-flight updates per workflow; back off and retry."""
+    delay = 0.1
+    for _ in range(100):
+        try:
+            return await handle.execute_update(name, arg, result_type=ClaimStatus)
+        except RPCError as err:
+            # Too many in-flight updates, or an update aborted by a failed/timed-out workflow task:
+            # both are safe to retry, since claims and releases are idempotent by claim id.
+            if err.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
+                raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            pass
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 2.0)
+    raise TimeoutError(f"the allocator stayed too busy to take {name}({arg!r})")
+
+
 async def claim(client: Client, c: Claim, task_queue: str) -> ClaimStatus:
-    handle = await allocator(client, c.namespace, task_queue)
-    return await handle.execute_update("claim", c, result_type=ClaimStatus)
+    return await _update(await allocator(client, c.namespace, task_queue), "claim", c)
 
 
 async def release(client: Client, namespace: str, claim_id: str, task_queue: str) -> ClaimStatus:
-    handle = await allocator(client, namespace, task_queue)
-    return await handle.execute_update("release", claim_id, result_type=ClaimStatus)
+    return await _update(await allocator(client, namespace, task_queue), "release", claim_id)
 
 
 async def claims(client: Client, namespace: str) -> list[ClaimStatus]:
