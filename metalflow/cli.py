@@ -156,6 +156,53 @@ def _signal_cmd(name: str) -> Callable[[argparse.Namespace, Settings], Coroutine
     return run
 
 
+async def cmd_claim(args: argparse.Namespace, settings: Settings) -> int:
+    from metalflow import pools
+    from metalflow.claims import Claim
+
+    claim = Claim.model_validate(yaml.safe_load(Path(args.file).read_text()))
+    st = await pools.claim(await connect(settings), claim, settings.task_queue)
+    _dump(st.model_dump(mode="json", by_alias=True), args.output)
+    return 0
+
+
+async def cmd_claims(args: argparse.Namespace, settings: Settings) -> int:
+    from metalflow import pools
+
+    rows = await pools.claims(await connect(settings), args.namespace)
+    _dump([r.model_dump(mode="json", by_alias=True) for r in rows], args.output)
+    return 0
+
+
+async def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
+    from metalflow import pools
+
+    st = await pools.release(await connect(settings), args.namespace, args.claim_id, settings.task_queue)
+    _dump(st.model_dump(mode="json", by_alias=True), args.output)
+    return 0
+
+
+async def cmd_machineset(args: argparse.Namespace, settings: Settings) -> int:
+    from metalflow import pools
+    from metalflow.claims import MachineSetSpec
+
+    client = await connect(settings)
+    if args.action == "apply":
+        doc = yaml.safe_load(Path(args.target).read_text())
+        meta = doc.get("metadata") or {}
+        st = await pools.apply_machineset(
+            client,
+            meta.get("namespace", "default"),
+            meta["name"],
+            MachineSetSpec.model_validate(doc["spec"]),
+            settings.task_queue,
+        )
+    else:
+        st = await pools.machineset_status(client, args.namespace, args.target)
+    _dump(st.model_dump(mode="json", by_alias=True), args.output)
+    return 0
+
+
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.control import run_worker
 
@@ -238,6 +285,29 @@ def build_parser() -> argparse.ArgumentParser:
         ("delete", "deprovision (per automatedCleaningMode) and forget the host"),
     ):
         host_cmd(name, help).set_defaults(run=_signal_cmd(name))
+
+    sp = sub.add_parser("claim", help="claim an available host by labels and hardware (YAML Claim)")
+    sp.add_argument("file")
+    sp.add_argument("-o", "--output", choices=("json", "yaml"), default="yaml")
+    sp.set_defaults(run=cmd_claim)
+
+    sp = sub.add_parser("claims", help="list the claims of a namespace's allocator")
+    sp.add_argument("-n", "--namespace", default="default")
+    sp.add_argument("-o", "--output", choices=("json", "yaml"), default="yaml")
+    sp.set_defaults(run=cmd_claims)
+
+    sp = sub.add_parser("release", help="release a claim (its host is deprovisioned)")
+    sp.add_argument("claim_id")
+    sp.add_argument("-n", "--namespace", default="default")
+    sp.add_argument("-o", "--output", choices=("json", "yaml"), default="yaml")
+    sp.set_defaults(run=cmd_release)
+
+    sp = sub.add_parser("machineset", help="apply FILE (name, spec: replicas, template) or status NAME")
+    sp.add_argument("action", choices=("apply", "status"))
+    sp.add_argument("target", help="a YAML file for apply, a name for status")
+    sp.add_argument("-n", "--namespace", default="default")
+    sp.add_argument("-o", "--output", choices=("json", "yaml"), default="yaml")
+    sp.set_defaults(run=cmd_machineset)
 
     sp = sub.add_parser("worker", help="run the control-plane worker")
     sp.set_defaults(run=cmd_worker)
