@@ -115,27 +115,21 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                 }
 
                 # operator actions with the temporal CLI
-                await run(
-                    *tctl,
-                    "signal",
-                    "--address",
-                    address,
-                    "--workflow-id",
-                    "host/default/cli-1",
-                    "--name",
-                    "pause",
-                )
+                async def signal(name: str) -> None:
+                    await run(
+                        *tctl,
+                        "signal",
+                        "--address",
+                        address,
+                        "--workflow-id",
+                        "host/default/cli-1",
+                        "--name",
+                        name,
+                    )
+
+                await signal("pause")
                 assert (await query("host/default/cli-1"))["paused"] is True
-                await run(
-                    *tctl,
-                    "signal",
-                    "--address",
-                    address,
-                    "--workflow-id",
-                    "host/default/cli-1",
-                    "--name",
-                    "resume",
-                )
+                await signal("resume")
                 assert (await query("host/default/cli-1"))["paused"] is False
                 bad = inp.spec.model_dump(mode="json", by_alias=True) | {"bootMACAddress": None}
                 (tmp_path / "bad.json").write_text(json.dumps(bad))

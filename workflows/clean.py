@@ -8,7 +8,6 @@ from temporalio import workflow
 
 from metalflow.contracts import (
     AGENT_CLEAN,
-    BOOT_CLEANUP,
     CLEAN_HOST,
     BootPurpose,
     CleanRequest,
@@ -19,8 +18,8 @@ from metalflow.contracts import (
 )
 from metalflow.models import CleaningMode
 from workflows import bmc_calls
-from workflows.inband import run_on_host
-from workflows.options import AGENT_SHORT_TIMEOUT, LOCAL_RETRY
+from workflows.inband import cleanup_boot, run_on_host
+from workflows.options import AGENT_SHORT_TIMEOUT
 
 
 @workflow.defn(name=CLEAN_HOST)
@@ -47,11 +46,5 @@ class CleanHost:
             powered_on = True
         if deprovisioning:
             powered_on = await bmc_calls.power(step.spec, PowerAction.OFF)
-            await workflow.execute_activity(
-                BOOT_CLEANUP,
-                step.ref,
-                start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=LOCAL_RETRY,
-                summary="remove network boot entries",
-            )
+            await cleanup_boot(step.ref)
         return StepResult(powered_on=powered_on)

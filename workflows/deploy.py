@@ -11,7 +11,6 @@ from metalflow.contracts import (
     AGENT_WRITE_CONFIGDRIVE,
     AGENT_WRITE_IMAGE,
     BMC_EJECT_MEDIA,
-    BOOT_CLEANUP,
     CONFIGDRIVE_STAGE,
     DEPLOY_HOST,
     KUBEADM_PREPARE_JOIN,
@@ -30,7 +29,7 @@ from metalflow.contracts import (
     WriteImageResult,
 )
 from workflows import bmc_calls
-from workflows.inband import run_on_host
+from workflows.inband import cleanup_boot, run_on_host
 from workflows.options import (
     AGENT_SHORT_TIMEOUT,
     BMC_RETRY,
@@ -103,13 +102,7 @@ class DeployHost:
         )
         # Redfish "once" overrides read back as continuous on some BMCs: set disk explicitly.
         await bmc_calls.set_boot_device(spec, BootDevice.DISK, persistent=True)
-        await workflow.execute_activity(
-            BOOT_CLEANUP,
-            step.ref,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=LOCAL_RETRY,
-            summary="remove network boot entries",
-        )
+        await cleanup_boot(step.ref)
         if parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification).virtual_media:
             await workflow.execute_activity(
                 BMC_EJECT_MEDIA,

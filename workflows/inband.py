@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 
 from metalflow.contracts import (
     BMC_INSERT_MEDIA,
+    BOOT_CLEANUP,
     BOOT_PREPARE,
     BootDevice,
     BootPrepareRequest,
@@ -114,6 +115,17 @@ async def run_on_host(
                 non_retryable=True,
             ) from err
         raise
+
+
+async def cleanup_boot(ref: HostRef) -> None:
+    """Forget the host's network-boot entries: from now on it boots its own disk."""
+    await workflow.execute_activity(
+        BOOT_CLEANUP,
+        ref,
+        start_to_close_timeout=timedelta(minutes=1),
+        retry_policy=LOCAL_RETRY,
+        summary="remove network boot entries",
+    )
 
 
 def _is_schedule_to_start_timeout(err: ActivityError) -> bool:
