@@ -38,10 +38,10 @@ def _content(ref: SecretRef | None, key: str) -> str | None:
     return value
 
 
-def build_iso(files: dict[str, bytes]) -> bytes:
-    """A ConfigDrive v2 ISO 9660 image (Rock Ridge + Joliet names), volume label config-2."""
+def build_iso(files: dict[str, bytes], label: str = "config-2") -> bytes:
+    """An ISO 9660 image (Rock Ridge + Joliet names); label config-2 makes it a ConfigDrive v2."""
     iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=4, joliet=3, rock_ridge="1.09", vol_ident="config-2")
+    iso.new(interchange_level=4, joliet=3, rock_ridge="1.09", vol_ident=label)
     made: set[str] = set()
     for path in sorted(files):
         parts = path.split("/")

@@ -136,6 +136,7 @@ class BootPrepareRequest(Model):
     boot_mac_address: str | None
     purpose: BootPurpose
     boot_mode: BootMode = BootMode.UEFI
+    virtual_media: bool = False
 
 
 class BootPrepareResult(Model):

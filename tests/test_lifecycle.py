@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import requests
 from temporalio.client import Client, WorkflowUpdateFailedError
 from tests_support import record
 
@@ -137,3 +138,22 @@ async def test_missing_secret_fails_registration_and_bad_update_is_rejected(
     st = await wait_status(client, host.ref, lambda s: s.provisioning.state != S.REGISTERING)
     assert st.error_type is None and st.good_credentials.credentials == dc.credentials
     await record(client, host.ref.workflow_id, "registration-error-fixed")
+
+
+async def test_virtual_media_host_boots_the_deploy_iso_instead_of_pxe(
+    client: Client, settings: Settings, dc: Datacenter
+) -> None:
+    pxe = dc.host(1)
+    address = pxe.spec.bmc.address.replace("redfish+http://", "redfish-virtualmedia+http://")
+    host = dc.host(1, bmc=BMCDetails(address=address, credentials=dc.credentials), boot_mac_address=None)
+    await operations.apply(client, host, settings)
+    st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.PROVISIONED or s.error_type)
+    assert st.error_type is None, st.error_message
+    emu = dc.emulated[1]
+    assert emu.boots[0].target == "Cd" and emu.boots[0].agent, "the ramdisk came from virtual media"
+    assert emu.boots[-1].target == "Hdd"
+    assert not (settings.boot_dir / "dnsmasq" / "hosts" / host.ref.host_id).exists(), "no DHCP entry needed"
+    media = await asyncio.to_thread(
+        lambda: requests.get(emu.system_url + "/VirtualMedia/Cd", auth=("admin", dc.password)).json()
+    )
+    assert not media["Inserted"], "the deploy ISO is ejected after deploy"

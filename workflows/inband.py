@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, powered_on: bool) -> None:
     """Point the host at the deploy ramdisk (PXE or virtual media) and (re)start it."""
+    address = parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification)
     prepared = await workflow.execute_activity(
         BOOT_PREPARE,
         BootPrepareRequest(
@@ -45,13 +46,13 @@ async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, power
             boot_mac_address=spec.boot_mac_address,
             purpose=purpose,
             boot_mode=spec.boot_mode,
+            virtual_media=address.virtual_media,
         ),
         result_type=BootPrepareResult,
         start_to_close_timeout=timedelta(minutes=2),
         retry_policy=LOCAL_RETRY,
         summary=f"prepare network boot for {purpose.value}",
     )
-    address = parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification)
     if address.virtual_media:
         await workflow.execute_activity(
             BMC_INSERT_MEDIA,

@@ -33,6 +33,9 @@ def ipxe_dir(settings: Settings) -> Path:
 def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     settings = get_settings()
     base = settings.boot_server_url.rstrip("/")
+    iso_url = f"{base}/images/deploy.iso"
+    if req.virtual_media and not req.boot_mac_address:
+        return BootPrepareResult(iso_url=iso_url)  # nothing to tell DHCP: the BMC mounts the ISO
     if not req.boot_mac_address:
         raise permanent(
             ErrorName.INVALID_SPEC,
@@ -51,7 +54,7 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
         dnsmasq.reload(settings)
     return BootPrepareResult(
         ipxe_script_url=f"{base}/boot/{mac_name}.ipxe",
-        iso_url=f"{base}/images/deploy.iso",
+        iso_url=iso_url,
         dhcp_entry_written=True,
     )
 
