@@ -1,6 +1,6 @@
 FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends qemu-utils dnsmasq-base genisoimage \
-      mtools dosfstools gdisk && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends qemu-utils dnsmasq-base gdisk cpio \
+      && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY metalflow metalflow

@@ -88,9 +88,18 @@ async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> 
         return plan
 
     if not running:
-        await operations.apply(client, host, settings, memo={"uid": meta.get("uid", "")})
+        # A new workflow starts paused/detached as annotated: no BMC traffic before it knows.
+        await operations.apply(
+            client,
+            host,
+            settings,
+            memo={"uid": meta.get("uid", "")},
+            paused=PAUSED in annotations,
+            detached=DETACHED in annotations,
+        )
         plan.apply = True
-    elif await operations.spec(client, ref) != host.spec:
+        return plan
+    if await operations.spec(client, ref) != host.spec:
         await operations.apply(client, host, settings)
         plan.apply = True
 

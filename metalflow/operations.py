@@ -39,14 +39,22 @@ class Applied:
 
 
 async def apply(
-    client: Client, host: Host, settings: Settings, memo: dict[str, str] | None = None
+    client: Client,
+    host: Host,
+    settings: Settings,
+    memo: dict[str, str] | None = None,
+    paused: bool = False,
+    detached: bool = False,
 ) -> Applied:
+    """Start the host's workflow (paused/detached from the start if asked), or update its spec."""
     check_spec(host.spec)
     inp = HostWorkflowInput(
         ref=host.ref,
         spec=host.spec,
         ramdisk_boot_timeout_seconds=settings.ramdisk_boot_timeout_seconds,
         history_event_limit=settings.history_event_limit,
+        paused=paused,
+        detached=detached,
     )
     try:
         await client.start_workflow(

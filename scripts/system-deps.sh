@@ -2,8 +2,8 @@
 # Debian packages the tests and demo drive for real (qemu-img, dnsmasq, a DHCP client, ...).
 # Installs what is missing when it can (root or sudo); otherwise says what to install.
 set -euo pipefail
-need=(qemu-utils:qemu-img dnsmasq-base:dnsmasq busybox:busybox iproute2:ip genisoimage:genisoimage
-      mtools:mcopy dosfstools:mkfs.vfat gdisk:sgdisk curl:curl openssl:openssl)
+need=(qemu-utils:qemu-img dnsmasq-base:dnsmasq busybox:busybox iproute2:ip
+      gdisk:sgdisk curl:curl openssl:openssl cpio:cpio)
 missing=()
 for pair in "${need[@]}"; do
   pkg=${pair%%:*}; cmd=${pair##*:}

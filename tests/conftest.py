@@ -48,3 +48,10 @@ def settings(tmp_path, monkeypatch: pytest.MonkeyPatch, temporal_env: WorkflowEn
     monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tmp_path / "boot"))
     monkeypatch.setenv("METALFLOW_RAMDISK_BOOT_TIMEOUT_SECONDS", "90")
     return Settings()
+
+
+@pytest.fixture
+def ns() -> str:
+    """A namespace of its own for each test: host, allocator and set ids never collide across
+    tests that share the dev server."""
+    return f"t{uuid.uuid4().hex[:8]}"

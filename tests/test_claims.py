@@ -116,8 +116,8 @@ def test_smallest_fitting_usable_unconsumed_host_is_chosen() -> None:
 
 
 @pytest.fixture
-def many(settings: Settings) -> Callable[[int], Datacenter]:
-    return lambda n: Datacenter(settings, hosts=n, prefix="pool", image_mib=4)
+def many(settings: Settings, ns: str) -> Callable[[int], Datacenter]:
+    return lambda n: Datacenter(settings, hosts=n, prefix="pool", image_mib=4, namespace=ns)
 
 
 async def bring_available(
@@ -167,12 +167,15 @@ async def test_fifty_concurrent_claims_over_forty_hosts(
                     "selector": {"matchLabels": {"role": "worker"}},
                     "image": dc.image_spec().model_dump(by_alias=True),
                 }
-                claims = [Claim(id=f"c{i:02d}", spec=ClaimSpec.model_validate(spec)) for i in range(50)]
+                claims = [
+                    Claim(id=f"c{i:02d}", namespace=dc.namespace, spec=ClaimSpec.model_validate(spec))
+                    for i in range(50)
+                ]
                 await asyncio.gather(*(pools.claim(client, c, settings.task_queue) for c in claims))
                 # every claim has been through an allocation round: granted, or pending with a reason
                 deadline = asyncio.get_running_loop().time() + 120
                 while True:
-                    results = sorted(await pools.claims(client, "default"), key=lambda r: r.id)
+                    results = sorted(await pools.claims(client, dc.namespace), key=lambda r: r.id)
                     if all(r.phase == ClaimPhase.GRANTED or r.reason for r in results):
                         break
                     assert asyncio.get_running_loop().time() < deadline, results
@@ -191,6 +194,7 @@ async def test_fifty_concurrent_claims_over_forty_hosts(
                 # a selector that matches nothing waits, saying why
                 nothing = Claim(
                     id="gpu",
+                    namespace=dc.namespace,
                     spec=ClaimSpec.model_validate({**spec, "selector": {"matchLabels": {"role": "gpu"}}}),
                 )
                 st = await pools.claim(client, nothing, settings.task_queue)
@@ -214,12 +218,12 @@ async def test_machine_set_replaces_a_failed_host_and_scales_down(
                     }
                 )
                 spec = MachineSetSpec(replicas=2, template=template)
-                await pools.apply_machineset(client, "default", "workers", spec, settings.task_queue)
+                await pools.apply_machineset(client, dc.namespace, "workers", spec, settings.task_queue)
 
                 async def until(pred: Callable[[Any], bool], what: str) -> Any:
                     deadline = asyncio.get_running_loop().time() + 300
                     while True:
-                        st = await pools.machineset_status(client, "default", "workers")
+                        st = await pools.machineset_status(client, dc.namespace, "workers")
                         if pred(st):
                             return st
                         assert asyncio.get_running_loop().time() < deadline, f"{what}: {st}"
@@ -231,16 +235,20 @@ async def test_machine_set_replaces_a_failed_host_and_scales_down(
                 victim = sorted(members)[0]
                 index = int(victim.rsplit("-", 1)[1])
                 write_secret(tmp_path / f"bmc-{index}.yaml", {"username": "admin", "password": "wrong"})
-                await operations.signal(client, HostRef(name=victim), "reboot")
+                await operations.signal(client, HostRef(namespace=dc.namespace, name=victim), "reboot")
                 st = await until(lambda s: s.replaced == 1 and s.ready == 2, "the failed member replaced")
                 assert victim not in {h.name for h in st.hosts}
                 assert len({h.name for h in st.hosts}) == 2
-                failed = await operations.status(client, HostRef(name=victim))
+                failed = await operations.status(client, HostRef(namespace=dc.namespace, name=victim))
                 # power management error at first; once released, its deprovisioning fails the same way
                 assert failed.error_type is not None and "BMCAuthError" in failed.error_message
                 # scale down: the newest member is released back to available
                 await pools.apply_machineset(
-                    client, "default", "workers", spec.model_copy(update={"replicas": 1}), settings.task_queue
+                    client,
+                    dc.namespace,
+                    "workers",
+                    spec.model_copy(update={"replicas": 1}),
+                    settings.task_queue,
                 )
                 before = {h.name for h in st.hosts}
                 st = await until(lambda s: len(s.hosts) == 1, "scaled down to one")
@@ -249,8 +257,10 @@ async def test_machine_set_replaces_a_failed_host_and_scales_down(
                 deadline = asyncio.get_running_loop().time() + 240
                 for name in released:
                     while (
-                        hs := await operations.status(client, HostRef(name=name))
+                        hs := await operations.status(client, HostRef(namespace=dc.namespace, name=name))
                     ).provisioning.state != S.AVAILABLE:
                         assert asyncio.get_running_loop().time() < deadline, hs.provisioning.state
                         await asyncio.sleep(0.5)
-                    assert (await operations.spec(client, HostRef(name=name))).consumer_ref is None
+                    assert (
+                        await operations.spec(client, HostRef(namespace=dc.namespace, name=name))
+                    ).consumer_ref is None

@@ -32,11 +32,11 @@ def metalflow(*args: str) -> list[str]:
 
 
 async def test_metalflow_cli_and_temporal_cli_drive_hosts(
-    client: Client, settings: Settings, tmp_path: Path
+    client: Client, settings: Settings, tmp_path: Path, ns: str
 ) -> None:
     address = settings.temporal_address
     tctl = [temporal_cli(), "workflow"]
-    async with Datacenter(settings, hosts=2, prefix="cli") as dc:
+    async with Datacenter(settings, hosts=2, prefix="cli", namespace=ns) as dc:
         hostfile = tmp_path / "hosts.yaml"
         docs = dc.manifests()
         hostfile.write_text(yaml.safe_dump_all([docs[0], docs[1]]))  # the Secret and cli-0
@@ -55,7 +55,7 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                     "--type",
                     "HostWorkflow",
                     "--workflow-id",
-                    "host/default/cli-1",
+                    f"host/{ns}/cli-1",
                     "--input-file",
                     str(tmp_path / "host.json"),
                 )
@@ -71,11 +71,13 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                         str(tmp_path / "secrets"),
                     )
                 )
-                assert "started host/default/cli-0" in done.stdout and "provisioned" in done.stdout
+                assert f"started host/{ns}/cli-0" in done.stdout and "provisioned" in done.stdout
 
-                hosts = json.loads((await run(*metalflow("hosts", "-o", "json"))).stdout)
+                hosts = json.loads(
+                    (await run(*metalflow("hosts", "-o", "json", "-q", f'HostNamespace="{ns}"'))).stdout
+                )
                 assert {h["name"] for h in hosts} == {"cli-0", "cli-1"}
-                status = json.loads((await run(*metalflow("status", "cli-0", "-o", "json"))).stdout)
+                status = json.loads((await run(*metalflow("status", "cli-0", "-n", ns, "-o", "json"))).stdout)
                 assert status["provisioning"]["state"] == "provisioned" and status["poweredOn"] is True
                 assert dc.password not in json.dumps(status)
 
@@ -95,7 +97,7 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                     return json.loads(out.stdout)["queryResult"][0]
 
                 deadline = asyncio.get_running_loop().time() + 240
-                while (await query("host/default/cli-1"))["provisioning"]["state"] != "provisioned":
+                while (await query(f"host/{ns}/cli-1"))["provisioning"]["state"] != "provisioned":
                     assert asyncio.get_running_loop().time() < deadline, "cli-1 not provisioned"
                     await asyncio.sleep(0.5)
 
@@ -107,11 +109,11 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                     "--output",
                     "json",
                     "--query",
-                    'WorkflowType="HostWorkflow" AND HostState="provisioned"',
+                    f'WorkflowType="HostWorkflow" AND HostState="provisioned" AND HostNamespace="{ns}"',
                 )
                 assert {w["execution"]["workflowId"] for w in json.loads(listed.stdout)} == {
-                    "host/default/cli-0",
-                    "host/default/cli-1",
+                    f"host/{ns}/cli-0",
+                    f"host/{ns}/cli-1",
                 }
 
                 # operator actions with the temporal CLI
@@ -122,15 +124,15 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                         "--address",
                         address,
                         "--workflow-id",
-                        "host/default/cli-1",
+                        f"host/{ns}/cli-1",
                         "--name",
                         name,
                     )
 
                 await signal("pause")
-                assert (await query("host/default/cli-1"))["paused"] is True
+                assert (await query(f"host/{ns}/cli-1"))["paused"] is True
                 await signal("resume")
-                assert (await query("host/default/cli-1"))["paused"] is False
+                assert (await query(f"host/{ns}/cli-1"))["paused"] is False
                 bad = inp.spec.model_dump(mode="json", by_alias=True) | {"bootMACAddress": None}
                 (tmp_path / "bad.json").write_text(json.dumps(bad))
                 rejected = await run(
@@ -140,7 +142,7 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                     "--address",
                     address,
                     "--workflow-id",
-                    "host/default/cli-1",
+                    f"host/{ns}/cli-1",
                     "--name",
                     "update_spec",
                     "--input-file",
@@ -153,8 +155,8 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                 )
 
                 # deprovision with the metalflow CLI; the host goes back to available
-                await run(*metalflow("deprovision", "cli-0"))
+                await run(*metalflow("deprovision", "cli-0", "-n", ns))
                 deadline = asyncio.get_running_loop().time() + 240
-                while (await query("host/default/cli-0"))["provisioning"]["state"] != "available":
+                while (await query(f"host/{ns}/cli-0"))["provisioning"]["state"] != "available":
                     assert asyncio.get_running_loop().time() < deadline, "cli-0 not deprovisioned"
                     await asyncio.sleep(0.5)

@@ -15,9 +15,9 @@ from metalflow.settings import Settings
 from worker.control import build_worker
 
 
-async def test_history_is_bounded_by_continue_as_new(client: Client, settings: Settings) -> None:
+async def test_history_is_bounded_by_continue_as_new(client: Client, settings: Settings, ns: str) -> None:
     settings = settings.model_copy(update={"history_event_limit": 60})
-    async with Datacenter(settings, hosts=1, prefix="can") as dc:
+    async with Datacenter(settings, hosts=1, prefix="can", namespace=ns) as dc:
         host = dc.host(0)
         with ThreadPoolExecutor(max_workers=16) as executor:
             async with build_worker(client, settings, executor):

@@ -105,13 +105,17 @@ async def kubelet(emu: EmulatedHost, kubeconfig: Path) -> str:
 
 
 async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_history(
-    client: Client, settings: Settings, target_cluster: tuple[KubeAPIServer, Path, bytes], tmp_path: Path
+    client: Client,
+    settings: Settings,
+    target_cluster: tuple[KubeAPIServer, Path, bytes],
+    tmp_path: Path,
+    ns: str,
 ) -> None:
     _, kubeconfig, _ = target_cluster
     secret = tmp_path / "target.yaml"
     write_secret(secret, {"kubeconfig": kubeconfig.read_text()})
     join = JoinSpec(kubeconfig=SecretRef(name="target", path=str(secret)), node_labels={"role": "worker"})
-    async with Datacenter(settings, hosts=1, prefix="join") as dc:
+    async with Datacenter(settings, hosts=1, prefix="join", namespace=ns) as dc:
         host = dc.host(0, join=join)
         with ThreadPoolExecutor(max_workers=16) as executor:
             async with build_worker(client, settings, executor):
@@ -126,8 +130,8 @@ async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_his
     c = config.new_client_from_config(str(kubeconfig))
     core = k8s.CoreV1Api(c)
     node = await asyncio.to_thread(core.read_node, "join-0")
-    assert node.metadata.labels == {"role": "worker", "metalflow.io/host": "default.join-0"}
-    assert node.spec.provider_id == "metalflow://default/join-0"
+    assert node.metadata.labels == {"role": "worker", "metalflow.io/host": f"{ns}.join-0"}
+    assert node.spec.provider_id == f"metalflow://{ns}/join-0"
     tokens = await asyncio.to_thread(core.list_namespaced_secret, "kube-system")
     assert tokens.items == [], "the bootstrap token is deleted once the Node is Ready"
     c.close()
@@ -137,13 +141,13 @@ async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_his
 
 
 async def test_missing_cluster_info_fails_with_the_fix(
-    client: Client, settings: Settings, tmp_path: Path
+    client: Client, settings: Settings, tmp_path: Path, ns: str
 ) -> None:
     async with KubeAPIServer() as api:
         secret = tmp_path / "target.yaml"
         write_secret(secret, {"kubeconfig": api.write_kubeconfig(tmp_path / "kc").read_text()})
         join = JoinSpec(kubeconfig=SecretRef(name="target", path=str(secret)))
-        async with Datacenter(settings, hosts=1, prefix="nojoin") as dc:
+        async with Datacenter(settings, hosts=1, prefix="nojoin", namespace=ns) as dc:
             host = dc.host(0, join=join)
             with ThreadPoolExecutor(max_workers=16) as executor:
                 async with build_worker(client, settings, executor):

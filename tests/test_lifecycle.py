@@ -28,8 +28,8 @@ from worker.control import build_worker
 
 
 @pytest_asyncio.fixture
-async def dc(client: Client, settings: Settings) -> AsyncIterator[Datacenter]:
-    async with Datacenter(settings, hosts=2) as datacenter:
+async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
+    async with Datacenter(settings, hosts=2, namespace=ns) as datacenter:
         with ThreadPoolExecutor(max_workers=16) as executor:
             worker = build_worker(client, settings, executor)
             async with worker:
@@ -114,7 +114,7 @@ async def test_host_is_provisioned_then_deprovisioned(
 async def test_missing_secret_fails_registration_and_bad_update_is_rejected(
     client: Client, settings: Settings, dc: Datacenter, tmp_path: Path
 ) -> None:
-    missing = SecretRef(name="nope", path=str(tmp_path / "missing.yaml"))
+    missing = SecretRef(name="nope", namespace=dc.namespace, path=str(tmp_path / "missing.yaml"))
     host = dc.host(1, bmc=BMCDetails(address=dc.host(1).spec.bmc.address, credentials=missing))
     await operations.apply(client, host, settings)
     st = await wait_status(client, host.ref, lambda s: s.error_type is not None)

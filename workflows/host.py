@@ -71,6 +71,7 @@ class HostWorkflow:
         self._seq = inp.step_seq
         self._paused = inp.paused
         self._detached = inp.detached
+        self._status.paused, self._status.detached = inp.paused, inp.detached
         self._ramdisk_timeout = inp.ramdisk_boot_timeout_seconds
         self._history_limit = inp.history_event_limit
         self._registered_bmc = (

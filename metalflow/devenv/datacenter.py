@@ -19,6 +19,7 @@ from aiohttp import web
 
 from metalflow.devenv.hosts import EmulatedHost
 from metalflow.devenv.images import BuiltImage, build_raw_image
+from metalflow.devenv.processes import free_port
 from metalflow.devenv.sushy import FakeSystem, SushyEmulator, start_sushy
 from metalflow.models import (
     BMCDetails,
@@ -49,12 +50,15 @@ class Datacenter:
     hosts: int = 3
     password: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
     prefix: str = "node"
+    namespace: str = "default"
     image_mib: int = 32
     sushy: SushyEmulator | None = None
     image: BuiltImage | None = None
     emulated: list[EmulatedHost] = field(default_factory=list)
     systems: list[FakeSystem] = field(default_factory=list)
     _boot: web.AppRunner | None = None
+    _notify: web.AppRunner | None = None
+    _notify_port: int = 0
 
     @property
     def state(self) -> Path:
@@ -62,7 +66,11 @@ class Datacenter:
 
     @property
     def credentials(self) -> SecretRef:
-        return SecretRef(name="bmc", path=str(self.state / "secrets" / "default" / "bmc.yaml"))
+        return SecretRef(
+            name="bmc",
+            namespace=self.namespace,
+            path=str(self.state / "secrets" / self.namespace / "bmc.yaml"),
+        )
 
     async def __aenter__(self) -> Datacenter:
         from worker.boot_server import start_boot_server
@@ -77,8 +85,11 @@ class Datacenter:
             for i, n in enumerate(names)
         ]
         write_secret(Path(str(self.credentials.path)), {"username": "admin", "password": self.password})
+        # The emulator pushes every system change here: a reboot's brief "Off" is never missed.
+        self._notify = await self._start_notify_receiver()
+        notify_url = f"http://127.0.0.1:{self._notify_port}/"
         self.sushy = await asyncio.to_thread(
-            start_sushy, self.state / "sushy", self.systems, "admin", self.password
+            start_sushy, self.state / "sushy", self.systems, "admin", self.password, None, "full", notify_url
         )
         boot_dir = self.settings.boot_dir.resolve()
         self.image = await asyncio.to_thread(
@@ -102,14 +113,37 @@ class Datacenter:
                 disk_size=DISK_BYTES,
                 temporal_address=self.settings.temporal_address,
                 temporal_namespace=self.settings.temporal_namespace,
+                poll_interval=0.25 if self.hosts <= 8 else 1.0,
             )
             emu.start()
             self.emulated.append(emu)
         return self
 
+    async def _start_notify_receiver(self) -> web.AppRunner:
+        by_uuid = {s.uuid: i for i, s in enumerate(self.systems)}
+
+        async def notified(request: web.Request) -> web.Response:
+            system = await request.json()
+            index = by_uuid.get(system.get("uuid", ""))
+            if index is not None and index < len(self.emulated):
+                await self.emulated[index].observe(
+                    system.get("power_state", "Off"), system.get("boot_device", "Hdd")
+                )
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_route("*", "/", notified)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._notify_port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", self._notify_port).start()
+        return runner
+
     async def __aexit__(self, *exc: Any) -> None:
         for emu in self.emulated:
             await emu.stop()
+        if self._notify is not None:
+            await self._notify.cleanup()
         if self._boot is not None:
             await self._boot.cleanup()
         if self.sushy is not None:
@@ -135,7 +169,7 @@ class Datacenter:
             root_device_hints=RootDeviceHints(min_size_gigabytes=4),
         )
         return Host(
-            ref=HostRef(namespace="default", name=system.name),
+            ref=HostRef(namespace=self.namespace, name=system.name),
             spec=spec.model_copy(update=spec_changes),
         )
 
@@ -150,7 +184,7 @@ class Datacenter:
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": "bmc", "namespace": "default"},
+                "metadata": {"name": "bmc", "namespace": self.namespace},
                 "stringData": {"username": "admin", "password": self.password},
             }
         ]

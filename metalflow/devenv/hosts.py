@@ -43,6 +43,7 @@ class EmulatedHost:
     temporal_namespace: str = "default"
     poll_interval: float = 0.25
     boots: list[BootRecord] = field(default_factory=list)
+    _powered: bool = False
     _agent: asyncio.Task[None] | None = None
     _watch: asyncio.Task[None] | None = None
 
@@ -90,37 +91,38 @@ class EmulatedHost:
                 await self._agent
             self._agent = None
 
-    async def _read(self, session: aiohttp.ClientSession) -> tuple[str, str]:
+    async def _read(self, session: aiohttp.ClientSession) -> None:
+        """A Redfish GET: the fake driver applies pending power changes when a system is read."""
         async with session.get(self.system_url) as resp:
             resp.raise_for_status()
             body = await resp.json()
         boot = body.get("Boot") or {}
-        target = boot.get("BootSourceOverrideTarget") or "None"
+        target = boot.get("BootSourceOverrideTarget") or "Hdd"
         if boot.get("BootSourceOverrideEnabled") == "Disabled":
             target = "Hdd"
-        return body.get("PowerState", "Off"), target
+        await self.observe(body.get("PowerState", "Off"), target)
+
+    async def observe(self, power: str, target: str) -> None:
+        """A power state seen (by a poll, or pushed by the emulator's notifier): act like firmware."""
+        if power == "On" and not self._powered:
+            network = target in NETWORK_BOOT_TARGETS
+            self.boots.append(BootRecord(target=target, agent=network))
+            log.info("%s powered on, booting %s", self.ref.name, target)
+            if network:
+                await self._start_agent()
+        elif power != "On" and self._powered:
+            log.info("%s powered off", self.ref.name)
+            await self._stop_agent()
+        self._powered = power == "On"
 
     async def watch(self) -> None:
         headers = {"Authorization": aiohttp.encode_basic_auth(self.username, self.password)}
-        powered = False
         async with aiohttp.ClientSession(headers=headers) as session:
             while True:
                 try:
-                    power, target = await self._read(session)
+                    await self._read(session)
                 except (aiohttp.ClientError, TimeoutError) as err:
                     log.debug("%s: BMC read failed: %s", self.ref.name, err)
-                    await asyncio.sleep(self.poll_interval)
-                    continue
-                if power == "On" and not powered:
-                    network = target in NETWORK_BOOT_TARGETS
-                    self.boots.append(BootRecord(target=target, agent=network))
-                    log.info("%s powered on, booting %s", self.ref.name, target)
-                    if network:
-                        await self._start_agent()
-                elif power != "On" and powered:
-                    log.info("%s powered off", self.ref.name)
-                    await self._stop_agent()
-                powered = power == "On"
                 await asyncio.sleep(self.poll_interval)
 
     def start(self) -> None:

@@ -62,7 +62,10 @@ def start_sushy(
     password: str,
     port: int | None = None,
     feature_set: str = "full",
+    notify_url: str | None = None,
 ) -> SushyEmulator:
+    """Start the emulator; with `notify_url`, every system change is PUT there as JSON
+    (sushy-tools' external notifier), so watchers see each power transition, however short."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     htpasswd = workdir / "htpasswd"
@@ -74,7 +77,7 @@ def start_sushy(
             "uuid": s.uuid,
             "name": s.name,
             "power_state": s.power_state,
-            "external_notifier": False,
+            "external_notifier": notify_url is not None,
             "nics": [{"mac": s.mac, "ip": "127.0.0.1"}],
         }
         for s in systems
@@ -89,6 +92,7 @@ def start_sushy(
                 f"SUSHY_EMULATOR_STATE_DIR = {str(workdir / 'state')!r}",
                 f"SUSHY_EMULATOR_FEATURE_SET = {feature_set!r}",
                 "SUSHY_EMULATOR_VMEDIA_VERIFY_SSL = False",
+                f"EXTERNAL_NOTIFICATION_URL = {notify_url or 'http://127.0.0.1:9'!r}",
                 "",
             ]
         )

@@ -1,0 +1,112 @@
+"""Bridge throughput: create N BareMetalHosts, time until every HostWorkflow has started.
+
+Runs the real parts on loopback: the Temporal dev server, the control-plane worker, the test
+API server and the bridge. The hosts carry the paused annotation, so their workflows start
+(the figure measured) and then wait without BMC traffic. Prints figures; asserts nothing.
+Run: .venv/bin/python bench/bridge.py [--hosts 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from k8s_bridge.controller import Bridge
+from metalflow.devenv.kapi import KubeAPIServer
+from metalflow.devenv.processes import free_port
+from metalflow.devenv.temporal import start_dev_server
+from metalflow.settings import Settings
+from worker.control import build_worker
+
+
+def manifest(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "metal3.io/v1alpha1",
+        "kind": "BareMetalHost",
+        "metadata": {"name": f"bench-{i:05d}", "annotations": {"baremetalhost.metal3.io/paused": ""}},
+        "spec": {
+            "online": True,
+            "bootMACAddress": f"52:54:01:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
+            "bmc": {
+                "address": f"redfish+http://192.0.2.1:8000/redfish/v1/Systems/{i}",
+                "credentialsName": "bmc",
+            },
+        },
+    }
+
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
+
+
+async def main(hosts: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        port = free_port()
+        temporal = start_dev_server(root, port=port, ui_port=None)
+        try:
+            settings = Settings(temporal_address=f"127.0.0.1:{port}", state_dir=root, task_queue="bench")
+            client = await Client.connect(settings.temporal_address, data_converter=pydantic_data_converter)
+            async with KubeAPIServer(max_events=hosts * 4) as api:
+                kc = config.new_client_from_config(str(api.write_kubeconfig(root / "kubeconfig")))
+                co = k8s.CustomObjectsApi(kc)
+                bridge = Bridge(kc, client, settings, workers=32, resync_seconds=600)
+                with ThreadPoolExecutor(max_workers=64) as executor:
+                    async with build_worker(client, settings, executor):
+                        runner = asyncio.create_task(bridge.run())
+                        created: dict[str, float] = {}
+                        start = time.time()
+                        for i in range(hosts):
+                            m = manifest(i)
+                            await asyncio.to_thread(
+                                co.create_namespaced_custom_object,
+                                "metal3.io",
+                                "v1alpha1",
+                                "default",
+                                "baremetalhosts",
+                                m,
+                            )
+                            created[f"host/default/{m['metadata']['name']}"] = time.time()
+                        created_all = time.time() - start
+                        started: dict[str, float] = {}
+                        while len(started) < hosts:
+                            async for wf in client.list_workflows('WorkflowType="HostWorkflow"'):
+                                if wf.id in created and wf.start_time:
+                                    started[wf.id] = wf.start_time.timestamp()
+                            await asyncio.sleep(0.5)
+                        all_started = max(started.values()) - start
+                        lat = [max(started[w] - created[w], 0.0) for w in created]
+                        print(f"bridge: {hosts} BareMetalHosts (2 cores, dev server, test API server)")
+                        print(
+                            f"  created all objects in {created_all:.1f}s; "
+                            f"all workflows started {all_started:.1f}s after the first create"
+                        )
+                        print(
+                            f"  CR create -> workflow start: p50 {pct(lat, 50) * 1000:.0f} ms, "
+                            f"p99 {pct(lat, 99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
+                        )
+                        print(f"  reconciles: {bridge.reconciled}; at {datetime.now():%H:%M:%S}")
+                        bridge.stop()
+                        runner.cancel()
+                        await asyncio.gather(runner, return_exceptions=True)
+                kc.close()
+        finally:
+            temporal.stop()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--hosts", type=int, default=1000)
+    asyncio.run(main(p.parse_args().hosts))

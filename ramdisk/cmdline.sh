@@ -1,0 +1,27 @@
+# metalflow deploy ramdisk: read the agent's settings from the kernel command line.
+# The iPXE script (activities/boot/templates/host.ipxe.j2) writes them; nothing secret is there.
+parse_cmdline() {
+    for arg in $1; do
+        case "$arg" in
+            metalflow.host_id=*) MF_HOST_ID=${arg#*=} ;;
+            metalflow.temporal=*) MF_TEMPORAL=${arg#*=} ;;
+            metalflow.namespace=*) MF_NAMESPACE=${arg#*=} ;;
+            metalflow.tls=*) MF_TLS=${arg#*=} ;;
+            metalflow.task_queue=*) MF_TASK_QUEUE=${arg#*=} ;;
+            BOOTIF=01-*) MF_BOOT_MAC=$(echo "${arg#BOOTIF=01-}" | tr '-' ':') ;;
+        esac
+    done
+    [ -n "$MF_HOST_ID" ] && [ -n "$MF_TEMPORAL" ]
+}
+
+# The interface whose MAC is the boot MAC (BOOTIF), else the first non-loopback one.
+boot_interface() {
+    for dev in /sys/class/net/*; do
+        name=${dev##*/}
+        [ "$name" = lo ] && continue
+        if [ -z "$MF_BOOT_MAC" ] || [ "$(cat "$dev/address")" = "$MF_BOOT_MAC" ]; then
+            echo "$name"; return 0
+        fi
+    done
+    return 1
+}

@@ -1,0 +1,67 @@
+"""kubeadm activities' failure modes: an unreachable cluster is retried, a Node that never turns
+Ready ends with the last conditions seen."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.kubeadm import prepare_join, wait_node
+from metalflow.contracts import JoinRequest, WaitNodeRequest
+from metalflow.devenv.datacenter import write_secret
+from metalflow.devenv.kapi import KubeAPIServer
+from metalflow.devenv.processes import free_port
+from metalflow.models import HostRef, JoinSpec, SecretRef
+
+REF = HostRef(name="w0")
+
+
+def join_spec(tmp_path: Path, kubeconfig_text: str, timeout: int = 1800) -> JoinSpec:
+    secret = tmp_path / "target.yaml"
+    write_secret(secret, {"kubeconfig": kubeconfig_text})
+    return JoinSpec(kubeconfig=SecretRef(name="target", path=str(secret)), timeout_seconds=timeout)
+
+
+async def test_unreachable_cluster_is_a_retryable_failure(tmp_path: Path) -> None:
+    kubeconfig = (
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        f"clusters: [{{name: x, cluster: {{server: 'http://127.0.0.1:{free_port()}'}}}}]\n"
+        "users: [{name: x, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: x, user: x}}]\n"
+    )
+    req = JoinRequest(host=REF, join=join_spec(tmp_path, kubeconfig))
+    with pytest.raises(Exception) as err:
+        await asyncio.to_thread(ActivityEnvironment().run, prepare_join, req)
+    # not a non-retryable ApplicationError: Temporal retries it with backoff
+    assert not (isinstance(err.value, ApplicationError) and err.value.non_retryable)
+
+
+async def test_node_never_ready_reports_its_conditions(tmp_path: Path) -> None:
+    async with KubeAPIServer() as api:
+        kc = api.write_kubeconfig(tmp_path / "kc")
+        c = config.new_client_from_config(str(kc))
+        node = k8s.V1Node(
+            metadata=k8s.V1ObjectMeta(name="w0"),
+            status=k8s.V1NodeStatus(
+                conditions=[
+                    k8s.V1NodeCondition(type="Ready", status="False", reason="KubeletNotReady"),
+                    k8s.V1NodeCondition(type="DiskPressure", status="True", reason="KubeletHasDiskPressure"),
+                ]
+            ),
+        )
+        await asyncio.to_thread(k8s.CoreV1Api(c).create_node, node)
+        c.close()
+        req = WaitNodeRequest(host=REF, join=join_spec(tmp_path, kc.read_text(), timeout=3))
+        beats: list[object] = []
+        env = ActivityEnvironment()
+        env.on_heartbeat = lambda *d: beats.extend(d)
+        with pytest.raises(ApplicationError) as err:
+            await asyncio.to_thread(env.run, wait_node, req)
+    assert err.value.type == "NodeNotReady" and err.value.non_retryable
+    assert "Ready=False (KubeletNotReady)" in err.value.message and "DiskPressure=True" in err.value.message
+    assert beats, "waiting heartbeats so a lost worker is noticed"

@@ -1,0 +1,69 @@
+"""The deploy ramdisk: built from Debian packages, and its /init understands our iPXE script."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from activities.boot import ipxe
+from metalflow.contracts import BootPurpose
+from metalflow.models import HostRef
+from metalflow.settings import Settings
+
+REPO = Path(__file__).parent.parent
+
+
+@pytest.mark.skipif(not (shutil.which("cpio") and shutil.which("busybox")), reason="cpio and busybox needed")
+def test_test_ramdisk_builds_and_its_init_parses_the_ipxe_kernel_args(tmp_path: Path) -> None:
+    subprocess.run(
+        ["bash", str(REPO / "ramdisk" / "build.sh"), "--test", str(tmp_path / "out")],
+        check=True,
+        capture_output=True,
+    )
+    unpacked = tmp_path / "root"
+    unpacked.mkdir()
+    listing = subprocess.run(
+        f"zcat {tmp_path / 'out' / 'initrd.img'} | cpio -idm --quiet && find . -type f -o -type l",
+        shell=True,
+        cwd=unpacked,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert {"./init", "./lib/metalflow/cmdline.sh", "./bin/sh", "./bin/udhcpc"} <= set(listing)
+
+    settings = Settings(
+        boot_server_url="http://192.0.2.1:8088",
+        agent_temporal_address="192.0.2.1:7233",
+        temporal_namespace="metal",
+    )
+    script = ipxe.script(
+        HostRef(namespace="metal3", name="worker-0"), "52:54:00:12:34:56", BootPurpose.DEPLOY, settings
+    )
+    kernel_line = next(line for line in script.splitlines() if line.startswith("kernel "))
+    cmdline = kernel_line.split(" ", 2)[2].split(" || ")[0]
+    parsed = subprocess.run(
+        [
+            "busybox",
+            "sh",
+            "-c",
+            '. ./lib/metalflow/cmdline.sh && parse_cmdline "$1" && '
+            'echo "$MF_HOST_ID|$MF_TEMPORAL|$MF_NAMESPACE|$MF_TLS|$MF_TASK_QUEUE|$MF_BOOT_MAC"',
+            "sh",
+            cmdline,
+        ],
+        cwd=unpacked,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert parsed == "metal3.worker-0|192.0.2.1:7233|metal|0|host-metal3.worker-0|52:54:00:12:34:56"
+    missing = subprocess.run(
+        ["busybox", "sh", "-c", '. ./lib/metalflow/cmdline.sh && parse_cmdline "quiet"'],
+        cwd=unpacked,
+        capture_output=True,
+    )
+    assert missing.returncode != 0, "no agent settings: init must not start an agent"
