@@ -212,6 +212,29 @@ async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
                         lambda: not asyncio.run(_paused(settings, ref)), "the workflow to resume", 30
                     )
 
+                    # reboot.metal3.io: one power cycle into the OS, and the bridge removes the annotation
+                    boots = len(dc.emulated[0].boots)
+                    await asyncio.to_thread(
+                        co.patch_namespaced_custom_object,
+                        G,
+                        V,
+                        "default",
+                        P,
+                        "bmh-0",
+                        {"metadata": {"annotations": {"reboot.metal3.io": ""}}},
+                    )
+                    await eventually(
+                        lambda: (
+                            len(dc.emulated[0].boots) > boots
+                            and "reboot.metal3.io" not in (get()["metadata"].get("annotations") or {})
+                        ),
+                        "the reboot to happen and its annotation to go",
+                        60,
+                    )
+                    assert dc.emulated[0].boots[-1].target == "Hdd", (
+                        "a reboot of a provisioned host boots its disk"
+                    )
+
                     # delete: deprovision (metadata cleaning), then the finalizer goes and so does the object
                     await asyncio.to_thread(co.delete_namespaced_custom_object, G, V, "default", P, "bmh-0")
 
