@@ -1,0 +1,72 @@
+"""The worker's Prometheus endpoints, scraped over loopback after a host registers and inspects."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client
+
+from metalflow import operations
+from metalflow.devenv.datacenter import Datacenter
+from metalflow.devenv.processes import Process, free_port
+from metalflow.models import ProvisioningState
+from metalflow.settings import Settings
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Every sample as `name{label="value",...}` -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            samples[f"{s.name}{{{labels}}}"] = s.value
+    return samples
+
+
+async def test_worker_exports_host_counts_step_durations_and_sdk_metrics(
+    client: Client, settings: Settings, tmp_path: Path, ns: str
+) -> None:
+    port, sdk_port = free_port(), free_port()
+    async with Datacenter(settings, hosts=1, prefix="metrics", namespace=ns) as dc:
+        worker = Process(
+            "metalflow worker",
+            [sys.executable, "-m", "metalflow", "worker"],
+            tmp_path / "worker.log",
+            env={
+                "METALFLOW_METRICS_ADDRESS": f"127.0.0.1:{port}",
+                "METALFLOW_SDK_METRICS_ADDRESS": f"127.0.0.1:{sdk_port}",
+            },
+        )
+        try:
+            host = dc.host(0, image=None)
+            await operations.apply(client, host, settings)
+            done = await operations.wait_settled(client, [host], timeout=180)
+            assert done[host.ref.workflow_id].provisioning.state == ProvisioningState.AVAILABLE
+            worker.check_alive()
+
+            ours = await asyncio.to_thread(scrape, port)
+            for op in ("register", "inspect"):
+                count = ours[f'metalflow_step_duration_seconds_count{{operation="{op}"}}']
+                total = ours[f'metalflow_step_duration_seconds_sum{{operation="{op}"}}']
+                assert count >= 1 and total > 0, (op, count, total)
+            assert ours['metalflow_status_publishes_total{state="available"}'] >= 1
+            # fleet-wide counts from visibility: at least this host is available
+            assert ours['metalflow_hosts{state="available"}'] >= 1
+            assert 'metalflow_hosts_in_error{error_type="registration error"}' in ours
+
+            sdk = await asyncio.to_thread(scrape, sdk_port)
+            completed = {k: v for k, v in sdk.items() if k.startswith("temporal_workflow_completed")}
+            for step in ("RegisterHost", "InspectHost", "CleanHost"):
+                assert any(f'workflow_type="{step}"' in k and v >= 1 for k, v in completed.items()), completed
+            assert any(
+                k.startswith("temporal_activity_execution_latency") and 'activity_type="bmc.validate"' in k
+                for k in sdk
+            ), sorted(sdk)[:40]
+        finally:
+            worker.stop()
