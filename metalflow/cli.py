@@ -247,6 +247,25 @@ async def cmd_boot_server(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_dnsmasq(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.boot.dnsmasq import BootNetwork
+    from worker.dnsmasq import run_dnsmasq
+
+    start, _, end = args.range.partition(",")
+    if not end:
+        raise ValueError(f"--range {args.range!r} must be START,END, e.g. 192.168.111.100,192.168.111.200")
+    net = BootNetwork(
+        interface=args.interface,
+        range_start=start,
+        range_end=end,
+        netmask=args.netmask,
+        tftp_root=Path(args.tftp_root),
+        pid_file=settings.dnsmasq_pid_file,
+    )
+    conf = Path(args.config or settings.state_dir / "dnsmasq.conf")
+    return run_dnsmasq(net, settings, conf, test_only=args.test)
+
+
 async def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
     from k8s_bridge.main import run_bridge
 
@@ -357,6 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8088)
     sp.add_argument("--boot-dir")
     sp.set_defaults(run=cmd_boot_server)
+
+    sp = sub.add_parser("dnsmasq", help="run dnsmasq for the boot network (DHCP + TFTP -> iPXE)")
+    sp.add_argument("--interface", required=True, help="the provisioning network interface")
+    sp.add_argument("--range", required=True, help="DHCP range START,END")
+    sp.add_argument("--netmask", default="255.255.255.0")
+    sp.add_argument("--tftp-root", default="/usr/lib/ipxe", help="holds undionly.kpxe and ipxe.efi")
+    sp.add_argument("--config", help="where to write the rendered config (default <state_dir>/dnsmasq.conf)")
+    sp.add_argument("--test", action="store_true", help="only check the rendered config (dnsmasq --test)")
+    sp.set_defaults(run=cmd_dnsmasq)
 
     sp = sub.add_parser("bridge", help="watch BareMetalHosts and drive their workflows")
     sp.set_defaults(run=cmd_bridge)
