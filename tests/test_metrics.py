@@ -62,11 +62,28 @@ async def test_worker_exports_host_counts_step_durations_and_sdk_metrics(
 
             sdk = await asyncio.to_thread(scrape, sdk_port)
             completed = {k: v for k, v in sdk.items() if k.startswith("temporal_workflow_completed")}
+            assert any(k.startswith("temporal_worker_task_slots_used") for k in sdk)
             for step in ("RegisterHost", "InspectHost", "CleanHost"):
                 assert any(f'workflow_type="{step}"' in k and v >= 1 for k, v in completed.items()), completed
             assert any(
                 k.startswith("temporal_activity_execution_latency") and 'activity_type="bmc.validate"' in k
                 for k in sdk
             ), sorted(sdk)[:40]
+            # the Temporal UI's labels: every step and every activity in these histories has a summary
+            await assert_every_command_has_a_summary(client, host.ref.workflow_id)
         finally:
             worker.stop()
+
+
+async def assert_every_command_has_a_summary(client: Client, workflow_id: str) -> None:
+    seen = 0
+    async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"'):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        for event in history.events:
+            if event.HasField("activity_task_scheduled_event_attributes") or event.HasField(
+                "start_child_workflow_execution_initiated_event_attributes"
+            ):
+                [summary] = await client.data_converter.decode([event.user_metadata.summary])
+                assert isinstance(summary, str) and summary.strip(), (wf.id, event.event_id)
+                seen += 1
+    assert seen >= 10, seen
