@@ -142,6 +142,8 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                 out = (await watched).stdout
                 for step in ("InspectHost", "DeployHost"):
                     assert f"step {step}" in out, out
+                # the running step's activities, read from Temporal (describe of the child)
+                assert re.search(r"DeployHost > \S+ \(attempt \d+\)", out), out
                 written = re.search(r"last image write: .* \((\d+) bytes\)", out)
                 assert written and int(written.group(1)) == dc.image.size, out
                 assert f"settled: {ns}/cli-1 | provisioned | power on" in out
