@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from metalflow import operations
 from metalflow.devenv.datacenter import Datacenter
+from metalflow.devenv.kapi import KubeAPIServer
 from metalflow.devenv.processes import Process, free_port
-from metalflow.models import ProvisioningState
+from metalflow.models import HostRef, ProvisioningState
 from metalflow.settings import Settings
 
 
@@ -87,3 +89,65 @@ async def assert_every_command_has_a_summary(client: Client, workflow_id: str) -
                 assert isinstance(summary, str) and summary.strip(), (wf.id, event.event_id)
                 seen += 1
     assert seen >= 10, seen
+
+
+async def test_bridge_exports_reconcile_metrics(
+    client: Client, settings: Settings, tmp_path: Path, ns: str
+) -> None:
+    port, sdk_port = free_port(), free_port()
+    async with KubeAPIServer() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        bridge = Process(
+            "metalflow bridge",
+            [sys.executable, "-m", "metalflow", "bridge"],
+            tmp_path / "bridge.log",
+            env={
+                "METALFLOW_KUBECONFIG": str(kubeconfig),
+                "METALFLOW_METRICS_ADDRESS": f"127.0.0.1:{port}",
+                "METALFLOW_SDK_METRICS_ADDRESS": f"127.0.0.1:{sdk_port}",
+            },
+        )
+        ref = HostRef(namespace=ns, name="scraped")
+        try:
+            bmh = {
+                "apiVersion": "metal3.io/v1alpha1",
+                "kind": "BareMetalHost",
+                "metadata": {"name": ref.name, "namespace": ns},
+                "spec": {
+                    "online": False,
+                    "bootMACAddress": "52:54:00:00:99:01",
+                    "bmc": {
+                        "address": "redfish+http://127.0.0.1:9/redfish/v1/Systems/1",
+                        "credentialsName": "x",
+                    },
+                },
+            }
+            await api.create(api.kind_of("metal3.io/v1alpha1", "baremetalhosts"), ns, bmh)
+
+            def reconciled() -> dict[str, float] | None:
+                bridge.check_alive()
+                try:
+                    got = scrape(port)
+                except OSError:  # not listening yet
+                    return None
+                return got if got.get('metalflow_bridge_reconciles_total{result="ok"}', 0) >= 1 else None
+
+            deadline = asyncio.get_running_loop().time() + 120
+            while (ours := await asyncio.to_thread(reconciled)) is None:
+                assert asyncio.get_running_loop().time() < deadline, (tmp_path / "bridge.log").read_text()[
+                    -3000:
+                ]
+                await asyncio.sleep(0.3)
+            assert ours["metalflow_bridge_reconcile_duration_seconds_count{}"] >= 1
+            assert "metalflow_bridge_queue_depth{}" in ours
+            # the bridge started the host's workflow, and its client's RPCs show in the SDK metrics
+            desc = await operations.handle_for(client, ref).describe()
+            assert desc.workflow_type == "HostWorkflow" and desc.status == WorkflowExecutionStatus.RUNNING
+            sdk = await asyncio.to_thread(scrape, sdk_port)
+            assert any(
+                k.startswith("temporal_request_total") and "StartWorkflowExecution" in k for k in sdk
+            ), sdk
+        finally:
+            bridge.stop()
+            with contextlib.suppress(Exception):
+                await operations.handle_for(client, ref).terminate("test over")
