@@ -19,7 +19,7 @@ from metalflow.contracts import HostWorkflowInput
 from metalflow.devenv.datacenter import Datacenter
 from metalflow.devenv.images import build_raw_image
 from metalflow.devenv.temporal import temporal_cli
-from metalflow.models import ImageSpec
+from metalflow.models import HostStatus, ImageSpec
 from metalflow.settings import Settings
 from worker.control import build_worker
 
@@ -268,3 +268,38 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                 await until(
                     f"host/{ns}/cli-1", "retried at once", lambda st: st["errorCount"] == 2, timeout=25
                 )
+
+                # detach / attach, reboot and delete on cli-0 (available)
+                await signal_host("cli-0", "detach")
+                await until(f"host/{ns}/cli-0", "detached", lambda st: st["operationalStatus"] == "detached")
+                await signal_host("cli-0", "attach")
+                await until(
+                    f"host/{ns}/cli-0",
+                    "attached",
+                    lambda st: st["operationalStatus"] == "OK" and not st["detached"],
+                )
+                reboots = await power_reboots(client, f"host/{ns}/cli-0")
+                await signal_host("cli-0", "reboot")
+                deadline = asyncio.get_running_loop().time() + 60
+                while await power_reboots(client, f"host/{ns}/cli-0") == reboots:
+                    assert asyncio.get_running_loop().time() < deadline, "no power reboot after the signal"
+                    await asyncio.sleep(0.3)
+                await signal_host("cli-0", "delete")
+                final = await client.get_workflow_handle(f"host/{ns}/cli-0", result_type=HostStatus).result()
+                assert final.deleted is True
+
+
+async def power_reboots(client: Client, workflow_id: str) -> int:
+    """Completed `power reboot` activities in the host's current run."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    scheduled = {}
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            [summary] = await client.data_converter.decode([event.user_metadata.summary])
+            scheduled[event.event_id] = summary
+    return sum(
+        1
+        for event in history.events
+        if event.HasField("activity_task_completed_event_attributes")
+        and scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id) == "power reboot"
+    )
