@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.common.v1 import Payloads
@@ -107,17 +107,24 @@ class HostDetails:
         return None
 
 
-async def details(client: Client, rows: list[operations.HostRow], parallel: int = 16) -> list[HostDetails]:
+async def details(
+    client: Client,
+    rows: list[operations.HostRow],
+    parallel: int = 16,
+    query_timeout: timedelta = timedelta(seconds=5),
+) -> list[HostDetails]:
     """Query running hosts for spec and status, a few at a time; ended ones keep visibility only."""
     gate = asyncio.Semaphore(parallel)
 
     async def one(row: operations.HostRow) -> HostDetails:
         if not row.running:
             return HostDetails(row, None, None)
+        handle = operations.handle_for(client, row.ref)
         async with gate:
-            try:
+            try:  # a host whose worker is down answers no query: show its visibility fields only
                 spec, status = await asyncio.gather(
-                    operations.spec(client, row.ref), operations.status(client, row.ref)
+                    handle.query("spec", result_type=HostSpec, rpc_timeout=query_timeout),
+                    handle.query("status", result_type=HostStatus, rpc_timeout=query_timeout),
                 )
             except RPCError:
                 return HostDetails(row, None, None)
