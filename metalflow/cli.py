@@ -20,6 +20,7 @@ import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from temporalio.service import RPCError
 
 from metalflow import operations
 from metalflow.bmh import ManifestError
@@ -415,6 +416,9 @@ def main(argv: list[str] | None = None) -> None:
     except TimeoutError as err:
         err_console.print(f"[red]timeout:[/red] {err}")
         code = 3
+    except RPCError as err:  # e.g. no such host workflow, or Temporal unreachable
+        err_console.print(f"[red]error:[/red] {err.message} (Temporal {err.status.name})")
+        code = 1
     # Skip interpreter teardown: the Temporal client's Rust threads can abort a finalizing
     # interpreter (PyGILState_Release, temporalio/sdk-python#300), turning success into SIGABRT.
     sys.stdout.flush()

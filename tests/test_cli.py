@@ -110,6 +110,11 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                 ]
                 assert re.search(r"^\s*cli-0\s+provisioned\s+true\s+on\s+\d+[smhd]\s*$", table, re.M), table
                 status = json.loads((await run(*metalflow("status", "cli-0", "-n", ns, "-o", "json"))).stdout)
+                missing = await run(*metalflow("watch", "cli-9", "-n", ns), check=False)
+                assert (
+                    missing.returncode == 1
+                    and f"workflow not found for ID: host/{ns}/cli-9" in missing.stderr
+                )
                 assert status["provisioning"]["state"] == "provisioned" and status["poweredOn"] is True
                 assert dc.password not in json.dumps(status)
 
@@ -224,6 +229,20 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                     ),
                 )
                 assert st1["operationHistory"]["deprovision"]["end"] is not None
+                bmc = inp.spec.bmc.address
+                by_image = await run(
+                    *tctl,
+                    "list",
+                    "--address",
+                    address,
+                    "--output",
+                    "json",
+                    "--query",
+                    f'ImageURL="{image_v2.url}" AND BMCAddress="{bmc}" AND HostNamespace="{ns}"',
+                )
+                assert [w["execution"]["workflowId"] for w in json.loads(by_image.stdout)] == [
+                    f"host/{ns}/cli-1"
+                ]
                 before = (await until(f"host/{ns}/cli-0", "deprovisioned", in_state("available")))[
                     "operationHistory"
                 ]["inspect"]["start"]
