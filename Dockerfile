@@ -1,5 +1,8 @@
+# The metalflow image: worker, bridge, boot server, dnsmasq and sushy-emulator (demo) in one.
 FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends qemu-utils dnsmasq-base gdisk cpio \
+# qemu-img converts qcow2 images; dnsmasq + iPXE binaries serve the boot network (TFTP root
+# /usr/lib/ipxe); gdisk/cpio for config drives and ramdisks.
+RUN apt-get update && apt-get install -y --no-install-recommends qemu-utils dnsmasq-base ipxe gdisk cpio \
       && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -8,7 +11,8 @@ COPY workflows workflows
 COPY activities activities
 COPY worker worker
 COPY k8s_bridge k8s_bridge
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . && mkdir -p /var/lib/metalflow && chown 65532 /var/lib/metalflow
 USER 65532
+EXPOSE 8088 9464 9465
 ENTRYPOINT []
 CMD ["metalflow", "worker"]

@@ -10,6 +10,7 @@ from typing import Any
 
 from temporalio import activity
 
+from metalflow import metrics
 from metalflow.contracts import STATUS_PUBLISH, StatusUpdate
 from metalflow.models import HostStatus
 from metalflow.settings import get_settings
@@ -39,6 +40,7 @@ def publish_status(update: StatusUpdate) -> None:
         status.operational_status.value,
         f": {status.error_type.value}: {status.error_message}" if status.error_type else "",
     )
+    metrics.observe_status(update.workflow_id, status)
     settings = get_settings()
     if not settings.publish_status_to_kubernetes or status.deleted:
         return

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 from kubernetes import client as k8s
@@ -20,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
 from k8s_bridge.reconcile import FINALIZER, Plan, reconcile
-from metalflow import operations
+from metalflow import metrics, operations
 from metalflow.bmh import API_VERSION
 from metalflow.models import HostRef
 from metalflow.settings import Settings
@@ -61,21 +62,27 @@ class Bridge:
         if key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
+            metrics.BRIDGE_QUEUE_DEPTH.set(self._queue.qsize())
 
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
+            metrics.BRIDGE_QUEUE_DEPTH.set(self._queue.qsize())
             obj = self._latest.pop(key, None)
             if obj is None:
                 continue
+            started = time.monotonic()
             try:
                 plan = await reconcile(obj, self._temporal, self._settings)
                 await asyncio.to_thread(self._apply_plan, obj, plan)
                 self.reconciled += 1
+                metrics.BRIDGE_RECONCILES.labels("ok").inc()
+                metrics.BRIDGE_RECONCILE_SECONDS.observe(time.monotonic() - started)
                 if "delete" in plan.signals:
                     self._follow_up(obj)
             except Exception:
+                metrics.BRIDGE_RECONCILES.labels("error").inc()
                 log.exception("reconciling BareMetalHost %s failed; will retry", key)
                 await asyncio.sleep(1)
                 self._enqueue(obj)

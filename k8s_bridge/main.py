@@ -6,6 +6,7 @@ from kubernetes import client as k8s
 from kubernetes import config
 
 from k8s_bridge.controller import Bridge
+from metalflow import metrics
 from metalflow.client import connect
 from metalflow.settings import Settings
 
@@ -18,6 +19,7 @@ def api_client(settings: Settings) -> k8s.ApiClient:
 
 
 async def run_bridge(settings: Settings) -> None:
-    temporal = await connect(settings)
+    temporal = await connect(settings, runtime=metrics.sdk_runtime(settings.sdk_metrics_address))
+    metrics.serve(settings.metrics_address)
     with api_client(settings) as api:
         await Bridge(api, temporal, settings).run()

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from temporalio.service import RPCError
 
 from metalflow import operations
 from metalflow.bmh import ManifestError
@@ -103,40 +105,61 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_hosts(args: argparse.Namespace, settings: Settings) -> int:
+    from metalflow.progress import details, human_age
+
     client = await connect(settings)
-    rows = await operations.list_hosts(client, args.query or "")
+    rows = await details(client, await operations.list_hosts(client, args.query or ""))
     if args.output != "table":
-        _dump(
-            [
-                {
-                    "namespace": r.ref.namespace,
-                    "name": r.ref.name,
-                    "state": r.state,
-                    "operationalStatus": r.operational_status,
-                    "errorType": r.error_type,
-                    "bmc": r.bmc,
-                    "image": r.image,
-                    "running": r.running,
-                }
-                for r in rows
-            ],
-            args.output,
-        )
+        _dump([_host_doc(d) for d in rows], args.output)
         return 0
-    table = Table(title="hosts (Temporal visibility)")
-    for col in ("NAME", "STATE", "STATUS", "ERROR", "BMC", "IMAGE"):
-        table.add_column(col)
-    for r in rows:
+    # kubectl get bmh's columns, plus POWER (what the BMC last said) and the running step.
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "STATE", "CONSUMER", "ONLINE", "POWER", "ERROR", "AGE", "STEP"):
+        table.add_column(col, no_wrap=col != "ERROR")
+    for d in rows:
+        r, spec, st = d.row, d.spec, d.status
+        state = r.state if r.running else f"{r.state} (ended)"
+        consumer = spec.consumer_ref.name if spec and spec.consumer_ref else ""
         table.add_row(
-            f"{r.ref.namespace}/{r.ref.name}",
-            r.state if r.running else f"{r.state} (ended)",
-            r.operational_status,
+            r.ref.name if args.namespace_column is False else f"{r.ref.namespace}/{r.ref.name}",
+            state,
+            consumer,
+            ("true" if spec.online else "false") if spec else "",
+            ("on" if st.powered_on else "off") if st else "",
             r.error_type,
-            r.bmc,
-            r.image,
+            human_age(d.age_seconds()),
+            st.current_step if st else "",
+            style="red" if r.error_type else None,
         )
     console.print(table)
     return 0
+
+
+def _host_doc(d: Any) -> dict[str, Any]:
+    r, spec, st = d.row, d.spec, d.status
+    return {
+        "namespace": r.ref.namespace,
+        "name": r.ref.name,
+        "state": r.state,
+        "operationalStatus": r.operational_status,
+        "errorType": r.error_type,
+        "errorMessage": st.error_message if st else "",
+        "consumer": spec.consumer_ref.name if spec and spec.consumer_ref else None,
+        "online": spec.online if spec else None,
+        "poweredOn": st.powered_on if st else None,
+        "currentStep": st.current_step if st else "",
+        "ageSeconds": None if d.age_seconds() is None else int(d.age_seconds()),
+        "bmc": r.bmc,
+        "image": r.image,
+        "running": r.running,
+    }
+
+
+async def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from metalflow.watch import watch_host
+
+    st = await watch_host(await connect(settings), _ref(args), console, args.timeout, args.interval)
+    return 1 if st.error_type is not None else 0
 
 
 async def cmd_deprovision(args: argparse.Namespace, settings: Settings) -> int:
@@ -225,6 +248,25 @@ async def cmd_boot_server(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_dnsmasq(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.boot.dnsmasq import BootNetwork
+    from worker.dnsmasq import run_dnsmasq
+
+    start, _, end = args.range.partition(",")
+    if not end:
+        raise ValueError(f"--range {args.range!r} must be START,END, e.g. 192.168.111.100,192.168.111.200")
+    net = BootNetwork(
+        interface=args.interface,
+        range_start=start,
+        range_end=end,
+        netmask=args.netmask,
+        tftp_root=Path(args.tftp_root),
+        pid_file=settings.dnsmasq_pid_file,
+    )
+    conf = Path(args.config or settings.state_dir / "dnsmasq.conf")
+    return run_dnsmasq(net, settings, conf, test_only=args.test)
+
+
 async def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
     from k8s_bridge.main import run_bridge
 
@@ -266,10 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     sp.set_defaults(run=cmd_status)
 
-    sp = sub.add_parser("hosts", help="list hosts from Temporal visibility")
+    sp = sub.add_parser("hosts", help="list hosts (like kubectl get bmh) from Temporal visibility")
     sp.add_argument("-q", "--query", help='visibility filter, e.g. HostState="provisioned"')
     sp.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    sp.add_argument(
+        "--no-namespace",
+        dest="namespace_column",
+        action="store_false",
+        help="NAME without the namespace/ prefix",
+    )
     sp.set_defaults(run=cmd_hosts)
+
+    sp = host_cmd("watch", "live progress of one host: state, step, bytes written; exits when settled")
+    sp.add_argument("--timeout", type=float, default=3600)
+    sp.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
+    sp.set_defaults(run=cmd_watch)
 
     host_cmd("deprovision", "clear the image: clean the disks, back to available").set_defaults(
         run=cmd_deprovision
@@ -325,6 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--boot-dir")
     sp.set_defaults(run=cmd_boot_server)
 
+    sp = sub.add_parser("dnsmasq", help="run dnsmasq for the boot network (DHCP + TFTP -> iPXE)")
+    sp.add_argument("--interface", required=True, help="the provisioning network interface")
+    sp.add_argument("--range", required=True, help="DHCP range START,END")
+    sp.add_argument("--netmask", default="255.255.255.0")
+    sp.add_argument("--tftp-root", default="/usr/lib/ipxe", help="holds undionly.kpxe and ipxe.efi")
+    sp.add_argument("--config", help="where to write the rendered config (default <state_dir>/dnsmasq.conf)")
+    sp.add_argument("--test", action="store_true", help="only check the rendered config (dnsmasq --test)")
+    sp.set_defaults(run=cmd_dnsmasq)
+
     sp = sub.add_parser("bridge", help="watch BareMetalHosts and drive their workflows")
     sp.set_defaults(run=cmd_bridge)
 
@@ -351,4 +413,14 @@ def main(argv: list[str] | None = None) -> None:
     except (ManifestError, ValueError) as err:
         err_console.print(f"[red]error:[/red] {err}")
         code = 2
-    sys.exit(code)
+    except TimeoutError as err:
+        err_console.print(f"[red]timeout:[/red] {err}")
+        code = 3
+    except RPCError as err:  # e.g. no such host workflow, or Temporal unreachable
+        err_console.print(f"[red]error:[/red] {err.message} (Temporal {err.status.name})")
+        code = 1
+    # Skip interpreter teardown: the Temporal client's Rust threads can abort a finalizing
+    # interpreter (PyGILState_Release, temporalio/sdk-python#300), turning success into SIGABRT.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     history_event_limit: int = Field(
         default=2000, gt=100, description="Continue-as-new once a host's history passes this."
     )
+    metrics_address: str | None = Field(
+        default=None,
+        description="HOST:PORT for metalflow's Prometheus metrics (worker, bridge); unset: off.",
+    )
+    sdk_metrics_address: str | None = Field(
+        default=None,
+        description="HOST:PORT for the Temporal SDK's Prometheus metrics (worker, bridge); unset: off.",
+    )
 
 
 def get_settings() -> Settings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
@@ -38,6 +39,9 @@ async def run_agent(config: AgentConfig, temporal_address: str, namespace: str =
             activities=agent_activities(config),
             activity_executor=executor,
             max_concurrent_activities=4,
+            # Heartbeats (bytes written/erased) reach the server at most this far apart, so
+            # `metalflow watch` and the UI show live progress instead of every 48 s.
+            max_heartbeat_throttle_interval=timedelta(seconds=2),
         )
         log.info("agent for %s polling %s on %s", config.host_id, config.task_queue, temporal_address)
         await worker.run()

