@@ -1,0 +1,239 @@
+"""Real end to end: a QEMU VM is the bare-metal server, PXE-booted and provisioned.
+
+Redfish (sushy-emulator's libvirt driver) powers and boot-selects the VM; its NIC PXE-boots
+through our dnsmasq config and iPXE script into the deploy ramdisk, whose agent is a Temporal
+worker on the host's queue; the agent inventories the VM's real virtio NIC and disk, cleans,
+writes a bootable image (checksum verified) and the config drive; the VM then boots the
+written disk and prints the image's marker on its serial console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import yaml
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.boot import dnsmasq
+from metalflow import operations
+from metalflow.devenv.images import BuiltImage
+from metalflow.devenv.processes import free_port
+from metalflow.devenv.vm import (
+    NET_ADDRESS,
+    REPO,
+    Domain,
+    VMTestBed,
+    VMTestBedUnavailable,
+    agent_kernel_args,
+    agent_shares,
+    build_deploy_ramdisk,
+    build_marker_image,
+    missing_requirements,
+)
+from metalflow.models import HostRef, HostStatus
+from metalflow.settings import Settings
+from worker.boot_server import start_boot_server
+from worker.control import build_worker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+CACHE = Path(os.environ.get("METALFLOW_E2E_CACHE", REPO / ".metalflow" / "e2e-cache"))
+KERNEL_ROOT = CACHE / "kernel"
+
+
+@pytest.fixture(scope="module")
+def marker_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BuiltImage, str]]:
+    missing = missing_requirements(KERNEL_ROOT)
+    if missing:
+        pytest.skip("the VM test bed cannot run on this machine; missing: " + ", ".join(missing))
+    kernel = next(KERNEL_ROOT.glob("boot/vmlinuz-*"))
+    marker = f"METALFLOW-E2E-{uuid.uuid4().hex[:8]}"
+    yield build_marker_image(tmp_path_factory.mktemp("image") / "os.img", kernel, marker), marker
+
+
+@pytest_asyncio.fixture
+async def bed(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    marker_image: tuple[BuiltImage, str],
+) -> AsyncIterator[tuple[VMTestBed, Settings]]:
+    """The test bed plus Settings that point the VM at it; everything torn down after."""
+    temporal_port = int(temporal_env.client.service_client.config.target_host.rsplit(":", 1)[1])
+    boot_port = free_port()
+    tb = VMTestBed(tmp_path / "bed", KERNEL_ROOT, boot_port, temporal_port)
+    tb.workdir.mkdir(parents=True)
+    monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tb.boot_dir))
+    monkeypatch.setenv("METALFLOW_BOOT_SERVER_URL", f"http://{NET_ADDRESS}:{boot_port}")
+    monkeypatch.setenv("METALFLOW_AGENT_TEMPORAL_ADDRESS", f"{NET_ADDRESS}:{temporal_port}")
+    monkeypatch.setenv("METALFLOW_DNSMASQ_PID_FILE", str(tb.dnsmasq_pid_file))
+    monkeypatch.setenv("METALFLOW_KERNEL_ARGS", agent_kernel_args(agent_shares()))
+    monkeypatch.setenv("METALFLOW_RAMDISK_BOOT_TIMEOUT_SECONDS", "240")
+    vm_settings = Settings()
+    await asyncio.to_thread(build_deploy_ramdisk, KERNEL_ROOT, tb.boot_dir)
+    (tb.boot_dir / "images").mkdir(parents=True)
+    image, _ = marker_image
+    os.link(image.path, tb.boot_dir / "images" / "os.img")
+    net = dnsmasq.BootNetwork(
+        interface=tb.ns.bridge,
+        range_start="192.0.2.50",
+        range_end="192.0.2.99",
+        tftp_root=Path("/usr/lib/ipxe"),
+        pid_file=tb.dnsmasq_pid_file,
+        lease_file=tb.workdir / "dnsmasq.leases",
+        run_as="root",
+    )
+    dnsmasq.hosts_dir(vm_settings).mkdir(parents=True)
+    runner = await start_boot_server("127.0.0.1", boot_port, tb.boot_dir)
+    try:
+        try:
+            await asyncio.to_thread(tb.start, dnsmasq.base_config(net, vm_settings))
+        except VMTestBedUnavailable as err:
+            pytest.skip(str(err))
+        yield tb, vm_settings
+    finally:
+        await asyncio.to_thread(tb.stop)
+        await runner.cleanup()
+    assert not Path(f"/run/netns/{tb.ns.name}").exists(), "the namespace outlived the test"
+
+
+def hostfile(tb: VMTestBed, dom: Domain, ns: str, image: BuiltImage, marker: str, bmc_address: str) -> str:
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "bmc", "namespace": ns},
+            "stringData": {"username": "admin", "password": tb.password},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "user-data", "namespace": ns},
+            "stringData": {"userData": f"#cloud-config\nhostname: {dom.name}\n# {marker}\n"},
+        },
+        {
+            "apiVersion": "metal3.io/v1alpha1",
+            "kind": "BareMetalHost",
+            "metadata": {"name": dom.name, "namespace": ns},
+            "spec": {
+                "online": True,
+                "bootMACAddress": dom.mac,
+                "bootMode": "legacy",  # SeaBIOS: the VM has no OVMF firmware
+                "bmc": {"address": bmc_address, "credentialsName": "bmc"},
+                "rootDeviceHints": {"deviceName": "/dev/vda"},
+                "image": {
+                    "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/os.img",
+                    "checksum": image.sha256,
+                    "checksumType": "sha256",
+                    "format": "raw",
+                },
+                "userData": {"name": "user-data", "namespace": ns},
+            },
+        },
+    ]
+    return yaml.safe_dump_all(docs)
+
+
+async def wait_console(dom: Domain, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in dom.console():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{text!r} not on {dom.name}'s console in {timeout:.0f}s:\n{dom.console()[-3000:]}"
+            )
+        await asyncio.sleep(0.5)
+
+
+def assert_booted_through_our_network(tb: VMTestBed, dom: Domain, ns: str) -> None:
+    """The VM's iPXE asked our dnsmasq (user class iPXE, a known MAC) and was sent our per-host
+    script; the kernel it then booted carries that script's arguments and its agent did the work."""
+    log = (tb.workdir / "dnsmasq.log").read_text()
+    assert "user class: iPXE" in log and "tags: known, ipxe" in log, log[-2000:]
+    assert f"bootfile-name  http://{NET_ADDRESS}:{tb.boot_port}/boot/${{mac:hexhyp}}.ipxe" in log
+    console = dom.console()
+    assert f"BOOTIF=01-{dom.mac.replace(':', '-')}" in console
+    assert f"metalflow: agent for {ns}.{dom.name} on {NET_ADDRESS}:" in console, console[-3000:]
+    assert "/images/os.img to /dev/vda" in console and "config drive written to /dev/vda" in console
+
+
+async def provision_with_cli(
+    client: Client,
+    tb: VMTestBed,
+    settings: Settings,
+    tmp_path: Path,
+    ns: str,
+    dom: Domain,
+    image: BuiltImage,
+    marker: str,
+    bmc_address: str,
+) -> HostStatus:
+    path = tmp_path / "hosts.yaml"
+    path.write_text(hostfile(tb, dom, ns, image, marker, bmc_address))
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        async with build_worker(client, settings, executor):
+            started = time.monotonic()
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "metalflow",
+                    "provision",
+                    str(path),
+                    "--wait",
+                    "--timeout",
+                    "300",
+                    "--secrets-dir",
+                    str(tmp_path / "secrets"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=330,
+            )
+            elapsed = time.monotonic() - started
+            assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nconsole:\n{dom.console()[-3000:]}"
+            assert "provisioned" in done.stdout
+            await wait_console(dom, f"{marker}: booted from the written disk", 120)
+            print(
+                f"\n{dom.name}: registered -> provisioned in {elapsed:.1f}s; image booted after "
+                f"{time.monotonic() - started:.1f}s"
+            )
+            return await operations.status(client, HostRef(namespace=ns, name=dom.name))
+
+
+async def test_redfish_vm_is_pxe_booted_inspected_and_provisioned_via_cli(
+    client: Client,
+    bed: tuple[VMTestBed, Settings],
+    tmp_path: Path,
+    ns: str,
+    marker_image: tuple[BuiltImage, str],
+) -> None:
+    tb, settings = bed
+    image, marker = marker_image
+    dom = await asyncio.to_thread(tb.add_domain, "vm-redfish")
+    st = await provision_with_cli(
+        client, tb, settings, tmp_path, ns, dom, image, marker, tb.redfish_address(dom)
+    )
+
+    assert_booted_through_our_network(tb, dom, ns)
+    hw = st.hardware
+    assert hw is not None
+    assert any(n.mac == dom.mac for n in hw.nics), hw.nics  # the VM's real virtio NIC
+    assert any(d.name == "/dev/vda" and d.size_bytes == dom.disk_bytes for d in hw.storage), hw.storage
+    assert st.provisioning.image is not None and st.provisioning.image.checksum == image.sha256
+    # the written disk holds the image, then the config drive in its last 64 MiB
+    with dom.disk.open("rb") as f:
+        assert f.read(image.size) == image.path.read_bytes()
+        f.seek(dom.disk_bytes - (64 << 20))
+        assert marker.encode() in f.read(64 << 20)
