@@ -376,6 +376,15 @@ class VMTestBed:
         dom.define(self.kvm)
         return dom
 
+    def ipmi_address(self, dom: Domain) -> str:
+        """Start virtualbmc for `dom` (same credentials as the Redfish BMC); its IPMI address."""
+        from metalflow.devenv.vbmc import start_vbmc
+
+        proc, port = start_vbmc(self.workdir, dom.name, "admin", self.password)
+        self.procs.append(proc)
+        wait_for(lambda: _alive_and(proc, lambda: "virtualbmc for" in proc.log_path.read_text()), 30, "vbmc")
+        return f"ipmi://127.0.0.1:{port}"
+
     def redfish_address(self, dom: Domain) -> str:
         return f"redfish+http://127.0.0.1:{self.sushy_port}/redfish/v1/Systems/{dom.uuid}"
 

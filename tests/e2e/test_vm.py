@@ -18,16 +18,21 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 import yaml
+from kubernetes import client as k8s
+from kubernetes import config
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.boot import dnsmasq
+from k8s_bridge.controller import Bridge
 from metalflow import operations
 from metalflow.devenv.images import BuiltImage
+from metalflow.devenv.kapi import KubeAPIServer
 from metalflow.devenv.processes import free_port
 from metalflow.devenv.vm import (
     NET_ADDRESS,
@@ -47,6 +52,7 @@ from worker.boot_server import start_boot_server
 from worker.control import build_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
 CACHE = Path(os.environ.get("METALFLOW_E2E_CACHE", REPO / ".metalflow" / "e2e-cache"))
 KERNEL_ROOT = CACHE / "kernel"
 
@@ -108,8 +114,11 @@ async def bed(
     assert not Path(f"/run/netns/{tb.ns.name}").exists(), "the namespace outlived the test"
 
 
-def hostfile(tb: VMTestBed, dom: Domain, ns: str, image: BuiltImage, marker: str, bmc_address: str) -> str:
-    docs = [
+def host_docs(
+    tb: VMTestBed, dom: Domain, ns: str, image: BuiltImage, marker: str, bmc_address: str
+) -> list[dict[str, Any]]:
+    """Secret (BMC), Secret (userData) and the BareMetalHost, as metal3 takes them."""
+    return [
         {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -142,7 +151,6 @@ def hostfile(tb: VMTestBed, dom: Domain, ns: str, image: BuiltImage, marker: str
             },
         },
     ]
-    return yaml.safe_dump_all(docs)
 
 
 async def wait_console(dom: Domain, text: str, timeout: float) -> None:
@@ -179,7 +187,7 @@ async def provision_with_cli(
     bmc_address: str,
 ) -> HostStatus:
     path = tmp_path / "hosts.yaml"
-    path.write_text(hostfile(tb, dom, ns, image, marker, bmc_address))
+    path.write_text(yaml.safe_dump_all(host_docs(tb, dom, ns, image, marker, bmc_address)))
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with build_worker(client, settings, executor):
             started = time.monotonic()
@@ -237,3 +245,76 @@ async def test_redfish_vm_is_pxe_booted_inspected_and_provisioned_via_cli(
         assert f.read(image.size) == image.path.read_bytes()
         f.seek(dom.disk_bytes - (64 << 20))
         assert marker.encode() in f.read(64 << 20)
+
+
+@pytest_asyncio.fixture
+async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[k8s.ApiClient]:
+    async with KubeAPIServer() as server:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("METALFLOW_KUBECONFIG", str(kubeconfig))
+        monkeypatch.setenv("METALFLOW_PUBLISH_STATUS_TO_KUBERNETES", "true")
+        api = config.new_client_from_config(str(kubeconfig))
+        try:
+            yield api
+        finally:
+            api.close()
+
+
+async def test_baremetalhost_with_ipmi_bmc_provisions_the_vm(
+    client: Client,
+    bed: tuple[VMTestBed, Settings],
+    kube: k8s.ApiClient,
+    marker_image: tuple[BuiltImage, str],
+) -> None:
+    """The second way in: a BareMetalHost on the test API server, through the bridge; its BMC
+    is virtualbmc (IPMI over UDP on loopback) instead of Redfish."""
+    tb, _ = bed
+    settings = Settings()  # the bed's settings plus the kubeconfig and status publishing
+    image, marker = marker_image
+    dom = await asyncio.to_thread(tb.add_domain, "vm-ipmi")
+    address = await asyncio.to_thread(tb.ipmi_address, dom)
+    docs = host_docs(tb, dom, "default", image, marker, address)
+    co, core = k8s.CustomObjectsApi(kube), k8s.CoreV1Api(kube)
+    for secret in docs[:2]:
+        await asyncio.to_thread(
+            core.create_namespaced_secret,
+            "default",
+            k8s.V1Secret(
+                metadata=k8s.V1ObjectMeta(name=secret["metadata"]["name"]), string_data=secret["stringData"]
+            ),
+        )
+    bridge = Bridge(kube, client, settings, resync_seconds=5)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        async with build_worker(client, settings, executor):
+            runner = asyncio.create_task(bridge.run())
+            try:
+                await asyncio.to_thread(co.create_namespaced_custom_object, G, V, "default", P, docs[2])
+
+                def provisioned() -> dict[str, Any] | None:
+                    obj: dict[str, Any] = co.get_namespaced_custom_object(G, V, "default", P, dom.name)
+                    state = obj.get("status", {}).get("provisioning", {}).get("state")
+                    if obj.get("status", {}).get("errorType"):
+                        raise AssertionError(f"{obj['status']}\nconsole:\n{dom.console()[-3000:]}")
+                    return obj if state == "provisioned" else None
+
+                deadline = time.monotonic() + 300
+                while (obj := await asyncio.to_thread(provisioned)) is None:
+                    assert time.monotonic() < deadline, f"not provisioned in 300s:\n{dom.console()[-3000:]}"
+                    await asyncio.sleep(1)
+                elapsed = time.monotonic() - started
+                await wait_console(dom, f"{marker}: booted from the written disk", 120)
+                print(f"\n{dom.name} (BareMetalHost, IPMI): provisioned in {elapsed:.1f}s")
+            finally:
+                bridge.stop()
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+    assert_booted_through_our_network(tb, dom, "default")
+    st = obj["status"]
+    assert st["operationalStatus"] == "OK" and st["poweredOn"] is True
+    assert any(n["mac"] == dom.mac for n in st["hardware"]["nics"])
+    assert any(
+        d["name"] == "/dev/vda" and d["sizeBytes"] == dom.disk_bytes for d in st["hardware"]["storage"]
+    )
+    assert st["provisioning"]["image"]["checksum"] == image.sha256
+    assert tb.password not in str(obj)
