@@ -316,6 +316,10 @@ class VMTestBed:
     sushy_port: int = 0
 
     @property
+    def accel(self) -> str:
+        return "KVM" if self.kvm else "TCG"
+
+    @property
     def boot_dir(self) -> Path:
         return self.workdir / "boot"
 

@@ -46,7 +46,7 @@ from metalflow.devenv.vm import (
     build_marker_image,
     missing_requirements,
 )
-from metalflow.models import HostRef, HostStatus
+from metalflow.models import HostRef
 from metalflow.settings import Settings
 from worker.boot_server import start_boot_server
 from worker.control import build_worker
@@ -176,75 +176,56 @@ def assert_booted_through_our_network(tb: VMTestBed, dom: Domain, ns: str) -> No
 
 
 async def provision_with_cli(
-    client: Client,
-    tb: VMTestBed,
-    settings: Settings,
-    tmp_path: Path,
-    ns: str,
-    dom: Domain,
-    image: BuiltImage,
-    marker: str,
-    bmc_address: str,
-) -> HostStatus:
+    tb: VMTestBed, tmp_path: Path, ns: str, dom: Domain, image: BuiltImage, marker: str
+) -> float:
+    """`metalflow provision hosts.yaml --wait` with a Redfish BMC; seconds to provisioned."""
     path = tmp_path / "hosts.yaml"
-    path.write_text(yaml.safe_dump_all(host_docs(tb, dom, ns, image, marker, bmc_address)))
-    with ThreadPoolExecutor(max_workers=16) as executor:
-        async with build_worker(client, settings, executor):
-            started = time.monotonic()
-            done = await asyncio.to_thread(
-                subprocess.run,
-                [
-                    sys.executable,
-                    "-m",
-                    "metalflow",
-                    "provision",
-                    str(path),
-                    "--wait",
-                    "--timeout",
-                    "300",
-                    "--secrets-dir",
-                    str(tmp_path / "secrets"),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=330,
-            )
-            elapsed = time.monotonic() - started
-            assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nconsole:\n{dom.console()[-3000:]}"
-            assert "provisioned" in done.stdout
-            await wait_console(dom, f"{marker}: booted from the written disk", 120)
-            print(
-                f"\n{dom.name}: registered -> provisioned in {elapsed:.1f}s; image booted after "
-                f"{time.monotonic() - started:.1f}s"
-            )
-            return await operations.status(client, HostRef(namespace=ns, name=dom.name))
-
-
-async def test_redfish_vm_is_pxe_booted_inspected_and_provisioned_via_cli(
-    client: Client,
-    bed: tuple[VMTestBed, Settings],
-    tmp_path: Path,
-    ns: str,
-    marker_image: tuple[BuiltImage, str],
-) -> None:
-    tb, settings = bed
-    image, marker = marker_image
-    dom = await asyncio.to_thread(tb.add_domain, "vm-redfish")
-    st = await provision_with_cli(
-        client, tb, settings, tmp_path, ns, dom, image, marker, tb.redfish_address(dom)
+    path.write_text(yaml.safe_dump_all(host_docs(tb, dom, ns, image, marker, tb.redfish_address(dom))))
+    started = time.monotonic()
+    argv = [sys.executable, "-m", "metalflow", "provision", str(path), "--wait", "--timeout", "300"]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*argv, "--secrets-dir", str(tmp_path / "secrets")],
+        capture_output=True,
+        text=True,
+        timeout=330,
     )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nconsole:\n{dom.console()[-3000:]}"
+    assert "provisioned" in done.stdout
+    await wait_console(dom, f"{marker}: booted from the written disk", 120)
+    return elapsed
 
-    assert_booted_through_our_network(tb, dom, ns)
-    hw = st.hardware
-    assert hw is not None
-    assert any(n.mac == dom.mac for n in hw.nics), hw.nics  # the VM's real virtio NIC
-    assert any(d.name == "/dev/vda" and d.size_bytes == dom.disk_bytes for d in hw.storage), hw.storage
-    assert st.provisioning.image is not None and st.provisioning.image.checksum == image.sha256
-    # the written disk holds the image, then the config drive in its last 64 MiB
-    with dom.disk.open("rb") as f:
-        assert f.read(image.size) == image.path.read_bytes()
-        f.seek(dom.disk_bytes - (64 << 20))
-        assert marker.encode() in f.read(64 << 20)
+
+async def provision_with_bmh(
+    tb: VMTestBed, kube: k8s.ApiClient, dom: Domain, image: BuiltImage, marker: str
+) -> tuple[dict[str, Any], float]:
+    """A BareMetalHost (and its Secrets) on the API server, BMC over IPMI (virtualbmc); the bridge
+    drives it. Returns the object once its status says provisioned, and the seconds it took."""
+    docs = host_docs(tb, dom, "default", image, marker, await asyncio.to_thread(tb.ipmi_address, dom))
+    co, core = k8s.CustomObjectsApi(kube), k8s.CoreV1Api(kube)
+    for secret in docs[:2]:
+        body = k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name=secret["metadata"]["name"]), string_data=secret["stringData"]
+        )
+        await asyncio.to_thread(core.create_namespaced_secret, "default", body)
+    started = time.monotonic()
+    await asyncio.to_thread(co.create_namespaced_custom_object, G, V, "default", P, docs[2])
+
+    def provisioned() -> dict[str, Any] | None:
+        obj: dict[str, Any] = co.get_namespaced_custom_object(G, V, "default", P, dom.name)
+        status = obj.get("status", {})
+        if status.get("errorType"):
+            raise AssertionError(f"{status}\nconsole:\n{dom.console()[-3000:]}")
+        return obj if status.get("provisioning", {}).get("state") == "provisioned" else None
+
+    deadline = time.monotonic() + 300
+    while (obj := await asyncio.to_thread(provisioned)) is None:
+        assert time.monotonic() < deadline, f"not provisioned in 300s:\n{dom.console()[-3000:]}"
+        await asyncio.sleep(1)
+    elapsed = time.monotonic() - started
+    await wait_console(dom, f"{marker}: booted from the written disk", 120)
+    return obj, elapsed
 
 
 @pytest_asyncio.fixture
@@ -260,61 +241,61 @@ async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
             api.close()
 
 
-async def test_baremetalhost_with_ipmi_bmc_provisions_the_vm(
+async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremetalhost_ipmi(
     client: Client,
     bed: tuple[VMTestBed, Settings],
     kube: k8s.ApiClient,
+    tmp_path: Path,
+    ns: str,
     marker_image: tuple[BuiltImage, str],
 ) -> None:
-    """The second way in: a BareMetalHost on the test API server, through the bridge; its BMC
-    is virtualbmc (IPMI over UDP on loopback) instead of Redfish."""
+    """Two servers at once, one per way in: the CLI with a Redfish BMC (sushy-emulator's libvirt
+    driver), and a BareMetalHost through the bridge with an IPMI BMC (virtualbmc). Both run the
+    whole lifecycle at the same time, which also keeps the test within its time budget."""
     tb, _ = bed
     settings = Settings()  # the bed's settings plus the kubeconfig and status publishing
     image, marker = marker_image
-    dom = await asyncio.to_thread(tb.add_domain, "vm-ipmi")
-    address = await asyncio.to_thread(tb.ipmi_address, dom)
-    docs = host_docs(tb, dom, "default", image, marker, address)
-    co, core = k8s.CustomObjectsApi(kube), k8s.CoreV1Api(kube)
-    for secret in docs[:2]:
-        await asyncio.to_thread(
-            core.create_namespaced_secret,
-            "default",
-            k8s.V1Secret(
-                metadata=k8s.V1ObjectMeta(name=secret["metadata"]["name"]), string_data=secret["stringData"]
-            ),
-        )
+    vm_redfish = await asyncio.to_thread(tb.add_domain, "vm-redfish")
+    vm_ipmi = await asyncio.to_thread(tb.add_domain, "vm-ipmi")
     bridge = Bridge(kube, client, settings, resync_seconds=5)
-    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with build_worker(client, settings, executor):
             runner = asyncio.create_task(bridge.run())
             try:
-                await asyncio.to_thread(co.create_namespaced_custom_object, G, V, "default", P, docs[2])
-
-                def provisioned() -> dict[str, Any] | None:
-                    obj: dict[str, Any] = co.get_namespaced_custom_object(G, V, "default", P, dom.name)
-                    state = obj.get("status", {}).get("provisioning", {}).get("state")
-                    if obj.get("status", {}).get("errorType"):
-                        raise AssertionError(f"{obj['status']}\nconsole:\n{dom.console()[-3000:]}")
-                    return obj if state == "provisioned" else None
-
-                deadline = time.monotonic() + 300
-                while (obj := await asyncio.to_thread(provisioned)) is None:
-                    assert time.monotonic() < deadline, f"not provisioned in 300s:\n{dom.console()[-3000:]}"
-                    await asyncio.sleep(1)
-                elapsed = time.monotonic() - started
-                await wait_console(dom, f"{marker}: booted from the written disk", 120)
-                print(f"\n{dom.name} (BareMetalHost, IPMI): provisioned in {elapsed:.1f}s")
+                cli_seconds, (obj, bmh_seconds) = await asyncio.gather(
+                    provision_with_cli(tb, tmp_path, ns, vm_redfish, image, marker),
+                    provision_with_bmh(tb, kube, vm_ipmi, image, marker),
+                )
             finally:
                 bridge.stop()
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
-    assert_booted_through_our_network(tb, dom, "default")
-    st = obj["status"]
-    assert st["operationalStatus"] == "OK" and st["poweredOn"] is True
-    assert any(n["mac"] == dom.mac for n in st["hardware"]["nics"])
-    assert any(
-        d["name"] == "/dev/vda" and d["sizeBytes"] == dom.disk_bytes for d in st["hardware"]["storage"]
+            st = await operations.status(client, HostRef(namespace=ns, name=vm_redfish.name))
+    print(
+        f"\nprovisioned: {vm_redfish.name} (CLI, Redfish) in {cli_seconds:.0f}s, "
+        f"{vm_ipmi.name} (BareMetalHost, IPMI) in {bmh_seconds:.0f}s, concurrently ({tb.accel})"
     )
-    assert st["provisioning"]["image"]["checksum"] == image.sha256
+
+    # the CLI-registered, Redfish-driven server
+    assert_booted_through_our_network(tb, vm_redfish, ns)
+    hw = st.hardware
+    assert hw is not None
+    assert any(n.mac == vm_redfish.mac for n in hw.nics), hw.nics  # the VM's real virtio NIC
+    assert any(d.name == "/dev/vda" and d.size_bytes == vm_redfish.disk_bytes for d in hw.storage), hw.storage
+    assert st.provisioning.image is not None and st.provisioning.image.checksum == image.sha256
+    with vm_redfish.disk.open("rb") as f:  # the image, then the config drive in the last 64 MiB
+        assert f.read(image.size) == image.path.read_bytes()
+        f.seek(vm_redfish.disk_bytes - (64 << 20))
+        assert marker.encode() in f.read(64 << 20)
+
+    # the BareMetalHost, IPMI-driven server: the same facts, read from the object's status
+    assert_booted_through_our_network(tb, vm_ipmi, "default")
+    status = obj["status"]
+    assert status["operationalStatus"] == "OK" and status["poweredOn"] is True
+    assert any(n["mac"] == vm_ipmi.mac for n in status["hardware"]["nics"])
+    assert any(
+        d["name"] == "/dev/vda" and d["sizeBytes"] == vm_ipmi.disk_bytes
+        for d in status["hardware"]["storage"]
+    )
+    assert status["provisioning"]["image"]["checksum"] == image.sha256
     assert tb.password not in str(obj)
