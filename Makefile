@@ -34,7 +34,7 @@ bench: install system-deps
 E2E_CACHE ?= .metalflow/e2e-cache
 e2e: install system-deps
 	scripts/e2e-deps.sh $(VENV) $(E2E_CACHE)
-	METALFLOW_E2E_CACHE=$(abspath $(E2E_CACHE)) $(BIN)/pytest -q -m e2e tests/e2e
+	METALFLOW_E2E_CACHE=$(abspath $(E2E_CACHE)) $(BIN)/pytest -q -rs -m e2e tests/e2e
 
 clean:
 	rm -rf .metalflow

@@ -196,6 +196,7 @@ class Domain:
     def undefine(self) -> None:
         virsh("destroy", self.name, check=False)
         virsh("undefine", self.name, check=False)
+        Path(f"/var/log/libvirt/qemu/{self.name}.log").unlink(missing_ok=True)
 
     def console(self) -> str:
         return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +46,7 @@ from metalflow.devenv.vm import (
     build_deploy_ramdisk,
     build_marker_image,
     missing_requirements,
+    virsh,
 )
 from metalflow.models import HostRef
 from metalflow.settings import Settings
@@ -175,6 +177,31 @@ def assert_booted_through_our_network(tb: VMTestBed, dom: Domain, ns: str) -> No
     assert "/images/os.img to /dev/vda" in console and "config drive written to /dev/vda" in console
 
 
+async def agent_steps(client: Client, workflow_id: str) -> list[str]:
+    """The in-band activities the host's workflow and its children ran, in order."""
+    steps = []
+    runs = [wf async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"')]
+    for wf in sorted(runs, key=lambda wf: wf.start_time):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        for event in history.events:
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                name = event.activity_task_scheduled_event_attributes.activity_type.name
+                if name.startswith("agent."):
+                    steps.append(name)
+    return steps
+
+
+def boots_from_disk_only(dom: Domain) -> bool:
+    """The domain's persistent definition boots /dev/vda alone (Hdd, set after deploy)."""
+    xml = ET.fromstring(virsh("dumpxml", "--inactive", dom.name).stdout)
+    os_boot = [b.get("dev") for b in xml.findall("os/boot")]
+    disk_order = [d for d in xml.findall("devices/disk") if d.find("boot") is not None]
+    nic_order = [i for i in xml.findall("devices/interface") if i.find("boot") is not None]
+    return (os_boot == ["hd"] and not disk_order and not nic_order) or (
+        not os_boot and len(disk_order) == 1 and not nic_order
+    )
+
+
 async def provision_with_cli(
     tb: VMTestBed, tmp_path: Path, ns: str, dom: Domain, image: BuiltImage, marker: str
 ) -> float:
@@ -271,10 +298,23 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
             st = await operations.status(client, HostRef(namespace=ns, name=vm_redfish.name))
+            steps = {
+                vm.name: await agent_steps(client, f"host/{host_ns}/{vm.name}")
+                for vm, host_ns in ((vm_redfish, ns), (vm_ipmi, "default"))
+            }
     print(
         f"\nprovisioned: {vm_redfish.name} (CLI, Redfish) in {cli_seconds:.0f}s, "
         f"{vm_ipmi.name} (BareMetalHost, IPMI) in {bmh_seconds:.0f}s, concurrently ({tb.accel})"
     )
+
+    for vm in (vm_redfish, vm_ipmi):
+        ran = steps[vm.name]
+        for step in ("agent.inventory", "agent.clean", "agent.write_image", "agent.write_configdrive"):
+            assert step in ran, f"{vm.name} never ran {step}: {ran}"
+        assert (
+            ran.index("agent.clean") < ran.index("agent.write_image") < ran.index("agent.write_configdrive")
+        )
+        assert boots_from_disk_only(vm), virsh("dumpxml", "--inactive", vm.name).stdout
 
     # the CLI-registered, Redfish-driven server
     assert_booted_through_our_network(tb, vm_redfish, ns)
