@@ -393,6 +393,24 @@ class VMTestBed:
     def redfish_address(self, dom: Domain) -> str:
         return f"redfish+http://127.0.0.1:{self.sushy_port}/redfish/v1/Systems/{dom.uuid}"
 
+    def residue(self) -> list[str]:
+        """What of this test bed is still on the machine after `stop()` (empty when clean)."""
+        left = [f"network namespace {self.ns.name}"] if Path(f"/run/netns/{self.ns.name}").exists() else []
+        left += [f"{p.name} (pid {p.pid})" for p in self.procs if p.alive()]
+        for dom in self.domains:
+            for path in (
+                Path(f"/etc/libvirt/qemu/{dom.name}.xml"),
+                Path(f"/var/log/libvirt/qemu/{dom.name}.log"),
+            ):
+                if path.exists():
+                    left.append(str(path))
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                args = cmdline.read_bytes().split(b"\0")
+                if any(f"guest={d.name}".encode() in a for d in self.domains for a in args):
+                    left.append(f"QEMU process {cmdline.parent.name}")
+        return left
+
     def stop(self) -> None:
         """Domains destroyed and undefined, processes stopped by PID, namespace deleted."""
         for dom in self.domains:
@@ -401,5 +419,4 @@ class VMTestBed:
         for proc in reversed(self.procs):
             with contextlib.suppress(Exception):
                 proc.stop()
-        self.procs.clear()
         self.ns.delete()

@@ -113,7 +113,7 @@ async def bed(
     finally:
         await asyncio.to_thread(tb.stop)
         await runner.cleanup()
-    assert not Path(f"/run/netns/{tb.ns.name}").exists(), "the namespace outlived the test"
+    assert tb.residue() == [], "the test bed left these behind"
 
 
 def host_docs(
