@@ -43,6 +43,8 @@ def missing_requirements(kernel_root: Path) -> list[str]:
     missing = []
     if os.geteuid() != 0:
         missing.append("root (network namespaces, libvirtd)")
+    if not Path("/lib").is_symlink():
+        missing.append("a merged-/usr host (the ramdisk mounts /usr and links /lib to it)")
     if not Path("/dev/net/tun").exists():
         missing.append("/dev/net/tun")
     for tool in ("libvirtd", "virsh", "qemu-system-x86_64", "dnsmasq", "ip", "busybox", "syslinux", "mcopy"):
