@@ -6,6 +6,7 @@
 # the e2e tests then skip themselves and say why.
 #   scripts/e2e-deps.sh VENV CACHE_DIR
 set -euo pipefail
+cd "$(dirname "$0")/.."  # the repository root: VENV and CACHE_DIR are relative to it
 venv=${1:?venv directory}; cache=${2:?cache directory}
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "e2e: needs root and apt-get to install libvirt/QEMU; the e2e tests will skip" >&2; exit 0
@@ -50,7 +51,7 @@ if ! ls "$cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
     pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
     echo "e2e: extracting $pkg into $cache/kernel"
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-    (cd "$tmp" && timeout 300 apt-get download "$pkg" 2>/dev/null)
+    (cd "$tmp" && timeout 300 apt-get download -qq "$pkg" >/dev/null 2>&1)
     rm -rf "$cache/kernel.new" && dpkg -x "$tmp"/*.deb "$cache/kernel.new"
     mv "$cache/kernel.new" "$cache/kernel"
 fi
