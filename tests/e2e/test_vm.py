@@ -32,6 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.boot import dnsmasq
 from k8s_bridge.controller import Bridge
 from metalflow import operations
+from metalflow.devenv.bootable_image import build_marker_image
 from metalflow.devenv.images import BuiltImage
 from metalflow.devenv.kapi import KubeAPIServer
 from metalflow.devenv.processes import free_port
@@ -44,7 +45,6 @@ from metalflow.devenv.vm import (
     agent_kernel_args,
     agent_shares,
     build_deploy_ramdisk,
-    build_marker_image,
     missing_requirements,
     virsh,
 )
