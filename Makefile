@@ -30,8 +30,11 @@ lint: install
 bench: install system-deps
 	$(PY) bench/image_write.py
 
+# The QEMU test bed (README: "metal3-dev-env on one laptop"); installs libvirt/QEMU on first use.
+E2E_CACHE ?= .metalflow/e2e-cache
 e2e: install system-deps
-	$(BIN)/pytest -q -m e2e tests/e2e
+	scripts/e2e-deps.sh $(VENV) $(E2E_CACHE)
+	METALFLOW_E2E_CACHE=$(abspath $(E2E_CACHE)) $(BIN)/pytest -q -rs -m e2e tests/e2e
 
 clean:
 	rm -rf .metalflow

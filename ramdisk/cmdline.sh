@@ -8,6 +8,8 @@ parse_cmdline() {
             metalflow.namespace=*) MF_NAMESPACE=${arg#*=} ;;
             metalflow.tls=*) MF_TLS=${arg#*=} ;;
             metalflow.task_queue=*) MF_TASK_QUEUE=${arg#*=} ;;
+            metalflow.9p=*) MF_9P=${arg#*=} ;;   # tag:/path,... (test bed: agent code over 9p)
+            metalflow.agent=*) MF_AGENT=${arg#*=} ;;
             BOOTIF=01-*) MF_BOOT_MAC=$(echo "${arg#BOOTIF=01-}" | tr '-' ':') ;;
         esac
     done

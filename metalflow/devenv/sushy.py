@@ -66,12 +66,6 @@ def start_sushy(
 ) -> SushyEmulator:
     """Start the emulator; with `notify_url`, every system change is PUT there as JSON
     (sushy-tools' external notifier), so watchers see each power transition, however short."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    htpasswd = workdir / "htpasswd"
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{username}:{hashed}\n")
-    htpasswd.chmod(0o600)
     fake = [
         {
             "uuid": s.uuid,
@@ -82,17 +76,56 @@ def start_sushy(
         }
         for s in systems
     ]
+    return _launch(
+        workdir,
+        [
+            "SUSHY_EMULATOR_FAKE_DRIVER = True",
+            f"SUSHY_EMULATOR_FAKE_SYSTEMS = {fake!r}",
+            f"SUSHY_EMULATOR_FEATURE_SET = {feature_set!r}",
+            "SUSHY_EMULATOR_VMEDIA_VERIFY_SSL = False",
+            f"EXTERNAL_NOTIFICATION_URL = {notify_url or 'http://127.0.0.1:9'!r}",
+        ],
+        username,
+        password,
+        port,
+    )
+
+
+def start_sushy_libvirt(
+    workdir: Path, username: str, password: str, uri: str = "qemu:///system", port: int | None = None
+) -> SushyEmulator:
+    """The emulator's libvirt driver: every libvirt domain is a Redfish System (the e2e test bed).
+    SUSHY_EMULATOR_ALLOWED_INSTANCES stays unset: the test bed's libvirtd holds only its own VMs.
+    Legacy boot names SeaBIOS explicitly: libvirt refuses a ROM loader without a path."""
+    loaders = {
+        "UEFI": {"x86_64": "/usr/share/OVMF/OVMF_CODE.fd"},
+        "Legacy": {"x86_64": "/usr/share/seabios/bios-256k.bin"},
+    }
+    return _launch(
+        workdir,
+        [f"SUSHY_EMULATOR_LIBVIRT_URI = {uri!r}", f"SUSHY_EMULATOR_BOOT_LOADER_MAP = {loaders!r}"],
+        username,
+        password,
+        port,
+    )
+
+
+def _launch(
+    workdir: Path, driver_lines: list[str], username: str, password: str, port: int | None
+) -> SushyEmulator:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    htpasswd = workdir / "htpasswd"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"{username}:{hashed}\n")
+    htpasswd.chmod(0o600)
     config = workdir / "emulator.conf"
     config.write_text(
         "\n".join(
             [
-                "SUSHY_EMULATOR_FAKE_DRIVER = True",
-                f"SUSHY_EMULATOR_FAKE_SYSTEMS = {fake!r}",
+                *driver_lines,
                 f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}",
                 f"SUSHY_EMULATOR_STATE_DIR = {str(workdir / 'state')!r}",
-                f"SUSHY_EMULATOR_FEATURE_SET = {feature_set!r}",
-                "SUSHY_EMULATOR_VMEDIA_VERIFY_SSL = False",
-                f"EXTERNAL_NOTIFICATION_URL = {notify_url or 'http://127.0.0.1:9'!r}",
                 "",
             ]
         )

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# What `make e2e` needs beyond `make test`: libvirt + QEMU (the VM that plays the bare-metal
+# server), syslinux/mtools (the bootable image the test writes), a Debian kernel (extracted,
+# never installed), and the libvirt Python bindings for sushy-emulator and virtualbmc.
+# Exits 0 with a message when this machine cannot run the VM test bed (not root, no apt-get):
+# the e2e tests then skip themselves and say why.
+#   scripts/e2e-deps.sh VENV CACHE_DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."  # the repository root: VENV and CACHE_DIR are relative to it
+venv=${1:?venv directory}; cache=${2:?cache directory}
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "e2e: needs root and apt-get to install libvirt/QEMU; the e2e tests will skip" >&2; exit 0
+fi
+need=(libvirt-daemon:libvirtd libvirt-daemon-driver-qemu:/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so
+      libvirt-clients:virsh libvirt-dev:/usr/include/libvirt/libvirt.h pkg-config:pkg-config gcc:gcc
+      qemu-system-x86:qemu-system-x86_64 ipxe-qemu:/usr/lib/ipxe/qemu/pxe-virtio.rom
+      syslinux:syslinux syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32 mtools:mcopy
+      dosfstools:mkfs.fat busybox:busybox dnsmasq-base:dnsmasq iproute2:ip)
+missing=()
+for pair in "${need[@]}"; do
+    pkg=${pair%%:*}; what=${pair#*:}
+    if [[ $what == /* ]]; then [ -e "$what" ] || missing+=("$pkg")
+    else command -v "$what" >/dev/null 2>&1 || [ -x "/usr/sbin/$what" ] || missing+=("$pkg"); fi
+done
+export DEBIAN_FRONTEND=noninteractive
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "e2e: installing Debian packages: ${missing[*]}"
+    timeout 120 apt-get update -qq
+    timeout 300 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libvirt as the test bed runs it: QEMU as root, no security driver (no AppArmor/SELinux here).
+conf=/etc/libvirt/qemu.conf
+if [ ! -e "$conf" ] || grep -q '^# metalflow e2e' "$conf"; then
+    mkdir -p /etc/libvirt
+    printf '%s\n' '# metalflow e2e: QEMU runs as root without a security driver (test bed only)' \
+        'user = "root"' 'group = "root"' 'security_driver = "none"' 'dynamic_ownership = 0' \
+        'remember_owner = 0' 'stdio_handler = "file"' > "$conf"
+else
+    echo "e2e: $conf exists and is not ours; leaving it (QEMU must run as root, security_driver none)" >&2
+fi
+id libvirt-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
+
+# Python side: libvirt bindings (sushy-emulator's libvirt driver, virtualbmc).
+"$venv/bin/python" -c 'import libvirt, virtualbmc' 2>/dev/null ||
+    timeout 300 "$venv/bin/pip" install -q -e '.[e2e]'
+
+# The Debian kernel the VM boots (deploy ramdisk and the written image): extracted, not installed.
+mkdir -p "$cache"
+if ! ls "$cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
+    pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    echo "e2e: extracting $pkg into $cache/kernel"
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && timeout 300 apt-get download -qq "$pkg" >/dev/null 2>&1)
+    rm -rf "$cache/kernel.new" && dpkg -x "$tmp"/*.deb "$cache/kernel.new"
+    mv "$cache/kernel.new" "$cache/kernel"
+fi

@@ -1,0 +1,341 @@
+"""Real end to end: a QEMU VM is the bare-metal server, PXE-booted and provisioned.
+
+Redfish (sushy-emulator's libvirt driver) powers and boot-selects the VM; its NIC PXE-boots
+through our dnsmasq config and iPXE script into the deploy ramdisk, whose agent is a Temporal
+worker on the host's queue; the agent inventories the VM's real virtio NIC and disk, cleans,
+writes a bootable image (checksum verified) and the config drive; the VM then boots the
+written disk and prints the image's marker on its serial console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.boot import dnsmasq
+from k8s_bridge.controller import Bridge
+from metalflow import operations
+from metalflow.devenv.bootable_image import build_marker_image
+from metalflow.devenv.images import BuiltImage
+from metalflow.devenv.kapi import KubeAPIServer
+from metalflow.devenv.processes import free_port
+from metalflow.devenv.vm import (
+    NET_ADDRESS,
+    REPO,
+    Domain,
+    VMTestBed,
+    VMTestBedUnavailable,
+    agent_kernel_args,
+    agent_shares,
+    build_deploy_ramdisk,
+    missing_requirements,
+    virsh,
+)
+from metalflow.models import HostRef
+from metalflow.settings import Settings
+from worker.boot_server import start_boot_server
+from worker.control import build_worker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
+CACHE = Path(os.environ.get("METALFLOW_E2E_CACHE", REPO / ".metalflow" / "e2e-cache"))
+KERNEL_ROOT = CACHE / "kernel"
+
+
+@pytest.fixture(scope="module")
+def marker_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BuiltImage, str]]:
+    missing = missing_requirements(KERNEL_ROOT)
+    if missing:
+        pytest.skip("the VM test bed cannot run on this machine; missing: " + ", ".join(missing))
+    kernel = next(KERNEL_ROOT.glob("boot/vmlinuz-*"))
+    marker = f"METALFLOW-E2E-{uuid.uuid4().hex[:8]}"
+    yield build_marker_image(tmp_path_factory.mktemp("image") / "os.img", kernel, marker), marker
+
+
+@pytest_asyncio.fixture
+async def bed(
+    temporal_env: WorkflowEnvironment,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    marker_image: tuple[BuiltImage, str],
+) -> AsyncIterator[tuple[VMTestBed, Settings]]:
+    """The test bed plus Settings that point the VM at it; everything torn down after."""
+    temporal_port = int(temporal_env.client.service_client.config.target_host.rsplit(":", 1)[1])
+    boot_port = free_port()
+    tb = VMTestBed(tmp_path / "bed", KERNEL_ROOT, boot_port, temporal_port)
+    tb.workdir.mkdir(parents=True)
+    monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tb.boot_dir))
+    monkeypatch.setenv("METALFLOW_BOOT_SERVER_URL", f"http://{NET_ADDRESS}:{boot_port}")
+    monkeypatch.setenv("METALFLOW_AGENT_TEMPORAL_ADDRESS", f"{NET_ADDRESS}:{temporal_port}")
+    monkeypatch.setenv("METALFLOW_DNSMASQ_PID_FILE", str(tb.dnsmasq_pid_file))
+    monkeypatch.setenv("METALFLOW_KERNEL_ARGS", agent_kernel_args(agent_shares()))
+    monkeypatch.setenv("METALFLOW_RAMDISK_BOOT_TIMEOUT_SECONDS", "240")
+    vm_settings = Settings()
+    await asyncio.to_thread(build_deploy_ramdisk, KERNEL_ROOT, tb.boot_dir)
+    (tb.boot_dir / "images").mkdir(parents=True)
+    image, _ = marker_image
+    os.link(image.path, tb.boot_dir / "images" / "os.img")
+    net = dnsmasq.BootNetwork(
+        interface=tb.ns.bridge,
+        range_start="192.0.2.50",
+        range_end="192.0.2.99",
+        tftp_root=Path("/usr/lib/ipxe"),
+        pid_file=tb.dnsmasq_pid_file,
+        lease_file=tb.workdir / "dnsmasq.leases",
+        run_as="root",
+    )
+    dnsmasq.hosts_dir(vm_settings).mkdir(parents=True)
+    runner = await start_boot_server("127.0.0.1", boot_port, tb.boot_dir)
+    try:
+        try:
+            await asyncio.to_thread(tb.start, dnsmasq.base_config(net, vm_settings))
+        except VMTestBedUnavailable as err:
+            pytest.skip(str(err))
+        yield tb, vm_settings
+    finally:
+        await asyncio.to_thread(tb.stop)
+        await runner.cleanup()
+    assert tb.residue() == [], "the test bed left these behind"
+
+
+def host_docs(
+    tb: VMTestBed, dom: Domain, ns: str, image: BuiltImage, marker: str, bmc_address: str
+) -> list[dict[str, Any]]:
+    """Secret (BMC), Secret (userData) and the BareMetalHost, as metal3 takes them."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "bmc", "namespace": ns},
+            "stringData": {"username": "admin", "password": tb.password},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "user-data", "namespace": ns},
+            "stringData": {"userData": f"#cloud-config\nhostname: {dom.name}\n# {marker}\n"},
+        },
+        {
+            "apiVersion": "metal3.io/v1alpha1",
+            "kind": "BareMetalHost",
+            "metadata": {"name": dom.name, "namespace": ns},
+            "spec": {
+                "online": True,
+                "bootMACAddress": dom.mac,
+                "bootMode": "legacy",  # SeaBIOS: the VM has no OVMF firmware
+                "bmc": {"address": bmc_address, "credentialsName": "bmc"},
+                "rootDeviceHints": {"deviceName": "/dev/vda"},
+                "image": {
+                    "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/os.img",
+                    "checksum": image.sha256,
+                    "checksumType": "sha256",
+                    "format": "raw",
+                },
+                "userData": {"name": "user-data", "namespace": ns},
+            },
+        },
+    ]
+
+
+async def wait_console(dom: Domain, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in dom.console():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{text!r} not on {dom.name}'s console in {timeout:.0f}s:\n{dom.console()[-3000:]}"
+            )
+        await asyncio.sleep(0.5)
+
+
+def assert_booted_through_our_network(tb: VMTestBed, dom: Domain, ns: str) -> None:
+    """The VM's iPXE asked our dnsmasq (user class iPXE, a known MAC) and was sent our per-host
+    script; the kernel it then booted carries that script's arguments and its agent did the work."""
+    log = (tb.workdir / "dnsmasq.log").read_text()
+    assert "user class: iPXE" in log and "tags: known, ipxe" in log, log[-2000:]
+    assert f"bootfile-name  http://{NET_ADDRESS}:{tb.boot_port}/boot/${{mac:hexhyp}}.ipxe" in log
+    console = dom.console()
+    assert f"BOOTIF=01-{dom.mac.replace(':', '-')}" in console
+    assert f"metalflow: agent for {ns}.{dom.name} on {NET_ADDRESS}:" in console, console[-3000:]
+    assert "/images/os.img to /dev/vda" in console and "config drive written to /dev/vda" in console
+
+
+async def agent_steps(client: Client, workflow_id: str) -> list[str]:
+    """The in-band activities the host's workflow and its children ran, in order."""
+    steps = []
+    runs = [wf async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"')]
+    for wf in sorted(runs, key=lambda wf: wf.start_time):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        for event in history.events:
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                name = event.activity_task_scheduled_event_attributes.activity_type.name
+                if name.startswith("agent."):
+                    steps.append(name)
+    return steps
+
+
+def boots_from_disk_only(dom: Domain) -> bool:
+    """The domain's persistent definition boots /dev/vda alone (Hdd, set after deploy)."""
+    xml = ET.fromstring(virsh("dumpxml", "--inactive", dom.name).stdout)
+    os_boot = [b.get("dev") for b in xml.findall("os/boot")]
+    disk_order = [d for d in xml.findall("devices/disk") if d.find("boot") is not None]
+    nic_order = [i for i in xml.findall("devices/interface") if i.find("boot") is not None]
+    return (os_boot == ["hd"] and not disk_order and not nic_order) or (
+        not os_boot and len(disk_order) == 1 and not nic_order
+    )
+
+
+async def provision_with_cli(
+    tb: VMTestBed, tmp_path: Path, ns: str, dom: Domain, image: BuiltImage, marker: str
+) -> float:
+    """`metalflow provision hosts.yaml --wait` with a Redfish BMC; seconds to provisioned."""
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump_all(host_docs(tb, dom, ns, image, marker, tb.redfish_address(dom))))
+    started = time.monotonic()
+    argv = [sys.executable, "-m", "metalflow", "provision", str(path), "--wait", "--timeout", "300"]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*argv, "--secrets-dir", str(tmp_path / "secrets")],
+        capture_output=True,
+        text=True,
+        timeout=330,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nconsole:\n{dom.console()[-3000:]}"
+    assert "provisioned" in done.stdout
+    await wait_console(dom, f"{marker}: booted from the written disk", 120)
+    return elapsed
+
+
+async def provision_with_bmh(
+    tb: VMTestBed, kube: k8s.ApiClient, dom: Domain, image: BuiltImage, marker: str
+) -> tuple[dict[str, Any], float]:
+    """A BareMetalHost (and its Secrets) on the API server, BMC over IPMI (virtualbmc); the bridge
+    drives it. Returns the object once its status says provisioned, and the seconds it took."""
+    docs = host_docs(tb, dom, "default", image, marker, await asyncio.to_thread(tb.ipmi_address, dom))
+    co, core = k8s.CustomObjectsApi(kube), k8s.CoreV1Api(kube)
+    for secret in docs[:2]:
+        body = k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name=secret["metadata"]["name"]), string_data=secret["stringData"]
+        )
+        await asyncio.to_thread(core.create_namespaced_secret, "default", body)
+    started = time.monotonic()
+    await asyncio.to_thread(co.create_namespaced_custom_object, G, V, "default", P, docs[2])
+
+    def provisioned() -> dict[str, Any] | None:
+        obj: dict[str, Any] = co.get_namespaced_custom_object(G, V, "default", P, dom.name)
+        status = obj.get("status", {})
+        if status.get("errorType"):
+            raise AssertionError(f"{status}\nconsole:\n{dom.console()[-3000:]}")
+        return obj if status.get("provisioning", {}).get("state") == "provisioned" else None
+
+    deadline = time.monotonic() + 300
+    while (obj := await asyncio.to_thread(provisioned)) is None:
+        assert time.monotonic() < deadline, f"not provisioned in 300s:\n{dom.console()[-3000:]}"
+        await asyncio.sleep(1)
+    elapsed = time.monotonic() - started
+    await wait_console(dom, f"{marker}: booted from the written disk", 120)
+    return obj, elapsed
+
+
+@pytest_asyncio.fixture
+async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[k8s.ApiClient]:
+    async with KubeAPIServer() as server:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("METALFLOW_KUBECONFIG", str(kubeconfig))
+        monkeypatch.setenv("METALFLOW_PUBLISH_STATUS_TO_KUBERNETES", "true")
+        api = config.new_client_from_config(str(kubeconfig))
+        try:
+            yield api
+        finally:
+            api.close()
+
+
+async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremetalhost_ipmi(
+    client: Client,
+    bed: tuple[VMTestBed, Settings],
+    kube: k8s.ApiClient,
+    tmp_path: Path,
+    ns: str,
+    marker_image: tuple[BuiltImage, str],
+) -> None:
+    """Two servers at once, one per way in: the CLI with a Redfish BMC (sushy-emulator's libvirt
+    driver), and a BareMetalHost through the bridge with an IPMI BMC (virtualbmc). Both run the
+    whole lifecycle at the same time, which also keeps the test within its time budget."""
+    tb, _ = bed
+    settings = Settings()  # the bed's settings plus the kubeconfig and status publishing
+    image, marker = marker_image
+    vm_redfish = await asyncio.to_thread(tb.add_domain, "vm-redfish")
+    vm_ipmi = await asyncio.to_thread(tb.add_domain, "vm-ipmi")
+    bridge = Bridge(kube, client, settings, resync_seconds=5)
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        async with build_worker(client, settings, executor):
+            runner = asyncio.create_task(bridge.run())
+            try:
+                cli_seconds, (obj, bmh_seconds) = await asyncio.gather(
+                    provision_with_cli(tb, tmp_path, ns, vm_redfish, image, marker),
+                    provision_with_bmh(tb, kube, vm_ipmi, image, marker),
+                )
+            finally:
+                bridge.stop()
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+            st = await operations.status(client, HostRef(namespace=ns, name=vm_redfish.name))
+            steps = {
+                vm.name: await agent_steps(client, f"host/{host_ns}/{vm.name}")
+                for vm, host_ns in ((vm_redfish, ns), (vm_ipmi, "default"))
+            }
+    print(
+        f"\nprovisioned: {vm_redfish.name} (CLI, Redfish) in {cli_seconds:.0f}s, "
+        f"{vm_ipmi.name} (BareMetalHost, IPMI) in {bmh_seconds:.0f}s, concurrently ({tb.accel})"
+    )
+
+    for vm in (vm_redfish, vm_ipmi):
+        ran = steps[vm.name]
+        for step in ("agent.inventory", "agent.clean", "agent.write_image", "agent.write_configdrive"):
+            assert step in ran, f"{vm.name} never ran {step}: {ran}"
+        assert (
+            ran.index("agent.clean") < ran.index("agent.write_image") < ran.index("agent.write_configdrive")
+        )
+        assert boots_from_disk_only(vm), virsh("dumpxml", "--inactive", vm.name).stdout
+
+    # the CLI-registered, Redfish-driven server
+    assert_booted_through_our_network(tb, vm_redfish, ns)
+    hw = st.hardware
+    assert hw is not None
+    assert any(n.mac == vm_redfish.mac for n in hw.nics), hw.nics  # the VM's real virtio NIC
+    assert any(d.name == "/dev/vda" and d.size_bytes == vm_redfish.disk_bytes for d in hw.storage), hw.storage
+    assert st.provisioning.image is not None and st.provisioning.image.checksum == image.sha256
+    with vm_redfish.disk.open("rb") as f:  # the image, then the config drive in the last 64 MiB
+        assert f.read(image.size) == image.path.read_bytes()
+        f.seek(vm_redfish.disk_bytes - (64 << 20))
+        assert marker.encode() in f.read(64 << 20)
+
+    # the BareMetalHost, IPMI-driven server: the same facts, read from the object's status
+    assert_booted_through_our_network(tb, vm_ipmi, "default")
+    status = obj["status"]
+    assert status["operationalStatus"] == "OK" and status["poweredOn"] is True
+    assert any(n["mac"] == vm_ipmi.mac for n in status["hardware"]["nics"])
+    assert any(
+        d["name"] == "/dev/vda" and d["sizeBytes"] == vm_ipmi.disk_bytes
+        for d in status["hardware"]["storage"]
+    )
+    assert status["provisioning"]["image"]["checksum"] == image.sha256
+    assert tb.password not in str(obj)
