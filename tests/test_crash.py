@@ -198,6 +198,7 @@ async def test_killed_worker_and_dev_server_neither_stop_nor_repeat_provisioning
     assert images.count("GET", "/images/") == 1, "the image was downloaded once"
     emu = dc.emulated[0]
     assert [b.target for b in emu.boots] == ["Pxe", "Hdd"], emu.boots
-    disk = emu.disk_path.read_bytes()[: dc.image.size]
+    with emu.disk_path.open("rb") as f:
+        disk = f.read(dc.image.size)
     assert disk.startswith(MARKER) and disk == dc.image.path.read_bytes()
     assert plant.restarts == 5

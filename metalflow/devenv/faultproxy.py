@@ -175,8 +175,8 @@ class FaultProxy:
         fault = rule.fault if rule else None
         if fault == Fault.UNAVAILABLE:
             entry.status = 503
-            body = '{"error": {"code": "Base.1.0.GeneralError", "message": "injected: service unavailable"}}'
-            return web.Response(status=503, text=body, content_type="application/json")
+            error = '{"error": {"code": "Base.1.0.GeneralError", "message": "injected: service unavailable"}}'
+            return web.Response(status=503, text=error, content_type="application/json")
         if fault == Fault.RESET:
             _reset(request)
             raise asyncio.CancelledError  # nothing more goes out on this connection
