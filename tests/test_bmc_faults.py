@@ -3,7 +3,8 @@
 503s, TCP resets, 10 s stalls and truncated JSON are absorbed by bounded, backed-off activity
 retries (visible in the history) and every host still reaches provisioned; a BMC that stays
 broken ends in "power management error" with a message that says what failed and how often,
-errorCount counts each failed try, and the host recovers once the BMC does.
+errorCount counts each failure (a BMC that then rejects the credentials fails at once,
+unretried), and the host recovers once the BMC does.
 """
 
 from __future__ import annotations
@@ -93,9 +94,12 @@ async def test_flaky_bmcs_still_provision_and_a_dead_bmc_is_a_power_management_e
         off = broken.spec.model_copy(update={"online": False})
         await operations.handle_for(client, broken.ref).execute_update("update_spec", off)
         seen = [await wait_status(client, broken.ref, lambda s: s.error_count == 1, timeout=150)]
+        # it comes back with factory credentials: rejected at once, not retried, counted again
+        proxies[BROKEN].clear()
+        proxies[BROKEN].add(Rule(Fault.UNAUTHORIZED))
         await operations.signal(client, broken.ref, "retry")
         seen.append(await wait_status(client, broken.ref, lambda s: s.error_count == 2, timeout=150))
-        proxies[BROKEN].clear()  # the BMC comes back
+        proxies[BROKEN].clear()  # the BMC is fixed for real
         await operations.signal(client, broken.ref, "retry")
         seen.append(
             await wait_status(client, broken.ref, lambda s: not s.powered_on and s.error_type is None)
@@ -144,21 +148,20 @@ async def test_flaky_bmcs_still_provision_and_a_dead_bmc_is_a_power_management_e
     assert f"127.0.0.1:{proxies[BROKEN].port} failed with HTTP 503 (attempt 6)" in first.error_message
     assert "BMCServerError" in first.error_message
     assert second.error_type == ErrorType.POWER_MANAGEMENT and second.error_count == 2
+    assert "rejected the credentials" in second.error_message and "BMCAuthError" in second.error_message
     assert recovered.error_count == 0 and recovered.operational_status == OperationalStatus.OK
     power = [
         r
         for r in activity_runs(await step_histories(client, broken.ref.workflow_id))
         if r.name == "bmc.power"
     ]
-    failed = [r for r in power if r.outcome == "failed"]
-    assert len(failed) == 2, power
-    assert all(
-        r.attempt == 6 and r.retry_state == RetryState.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED for r in failed
-    )
-    assert power[-1].outcome == "completed"
+    exhausted, rejected = (r for r in power if r.outcome == "failed")
+    assert exhausted.attempt == 6 and exhausted.retry_state == RetryState.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED
+    assert rejected.attempt == 1 and rejected.retry_state == RetryState.RETRY_STATE_NON_RETRYABLE_FAILURE
+    assert power[-1].outcome == "completed" and len(power) == 4, power  # adopt-time power-on, 2 failures, off
     # backoff: six attempts 1, 2, 4, 8 and 16 s apart cannot fit in less than 31 s
     refused = [e.at for e in proxies[BROKEN].log if e.fault == Fault.UNAVAILABLE]
-    assert refused[-1] - refused[0] >= 2 * 31
+    assert refused[-1] - refused[0] >= 31
 
     # bad input through the whole workflow: a missing image is a provisioning error naming the URL
     st = await wait_status(client, missing.ref, lambda s: s.error_type is not None, timeout=240)

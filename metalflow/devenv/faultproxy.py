@@ -38,6 +38,7 @@ _TRUNCATED = b'{"@odata.id": "/redfish/v1/Systems/1", "PowerState": '
 
 class Fault(StrEnum):
     UNAVAILABLE = "503"  # HTTP 503 with a Redfish-style error body
+    UNAUTHORIZED = "401"  # HTTP 401: the BMC no longer takes the credentials (e.g. after a reset)
     RESET = "reset"  # TCP reset before any response
     STALL = "stall"  # wait `stall_seconds`, then forward normally
     BAD_JSON = "bad-json"  # 200 with a truncated JSON body
@@ -177,6 +178,12 @@ class FaultProxy:
             entry.status = 503
             error = '{"error": {"code": "Base.1.0.GeneralError", "message": "injected: service unavailable"}}'
             return web.Response(status=503, text=error, content_type="application/json")
+        if fault == Fault.UNAUTHORIZED:
+            entry.status = 401
+            error = '{"error": {"code": "Base.1.0.GeneralError", "message": "injected: unauthorized"}}'
+            return web.Response(
+                status=401, text=error, content_type="application/json", headers={"WWW-Authenticate": "Basic"}
+            )
         if fault == Fault.RESET:
             _reset(request)
             raise asyncio.CancelledError  # nothing more goes out on this connection
