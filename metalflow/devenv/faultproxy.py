@@ -90,7 +90,10 @@ class Entry:
 
 @dataclass
 class FaultProxy:
-    upstream: str  # e.g. http://127.0.0.1:8000
+    """`async with FaultProxy("http://127.0.0.1:8000") as p:` then point clients at `p.url`,
+    `p.add(Rule(...))` to make it sick, `p.clear()` to heal, `p.log` / `p.count()` to see."""
+
+    upstream: str
     rules: list[Rule] = field(default_factory=list)
     log: list[Entry] = field(default_factory=list)
     port: int = 0
