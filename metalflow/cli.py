@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from temporalio.service import RPCError
 
@@ -51,7 +52,7 @@ def status_table(rows: list[tuple[HostRef, HostStatus]], title: str = "hosts") -
             "on" if st.powered_on else "off",
             st.current_step,
             st.operational_status.value,
-            error[:120],
+            escape(error[:120]),
             style=style,
         )
     return table
@@ -79,9 +80,8 @@ async def watch_until_settled(
 
 
 async def cmd_provision(args: argparse.Namespace, settings: Settings) -> int:
-    hosts = load_hosts(Path(args.hostfile), Path(args.secrets_dir or settings.state_dir / "secrets"))
-    for host in hosts:
-        operations.check_spec(host.spec)
+    secrets_dir = Path(args.secrets_dir or settings.state_dir / "secrets")
+    hosts = load_hosts(Path(args.hostfile), secrets_dir, check=operations.check_spec)
     client = await connect(settings)
     for host in hosts:
         applied = await operations.apply(client, host, settings)
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     except (ManifestError, ValueError) as err:
-        err_console.print(f"[red]error:[/red] {err}")
+        err_console.print(f"[red]error:[/red] {escape(str(err))}")
         code = 2
     except TimeoutError as err:
         err_console.print(f"[red]timeout:[/red] {err}")

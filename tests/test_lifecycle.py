@@ -83,7 +83,8 @@ async def test_host_is_provisioned_then_deprovisioned(
     assert emu.boots[0].target == "Pxe" and emu.boots[0].agent
     assert emu.boots[-1].target == "Hdd" and not emu.boots[-1].agent
     assert dc.image is not None
-    disk = emu.disk_path.read_bytes()[: dc.image.size]
+    with emu.disk_path.open("rb") as f:  # the image's bytes only, not the whole 8 GiB disk
+        disk = f.read(dc.image.size)
     assert disk == dc.image.path.read_bytes()
     assert disk.startswith(MARKER)
     # the config drive (ISO 9660, label config-2) sits in the disk's last 64 MiB

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -44,3 +46,62 @@ async def record(client: Client, workflow_id: str, name: str) -> None:
         step = "" if wf.id == workflow_id else "-" + wf.id.rsplit("/", 1)[-1]
         doc = {"workflowId": wf.id, "history": json.loads(history.to_json())}
         (HISTORIES / f"{wf.workflow_type}-{name}{step}.json").write_text(json.dumps(doc))
+
+
+@dataclass
+class ActivityRun:
+    """One scheduled activity as its history tells it (retries are one run, `attempt` the last)."""
+
+    workflow_id: str
+    name: str
+    attempt: int = 0
+    outcome: str = "pending"  # completed | failed | timed_out | pending
+    retry_state: int = 0
+    maximum_attempts: int = 0
+    backoff: float = 0.0
+    failure: str = ""
+
+
+async def step_histories(client: Client, workflow_id: str) -> dict[str, list[HistoryEvent]]:
+    """A host's history and its step children's (found through the host's own events, so no
+    visibility lag), keyed by workflow id in start order."""
+    out: dict[str, list[HistoryEvent]] = {}
+    pending = [(workflow_id, None)]
+    while pending:
+        wid, run_id = pending.pop(0)
+        events = [e async for e in client.get_workflow_handle(wid, run_id=run_id).fetch_history_events()]
+        out[wid] = events
+        for e in events:
+            if e.HasField("child_workflow_execution_started_event_attributes"):
+                ex = e.child_workflow_execution_started_event_attributes.workflow_execution
+                pending.append((ex.workflow_id, ex.run_id))
+    return out
+
+
+def activity_runs(histories: dict[str, list[HistoryEvent]]) -> list[ActivityRun]:
+    runs: list[ActivityRun] = []
+    for wid, events in histories.items():
+        by_id: dict[int, ActivityRun] = {}
+        for e in events:
+            if e.HasField("activity_task_scheduled_event_attributes"):
+                a = e.activity_task_scheduled_event_attributes
+                run = ActivityRun(
+                    wid,
+                    a.activity_type.name,
+                    maximum_attempts=a.retry_policy.maximum_attempts,
+                    backoff=a.retry_policy.backoff_coefficient,
+                )
+                by_id[e.event_id] = run
+                runs.append(run)
+            elif e.HasField("activity_task_started_event_attributes"):
+                a2 = e.activity_task_started_event_attributes
+                by_id[a2.scheduled_event_id].attempt = a2.attempt
+            elif e.HasField("activity_task_completed_event_attributes"):
+                by_id[e.activity_task_completed_event_attributes.scheduled_event_id].outcome = "completed"
+            elif e.HasField("activity_task_failed_event_attributes"):
+                a3 = e.activity_task_failed_event_attributes
+                run = by_id[a3.scheduled_event_id]
+                run.outcome, run.retry_state, run.failure = "failed", a3.retry_state, a3.failure.message
+            elif e.HasField("activity_task_timed_out_event_attributes"):
+                by_id[e.activity_task_timed_out_event_attributes.scheduled_event_id].outcome = "timed_out"
+    return runs

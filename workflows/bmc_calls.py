@@ -15,7 +15,7 @@ from metalflow.contracts import (
     PowerResult,
 )
 from metalflow.models import HostSpec
-from workflows.options import BMC_RETRY, BMC_TIMEOUT
+from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 
 
 def target_of(spec: HostSpec) -> BMCTarget:
@@ -34,6 +34,7 @@ async def power(spec: HostSpec, action: PowerAction) -> bool:
         PowerRequest(target=target_of(spec), action=action),
         result_type=PowerResult,
         start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
         retry_policy=BMC_RETRY,
         summary=f"power {action.value}",
     )
@@ -47,6 +48,7 @@ async def set_boot_device(spec: HostSpec, device: BootDevice, persistent: bool =
             target=target_of(spec), device=device, persistent=persistent, boot_mode=spec.boot_mode
         ),
         start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
         retry_policy=BMC_RETRY,
         summary=f"boot device {device.value}{' (persistent)' if persistent else ' (once)'}",
     )

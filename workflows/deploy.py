@@ -32,6 +32,7 @@ from workflows import bmc_calls
 from workflows.inband import cleanup_boot, run_on_host
 from workflows.options import (
     AGENT_SHORT_TIMEOUT,
+    BMC_HEARTBEAT,
     BMC_RETRY,
     BMC_TIMEOUT,
     IMAGE_WRITE_HEARTBEAT,
@@ -108,6 +109,7 @@ class DeployHost:
                 BMC_EJECT_MEDIA,
                 MediaRequest(target=bmc_calls.target_of(spec)),
                 start_to_close_timeout=BMC_TIMEOUT,
+                heartbeat_timeout=BMC_HEARTBEAT,
                 retry_policy=BMC_RETRY,
                 summary="eject deploy ISO",
             )

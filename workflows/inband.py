@@ -28,7 +28,15 @@ from metalflow.contracts import (
 )
 from metalflow.models import HostRef, HostSpec
 from workflows import bmc_calls
-from workflows.options import AGENT_RETRY, BMC_RETRY, BMC_TIMEOUT, FAST_TRACK_PROBE, LOCAL_RETRY
+from workflows.options import (
+    AGENT_RETRY,
+    BMC_HEARTBEAT,
+    BMC_RETRY,
+    BMC_TIMEOUT,
+    FAST_TRACK_PROBE,
+    LOCAL_RETRY,
+    LOCAL_TIMEOUT,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.bmc.address import parse_bmc_address
@@ -49,7 +57,7 @@ async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, power
             virtual_media=address.virtual_media,
         ),
         result_type=BootPrepareResult,
-        start_to_close_timeout=timedelta(minutes=2),
+        start_to_close_timeout=LOCAL_TIMEOUT,
         retry_policy=LOCAL_RETRY,
         summary=f"prepare network boot for {purpose.value}",
     )
@@ -58,6 +66,7 @@ async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, power
             BMC_INSERT_MEDIA,
             MediaRequest(target=bmc_calls.target_of(spec), image_url=prepared.iso_url),
             start_to_close_timeout=BMC_TIMEOUT,
+            heartbeat_timeout=BMC_HEARTBEAT,
             retry_policy=BMC_RETRY,
             summary="insert deploy ISO",
         )
@@ -123,7 +132,7 @@ async def cleanup_boot(ref: HostRef) -> None:
     await workflow.execute_activity(
         BOOT_CLEANUP,
         ref,
-        start_to_close_timeout=timedelta(minutes=1),
+        start_to_close_timeout=LOCAL_TIMEOUT,
         retry_policy=LOCAL_RETRY,
         summary="remove network boot entries",
     )

@@ -20,6 +20,9 @@ BMC_RETRY = RetryPolicy(
     non_retryable_error_types=_PERMANENT,
 )
 BMC_TIMEOUT = timedelta(minutes=4)
+# BMC activities heartbeat while they wait on the BMC: a call lost with its worker is retried
+# after this, not after BMC_TIMEOUT.
+BMC_HEARTBEAT = timedelta(seconds=15)
 
 # In-band work retries few times: each attempt restarts cleanly, but a bad image stays bad.
 AGENT_RETRY = RetryPolicy(
@@ -41,4 +44,6 @@ LOCAL_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=_PERMANENT,
 )
-LOCAL_TIMEOUT = timedelta(minutes=1)
+# Short local work (status publish, boot files): the timeout is also how long a call lost with
+# a crashed worker waits before its retry.
+LOCAL_TIMEOUT = timedelta(seconds=30)

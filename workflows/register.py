@@ -6,7 +6,7 @@ from temporalio import workflow
 
 from metalflow.contracts import BMC_VALIDATE, REGISTER_HOST, BMCValidation, StepInput, StepResult
 from workflows.bmc_calls import target_of
-from workflows.options import BMC_RETRY, BMC_TIMEOUT
+from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 
 
 @workflow.defn(name=REGISTER_HOST)
@@ -18,6 +18,7 @@ class RegisterHost:
             target_of(step.spec),
             result_type=BMCValidation,
             start_to_close_timeout=BMC_TIMEOUT,
+            heartbeat_timeout=BMC_HEARTBEAT,
             retry_policy=BMC_RETRY,
             summary=f"validate BMC {step.spec.bmc.address}",
         )

@@ -97,9 +97,14 @@ def write_image(
             "a live-iso image is booted from virtual media, not written; use a raw or qcow2 image",
         )
     want, kind = expected_checksum(image)
-    # A retried attempt starts from a clean device: no stale table from a half-written try.
-    cleaning.wipe_metadata(dev)
+    # Open the download first: an image that is not there leaves the disk as it was.
     resp = _get(image.url, "image", stream=True)
+    # A retried attempt starts from a clean device: no stale table from a half-written try.
+    try:
+        cleaning.wipe_metadata(dev)
+    except BaseException:
+        resp.close()
+        raise
     total = int(resp.headers.get("Content-Length") or 0)
     digest = hashlib.new(kind.value)
     try:
@@ -167,7 +172,14 @@ def _qemu_img_convert(src: str, dev: BlockDevice) -> None:
     )
     if info.returncode != 0:
         raise permanent(ErrorName.IMAGE_FORMAT, f"the image is not a valid qcow2: {info.stderr.strip()}")
-    virtual = int(json.loads(info.stdout).get("virtual-size", 0))
+    described = json.loads(info.stdout)
+    if described.get("format") != "qcow2":
+        raise permanent(
+            ErrorName.IMAGE_FORMAT,
+            f"the image is {described.get('format') or 'of unknown format'}, not qcow2; "
+            "fix spec.image.format (or leave it unset to detect it)",
+        )
+    virtual = int(described.get("virtual-size", 0))
     if virtual > dev.size_bytes:
         raise permanent(
             ErrorName.IMAGE_FORMAT,

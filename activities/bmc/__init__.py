@@ -6,8 +6,13 @@ Credentials are resolved from the SecretRef on every call and never leave the ca
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity
 
@@ -32,6 +37,34 @@ from metalflow.errors import permanent
 from metalflow.models import BootMode, HardwareDetails
 from metalflow.secrets import resolve
 
+F = TypeVar("F", bound=Callable[..., Any])
+HEARTBEAT_EVERY = 2.0
+
+
+def _keepalive(fn: F) -> F:
+    """Heartbeat from a side thread while the blocking BMC call runs, so a worker that dies
+    mid-call is noticed within the heartbeat timeout rather than the whole start-to-close."""
+
+    @functools.wraps(fn)
+    def run(*args: Any) -> Any:
+        stop = threading.Event()
+        ctx = contextvars.copy_context()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_EVERY):
+                with contextlib.suppress(Exception):
+                    ctx.run(activity.heartbeat)
+
+        ticker = threading.Thread(target=beat, name="bmc-heartbeat", daemon=True)
+        ticker.start()
+        try:
+            return fn(*args)
+        finally:
+            stop.set()
+            ticker.join()
+
+    return run  # type: ignore[return-value]
+
 
 def _open(target: BMCTarget) -> tuple[BMCAddress, redfish.Credentials]:
     try:
@@ -53,6 +86,7 @@ def _ipmi(addr: BMCAddress, creds: redfish.Credentials) -> AbstractContextManage
 
 
 @activity.defn(name=BMC_VALIDATE)
+@_keepalive
 def validate(target: BMCTarget) -> BMCValidation:
     """Registration: the credentials work and the system exists; report power and versions."""
     addr, creds = _open(target)
@@ -67,6 +101,7 @@ def validate(target: BMCTarget) -> BMCValidation:
 
 
 @activity.defn(name=BMC_POWER)
+@_keepalive
 def power(req: PowerRequest) -> PowerResult:
     addr, creds = _open(req.target)
     if addr.driver == "redfish":
@@ -79,6 +114,7 @@ def power(req: PowerRequest) -> PowerResult:
 
 
 @activity.defn(name=BMC_SET_BOOT_DEVICE)
+@_keepalive
 def set_boot_device(req: BootDeviceRequest) -> None:
     addr, creds = _open(req.target)
     if addr.driver == "redfish":
@@ -92,6 +128,7 @@ def set_boot_device(req: BootDeviceRequest) -> None:
 
 
 @activity.defn(name=BMC_INVENTORY)
+@_keepalive
 def inventory(target: BMCTarget) -> HardwareDetails:
     addr, creds = _open(target)
     if addr.driver == "redfish":
@@ -111,6 +148,7 @@ def _redfish_only(addr: BMCAddress, what: str) -> None:
 
 
 @activity.defn(name=BMC_INSERT_MEDIA)
+@_keepalive
 def insert_media(req: MediaRequest) -> None:
     addr, creds = _open(req.target)
     _redfish_only(addr, "inserting virtual media")
@@ -118,6 +156,7 @@ def insert_media(req: MediaRequest) -> None:
 
 
 @activity.defn(name=BMC_EJECT_MEDIA)
+@_keepalive
 def eject_media(req: MediaRequest) -> None:
     addr, creds = _open(req.target)
     _redfish_only(addr, "ejecting virtual media")

@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import requests
 import sushy
 from sushy import exceptions as sx
+from temporalio import activity
 
 from activities.bmc.address import BMCAddress
 from metalflow.contracts import BootDevice, ErrorName, PowerAction
@@ -43,6 +45,11 @@ class Credentials:
         return f"Credentials(user={self.username!r}, secret={self.secret})"
 
 
+# A BMC may think for a while (10 s stalls are common), but one that says nothing for 30 s is
+# treated as down for this attempt.
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 30
+
 _cache: dict[tuple[str, str, str, bool], sushy.Sushy] = {}
 _cache_lock = threading.Lock()
 
@@ -57,6 +64,13 @@ def _connect(addr: BMCAddress, creds: Credentials) -> sushy.Sushy:
             username=creds.username,
             password=creds.password,
             verify=addr.verify_tls,
+            # Retries belong to Temporal (bounded, with backoff, in the history): sushy's own
+            # defaults (10 x 3 s per 5xx GET, 3 x 2 s per reset) would hide a sick BMC for
+            # half a minute per call. One quick second try smooths a single hiccup.
+            server_side_retries=1,
+            server_side_retries_delay=1,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
         )
         with _cache_lock:
             _cache[key] = conn
@@ -68,6 +82,14 @@ def _forget(addr: BMCAddress, creds: Credentials) -> None:
         _cache.pop((addr.base_url, creds.username, creds.version, addr.verify_tls), None)
 
 
+def _attempt() -> str:
+    """' (attempt N)' inside an activity: the operator sees how often it was tried."""
+    try:
+        return f" (attempt {activity.info().attempt})"
+    except RuntimeError:
+        return ""
+
+
 def classify(err: Exception, addr: BMCAddress, creds: Credentials) -> Exception:
     """Map sushy's errors to permanent (bad input) or transient (retry) activity errors."""
     if isinstance(err, sx.AccessError):
@@ -76,13 +98,24 @@ def classify(err: Exception, addr: BMCAddress, creds: Credentials) -> Exception:
             f"the BMC at {addr.base_url} rejected the credentials of user {creds.username!r} "
             f"(HTTP {err.status_code}); fix {creds.secret}",
         )
+    where = f"the BMC at {addr.base_url}"
     if isinstance(err, sx.ServerSideError):
-        return transient("BMCServerError", f"the BMC at {addr.base_url} failed (HTTP {err.status_code})")
+        return transient("BMCServerError", f"{where} failed with HTTP {err.status_code}{_attempt()}")
     if isinstance(err, sx.ConnectionError):
-        return transient("BMCUnreachable", f"cannot reach the BMC at {addr.base_url}: {err}")
+        return transient("BMCUnreachable", f"cannot reach {where}{_attempt()}: {_short(err)}")
     if isinstance(err, sx.HTTPError):
-        return transient("BMCHTTPError", f"the BMC at {addr.base_url} answered HTTP {err.status_code}")
+        return transient("BMCHTTPError", f"{where} answered HTTP {err.status_code}{_attempt()}")
+    if isinstance(
+        err, requests.exceptions.JSONDecodeError | sx.MissingAttributeError | sx.MalformedAttributeError
+    ):
+        return transient("BMCBadResponse", f"{where} sent a malformed Redfish response{_attempt()}: {err}")
     return err
+
+
+def _short(err: Exception) -> str:
+    """sushy repeats the URL and the whole urllib3 chain; the last clause is what matters."""
+    text = str(err)
+    return text.rsplit("Error: ", 1)[-1][:200]
 
 
 def call(addr: BMCAddress, creds: Credentials, fn: Callable[[Any], Any]) -> Any:
@@ -94,9 +127,9 @@ def call(addr: BMCAddress, creds: Credentials, fn: Callable[[Any], Any]) -> Any:
             _forget(addr, creds)
             if attempt == 2:
                 raise classify(err, addr, creds) from None
-        except sx.SushyError as err:
-            if isinstance(err, sx.ConnectionError | sx.ServerSideError):
-                _forget(addr, creds)
+        except (sx.SushyError, requests.exceptions.JSONDecodeError) as err:
+            if not isinstance(err, sx.HTTPError) or isinstance(err, sx.ServerSideError):
+                _forget(addr, creds)  # a sick BMC gets a fresh connection next time
             raise classify(err, addr, creds) from None
     raise AssertionError("unreachable")
 

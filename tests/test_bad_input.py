@@ -1,0 +1,375 @@
+"""The bad-input catalogue: every case gets a typed error naming the field and the fix, and
+leaves nothing half-done (no secret written, no disk touched, nothing staged).
+
+Spec errors go through `load_hosts(..., check=check_spec)`, exactly what `metalflow provision`
+runs before it contacts Temporal; runtime errors go through the real activities against real
+files and loopback HTTP. Cases already covered elsewhere are not repeated here: wrong BMC
+password and missing system (test_bmc_activities), image 404 and checksum mismatch wiping
+the disk (test_agent), missing credentials secret in a workflow and a rejected update
+(test_lifecycle), BMC address forms (test_bmc_address).
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities import bmc
+from activities.agent import AgentActivities
+from activities.agent.config import AgentConfig, FileDisk
+from activities.configdrive import stage_configdrive
+from metalflow.bmh import ManifestError
+from metalflow.contracts import BMCTarget, CleanRequest, ConfigDriveRequest, WriteImageRequest
+from metalflow.devenv.datacenter import write_secret
+from metalflow.devenv.images import BuiltImage, build_raw_image
+from metalflow.devenv.processes import free_port
+from metalflow.hostfile import load_hosts
+from metalflow.models import ChecksumType, HostRef, ImageFormat, ImageSpec, RootDeviceHints, SecretRef
+from metalflow.operations import check_spec
+from workflows.validation import SpecError
+
+GIB = 1 << 30
+SECRET: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {"name": "node-0-bmc"},
+    "stringData": {"username": "admin", "password": "change-me"},
+}
+HOST: dict[str, Any] = {
+    "apiVersion": "metal3.io/v1alpha1",
+    "kind": "BareMetalHost",
+    "metadata": {"name": "node-0"},
+    "spec": {
+        "online": True,
+        "bootMACAddress": "52:54:00:00:00:01",
+        "bmc": {
+            "address": "redfish+http://10.0.0.10:8000/redfish/v1/Systems/1",
+            "credentialsName": "node-0-bmc",
+        },
+        "image": {
+            "url": "http://10.0.0.1/os.img",
+            "checksum": "a" * 64,
+            "checksumType": "sha256",
+            "format": "raw",
+        },
+    },
+}
+
+Docs = list[Any]
+
+
+def spec_of(docs: Docs) -> dict[str, Any]:
+    return docs[1]["spec"]  # type: ignore[no-any-return]
+
+
+def second_host(docs: Docs, **meta: Any) -> Docs:
+    other = copy.deepcopy(docs[1])
+    other["metadata"].update(meta)
+    return [*docs, other]
+
+
+def case(edit: Callable[[Docs], Docs | None], error: type[Exception], *fragments: str) -> Any:
+    return (edit, error, fragments)
+
+
+def _set(path: str, value: Any) -> Callable[[Docs], None]:
+    def edit(docs: Docs) -> None:
+        node = spec_of(docs)
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node[key]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+
+    return edit
+
+
+_DELETE = object()
+
+SPEC_CASES = {
+    "malformed BMC URL": case(
+        _set("bmc.address", "redfish://"), SpecError, "spec.bmc.address", "no valid host"
+    ),
+    "unknown BMC scheme": case(
+        _set("bmc.address", "gopher://10.0.0.10"),
+        SpecError,
+        "unknown BMC address scheme 'gopher'",
+        "redfish://",
+    ),
+    "BMC port out of range": case(
+        _set("bmc.address", "redfish://10.0.0.10:99999/redfish/v1/Systems/1"), SpecError, "invalid port"
+    ),
+    "password in the BMC URL": case(
+        _set("bmc.address", "redfish://admin:pw@10.0.0.10/redfish/v1/Systems/1"),
+        SpecError,
+        "must not carry credentials",
+        "Secret",
+    ),
+    "credentialsName missing": case(
+        _set("bmc.credentialsName", _DELETE), ManifestError, "spec.bmc.credentialsName is required"
+    ),
+    "credentials Secret unnamed": case(
+        lambda d: [{**SECRET, "metadata": {}}, d[1]], ManifestError, "Secret", "no metadata.name"
+    ),
+    "bootMACAddress malformed": case(
+        _set("bootMACAddress", "52:54:00:zz:00:01"), ManifestError, "bootMACAddress", "00:11:22:33:44:55"
+    ),
+    "bootMACAddress missing for PXE": case(
+        _set("bootMACAddress", _DELETE), SpecError, "spec.bootMACAddress is required", "virtualmedia"
+    ),
+    "duplicate boot MAC": case(
+        lambda d: second_host(d, name="node-1"), ManifestError, "52:54:00:00:00:01 is used by both"
+    ),
+    "duplicate host": case(lambda d: second_host(d), ManifestError, "names host default/node-0 twice"),
+    "host name not a Kubernetes name": case(
+        lambda d: [d[0], {**d[1], "metadata": {"name": "Node_0"}}], ManifestError, "host name 'Node_0'"
+    ),
+    "unknown spec field (typo)": case(_set("onlin", True), ManifestError, "spec.onlin", "Extra inputs"),
+    "image URL not http": case(
+        _set("image.url", "ftp://10.0.0.1/os.img"), ManifestError, "image.url", "http://"
+    ),
+    "image checksum missing": case(
+        _set("image.checksum", _DELETE), ManifestError, "image.checksum is required", "live-iso"
+    ),
+    "unknown checksum type": case(
+        _set("image.checksumType", "sha1"), ManifestError, "checksumType", "sha256"
+    ),
+    "checksum length wrong for its type": case(
+        _set("image.checksum", "a" * 32), ManifestError, "32 hex digits", "sha256 needs 64"
+    ),
+    "checksum not hex": case(_set("image.checksum", "z" * 64), ManifestError, "hex digest"),
+    "unsupported image format": case(_set("image.format", "vmdk"), ManifestError, "image.format", "qcow2"),
+    "negative root disk size": case(
+        _set("rootDeviceHints", {"minSizeGigabytes": -1}),
+        ManifestError,
+        "minSizeGigabytes",
+        "greater than or equal to 0",
+    ),
+    "userData not a Secret reference": case(
+        _set("userData", "#cloud-config"), ManifestError, "spec.userData must be {name: <secret>"
+    ),
+    "unknown cleaning mode": case(
+        _set("automatedCleaningMode", "sometimes"), ManifestError, "automatedCleaningMode", "metadata"
+    ),
+    "no BareMetalHost in the file": case(lambda d: [d[0]], ManifestError, "holds no BareMetalHost"),
+}
+
+
+@pytest.mark.parametrize(("edit", "error", "fragments"), SPEC_CASES.values(), ids=SPEC_CASES.keys())
+def test_bad_hostfile_is_rejected_before_anything_is_stored(
+    tmp_path: Path, edit: Callable[[Docs], Docs | None], error: type[Exception], fragments: tuple[str, ...]
+) -> None:
+    docs: Docs = [copy.deepcopy(SECRET), copy.deepcopy(HOST)]
+    docs = edit(docs) or docs
+    hostfile = tmp_path / "hosts.yaml"
+    hostfile.write_text(yaml.safe_dump_all(docs))
+    secrets = tmp_path / "secrets"
+    with pytest.raises(error) as err:
+        load_hosts(hostfile, secrets, check=check_spec)
+    for fragment in fragments:
+        assert fragment in str(err.value), f"{fragment!r} not in: {err.value}"
+    assert not secrets.exists() or not any(secrets.rglob("*")), "a rejected hostfile stored a secret"
+
+
+def test_the_cli_rejects_a_bad_hostfile_without_contacting_temporal(tmp_path: Path) -> None:
+    """`metalflow provision` exits 2 with the message; the (unreachable) server is never dialled."""
+    docs: Docs = [copy.deepcopy(SECRET), copy.deepcopy(HOST)]
+    spec_of(docs)["bmc"]["address"] = "gopher://10.0.0.10"
+    hostfile = tmp_path / "hosts.yaml"
+    hostfile.write_text(yaml.safe_dump_all(docs))
+    done = subprocess.run(
+        [sys.executable, "-m", "metalflow", "provision", str(hostfile), "--secrets-dir", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"METALFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "spec.bmc.address" in done.stderr and "gopher" in done.stderr
+    assert not (tmp_path / "s").exists()
+
+
+# ---- runtime: activities against real files, HTTP and the BMC client ----
+
+
+@pytest.fixture(scope="module")
+def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    root = tmp_path_factory.mktemp("www")
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def raw(www: tuple[Path, str]) -> BuiltImage:
+    return build_raw_image(www[0] / "os.img", size_mib=4, label="bad-input")
+
+
+OLD_OS = b"OLD-OS-STILL-HERE"
+
+
+def agent_with_old_os(tmp_path: Path, size: int = 8 * GIB) -> tuple[AgentActivities, Path]:
+    """One sparse disk that already holds an OS: a failed write must not leave it half-overwritten."""
+    disk = tmp_path / "disk0.img"
+    with disk.open("wb") as f:
+        f.truncate(size)
+        f.write(OLD_OS)
+    a = AgentActivities(
+        AgentConfig(
+            host_id="default.h0",
+            disks=[FileDisk(name="/dev/sda", path=disk, size_bytes=size, serial="SER0", hctl="0:0:0:0")],
+        )
+    )
+    return a, disk
+
+
+def untouched(disk: Path) -> bool:
+    with disk.open("rb") as f:
+        return f.read(len(OLD_OS)) == OLD_OS
+
+
+def fails(fn: Any, *args: Any) -> ApplicationError:
+    with pytest.raises(ApplicationError) as err:
+        ActivityEnvironment().run(fn, *args)
+    assert err.value.non_retryable, f"{err.value.type} must not be retried: {err.value.message}"
+    return err.value
+
+
+def bmc_target(tmp_path: Path, data: dict[str, str] | None, raw_text: str | None = None) -> BMCTarget:
+    path = tmp_path / "bmc.yaml"
+    if data is not None:
+        write_secret(path, data)
+    if raw_text is not None:
+        path.write_text(raw_text)
+    return BMCTarget(
+        address=f"redfish+http://127.0.0.1:{free_port()}/redfish/v1/Systems/1",
+        credentials=SecretRef(name="bmc", path=str(path)),
+    )
+
+
+def test_missing_credentials_secret_is_reported_before_the_bmc_is_contacted(tmp_path: Path) -> None:
+    err = fails(bmc.validate, bmc_target(tmp_path, None))
+    assert err.type == "SecretNotFound" and "bmc.yaml" in err.message and "create it" in err.message
+
+
+def test_empty_password_in_the_credentials_secret(tmp_path: Path) -> None:
+    err = fails(bmc.validate, bmc_target(tmp_path, {"username": "admin", "password": ""}))
+    assert err.type == "SecretInvalid" and "no non-empty key 'password'" in err.message
+
+
+def test_credentials_secret_that_is_not_yaml(tmp_path: Path) -> None:
+    err = fails(bmc.validate, bmc_target(tmp_path, None, raw_text="username: [admin\n"))
+    assert err.type == "SecretInvalid" and "not YAML/JSON" in err.message and "key: value" in err.message
+
+
+def test_checksum_url_404_leaves_the_disk_as_it_was(tmp_path: Path, www: tuple[Path, str]) -> None:
+    a, disk = agent_with_old_os(tmp_path)
+    spec = ImageSpec(
+        url=f"{www[1]}/os.img", checksum=f"{www[1]}/nope.sha256", checksum_type=ChecksumType.SHA256
+    )
+    err = fails(a.write_image, WriteImageRequest(image=spec))
+    assert err.type == "ImageUnavailable" and "404" in err.message and "checksum" in err.message
+    assert untouched(disk)
+
+
+def test_image_url_404_leaves_the_disk_as_it_was(
+    tmp_path: Path, www: tuple[Path, str], raw: BuiltImage
+) -> None:
+    a, disk = agent_with_old_os(tmp_path)
+    spec = ImageSpec(url=f"{www[1]}/missing.img", checksum=raw.sha256, checksum_type=ChecksumType.SHA256)
+    err = fails(a.write_image, WriteImageRequest(image=spec))
+    assert err.type == "ImageUnavailable" and "fix spec.image (url)" in err.message
+    assert untouched(disk)
+
+
+def test_no_disk_matches_the_root_device_hints_and_none_is_touched(
+    tmp_path: Path, www: tuple[Path, str], raw: BuiltImage
+) -> None:
+    a, disk = agent_with_old_os(tmp_path)
+    spec = ImageSpec(url=f"{www[1]}/os.img", checksum=raw.sha256, checksum_type=ChecksumType.SHA256)
+    err = fails(
+        a.write_image, WriteImageRequest(image=spec, root_device_hints=RootDeviceHints(serial_number="X9"))
+    )
+    assert err.type == "NoRootDeviceMatch" and "'serialNumber': 'X9'" in err.message and "SER0" in err.message
+    assert untouched(disk)
+
+
+def test_live_iso_is_not_written_to_disk(tmp_path: Path, www: tuple[Path, str]) -> None:
+    a, disk = agent_with_old_os(tmp_path)
+    err = fails(
+        a.write_image, WriteImageRequest(image=ImageSpec(url=f"{www[1]}/x.iso", format=ImageFormat.LIVE_ISO))
+    )
+    assert err.type == "ImageFormatError" and "virtual media" in err.message
+    assert untouched(disk)
+
+
+def test_image_larger_than_the_disk(tmp_path: Path, www: tuple[Path, str], raw: BuiltImage) -> None:
+    a, _ = agent_with_old_os(tmp_path, size=2 << 20)
+    spec = ImageSpec(url=f"{www[1]}/os.img", checksum=raw.sha256, checksum_type=ChecksumType.SHA256)
+    err = fails(
+        a.write_image, WriteImageRequest(image=spec, root_device_hints=RootDeviceHints(device_name="sda"))
+    )
+    assert err.type == "ImageFormatError" and "larger than /dev/sda" in err.message
+
+
+def test_declared_qcow2_that_is_raw_is_a_format_error_not_a_retry(
+    tmp_path: Path, www: tuple[Path, str], raw: BuiltImage
+) -> None:
+    a, _ = agent_with_old_os(tmp_path)
+    spec = ImageSpec(
+        url=f"{www[1]}/os.img",
+        checksum=raw.sha256,
+        checksum_type=ChecksumType.SHA256,
+        format=ImageFormat.QCOW2,
+    )
+    err = fails(a.write_image, WriteImageRequest(image=spec))
+    assert (
+        err.type == "ImageFormatError" and "not qcow2" in err.message and "spec.image.format" in err.message
+    )
+
+
+def test_unknown_cleaning_mode_reaching_the_agent(tmp_path: Path) -> None:
+    a, disk = agent_with_old_os(tmp_path)
+    err = fails(a.clean, CleanRequest(mode="shred"))
+    assert err.type == "InvalidSpec" and "'shred'" in err.message
+    assert untouched(disk)
+
+
+@pytest.mark.parametrize(
+    ("content", "kind", "message"),
+    [(None, "SecretNotFound", "does not exist"), ({"other": "x"}, "SecretInvalid", "neither key 'userData'")],
+    ids=["userData secret missing", "userData key missing"],
+)
+def test_bad_user_data_secret_stages_no_config_drive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: dict[str, str] | None, kind: str, message: str
+) -> None:
+    monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tmp_path / "boot"))
+    path = tmp_path / "ud.yaml"
+    if content is not None:
+        write_secret(path, content)
+    req = ConfigDriveRequest(host=HostRef(name="h0"), user_data=SecretRef(name="ud", path=str(path)))
+    err = fails(stage_configdrive, req)
+    assert err.type == kind and message in err.message and "ud" in err.message
+    assert not list((tmp_path / "boot").rglob("*.iso")), "nothing may be staged for a bad secret"

@@ -1,0 +1,204 @@
+"""kill -9: the control-plane worker in every lifecycle step, and the Temporal dev server once.
+
+The worker runs as `metalflow worker` in its own process, the dev server on a SQLite file of
+this test's own. Each kill happens at a moment the test pins by condition, never by timer:
+a BMC call held in flight by the fault proxy (registering, inspecting), the clean step just
+started, the image stream held half-way after the writer's first heartbeat (then the dev
+server dies too and comes back on the same file). The host still reaches provisioned, and
+the event histories show that nothing destructive ran twice: one clean, one image write
+(first attempt), one power-on and one reboot at the BMC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from tests_support import activity_runs, step_histories
+
+from metalflow.client import connect
+from metalflow.devenv.datacenter import Datacenter
+from metalflow.devenv.faultproxy import Fault, FaultProxy, Rule
+from metalflow.devenv.images import MARKER
+from metalflow.devenv.processes import Process, free_port, port_open, wait_for
+from metalflow.devenv.temporal import start_dev_server
+from metalflow.models import BMCDetails, HostStatus
+from metalflow.models import ProvisioningState as S
+from metalflow.operations import apply, status
+from metalflow.settings import Settings
+
+RESET = "/Actions/ComputerSystem.Reset"
+
+
+@dataclass
+class Plant:
+    """A dev server and a worker this test owns and may kill."""
+
+    tmp: Path
+    port: int
+    server: Process
+    worker: Process | None = None
+    restarts: int = 0
+
+    def start_server(self) -> None:
+        self.server = start_dev_server(self.tmp, self.port, ui_port=None, db_file=self.tmp / "temporal.db")
+
+    def start_worker(self) -> None:
+        self.restarts += 1
+        self.worker = Process(
+            "metalflow worker",
+            [sys.executable, "-m", "metalflow", "worker"],
+            self.tmp / "logs" / f"worker-{self.restarts}.log",
+        )
+
+    def kill_worker(self) -> None:
+        assert self.worker is not None
+        self.worker.kill()
+
+    def kill_server(self) -> None:
+        self.server.kill()
+        wait_for(lambda: not port_open("127.0.0.1", self.port), 30, "the killed dev server's port to close")
+
+
+@pytest.fixture
+def plant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plant:
+    port = free_port()
+    for key, value in {
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "BOOT_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "TASK_QUEUE": "metalflow",
+        "STATE_DIR": str(tmp_path / "state"),
+        "BOOT_DIR": str(tmp_path / "boot"),
+        "RAMDISK_BOOT_TIMEOUT_SECONDS": "90",
+    }.items():
+        monkeypatch.setenv(f"METALFLOW_{key}", value)
+    server = start_dev_server(tmp_path, port, ui_port=None, db_file=tmp_path / "temporal.db")
+    return Plant(tmp_path, port, server)
+
+
+@pytest_asyncio.fixture
+async def world(plant: Plant) -> AsyncIterator[tuple[Plant, Client, Datacenter, FaultProxy, FaultProxy]]:
+    settings = Settings()
+    try:
+        client = await connect(settings)
+        async with Datacenter(settings, hosts=1, prefix="crash") as dc:
+            assert dc.sushy is not None
+            async with FaultProxy(dc.sushy.url) as bmc, FaultProxy(settings.boot_server_url) as images:
+                plant.start_worker()
+                yield plant, client, dc, bmc, images
+    finally:
+        if plant.worker is not None:
+            plant.worker.stop()
+        plant.server.stop()
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 120) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_killed_worker_and_dev_server_neither_stop_nor_repeat_provisioning(
+    world: tuple[Plant, Client, Datacenter, FaultProxy, FaultProxy],
+) -> None:
+    plant, client, dc, bmc, images = world
+    assert dc.image is not None
+    host = dc.host(0)
+    address = f"redfish+http://127.0.0.1:{bmc.port}/redfish/v1/Systems/{dc.systems[0].uuid}"
+    image = dc.image_spec().model_copy(update={"url": f"{images.url}/images/{dc.image.path.name}"})
+    spec = host.spec.model_copy(
+        update={"bmc": BMCDetails(address=address, credentials=dc.credentials), "image": image}
+    )
+    host = host.model_copy(update={"spec": spec})
+    # pin the first BMC read (registration) and the image stream
+    bmc.add(Rule(Fault.HOLD_RESPONSE, method="GET", path="/Systems/", times=1))
+    images.add(Rule(Fault.HOLD_AFTER, path="/images/", times=1, hold_after_bytes=12 << 20))
+    await apply(client, host, Settings())
+
+    async def held(proxy: FaultProxy, n: int) -> bool:
+        return proxy.held == n
+
+    async def crash_worker_while_held(proxy: FaultProxy, arm_next: Rule | None = None) -> None:
+        await until("a call held in flight", lambda: held(proxy, 1))
+        plant.kill_worker()
+        plant.start_worker()
+        proxy.release()
+        if arm_next is not None:  # armed before the event loop runs again: nothing slips past
+            proxy.add(arm_next)
+        await until("the held call to be let go", lambda: held(proxy, 0))
+
+    # 1) registering: bmc.validate is in flight, the BMC has answered, the worker dies
+    await crash_worker_while_held(bmc, Rule(Fault.HOLD_RESPONSE, method="POST", path=RESET, times=1))
+    # 2) inspecting: the power-on reached the BMC (the ramdisk boots), its answer did not
+    await crash_worker_while_held(bmc)
+    bmc.clear()
+
+    # 3) preparing: the clean step has just started
+    async def step_started(name: str) -> bool:
+        histories = await step_histories(client, host.ref.workflow_id)
+        return any(wid.endswith(f"-{name}") for wid in histories)
+
+    await until("CleanHost to start", lambda: step_started("CleanHost"))
+    plant.kill_worker()
+    plant.start_worker()
+
+    # 4) provisioning, mid-write: the writer has heartbeated and the stream is held; the
+    #    worker and the dev server die, the server comes back on the same SQLite file
+    async def writing() -> bool:
+        if images.held != 1:
+            return False
+        deploy = [w for w in await step_histories(client, host.ref.workflow_id) if w.endswith("-DeployHost")]
+        if not deploy:
+            return False
+        desc = await client.get_workflow_handle(deploy[0]).describe()
+        return any(
+            p.activity_type.name == "agent.write_image" and p.HasField("heartbeat_details")
+            for p in desc.raw_description.pending_activities
+        )
+
+    await until("the image write's first heartbeat", writing)
+    plant.kill_worker()
+    plant.kill_server()
+    plant.start_server()
+    plant.start_worker()
+    images.release()
+
+    async def provisioned() -> bool:
+        st: HostStatus = await status(client, host.ref)
+        assert st.error_type is None, st.error_message
+        return st.provisioning.state == S.PROVISIONED
+
+    await until("provisioned after the crashes", provisioned, timeout=180)
+
+    # the histories (read back from the restarted server) tell what ran, and how often
+    runs = activity_runs(await step_histories(client, host.ref.workflow_id))
+
+    def ran(name: str, step: str = "") -> list[int]:
+        return [
+            r.attempt
+            for r in runs
+            if r.name == name and r.workflow_id.endswith(step) and r.outcome == "completed"
+        ]
+
+    assert all(r.outcome == "completed" for r in runs), [r for r in runs if r.outcome != "completed"]
+    assert ran("bmc.validate") == [2], "the validate call lost with the worker was retried once"
+    assert 2 in ran("bmc.power", "InspectHost"), "the lost power-on was retried"
+    assert ran("agent.inventory") == [1]
+    assert ran("agent.clean") == [1], "the disks were cleaned exactly once"
+    assert ran("agent.write_image") == [1], "the image was written once, by its first attempt"
+    # at the BMC: one power-on (inspection) and one reboot into the OS (deploy), no more
+    assert bmc.count("POST", RESET) == 2, [(e.method, e.path) for e in bmc.log if e.method == "POST"]
+    assert images.count("GET", "/images/") == 1, "the image was downloaded once"
+    emu = dc.emulated[0]
+    assert [b.target for b in emu.boots] == ["Pxe", "Hdd"], emu.boots
+    with emu.disk_path.open("rb") as f:
+        disk = f.read(dc.image.size)
+    assert disk.startswith(MARKER) and disk == dc.image.path.read_bytes()
+    assert plant.restarts == 5
