@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client as k8s
@@ -19,7 +20,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
-from k8s_bridge.reconcile import FINALIZER, Plan, reconcile
+from k8s_bridge.reconcile import FINALIZER, Fingerprint, Plan, fingerprint, reconcile
 from metalflow import operations
 from metalflow.bmh import API_VERSION
 from metalflow.models import HostRef
@@ -48,37 +49,61 @@ class Bridge:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._latest: dict[str, dict[str, Any]] = {}
         self._queued: set[str] = set()
+        self._active: set[str] = set()
+        self._forced: set[str] = set()
+        # What each object looked like after its last reconcile, so that the echo of our own
+        # patch, status writes and other no-op events are skipped. Only a shortcut: a restarted
+        # bridge starts empty and reconciles everything it lists.
+        self._done: dict[str, Fingerprint] = {}
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bridge")
         self._stop = threading.Event()
         self._follow_ups: set[asyncio.Task[None]] = set()
         self.reconciled = 0  # for tests and metrics
 
     # ---- work queue ----
 
-    def _enqueue(self, obj: dict[str, Any]) -> None:
+    def _enqueue(self, obj: dict[str, Any], force: bool = False) -> None:
+        """Queue the object's key once; a key being reconciled is queued again when it is done."""
         meta = obj["metadata"]
         key = f"{meta.get('namespace', 'default')}/{meta['name']}"
+        if force:
+            self._forced.add(key)
+        elif key not in self._forced and key not in self._active and self._done.get(key) == fingerprint(obj):
+            self._latest.pop(key, None)  # nothing the bridge acts on changed
+            return
         self._latest[key] = obj
-        if key not in self._queued:
+        if key not in self._queued and key not in self._active:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
     async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
             obj = self._latest.pop(key, None)
             if obj is None:
                 continue
+            self._active.add(key)
+            self._forced.discard(key)
             try:
                 plan = await reconcile(obj, self._temporal, self._settings)
-                await asyncio.to_thread(self._apply_plan, obj, plan)
+                await loop.run_in_executor(self._executor, self._apply_plan, obj, plan)
+                self._done[key] = fingerprint(obj, plan)
                 self.reconciled += 1
                 if "delete" in plan.signals:
                     self._follow_up(obj)
             except Exception:
                 log.exception("reconciling BareMetalHost %s failed; will retry", key)
+                self._done.pop(key, None)
                 await asyncio.sleep(1)
-                self._enqueue(obj)
+                self._latest.setdefault(key, obj)
+                self._forced.add(key)
+            finally:
+                self._active.discard(key)
+                if key in self._latest and key not in self._queued:
+                    self._queued.add(key)
+                    self._queue.put_nowait(key)
 
     def _follow_up(self, obj: dict[str, Any]) -> None:
         """Reconcile once more when the deprovisioning workflow ends, to release the finalizer."""
@@ -90,7 +115,7 @@ class Bridge:
                 await operations.handle_for(self._temporal, ref).result()
             fresh = await asyncio.to_thread(self._get, ref)
             if fresh is not None:
-                self._enqueue(fresh)
+                self._enqueue(fresh, force=True)
 
         task = asyncio.create_task(wait_then_requeue())
         self._follow_ups.add(task)
@@ -187,7 +212,7 @@ class Bridge:
             while not self._stop.is_set():
                 items, rv = await asyncio.to_thread(self._list)
                 for obj in items:
-                    self._enqueue(obj)
+                    self._enqueue(obj, force=True)  # resync: reconcile everything in full
                 # One watch per list: when the server ends it (timeout = resync period) or
                 # answers 410 Gone (our RV was compacted away), list again from scratch.
                 await self._in_daemon_thread(self._watch_thread, loop, rv, threading.Event())
@@ -195,6 +220,7 @@ class Bridge:
             self._stop.set()
             for t in [*workers, *self._follow_ups]:
                 t.cancel()
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
     async def _in_daemon_thread(fn: Any, *args: Any) -> Any:
