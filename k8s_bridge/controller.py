@@ -32,7 +32,16 @@ GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "baremetalhosts"
 
 
-class Bridge:
+class Controller:
+    """List + watch one kind of custom object and reconcile each with a pool of workers.
+
+    Subclasses set the kind and implement `handle`. One object is never reconciled by two
+    workers at once; an event arriving meanwhile queues it once more for afterwards.
+    """
+
+    group, version, plural = GROUP, VERSION, PLURAL
+    finalizer = FINALIZER
+
     def __init__(
         self,
         api_client: k8s.ApiClient,
@@ -55,10 +64,42 @@ class Bridge:
         # patch, status writes and other no-op events are skipped. Only a shortcut: a restarted
         # bridge starts empty and reconciles everything it lists.
         self._done: dict[str, Fingerprint] = {}
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bridge")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=self.plural)
         self._stop = threading.Event()
         self._follow_ups: set[asyncio.Task[None]] = set()
+        self._requeues: dict[str, asyncio.Task[None]] = {}
         self.reconciled = 0  # for tests and metrics
+
+    async def handle(self, obj: dict[str, Any]) -> Fingerprint:
+        """Reconcile one object; return its fingerprint as it stands after our own patches."""
+        raise NotImplementedError
+
+    async def blocking(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking Kubernetes call on this controller's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def requeue_after(self, obj: dict[str, Any], seconds: float) -> None:
+        """Reconcile the object again later (fresh from the API server), e.g. to refresh status."""
+        meta = obj["metadata"]
+        ref = HostRef(namespace=meta.get("namespace", "default"), name=meta["name"])
+
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            self._requeues.pop(ref.host_id, None)
+            fresh = await self.blocking(self._get, ref)
+            if fresh is not None:
+                self._enqueue(fresh, force=True)
+
+        previous = self._requeues.pop(ref.host_id, None)
+        if previous is not None:
+            previous.cancel()  # one pending look per object, the latest asked for
+        self._requeues[ref.host_id] = self._spawn(later())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
+        return task
 
     # ---- work queue ----
 
@@ -68,7 +109,11 @@ class Bridge:
         key = f"{meta.get('namespace', 'default')}/{meta['name']}"
         if force:
             self._forced.add(key)
-        elif key not in self._forced and key not in self._active and self._done.get(key) == fingerprint(obj):
+        elif (
+            key not in self._forced
+            and key not in self._active
+            and self._done.get(key) == fingerprint(obj, finalizer=self.finalizer)
+        ):
             self._latest.pop(key, None)  # nothing the bridge acts on changed
             return
         self._latest[key] = obj
@@ -77,7 +122,6 @@ class Bridge:
             self._queue.put_nowait(key)
 
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
@@ -87,14 +131,10 @@ class Bridge:
             self._active.add(key)
             self._forced.discard(key)
             try:
-                plan = await reconcile(obj, self._temporal, self._settings)
-                await loop.run_in_executor(self._executor, self._apply_plan, obj, plan)
-                self._done[key] = fingerprint(obj, plan)
+                self._done[key] = await self.handle(obj)
                 self.reconciled += 1
-                if "delete" in plan.signals:
-                    self._follow_up(obj)
             except Exception:
-                log.exception("reconciling BareMetalHost %s failed; will retry", key)
+                log.exception("reconciling %s %s failed; will retry", self.plural, key)
                 self._done.pop(key, None)
                 await asyncio.sleep(1)
                 self._latest.setdefault(key, obj)
@@ -105,26 +145,10 @@ class Bridge:
                     self._queued.add(key)
                     self._queue.put_nowait(key)
 
-    def _follow_up(self, obj: dict[str, Any]) -> None:
-        """Reconcile once more when the deprovisioning workflow ends, to release the finalizer."""
-        meta = obj["metadata"]
-        ref = HostRef(namespace=meta.get("namespace", "default"), name=meta["name"])
-
-        async def wait_then_requeue() -> None:
-            with contextlib.suppress(Exception):
-                await operations.handle_for(self._temporal, ref).result()
-            fresh = await asyncio.to_thread(self._get, ref)
-            if fresh is not None:
-                self._enqueue(fresh, force=True)
-
-        task = asyncio.create_task(wait_then_requeue())
-        self._follow_ups.add(task)
-        task.add_done_callback(self._follow_ups.discard)
-
     def _get(self, ref: HostRef) -> dict[str, Any] | None:
         try:
             got: dict[str, Any] = self._api.get_namespaced_custom_object(  # type: ignore[assignment]
-                GROUP, VERSION, ref.namespace, PLURAL, ref.name
+                self.group, self.version, ref.namespace, self.plural, ref.name
             )
             return got
         except ApiException as exc:
@@ -132,49 +156,10 @@ class Bridge:
                 return None
             raise
 
-    # ---- Kubernetes side effects ----
-
-    def _apply_plan(self, obj: dict[str, Any], plan: Plan) -> None:
-        meta = obj["metadata"]
-        ns, name = meta.get("namespace", "default"), meta["name"]
-        finalizers = list(meta.get("finalizers") or [])
-        patch: dict[str, Any] = {}
-        if plan.add_finalizer and FINALIZER not in finalizers:
-            patch.setdefault("metadata", {})["finalizers"] = [*finalizers, FINALIZER]
-        if plan.remove_finalizer and FINALIZER in finalizers:
-            patch.setdefault("metadata", {})["finalizers"] = [f for f in finalizers if f != FINALIZER]
-        if plan.remove_annotations:
-            patch.setdefault("metadata", {})["annotations"] = dict.fromkeys(plan.remove_annotations)
-        try:
-            if patch:
-                patch["metadata"]["resourceVersion"] = meta.get("resourceVersion")
-                self._api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, patch)
-            if plan.status_error is not None:
-                self._api.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    ns,
-                    PLURAL,
-                    name,
-                    {
-                        "status": {
-                            "operationalStatus": "error",
-                            "errorType": "registration error",
-                            "errorMessage": plan.status_error,
-                        }
-                    },
-                )
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            if exc.status == 409:  # stale: a newer event for this object is on its way
-                return
-            raise
-
     # ---- list + watch ----
 
     def _list(self) -> tuple[list[dict[str, Any]], str]:
-        body: dict[str, Any] = self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL)  # type: ignore[assignment]
+        body: dict[str, Any] = self._api.list_cluster_custom_object(self.group, self.version, self.plural)  # type: ignore[assignment]
         return body.get("items") or [], body["metadata"]["resourceVersion"]
 
     def _watch_thread(self, loop: asyncio.AbstractEventLoop, since: str, gone: threading.Event) -> str:
@@ -184,9 +169,9 @@ class Bridge:
         try:
             for event in w.stream(
                 self._api.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                PLURAL,
+                self.group,
+                self.version,
+                self.plural,
                 resource_version=rv,
                 timeout_seconds=self._resync,
                 allow_watch_bookmarks=True,
@@ -244,8 +229,72 @@ class Bridge:
             else:
                 loop.call_soon_threadsafe(settle, result, None)
 
-        threading.Thread(target=target, daemon=True, name="bmh-watch").start()
+        threading.Thread(target=target, daemon=True, name="watch").start()
         return await done
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class Bridge(Controller):
+    """BareMetalHosts -> HostWorkflows."""
+
+    async def handle(self, obj: dict[str, Any]) -> Fingerprint:
+        plan = await reconcile(obj, self._temporal, self._settings)
+        await self.blocking(self._apply_plan, obj, plan)
+        if "delete" in plan.signals:
+            self._follow_up(obj)
+        return fingerprint(obj, plan)
+
+    def _follow_up(self, obj: dict[str, Any]) -> None:
+        """Reconcile once more when the deprovisioning workflow ends, to release the finalizer."""
+        meta = obj["metadata"]
+        ref = HostRef(namespace=meta.get("namespace", "default"), name=meta["name"])
+
+        async def wait_then_requeue() -> None:
+            with contextlib.suppress(Exception):
+                await operations.handle_for(self._temporal, ref).result()
+            fresh = await self.blocking(self._get, ref)
+            if fresh is not None:
+                self._enqueue(fresh, force=True)
+
+        self._spawn(wait_then_requeue())
+
+    # ---- Kubernetes side effects ----
+
+    def _apply_plan(self, obj: dict[str, Any], plan: Plan) -> None:
+        meta = obj["metadata"]
+        ns, name = meta.get("namespace", "default"), meta["name"]
+        finalizers = list(meta.get("finalizers") or [])
+        patch: dict[str, Any] = {}
+        if plan.add_finalizer and FINALIZER not in finalizers:
+            patch.setdefault("metadata", {})["finalizers"] = [*finalizers, FINALIZER]
+        if plan.remove_finalizer and FINALIZER in finalizers:
+            patch.setdefault("metadata", {})["finalizers"] = [f for f in finalizers if f != FINALIZER]
+        if plan.remove_annotations:
+            patch.setdefault("metadata", {})["annotations"] = dict.fromkeys(plan.remove_annotations)
+        try:
+            if patch:
+                patch["metadata"]["resourceVersion"] = meta.get("resourceVersion")
+                self._api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, patch)
+            if plan.status_error is not None:
+                self._api.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    ns,
+                    PLURAL,
+                    name,
+                    {
+                        "status": {
+                            "operationalStatus": "error",
+                            "errorType": "registration error",
+                            "errorMessage": plan.status_error,
+                        }
+                    },
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            if exc.status == 409:  # stale: a newer event for this object is on its way
+                return
+            raise

@@ -1,11 +1,14 @@
-"""`metalflow bridge`: watch BareMetalHosts and drive their workflows."""
+"""`metalflow bridge`: watch BareMetalHosts, HostClaims and HostSets and drive their workflows."""
 
 from __future__ import annotations
+
+import asyncio
 
 from kubernetes import client as k8s
 from kubernetes import config
 
 from k8s_bridge.controller import Bridge
+from k8s_bridge.pools import ClaimController, SetController
 from metalflow.client import connect
 from metalflow.settings import Settings
 
@@ -20,4 +23,8 @@ def api_client(settings: Settings) -> k8s.ApiClient:
 async def run_bridge(settings: Settings) -> None:
     temporal = await connect(settings)
     with api_client(settings) as api:
-        await Bridge(api, temporal, settings).run()
+        await asyncio.gather(
+            Bridge(api, temporal, settings).run(),
+            ClaimController(api, temporal, settings).run(),
+            SetController(api, temporal, settings).run(),
+        )

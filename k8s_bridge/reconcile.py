@@ -45,7 +45,7 @@ class Plan:
 Fingerprint = tuple[str, str, bool, bool, tuple[tuple[str, str], ...]]
 
 
-def fingerprint(obj: dict[str, Any], after: Plan | None = None) -> Fingerprint:
+def fingerprint(obj: dict[str, Any], after: Plan | None = None, finalizer: str = FINALIZER) -> Fingerprint:
     """Everything reconcile reads from an object, as it stands once `after` has been applied.
 
     Status writes and the echo of the bridge's own finalizer/annotation patches leave it
@@ -56,16 +56,16 @@ def fingerprint(obj: dict[str, Any], after: Plan | None = None) -> Fingerprint:
     annotations = dict(meta.get("annotations") or {})
     if after is not None:
         if after.add_finalizer:
-            finalizers.add(FINALIZER)
+            finalizers.add(finalizer)
         if after.remove_finalizer:
-            finalizers.discard(FINALIZER)
+            finalizers.discard(finalizer)
         for k in after.remove_annotations:
             annotations.pop(k, None)
     return (
         str(meta.get("uid", "")),
         json.dumps(obj.get("spec"), sort_keys=True),
         bool(meta.get("deletionTimestamp")),
-        FINALIZER in finalizers,
+        finalizer in finalizers,
         tuple(sorted(annotations.items())),
     )
 

@@ -50,6 +50,8 @@ KINDS = [
     Kind("v1", "namespaces", "Namespace", False, True),
     Kind("v1", "nodes", "Node", False, True),
     Kind("metal3.io/v1alpha1", "baremetalhosts", "BareMetalHost", True, True),
+    Kind("metalflow.io/v1alpha1", "hostclaims", "HostClaim", True, True),
+    Kind("metalflow.io/v1alpha1", "hostsets", "HostSet", True, True),
 ]
 
 
