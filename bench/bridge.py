@@ -1,7 +1,7 @@
 """Bridge throughput: create N BareMetalHosts, time until every HostWorkflow has started.
 
-Runs the real parts on loopback: the Temporal dev server, the control-plane worker (its own
-process, as deployed), the test API server and the bridge. The hosts carry the paused
+Runs the real parts on loopback: the Temporal dev server, the control-plane worker and the
+test API server (each in its own process, as deployed) and the bridge. The hosts carry the paused
 annotation, so their workflows start (the figure measured) and then wait without BMC traffic.
 Prints figures; asserts nothing.
 Run: .venv/bin/python bench/bridge.py [--hosts 1000]
@@ -26,8 +26,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from k8s_bridge import controller
 from k8s_bridge.controller import Bridge
-from metalflow.devenv.kapi import KubeAPIServer
-from metalflow.devenv.processes import Process, free_port
+from metalflow.devenv.processes import Process, free_port, wait_for
 from metalflow.devenv.temporal import start_dev_server
 from metalflow.settings import Settings
 
@@ -70,7 +69,7 @@ def traced() -> tuple[dict[str, float], list[float]]:
     return first, took
 
 
-async def main(hosts: int) -> None:
+async def main(hosts: int, with_worker: bool) -> None:
     picked, took = traced()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -79,13 +78,27 @@ async def main(hosts: int) -> None:
         try:
             settings = Settings(temporal_address=f"127.0.0.1:{port}", state_dir=root, task_queue="bench")
             client = await Client.connect(settings.temporal_address, data_converter=pydantic_data_converter)
-            async with KubeAPIServer(max_events=hosts * 4) as api:
-                kc = config.new_client_from_config(str(api.write_kubeconfig(root / "kubeconfig")))
+            # The API server in its own process, as in a cluster: it does not share the bridge's GIL.
+            kubeconfig = root / "kubeconfig"
+            kapi = Process(
+                "test API server",
+                [sys.executable, "-m", "metalflow.devenv.kapi", str(kubeconfig), str(hosts * 4)],
+                root / "kapi.log",
+            )
+
+            def listening() -> bool:
+                kapi.check_alive()
+                return kubeconfig.exists()
+
+            wait_for(listening, 30, "the test API server")
+            try:
+                kc = config.new_client_from_config(str(kubeconfig))
                 co = k8s.CustomObjectsApi(kc)
                 bridge = Bridge(kc, client, settings, workers=32, resync_seconds=600)
+                # Without the worker the figures isolate the bridge: no workflow runs compete.
                 worker = Process(
                     "worker",
-                    [sys.executable, "-m", "metalflow", "worker"],
+                    [sys.executable, "-m", "metalflow", "worker"] if with_worker else ["sleep", "3600"],
                     root / "worker.log",
                     env={
                         "METALFLOW_TEMPORAL_ADDRESS": settings.temporal_address,
@@ -114,10 +127,13 @@ async def main(hosts: int) -> None:
                         async for wf in client.list_workflows('WorkflowType="HostWorkflow"'):
                             if wf.id in created and wf.start_time:
                                 started[wf.id] = wf.start_time.timestamp()
-                        await asyncio.sleep(0.5)
+                        await asyncio.sleep(2)  # start times are the server's: rare polls lose nothing
                     all_started = max(started.values()) - start
                     lat = [max(started[w] - created[w], 0.0) for w in created]
-                    print(f"bridge: {hosts} BareMetalHosts (2 cores, dev server, test API server)")
+                    print(
+                        f"bridge: {hosts} BareMetalHosts (2 cores, dev server, test API server, "
+                        f"{'with' if with_worker else 'no'} worker)"
+                    )
                     print(
                         f"  created all objects in {created_all:.1f}s; "
                         f"all workflows started {all_started:.1f}s after the first create"
@@ -139,6 +155,8 @@ async def main(hosts: int) -> None:
                 finally:
                     worker.stop()
                 kc.close()
+            finally:
+                kapi.stop()
         finally:
             temporal.stop()
 
@@ -146,4 +164,6 @@ async def main(hosts: int) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--hosts", type=int, default=1000)
-    asyncio.run(main(p.parse_args().hosts))
+    p.add_argument("--no-worker", action="store_true", help="start workflows but run none of them")
+    args = p.parse_args()
+    asyncio.run(main(args.hosts, not args.no_worker))

@@ -141,6 +141,13 @@ class Controller:
                 self._forced.add(key)
             finally:
                 self._active.discard(key)
+                latest = self._latest.get(key)
+                if (
+                    latest is not None
+                    and key not in self._forced
+                    and self._done.get(key) == fingerprint(latest, finalizer=self.finalizer)
+                ):
+                    del self._latest[key]  # what arrived meanwhile was the echo of this reconcile
                 if key in self._latest and key not in self._queued:
                     self._queued.add(key)
                     self._queue.put_nowait(key)
