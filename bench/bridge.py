@@ -69,7 +69,7 @@ def traced() -> tuple[dict[str, float], list[float]]:
     return first, took
 
 
-async def main(hosts: int, with_worker: bool) -> None:
+async def main(hosts: int, with_worker: bool, bridge_workers: int) -> None:
     picked, took = traced()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -94,7 +94,7 @@ async def main(hosts: int, with_worker: bool) -> None:
             try:
                 kc = config.new_client_from_config(str(kubeconfig))
                 co = k8s.CustomObjectsApi(kc)
-                bridge = Bridge(kc, client, settings, workers=32, resync_seconds=600)
+                bridge = Bridge(kc, client, settings, workers=bridge_workers, resync_seconds=600)
                 # Without the worker the figures isolate the bridge: no workflow runs compete.
                 worker = Process(
                     "worker",
@@ -165,5 +165,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--hosts", type=int, default=1000)
     p.add_argument("--no-worker", action="store_true", help="start workflows but run none of them")
+    p.add_argument("--bridge-workers", type=int, default=32, help="concurrent reconciles")
     args = p.parse_args()
-    asyncio.run(main(args.hosts, not args.no_worker))
+    asyncio.run(main(args.hosts, not args.no_worker, args.bridge_workers))
