@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "baremetalhosts"
+CRD_MISSING_RETRY_SECONDS = 30
 
 
 class Controller:
@@ -202,7 +203,15 @@ class Controller:
         workers = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
         try:
             while not self._stop.is_set():
-                items, rv = await asyncio.to_thread(self._list)
+                try:
+                    items, rv = await asyncio.to_thread(self._list)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    # The kind's CRD is not installed (yet): the other kinds keep working.
+                    log.warning("%s.%s is not served; install k8s_bridge/crds/", self.plural, self.group)
+                    await asyncio.sleep(CRD_MISSING_RETRY_SECONDS)
+                    continue
                 for obj in items:
                     self._enqueue(obj, force=True)  # resync: reconcile everything in full
                 # One watch per list: when the server ends it (timeout = resync period) or
