@@ -13,6 +13,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
+from activities import kube
 from metalflow import pools
 from metalflow.claims import Candidate, Claim, ClaimStatus
 from metalflow.contracts import (
@@ -90,9 +91,18 @@ async def candidates(namespace: str) -> list[Candidate]:
 
 @activity.defn(name=POOL_ASSIGN)
 async def assign(a: Assignment) -> None:
-    """Put the claim's image (and userData, join) on the host, marking it consumed (consumerRef)."""
+    """Put the claim's image (and userData, join) on the host, marking it consumed (consumerRef).
+
+    A host the Kubernetes bridge manages gets them on its BareMetalHost, the source of truth
+    there (as Cluster API's Metal3Machine controller does); the bridge carries them on.
+    """
     assert a.spec is not None
     client = activity.client()
+    consumer = a.consumer or ConsumerRef(kind=CLAIM_KIND, name=a.claim_id, namespace=a.host.namespace)
+    uid = await kube.managed_uid(client, a.host)
+    if uid:
+        await asyncio.to_thread(kube.assign, a.host, uid, a.claim_id, a.spec, consumer)
+        return
     spec, _ = await _look(client, a.host)
     if spec.consumer_ref is not None and spec.consumer_ref.name != a.claim_id:
         raise permanent(
@@ -104,7 +114,7 @@ async def assign(a: Assignment) -> None:
             "user_data": a.spec.user_data or spec.user_data,
             "network_data": a.spec.network_data or spec.network_data,
             "join": a.spec.join,
-            "consumer_ref": ConsumerRef(kind=CLAIM_KIND, name=a.claim_id, namespace=a.host.namespace),
+            "consumer_ref": consumer,
         }
     )
     await _handle(client, a.host).execute_update("update_spec", new)
@@ -115,6 +125,10 @@ async def release(a: Assignment) -> None:
     """Deprovision (cleaning per automatedCleaningMode) and free the host for other claims."""
     client = activity.client()
     try:
+        uid = await kube.managed_uid(client, a.host)
+        if uid:
+            await asyncio.to_thread(kube.release, a.host, uid, a.claim_id)
+            return
         spec, _ = await _look(client, a.host)
     except RPCError:
         return  # the host is gone: nothing to release
@@ -131,14 +145,18 @@ async def health(hosts: list[HostRef]) -> list[HostHealth]:
     async def one(ref: HostRef) -> HostHealth:
         try:
             spec, st = await _look(client, ref)
+            uid = await kube.managed_uid(client, ref)
         except RPCError:
             return HostHealth(host=ref, state="", exists=False)
+        wanted = spec.image.url if spec.image else ""
+        if uid:  # what the BareMetalHost asks for now, even before the bridge has carried it on
+            wanted = await asyncio.to_thread(kube.image_url, ref, uid, wanted)
         return HostHealth(
             host=ref,
             state=st.provisioning.state.value,
             error_type=st.error_type.value if st.error_type else "",
             image_url=st.provisioning.image.url if st.provisioning.image else "",
-            spec_image_url=spec.image.url if spec.image else "",
+            spec_image_url=wanted,
         )
 
     return list(await asyncio.gather(*(one(r) for r in hosts)))

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client as k8s
@@ -20,7 +21,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
-from k8s_bridge.reconcile import FINALIZER, Plan, reconcile
+from k8s_bridge.reconcile import FINALIZER, Fingerprint, Plan, fingerprint, reconcile
 from metalflow import metrics, operations
 from metalflow.bmh import API_VERSION
 from metalflow.models import HostRef
@@ -30,9 +31,19 @@ log = logging.getLogger(__name__)
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "baremetalhosts"
+CRD_MISSING_RETRY_SECONDS = 30
 
 
-class Bridge:
+class Controller:
+    """List + watch one kind of custom object and reconcile each with a pool of workers.
+
+    Subclasses set the kind and implement `handle`. One object is never reconciled by two
+    workers at once; an event arriving meanwhile queues it once more for afterwards.
+    """
+
+    group, version, plural = GROUP, VERSION, PLURAL
+    finalizer = FINALIZER
+
     def __init__(
         self,
         api_client: k8s.ApiClient,
@@ -49,43 +60,214 @@ class Bridge:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._latest: dict[str, dict[str, Any]] = {}
         self._queued: set[str] = set()
+        self._active: set[str] = set()
+        self._forced: set[str] = set()
+        # What each object looked like after its last reconcile, so that the echo of our own
+        # patch, status writes and other no-op events are skipped. Only a shortcut: a restarted
+        # bridge starts empty and reconciles everything it lists.
+        self._done: dict[str, Fingerprint] = {}
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=self.plural)
         self._stop = threading.Event()
         self._follow_ups: set[asyncio.Task[None]] = set()
+        self._requeues: dict[str, asyncio.Task[None]] = {}
         self.reconciled = 0  # for tests and metrics
+
+    async def handle(self, obj: dict[str, Any]) -> Fingerprint:
+        """Reconcile one object; return its fingerprint as it stands after our own patches."""
+        raise NotImplementedError
+
+    async def blocking(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking Kubernetes call on this controller's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def requeue_after(self, obj: dict[str, Any], seconds: float) -> None:
+        """Reconcile the object again later (fresh from the API server), e.g. to refresh status."""
+        meta = obj["metadata"]
+        ref = HostRef(namespace=meta.get("namespace", "default"), name=meta["name"])
+
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            self._requeues.pop(ref.host_id, None)
+            fresh = await self.blocking(self._get, ref)
+            if fresh is not None:
+                self._enqueue(fresh, force=True)
+
+        previous = self._requeues.pop(ref.host_id, None)
+        if previous is not None:
+            previous.cancel()  # one pending look per object, the latest asked for
+        self._requeues[ref.host_id] = self._spawn(later())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
+        return task
 
     # ---- work queue ----
 
-    def _enqueue(self, obj: dict[str, Any]) -> None:
+    def _enqueue(self, obj: dict[str, Any], force: bool = False) -> None:
+        """Queue the object's key once; a key being reconciled is queued again when it is done."""
         meta = obj["metadata"]
         key = f"{meta.get('namespace', 'default')}/{meta['name']}"
+        if force:
+            self._forced.add(key)
+        elif (
+            key not in self._forced
+            and key not in self._active
+            and self._done.get(key) == fingerprint(obj, finalizer=self.finalizer)
+        ):
+            self._latest.pop(key, None)  # nothing the bridge acts on changed
+            return
         self._latest[key] = obj
-        if key not in self._queued:
+        if key not in self._queued and key not in self._active:
             self._queued.add(key)
             self._queue.put_nowait(key)
-            metrics.BRIDGE_QUEUE_DEPTH.set(self._queue.qsize())
+            metrics.BRIDGE_QUEUE_DEPTH.labels(self.plural).set(self._queue.qsize())
 
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
-            metrics.BRIDGE_QUEUE_DEPTH.set(self._queue.qsize())
+            metrics.BRIDGE_QUEUE_DEPTH.labels(self.plural).set(self._queue.qsize())
             obj = self._latest.pop(key, None)
             if obj is None:
                 continue
             started = time.monotonic()
+            self._active.add(key)
+            self._forced.discard(key)
             try:
-                plan = await reconcile(obj, self._temporal, self._settings)
-                await asyncio.to_thread(self._apply_plan, obj, plan)
+                self._done[key] = await self.handle(obj)
                 self.reconciled += 1
-                metrics.BRIDGE_RECONCILES.labels("ok").inc()
-                metrics.BRIDGE_RECONCILE_SECONDS.observe(time.monotonic() - started)
-                if "delete" in plan.signals:
-                    self._follow_up(obj)
+                metrics.BRIDGE_RECONCILES.labels(self.plural, "ok").inc()
+                metrics.BRIDGE_RECONCILE_SECONDS.labels(self.plural).observe(time.monotonic() - started)
             except Exception:
-                metrics.BRIDGE_RECONCILES.labels("error").inc()
-                log.exception("reconciling BareMetalHost %s failed; will retry", key)
+                metrics.BRIDGE_RECONCILES.labels(self.plural, "error").inc()
+                log.exception("reconciling %s %s failed; will retry", self.plural, key)
+                self._done.pop(key, None)
                 await asyncio.sleep(1)
-                self._enqueue(obj)
+                self._latest.setdefault(key, obj)
+                self._forced.add(key)
+            finally:
+                self._active.discard(key)
+                latest = self._latest.get(key)
+                if (
+                    latest is not None
+                    and key not in self._forced
+                    and self._done.get(key) == fingerprint(latest, finalizer=self.finalizer)
+                ):
+                    del self._latest[key]  # what arrived meanwhile was the echo of this reconcile
+                if key in self._latest and key not in self._queued:
+                    self._queued.add(key)
+                    self._queue.put_nowait(key)
+
+    def _get(self, ref: HostRef) -> dict[str, Any] | None:
+        try:
+            got: dict[str, Any] = self._api.get_namespaced_custom_object(  # type: ignore[assignment]
+                self.group, self.version, ref.namespace, self.plural, ref.name
+            )
+            return got
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # ---- list + watch ----
+
+    def _list(self) -> tuple[list[dict[str, Any]], str]:
+        body: dict[str, Any] = self._api.list_cluster_custom_object(self.group, self.version, self.plural)  # type: ignore[assignment]
+        return body.get("items") or [], body["metadata"]["resourceVersion"]
+
+    def _watch_thread(self, loop: asyncio.AbstractEventLoop, since: str, gone: threading.Event) -> str:
+        """Stream events into the loop until the server ends the watch; return the last RV seen."""
+        w = k8s_watch.Watch()
+        rv = since
+        try:
+            for event in w.stream(
+                self._api.list_cluster_custom_object,
+                self.group,
+                self.version,
+                self.plural,
+                resource_version=rv,
+                timeout_seconds=self._resync,
+                allow_watch_bookmarks=True,
+            ):
+                if self._stop.is_set():
+                    w.stop()
+                    break
+                obj = event["object"]
+                rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    loop.call_soon_threadsafe(self._enqueue, obj)
+        except ApiException as exc:
+            if exc.status == 410:
+                gone.set()
+            else:
+                raise
+        return rv
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        workers = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
+        try:
+            while not self._stop.is_set():
+                try:
+                    items, rv = await asyncio.to_thread(self._list)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    # The kind's CRD is not installed (yet): the other kinds keep working.
+                    log.warning("%s.%s is not served; install k8s_bridge/crds/", self.plural, self.group)
+                    await asyncio.sleep(CRD_MISSING_RETRY_SECONDS)
+                    continue
+                for obj in items:
+                    self._enqueue(obj, force=True)  # resync: reconcile everything in full
+                # One watch per list: when the server ends it (timeout = resync period) or
+                # answers 410 Gone (our RV was compacted away), list again from scratch.
+                await self._in_daemon_thread(self._watch_thread, loop, rv, threading.Event())
+        finally:
+            self._stop.set()
+            for t in [*workers, *self._follow_ups]:
+                t.cancel()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    async def _in_daemon_thread(fn: Any, *args: Any) -> Any:
+        """Like asyncio.to_thread, but a blocked watch never holds up interpreter exit."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        def target() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        threading.Thread(target=target, daemon=True, name="watch").start()
+        return await done
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Bridge(Controller):
+    """BareMetalHosts -> HostWorkflows."""
+
+    async def handle(self, obj: dict[str, Any]) -> Fingerprint:
+        plan = await reconcile(obj, self._temporal, self._settings)
+        await self.blocking(self._apply_plan, obj, plan)
+        if "delete" in plan.signals:
+            self._follow_up(obj)
+        return fingerprint(obj, plan)
 
     def _follow_up(self, obj: dict[str, Any]) -> None:
         """Reconcile once more when the deprovisioning workflow ends, to release the finalizer."""
@@ -95,24 +277,11 @@ class Bridge:
         async def wait_then_requeue() -> None:
             with contextlib.suppress(Exception):
                 await operations.handle_for(self._temporal, ref).result()
-            fresh = await asyncio.to_thread(self._get, ref)
+            fresh = await self.blocking(self._get, ref)
             if fresh is not None:
-                self._enqueue(fresh)
+                self._enqueue(fresh, force=True)
 
-        task = asyncio.create_task(wait_then_requeue())
-        self._follow_ups.add(task)
-        task.add_done_callback(self._follow_ups.discard)
-
-    def _get(self, ref: HostRef) -> dict[str, Any] | None:
-        try:
-            got: dict[str, Any] = self._api.get_namespaced_custom_object(  # type: ignore[assignment]
-                GROUP, VERSION, ref.namespace, PLURAL, ref.name
-            )
-            return got
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        self._spawn(wait_then_requeue())
 
     # ---- Kubernetes side effects ----
 
@@ -152,81 +321,3 @@ class Bridge:
             if exc.status == 409:  # stale: a newer event for this object is on its way
                 return
             raise
-
-    # ---- list + watch ----
-
-    def _list(self) -> tuple[list[dict[str, Any]], str]:
-        body: dict[str, Any] = self._api.list_cluster_custom_object(GROUP, VERSION, PLURAL)  # type: ignore[assignment]
-        return body.get("items") or [], body["metadata"]["resourceVersion"]
-
-    def _watch_thread(self, loop: asyncio.AbstractEventLoop, since: str, gone: threading.Event) -> str:
-        """Stream events into the loop until the server ends the watch; return the last RV seen."""
-        w = k8s_watch.Watch()
-        rv = since
-        try:
-            for event in w.stream(
-                self._api.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                PLURAL,
-                resource_version=rv,
-                timeout_seconds=self._resync,
-                allow_watch_bookmarks=True,
-            ):
-                if self._stop.is_set():
-                    w.stop()
-                    break
-                obj = event["object"]
-                rv = obj.get("metadata", {}).get("resourceVersion", rv)
-                if event["type"] in ("ADDED", "MODIFIED"):
-                    loop.call_soon_threadsafe(self._enqueue, obj)
-        except ApiException as exc:
-            if exc.status == 410:
-                gone.set()
-            else:
-                raise
-        return rv
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        workers = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
-        try:
-            while not self._stop.is_set():
-                items, rv = await asyncio.to_thread(self._list)
-                for obj in items:
-                    self._enqueue(obj)
-                # One watch per list: when the server ends it (timeout = resync period) or
-                # answers 410 Gone (our RV was compacted away), list again from scratch.
-                await self._in_daemon_thread(self._watch_thread, loop, rv, threading.Event())
-        finally:
-            self._stop.set()
-            for t in [*workers, *self._follow_ups]:
-                t.cancel()
-
-    @staticmethod
-    async def _in_daemon_thread(fn: Any, *args: Any) -> Any:
-        """Like asyncio.to_thread, but a blocked watch never holds up interpreter exit."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
-
-        def settle(result: Any, error: BaseException | None) -> None:
-            if done.done():
-                return
-            if error is not None:
-                done.set_exception(error)
-            else:
-                done.set_result(result)
-
-        def target() -> None:
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # handed to the awaiting coroutine
-                loop.call_soon_threadsafe(settle, None, exc)
-            else:
-                loop.call_soon_threadsafe(settle, result, None)
-
-        threading.Thread(target=target, daemon=True, name="bmh-watch").start()
-        return await done
-
-    def stop(self) -> None:
-        self._stop.set()

@@ -1,11 +1,14 @@
-"""`metalflow bridge`: watch BareMetalHosts and drive their workflows."""
+"""`metalflow bridge`: watch BareMetalHosts, HostClaims and HostSets and drive their workflows."""
 
 from __future__ import annotations
+
+import asyncio
 
 from kubernetes import client as k8s
 from kubernetes import config
 
 from k8s_bridge.controller import Bridge
+from k8s_bridge.pools import ClaimController, SetController
 from metalflow import metrics
 from metalflow.client import connect
 from metalflow.settings import Settings
@@ -22,4 +25,8 @@ async def run_bridge(settings: Settings) -> None:
     temporal = await connect(settings, runtime=metrics.sdk_runtime(settings.sdk_metrics_address))
     metrics.serve(settings.metrics_address)
     with api_client(settings) as api:
-        await Bridge(api, temporal, settings).run()
+        await asyncio.gather(
+            Bridge(api, temporal, settings).run(),
+            ClaimController(api, temporal, settings).run(),
+            SetController(api, temporal, settings).run(),
+        )

@@ -7,6 +7,8 @@ again. Actions are idempotent: a repeated event changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from metalflow import operations
 from metalflow.bmh import ManifestError, host_from_manifest
-from metalflow.models import HostRef
+from metalflow.models import Host, HostRef
 from metalflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,34 @@ class Plan:
     apply: bool = False
 
 
+Fingerprint = tuple[str, str, bool, bool, tuple[tuple[str, str], ...]]
+
+
+def fingerprint(obj: dict[str, Any], after: Plan | None = None, finalizer: str = FINALIZER) -> Fingerprint:
+    """Everything reconcile reads from an object, as it stands once `after` has been applied.
+
+    Status writes and the echo of the bridge's own finalizer/annotation patches leave it
+    unchanged, so the events they cause need no reconcile.
+    """
+    meta = obj.get("metadata") or {}
+    finalizers = set(meta.get("finalizers") or [])
+    annotations = dict(meta.get("annotations") or {})
+    if after is not None:
+        if after.add_finalizer:
+            finalizers.add(finalizer)
+        if after.remove_finalizer:
+            finalizers.discard(finalizer)
+        for k in after.remove_annotations:
+            annotations.pop(k, None)
+    return (
+        str(meta.get("uid", "")),
+        json.dumps(obj.get("spec"), sort_keys=True),
+        bool(meta.get("deletionTimestamp")),
+        finalizer in finalizers,
+        tuple(sorted(annotations.items())),
+    )
+
+
 async def _workflow_state(client: Client, ref: HostRef) -> tuple[WorkflowExecutionStatus | None, str]:
     """The host workflow's status and the BareMetalHost uid it was started for."""
     try:
@@ -52,6 +82,16 @@ async def _workflow_state(client: Client, ref: HostRef) -> tuple[WorkflowExecuti
     return desc.status, str(memo.get("uid", ""))
 
 
+def _parse(obj: dict[str, Any]) -> tuple[Host | None, str]:
+    """The host the manifest describes, or why it is not valid (for status.errorMessage)."""
+    try:
+        host = host_from_manifest(obj)
+        operations.check_spec(host.spec)
+    except (ManifestError, ValueError) as err:
+        return None, str(err)
+    return host, ""
+
+
 async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> Plan:
     """Decide and perform the workflow side; return the Kubernetes-side patches to make."""
     meta = obj.get("metadata") or {}
@@ -59,10 +99,26 @@ async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> 
     annotations: dict[str, str] = meta.get("annotations") or {}
     finalizers: list[str] = meta.get("finalizers") or []
     plan = Plan()
+    deleting = bool(meta.get("deletionTimestamp"))
+    if not deleting and FINALIZER not in finalizers:
+        # First sight of the object (no finalizer of ours yet): one start call is the common
+        # case; only when a workflow already runs does the full comparison below follow.
+        host, error = _parse(obj)
+        if host is None:
+            return Plan(add_finalizer=True, status_error=error)
+        if await operations.start(
+            client,
+            host,
+            settings,
+            memo={"uid": meta.get("uid", "")},
+            paused=PAUSED in annotations,
+            detached=DETACHED in annotations,
+        ):
+            return Plan(add_finalizer=True, apply=True)
     status, uid = await _workflow_state(client, ref)
     running = status == WorkflowExecutionStatus.RUNNING
 
-    if meta.get("deletionTimestamp"):
+    if deleting:
         if FINALIZER not in finalizers:
             return plan
         if running:
@@ -74,11 +130,9 @@ async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> 
 
     if FINALIZER not in finalizers:
         plan.add_finalizer = True
-    try:
-        host = host_from_manifest(obj)
-        operations.check_spec(host.spec)
-    except (ManifestError, ValueError) as err:
-        plan.status_error = str(err)
+    host, error = _parse(obj)
+    if host is None:
+        plan.status_error = error
         return plan
 
     if running and uid and uid != meta.get("uid"):
@@ -99,11 +153,11 @@ async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> 
         )
         plan.apply = True
         return plan
-    if await operations.spec(client, ref) != host.spec:
+    spec, current = await asyncio.gather(operations.spec(client, ref), operations.status(client, ref))
+    if spec != host.spec:
         await operations.apply(client, host, settings)
         plan.apply = True
 
-    current = await operations.status(client, ref)
     if (PAUSED in annotations) != current.paused:
         plan.signals.append("pause" if PAUSED in annotations else "resume")
     if (DETACHED in annotations) != current.detached:

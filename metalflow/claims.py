@@ -11,7 +11,15 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from metalflow.models import HardwareDetails, HostRef, ImageSpec, JoinSpec, Model, SecretRef
+from metalflow.models import (
+    ConsumerRef,
+    HardwareDetails,
+    HostRef,
+    ImageSpec,
+    JoinSpec,
+    Model,
+    SecretRef,
+)
 
 
 class Operator(StrEnum):
@@ -114,11 +122,21 @@ class ClaimSpec(Model):
     join: JoinSpec | None = None
 
 
+API_VERSION = "metalflow.io/v1alpha1"
+
+
 class Claim(Model):
     id: str = Field(min_length=1, max_length=200)
     namespace: str = "default"
     spec: ClaimSpec
     owner: str = Field(default="", description="What holds the claim, e.g. machineset/default/workers")
+    kind: str = Field(
+        default="Claim", description="The consumerRef kind put on the host: Claim, or a HostClaim object"
+    )
+
+    def consumer_ref(self) -> ConsumerRef:
+        """The chosen host's consumerRef; its name is the claim id, which the pool checks."""
+        return ConsumerRef(api_version=API_VERSION, kind=self.kind, name=self.id, namespace=self.namespace)
 
 
 class ClaimPhase(StrEnum):

@@ -14,6 +14,7 @@ from pydantic import Field
 from metalflow.claims import ClaimSpec
 from metalflow.models import (
     BootMode,
+    ConsumerRef,
     HardwareDetails,
     HostRef,
     HostSpec,
@@ -288,6 +289,7 @@ class Assignment(Model):
     claim_id: str
     host: HostRef
     spec: ClaimSpec | None = None
+    consumer: ConsumerRef | None = Field(default=None, description="consumerRef to set; a Claim's by default")
 
 
 class HostHealth(Model):

@@ -47,14 +47,17 @@ STATUS_PUBLISHES = Counter(
     "metalflow_status_publishes_total", "Host status publishes by the resulting state.", ["state"]
 )
 BRIDGE_RECONCILES = Counter(
-    "metalflow_bridge_reconciles_total", "BareMetalHost reconciles by the bridge.", ["result"]
+    "metalflow_bridge_reconciles_total", "Reconciles by the bridge, by kind and result.", ["kind", "result"]
 )
 BRIDGE_RECONCILE_SECONDS = Histogram(
     "metalflow_bridge_reconcile_duration_seconds",
-    "Time to reconcile one BareMetalHost (Temporal calls plus Kubernetes patches).",
+    "Time to reconcile one object (Temporal calls plus Kubernetes patches), by kind.",
+    ["kind"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-BRIDGE_QUEUE_DEPTH = Gauge("metalflow_bridge_queue_depth", "BareMetalHost keys waiting to be reconciled.")
+BRIDGE_QUEUE_DEPTH = Gauge(
+    "metalflow_bridge_queue_depth", "Objects waiting to be reconciled, by kind.", ["kind"]
+)
 
 
 # ---- step durations, observed from published status ----

@@ -47,6 +47,21 @@ async def apply(
     detached: bool = False,
 ) -> Applied:
     """Start the host's workflow (paused/detached from the start if asked), or update its spec."""
+    if await start(client, host, settings, memo, paused, detached):
+        return Applied(host.ref, started=True)
+    await handle_for(client, host.ref).execute_update("update_spec", host.spec)
+    return Applied(host.ref, started=False)
+
+
+async def start(
+    client: Client,
+    host: Host,
+    settings: Settings,
+    memo: dict[str, str] | None = None,
+    paused: bool = False,
+    detached: bool = False,
+) -> bool:
+    """Start the host's workflow in one call; False (and nothing changed) if it already runs."""
     check_spec(host.spec)
     inp = HostWorkflowInput(
         ref=host.ref,
@@ -76,10 +91,9 @@ async def apply(
                 ]
             ),
         )
-        return Applied(host.ref, started=True)
+        return True
     except WorkflowAlreadyStartedError:
-        await handle_for(client, host.ref).execute_update("update_spec", host.spec)
-        return Applied(host.ref, started=False)
+        return False
 
 
 async def status(client: Client, ref: HostRef) -> HostStatus:

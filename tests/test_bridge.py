@@ -263,3 +263,28 @@ async def _paused(settings: Settings, ref: HostRef) -> bool:
     from metalflow.client import connect
 
     return (await operations.status(await connect(settings), ref)).paused
+
+
+def test_fingerprint_skips_status_writes_and_our_own_patches_only() -> None:
+    """The bridge skips events that change nothing it reads; everything else is reconciled."""
+    from k8s_bridge.reconcile import Plan, fingerprint
+
+    obj: dict[str, Any] = {
+        "metadata": {"uid": "u1", "generation": 1, "annotations": {"reboot.metal3.io": ""}},
+        "spec": {"online": True},
+    }
+    done = fingerprint(obj, Plan(add_finalizer=True, remove_annotations=["reboot.metal3.io"]))
+    echo = {
+        "metadata": {"uid": "u1", "generation": 1, "finalizers": [FINALIZER], "annotations": {}},
+        "spec": {"online": True},
+        "status": {"operationalStatus": "OK"},
+    }
+    assert fingerprint(echo) == done, "the echo of the bridge's own patch and status writes are no-ops"
+    for changed in (
+        {**echo, "spec": {"online": False}},
+        {**echo, "metadata": {**echo["metadata"], "uid": "u2"}},
+        {**echo, "metadata": {**echo["metadata"], "annotations": {PAUSED: ""}}},
+        {**echo, "metadata": {**echo["metadata"], "finalizers": []}},
+        {**echo, "metadata": {**echo["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}},
+    ):
+        assert fingerprint(changed) != done

@@ -130,7 +130,11 @@ async def test_bridge_exports_reconcile_metrics(
                     got = scrape(port)
                 except OSError:  # not listening yet
                     return None
-                return got if got.get('metalflow_bridge_reconciles_total{result="ok"}', 0) >= 1 else None
+                return (
+                    got
+                    if got.get('metalflow_bridge_reconciles_total{kind="baremetalhosts",result="ok"}', 0) >= 1
+                    else None
+                )
 
             deadline = asyncio.get_running_loop().time() + 120
             while (ours := await asyncio.to_thread(reconciled)) is None:
@@ -138,8 +142,8 @@ async def test_bridge_exports_reconcile_metrics(
                     -3000:
                 ]
                 await asyncio.sleep(0.3)
-            assert ours["metalflow_bridge_reconcile_duration_seconds_count{}"] >= 1
-            assert "metalflow_bridge_queue_depth{}" in ours
+            assert ours['metalflow_bridge_reconcile_duration_seconds_count{kind="baremetalhosts"}'] >= 1
+            assert 'metalflow_bridge_queue_depth{kind="baremetalhosts"}' in ours
             # the bridge started the host's workflow, and its client's RPCs show in the SDK metrics
             desc = await operations.handle_for(client, ref).describe()
             assert desc.workflow_type == "HostWorkflow" and desc.status == WorkflowExecutionStatus.RUNNING

@@ -135,7 +135,9 @@ class AllocatorWorkflow:
                 try:
                     await workflow.execute_activity(
                         POOL_ASSIGN,
-                        Assignment(claim_id=claim.id, host=chosen.ref, spec=claim.spec),
+                        Assignment(
+                            claim_id=claim.id, host=chosen.ref, spec=claim.spec, consumer=claim.consumer_ref()
+                        ),
                         start_to_close_timeout=timedelta(minutes=1),
                         retry_policy=LOCAL_RETRY,
                         summary=f"assign {chosen.ref.name} to {claim.id}",

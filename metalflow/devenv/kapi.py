@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import collections
 import copy
+import itertools
 import json
 import re
 import uuid
@@ -50,6 +52,8 @@ KINDS = [
     Kind("v1", "namespaces", "Namespace", False, True),
     Kind("v1", "nodes", "Node", False, True),
     Kind("metal3.io/v1alpha1", "baremetalhosts", "BareMetalHost", True, True),
+    Kind("metalflow.io/v1alpha1", "hostclaims", "HostClaim", True, True),
+    Kind("metalflow.io/v1alpha1", "hostsets", "HostSet", True, True),
 ]
 
 
@@ -402,10 +406,12 @@ class _Handler(kmock.KubernetesScaffold):  # type: ignore[misc]
         deadline = loop.time() + timeout
         last_bookmark = loop.time()
         while True:
-            for rv, event, k, obj in list(api.events):
-                if rv > since and wanted(k, obj):
+            # The log is in resourceVersion order: start after `since` instead of scanning it all.
+            start = bisect.bisect_right(api.events, since, key=lambda e: e[0])
+            for rv, event, k, obj in list(itertools.islice(api.events, start, None)):
+                if wanted(k, obj):
                     await send(event, obj)
-                since = max(since, rv) if rv > since else since
+                since = max(since, rv)
             left = deadline - loop.time()
             if left <= 0:
                 break
@@ -427,3 +433,16 @@ class _Handler(kmock.KubernetesScaffold):  # type: ignore[misc]
                 except TimeoutError:
                     pass
         return resp
+
+
+async def serve_forever(kubeconfig: Path, max_events: int) -> None:
+    """Serve until killed; the kubeconfig appears (atomically) once the server listens."""
+    async with KubeAPIServer(max_events=max_events) as api:
+        api.write_kubeconfig(kubeconfig.with_suffix(".tmp")).rename(kubeconfig)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # a test API server in its own process, for benchmarks
+    import sys
+
+    asyncio.run(serve_forever(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 10_000))
