@@ -81,6 +81,11 @@ async def cmd_provision(args: argparse.Namespace, settings: Settings) -> int:
     for host in hosts:
         operations.check_spec(host.spec)
     client = await connect(settings)
+    if args.fleet:
+        from metalflow.fleet_view import run_fleet
+
+        result = await run_fleet(client, hosts, settings.task_queue, args.limit, args.timeout, console)
+        return 1 if result.failed or result.timed_out else 0
     for host in hosts:
         applied = await operations.apply(client, host, settings)
         verb = "started" if applied.started else "updated"
@@ -260,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", action="store_true", help="show live progress until every host settles")
     sp.add_argument("--timeout", type=float, default=1800)
     sp.add_argument("--secrets-dir", help="local Secrets as <dir>/<namespace>/<name>.yaml")
+    sp.add_argument(
+        "--fleet",
+        action="store_true",
+        help="run as one FleetWorkflow: live progress, failure summary, exit 1 if any host failed",
+    )
+    sp.add_argument(
+        "--limit",
+        type=int,
+        help="with --fleet: hosts per namespace in provisioning states at once (metal3's PROVISIONING_LIMIT)",
+    )
     sp.set_defaults(run=cmd_provision)
 
     sp = host_cmd("status", "one host's status (metal3 fields)")

@@ -26,6 +26,13 @@ from metalflow.contracts import (
     StepInput,
     StepResult,
 )
+from metalflow.fleet import (
+    LIMITER_ACQUIRE,
+    SLOT_GRANTED_SIGNAL,
+    SLOT_RELEASE_SIGNAL,
+    SlotRequest,
+    limiter_id,
+)
 from metalflow.models import (
     CleaningMode,
     CredentialsStatus,
@@ -39,7 +46,7 @@ from metalflow.models import (
 from metalflow.models import ProvisioningState as S
 from workflows import bmc_calls
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
-from workflows.states import STABLE, STEPS, Event, Step, allowed, next_state
+from workflows.states import LIMITED, STABLE, STEPS, Event, Step, allowed, next_state
 
 with workflow.unsafe.imports_passed_through():
     from workflows.validation import validate_update
@@ -50,6 +57,9 @@ POWER_AT_REST = Step("power", Event.POWERED_OFF, ErrorType.POWER_MANAGEMENT, "po
 # Backoff before retrying a failed step by itself; an operator's retry or a spec change is immediate.
 ERROR_BACKOFF_BASE = timedelta(seconds=30)
 ERROR_BACKOFF_MAX = timedelta(minutes=10)
+
+# Histories recorded before the provisioning limit took no slots; they replay without them.
+LIMIT_PATCH = "provisioning-limit"
 
 
 class Request:
@@ -79,6 +89,8 @@ class HostWorkflow:
         )
         self._changes = 0  # bumped by every handler: wakes whatever the loop waits on
         self._retry_now = False
+        self._slot = False  # holds one of the namespace's provisioning slots
+        self._granted = False
 
     # ---- operator interface ----
 
@@ -131,6 +143,11 @@ class HostWorkflow:
         self._retry_now = True
         self._poke()
 
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def slot_granted(self) -> None:
+        """The namespace's ProvisioningLimiter gave this host a slot it was waiting for."""
+        self._granted = True
+
     @workflow.signal
     def inspect(self) -> None:
         self._request(Request.INSPECT)
@@ -170,6 +187,7 @@ class HostWorkflow:
                 continue
             if await self._act_on_spec():
                 continue
+            await self._give_back_slot()
             if self._history_too_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry_over(), memo=dict(workflow.memo()))
@@ -182,6 +200,7 @@ class HostWorkflow:
     async def _hold_while_paused(self) -> None:
         if not (self._paused or self._detached):
             return
+        await self._give_back_slot()
         previous = self._status.operational_status
         if self._detached:
             self._status.operational_status = OperationalStatus.DETACHED
@@ -254,6 +273,12 @@ class HostWorkflow:
     # ---- steps ----
 
     async def _run_step(self, state: S, step: Step) -> bool:
+        try:
+            await self._take_slot(state)
+        except ActivityError as err:
+            self._record_error(step, err)
+            await self._publish()
+            return False
         history = self._history_slot(state)
         now = workflow.now()
         if history is not None and (history.start is None or history.end is not None):
@@ -347,6 +372,38 @@ class HostWorkflow:
             S.DEPROVISIONING: h.deprovision,
         }.get(state)
 
+    # ---- provisioning limit ----
+
+    async def _take_slot(self, state: S) -> None:
+        """Wait for a slot before a limited state; show metal3's "delayed" while waiting."""
+        if self._slot or state not in LIMITED or not workflow.patched(LIMIT_PATCH):
+            return
+        self._granted = False
+        info = workflow.info()
+        granted = await workflow.execute_activity(
+            LIMITER_ACQUIRE,
+            SlotRequest(namespace=self._ref.namespace, holder=info.workflow_id, task_queue=info.task_queue),
+            result_type=bool,
+            start_to_close_timeout=LOCAL_TIMEOUT,
+            retry_policy=LOCAL_RETRY,
+            summary="ask for a provisioning slot",
+        )
+        if not granted and not self._granted:
+            previous = self._status.operational_status
+            self._status.operational_status = OperationalStatus.DELAYED
+            await self._publish()
+            await workflow.wait_condition(lambda: self._granted)
+            self._status.operational_status = previous
+        self._slot = True
+
+    async def _give_back_slot(self) -> None:
+        if not self._slot:
+            return
+        self._slot = False
+        await workflow.get_external_workflow_handle(limiter_id(self._ref.namespace)).signal(
+            SLOT_RELEASE_SIGNAL, workflow.info().workflow_id
+        )
+
     # ---- errors ----
 
     def _record_error(self, step: Step, err: ChildWorkflowError | ActivityError) -> None:
@@ -368,6 +425,7 @@ class HostWorkflow:
 
     async def _wait_after_error(self) -> None:
         """Back off (metal3 does too), but wake at once for a retry, a new spec, or a delete."""
+        await self._give_back_slot()
         backoff = min(ERROR_BACKOFF_BASE * (2 ** max(self._status.error_count - 1, 0)), ERROR_BACKOFF_MAX)
         spec_at_failure = self._spec
         self._retry_now = False
@@ -384,6 +442,7 @@ class HostWorkflow:
     # ---- delete, status, continue-as-new ----
 
     async def _finish_delete(self) -> HostStatus:
+        await self._give_back_slot()
         self._status.deleted = True
         self._status.current_step = ""
         await self._publish()

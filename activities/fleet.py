@@ -1,0 +1,136 @@
+"""Fleet and limiter activities: they talk to Temporal itself (start, update, visibility).
+
+Workflows cannot send Updates or read visibility, so these small activities do it with the
+worker's client; the workflows stay deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+
+from metalflow import operations
+from metalflow import search_attributes as sa
+from metalflow.contracts import HOST_WORKFLOW
+from metalflow.fleet import (
+    FLEET_APPLY,
+    FLEET_OBSERVE,
+    LIMITER_ACQUIRE,
+    LIMITER_CONFIGURE,
+    LIMITER_WORKFLOW,
+    ApplyOutcome,
+    FleetApply,
+    FleetObserve,
+    FleetProgress,
+    HostOutcome,
+    LimiterState,
+    LimitRequest,
+    SlotRequest,
+    limiter_id,
+)
+from metalflow.models import HostRef, OperationalStatus
+from metalflow.settings import get_settings
+
+APPLY_CONCURRENCY = 16
+SETTLED_WITH_IMAGE = {"provisioned"}
+SETTLED_WITHOUT_IMAGE = {"available", "externally provisioned"}
+
+
+async def _limiter(client: Client, namespace: str, task_queue: str) -> WorkflowHandle[object, None]:
+    """The namespace's limiter, started with the worker's configured limit if not running."""
+    limit = get_settings().max_concurrent_provisioning
+    return await client.start_workflow(
+        LIMITER_WORKFLOW,
+        LimiterState(namespace=namespace, limit=limit),
+        id=limiter_id(namespace),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"provisioning limit for namespace {namespace}",
+    )
+
+
+@activity.defn(name=LIMITER_ACQUIRE)
+async def acquire(req: SlotRequest) -> bool:
+    handle = await _limiter(activity.client(), req.namespace, req.task_queue)
+    return await handle.execute_update("acquire", req.holder, result_type=bool)
+
+
+@activity.defn(name=LIMITER_CONFIGURE)
+async def configure(req: LimitRequest) -> LimiterState:
+    handle = await _limiter(activity.client(), req.namespace, req.task_queue)
+    return await handle.execute_update("set_limit", req.limit, result_type=LimiterState)
+
+
+@activity.defn(name=FLEET_APPLY)
+async def apply(req: FleetApply) -> list[ApplyOutcome]:
+    """Start (or update) each host's workflow; a host that cannot be applied is reported, not raised."""
+    client = activity.client()
+    settings = get_settings().model_copy(update={"task_queue": req.task_queue})
+    gate = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+    async def one(i: int) -> ApplyOutcome:
+        host = req.hosts[i]
+        out = ApplyOutcome(name=host.ref.name, namespace=host.ref.namespace)
+        async with gate:
+            try:
+                out.started = (await operations.apply(client, host, settings)).started
+            except Exception as err:  # reported per host in the fleet summary
+                out.error = f"{type(err).__name__}: {err}"
+        activity.heartbeat(i)
+        return out
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(req.hosts)))))
+
+
+@activity.defn(name=FLEET_OBSERVE)
+async def observe(req: FleetObserve) -> FleetProgress:
+    """One visibility listing for the namespace's hosts; status queries only for the failed ones."""
+    client = activity.client()
+    wanted = set(req.names)
+    without_image = set(req.without_image)
+    rows: dict[str, HostOutcome] = {}
+    query = f'WorkflowType="{HOST_WORKFLOW}" AND HostNamespace="{req.namespace}"'
+    async for wf in client.list_workflows(query):
+        ref = HostRef.from_workflow_id(wf.id)
+        if ref.name not in wanted or ref.name in rows:
+            continue
+        attrs = wf.typed_search_attributes
+        state = attrs.get(sa.HOST_STATE) or ""
+        error_type = attrs.get(sa.ERROR_TYPE) or ""
+        settled_states = SETTLED_WITHOUT_IMAGE if ref.name in without_image else SETTLED_WITH_IMAGE
+        rows[ref.name] = HostOutcome(
+            name=ref.name,
+            namespace=ref.namespace,
+            state=state,
+            operational_status=attrs.get(sa.OPERATIONAL_STATUS) or "",
+            error_type=error_type,
+            settled=bool(error_type) or state in settled_states,
+        )
+    failed = [r for r in rows.values() if r.error_type]
+
+    async def explain(row: HostOutcome) -> None:
+        try:
+            st = await operations.status(client, HostRef(namespace=row.namespace, name=row.name))
+        except Exception as err:  # the row still names the errorType
+            row.error_message = f"(status unavailable: {err})"
+            return
+        row.error_message = st.error_message
+
+    await asyncio.gather(*(explain(r) for r in failed))
+    progress = FleetProgress(total=len(wanted), settled=sum(r.settled for r in rows.values()), failed=failed)
+    for row in rows.values():
+        key = row.state or "none"
+        progress.by_state[key] = progress.by_state.get(key, 0) + 1
+        progress.delayed += row.operational_status == OperationalStatus.DELAYED.value
+    missing = len(wanted) - len(rows)
+    if missing:
+        progress.by_state["not started"] = missing
+    if req.detail:
+        progress.hosts = sorted(rows.values(), key=lambda r: r.name)
+    return progress
+
+
+ACTIVITIES = [acquire, configure, apply, observe]

@@ -1,0 +1,172 @@
+"""A fleet run through `metalflow provision --fleet`: the provisioning limit, "delayed" hosts,
+the failure summary with errorType, and no secret anywhere in the run's histories."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
+
+from metalflow import operations
+from metalflow.devenv.datacenter import Datacenter
+from metalflow.fleet import LIMITER_WORKFLOW, SLOT_RELEASE_SIGNAL, FleetProgress, LimiterState, limiter_id
+from metalflow.models import ErrorType, OperationalStatus
+from metalflow.settings import Settings
+from worker.control import build_worker
+
+LIMIT = 2
+HOSTS = 4
+LIMITED_STEPS = {"InspectHost", "CleanHost", "DeployHost"}
+
+
+async def wait_until(what: str, check: Any, timeout: float = 120) -> None:
+    """Poll an async condition with a deadline (never a bare sleep as synchronisation)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not reached in {timeout}s")
+        await asyncio.sleep(0.3)
+
+
+def hostfile_docs(dc: Datacenter, ns: str, user_data: str) -> list[dict[str, Any]]:
+    docs = dc.manifests()
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "user-data", "namespace": ns},
+            "stringData": {"userData": user_data},
+        }
+    )
+    hosts = [d for d in docs if d["kind"] == "BareMetalHost"]
+    for d in hosts:
+        d["spec"]["userData"] = {"name": "user-data", "namespace": ns}
+    hosts[-1]["spec"]["image"]["checksum"] = "0" * 64  # the last host must fail: wrong checksum
+    return docs
+
+
+def max_concurrent_limited_steps(histories: list[WorkflowHistory]) -> int:
+    """From the recorded host histories: the most limited step workflows ever running at once."""
+    edges: list[tuple[float, int]] = []
+    for history in histories:
+        started: dict[int, float] = {}
+        for ev in history.events:
+            if ev.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+                attrs = ev.start_child_workflow_execution_initiated_event_attributes
+                if attrs.workflow_type.name in LIMITED_STEPS:
+                    started[ev.event_id] = ev.event_time.ToMicroseconds()
+                continue
+            if ev.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+                initiated = ev.child_workflow_execution_completed_event_attributes.initiated_event_id
+            elif ev.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED:
+                initiated = ev.child_workflow_execution_failed_event_attributes.initiated_event_id
+            else:
+                continue
+            if initiated in started:
+                edges += [(started.pop(initiated), 1), (ev.event_time.ToMicroseconds(), -1)]
+        edges += [(t, 1) for t in started.values()]  # still running
+    running = peak = 0
+    for _, delta in sorted(edges):  # at equal times an end (-1) sorts before a start
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
+    client: Client, settings: Settings, tmp_path: Path, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # the CLI's rich tables, unwrapped
+    user_data = f"#cloud-config\n# fleet-user-data-{uuid.uuid4().hex}\n"
+    async with Datacenter(settings, hosts=HOSTS, prefix="fl", namespace=ns) as dc:
+        hostfile = tmp_path / "fleet.yaml"
+        hostfile.write_text(yaml.safe_dump_all(hostfile_docs(dc, ns, user_data)))
+        with ThreadPoolExecutor(max_workers=32) as executor:
+            async with build_worker(client, settings, executor):
+                # Two holders outside the fleet take both slots first, so every fleet host has to
+                # wait: "delayed" is then a certainty, not a race.
+                limiter = await client.start_workflow(
+                    LIMITER_WORKFLOW,
+                    LimiterState(namespace=ns, limit=LIMIT),
+                    id=limiter_id(ns),
+                    task_queue=settings.task_queue,
+                )
+                for holder in ("test/a", "test/b"):
+                    assert await limiter.execute_update("acquire", holder, result_type=bool)
+                cli = asyncio.create_task(
+                    asyncio.to_thread(
+                        subprocess.run,
+                        [
+                            sys.executable,
+                            "-m",
+                            "metalflow",
+                            "provision",
+                            str(hostfile),
+                            "--fleet",
+                            "--limit",
+                            str(LIMIT),
+                            "--timeout",
+                            "240",
+                            "--secrets-dir",
+                            str(tmp_path / "secrets"),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        timeout=300,
+                    )
+                )
+
+                async def all_delayed() -> bool:
+                    rows = await operations.list_hosts(client, f'HostNamespace="{ns}"')
+                    delayed = [r for r in rows if r.operational_status == OperationalStatus.DELAYED.value]
+                    return len(delayed) == HOSTS
+
+                await wait_until("every fleet host delayed", all_delayed)
+                waiting = (await limiter.query("state", result_type=LimiterState)).waiting
+                assert sorted(waiting) == sorted(f"host/{ns}/fl-{i}" for i in range(HOSTS))
+                for holder in ("test/a", "test/b"):
+                    await limiter.signal(SLOT_RELEASE_SIGNAL, holder)
+                done = await cli
+                state = await limiter.query("state", result_type=LimiterState)
+
+                fleet_id = re.search(r"started (fleet/\w+)", done.stdout)
+                assert fleet_id, done.stdout + done.stderr
+                fleet = client.get_workflow_handle(fleet_id.group(1), result_type=FleetProgress)
+                result = await fleet.result()
+                ids = [wf.id async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "host/{ns}/"')]
+                ids += [limiter_id(ns), fleet.id]
+                histories = [await client.get_workflow_handle(i).fetch_history() for i in set(ids)]
+
+    # exit code and failure summary name the failed host and its errorType
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "3 of 4 hosts done, 1 failed" in done.stdout
+    lines = done.stdout.splitlines()
+    failed_line = next((line for line in lines if f"FAILED {ns}/fl-3" in line), done.stdout)
+    assert ErrorType.PROVISIONING.value in failed_line and "ImageChecksumMismatch" in failed_line
+    outcome = {h.name: h for h in result.hosts}
+    assert [outcome[f"fl-{i}"].state for i in range(3)] == ["provisioned"] * 3
+    assert outcome["fl-3"].error_type == ErrorType.PROVISIONING.value
+    assert "ImageChecksumMismatch" in outcome["fl-3"].error_message
+    assert [f.name for f in result.failed] == ["fl-3"] and result.done and not result.timed_out
+
+    # never more than LIMIT hosts in limited steps: the limiter's own record, and the histories
+    assert state.peak <= LIMIT and state.delayed >= HOSTS
+    host_histories = [h for h in histories if re.fullmatch(rf"host/{ns}/fl-\d", h.workflow_id)]
+    assert len(host_histories) == HOSTS
+    assert 1 <= max_concurrent_limited_steps(host_histories) <= LIMIT
+
+    # no secret value in any history of the run (hosts, steps, limiter, fleet)
+    assert len(histories) > HOSTS * 4
+    for history in histories:
+        text = history.to_json()
+        assert dc.password not in text, history.workflow_id
+        assert user_data.split("# ")[1].strip() not in text, history.workflow_id

@@ -1,0 +1,86 @@
+"""ProvisioningLimiter: one per namespace (`limiter/<ns>`); metal3's PROVISIONING_LIMIT as a workflow.
+
+A host asks for a slot before a limited working state (inspecting, preparing, provisioning,
+deprovisioning). The `acquire` Update answers at once: granted, or queued. Queued hosts get
+the `slot_granted` signal, first come first served, when a holder signals `release`. All
+bookkeeping is this workflow's durable state, so a worker restart loses no slot and no
+place in line; `peak` records the most slots ever held at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+from metalflow.fleet import LIMITER_WORKFLOW, SLOT_GRANTED_SIGNAL, SLOT_RELEASE_SIGNAL, LimiterState
+
+
+@workflow.defn(name=LIMITER_WORKFLOW)
+class ProvisioningLimiter:
+    @workflow.init
+    def __init__(self, state: LimiterState) -> None:
+        self._s = state
+        self._dirty = bool(state.waiting)
+
+    @workflow.update
+    def acquire(self, holder: str) -> bool:
+        """True: the slot is the caller's now. False: queued; `slot_granted` follows."""
+        s = self._s
+        if holder in s.holders:
+            return True  # idempotent: a retried request
+        if holder not in s.waiting:
+            if not s.waiting and len(s.holders) < s.limit:
+                self._hold(holder)
+                return True
+            s.waiting.append(holder)
+            s.delayed += 1
+        return False
+
+    @workflow.update
+    def set_limit(self, limit: int) -> LimiterState:
+        if limit <= 0:
+            raise ApplicationError(f"the provisioning limit must be positive, got {limit}")
+        self._s.limit = limit
+        self._dirty = True
+        return self._s
+
+    @workflow.signal(name=SLOT_RELEASE_SIGNAL)
+    def release(self, holder: str) -> None:
+        s = self._s
+        s.holders = [h for h in s.holders if h != holder]
+        s.waiting = [h for h in s.waiting if h != holder]
+        self._dirty = True
+
+    @workflow.query
+    def state(self) -> LimiterState:
+        return self._s
+
+    def _hold(self, holder: str) -> None:
+        s = self._s
+        s.holders.append(holder)
+        s.grants += 1
+        s.peak = max(s.peak, len(s.holders))
+
+    @workflow.run
+    async def run(self, state: LimiterState) -> None:
+        while True:
+            await workflow.wait_condition(lambda: self._dirty)
+            self._dirty = False
+            granted = []
+            while self._s.waiting and len(self._s.holders) < self._s.limit:
+                holder = self._s.waiting.pop(0)
+                self._hold(holder)
+                granted.append(holder)
+            results = await asyncio.gather(
+                *(workflow.get_external_workflow_handle(h).signal(SLOT_GRANTED_SIGNAL) for h in granted),
+                return_exceptions=True,
+            )
+            for holder, result in zip(granted, results, strict=True):
+                if isinstance(result, BaseException):  # the host is gone: its slot is free again
+                    workflow.logger.warning("slot for %s returned: %s", holder, result)
+                    self.release(holder)
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self._s)
