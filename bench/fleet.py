@@ -72,11 +72,16 @@ async def step_latencies(client: Client, workflow_ids: list[str]) -> dict[str, l
             elif ev.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
                 name, t0 = started[ev.child_workflow_execution_completed_event_attributes.initiated_event_id]
                 out[name].append(t - t0)
-            elif ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and acquire is None:
-                if ev.activity_task_scheduled_event_attributes.activity_type.name == "limiter.acquire":
-                    acquire = t
-        out["host total"].append(history.events[-1].event_time.ToMicroseconds() / 1e6
-                                 - history.events[0].event_time.ToMicroseconds() / 1e6)
+            elif (
+                ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and acquire is None
+                and ev.activity_task_scheduled_event_attributes.activity_type.name == "limiter.acquire"
+            ):
+                acquire = t
+        out["host total"].append(
+            history.events[-1].event_time.ToMicroseconds() / 1e6
+            - history.events[0].event_time.ToMicroseconds() / 1e6
+        )
 
     await asyncio.gather(*(one(w) for w in workflow_ids))
     return out
@@ -141,8 +146,8 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool) -> None
                 result_task = asyncio.ensure_future(handle.result())
                 while not result_task.done():
                     await asyncio.wait({result_task}, timeout=10)
-                    with_state = await handle.query("progress", result_type=FleetProgress)
-                    line = f"  {time.monotonic() - start:6.0f}s settled {with_state.settled}/{hosts} {with_state.by_state}"
+                    now = await handle.query("progress", result_type=FleetProgress)
+                    line = f"  {time.monotonic() - start:6.0f}s settled {now.settled}/{hosts} {now.by_state}"
                     if line != last:
                         print(line, flush=True)
                         last = line

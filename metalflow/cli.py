@@ -77,6 +77,9 @@ async def watch_until_settled(
 
 
 async def cmd_provision(args: argparse.Namespace, settings: Settings) -> int:
+    if args.limit is not None and not args.fleet:
+        err_console.print("--limit applies to a fleet run: add --fleet")
+        return 2
     hosts = load_hosts(Path(args.hostfile), Path(args.secrets_dir or settings.state_dir / "secrets"))
     for host in hosts:
         operations.check_spec(host.spec)
@@ -250,6 +253,16 @@ def _dump(data: Any, fmt: str) -> None:
         print(yaml.safe_dump(data, sort_keys=False), end="")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="metalflow", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -272,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument(
         "--limit",
-        type=int,
+        type=_positive_int,
         help="with --fleet: hosts per namespace in provisioning states at once (metal3's PROVISIONING_LIMIT)",
     )
     sp.set_defaults(run=cmd_provision)
