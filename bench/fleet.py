@@ -133,7 +133,10 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool) -> None
             t_setup = time.monotonic()
             async with Datacenter(settings, hosts=hosts, prefix="bench", image_mib=image_mib) as dc:
                 setup = time.monotonic() - t_setup
+                assert dc.sushy is not None
+                sushy_pid = dc.sushy.process.pid
                 server_cpu0, bench_cpu0 = cpu_seconds(temporal.pid), time.process_time()
+                sushy_cpu0 = cpu_seconds(sushy_pid)
                 start = time.monotonic()
                 handle = await client.start_workflow(
                     FLEET_WORKFLOW,
@@ -155,6 +158,7 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool) -> None
                 elapsed = time.monotonic() - start
                 server_cpu = cpu_seconds(temporal.pid) - server_cpu0
                 bench_cpu = time.process_time() - bench_cpu0
+                sushy_cpu = cpu_seconds(sushy_pid) - sushy_cpu0
                 worker_rss = peak_rss_mib(worker.pid)
                 worker_cpu = cpu_seconds(worker.pid)
             lat = await step_latencies(client, [f"host/default/bench-{i}" for i in range(hosts)])
@@ -176,8 +180,9 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool) -> None
     print(f"  worker peak RSS {worker_rss:.0f} MiB, worker CPU {worker_cpu:.0f}s")
     print(
         f"  Temporal dev server CPU {server_cpu:.0f}s over {elapsed:.0f}s "
-        f"({100 * server_cpu / elapsed:.0f}% of one core); datacenter process CPU {bench_cpu:.0f}s"
+        f"({100 * server_cpu / elapsed:.0f}% of one core)"
     )
+    print(f"  sushy-emulator CPU {sushy_cpu:.0f}s; datacenter process (agents, boot) CPU {bench_cpu:.0f}s")
 
 
 if __name__ == "__main__":
