@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from metalflow import operations
 from metalflow import search_attributes as sa
@@ -20,6 +21,7 @@ from metalflow.fleet import (
     FLEET_OBSERVE,
     LIMITER_ACQUIRE,
     LIMITER_CONFIGURE,
+    LIMITER_GONE,
     LIMITER_WORKFLOW,
     ApplyOutcome,
     FleetApply,
@@ -62,6 +64,22 @@ async def acquire(req: SlotRequest) -> bool:
 async def configure(req: LimitRequest) -> LimiterState:
     handle = await _limiter(activity.client(), req.namespace, req.task_queue)
     return await handle.execute_update("set_limit", req.limit, result_type=LimiterState)
+
+
+@activity.defn(name=LIMITER_GONE)
+async def gone(holders: list[str]) -> list[str]:
+    """Holders whose workflow is no longer running (terminated, say): their slots are free."""
+    client = activity.client()
+
+    async def ended(wid: str) -> bool:
+        try:
+            desc = await client.get_workflow_handle(wid).describe()
+        except RPCError as err:
+            return err.status == RPCStatusCode.NOT_FOUND
+        return desc.status != WorkflowExecutionStatus.RUNNING
+
+    flags = await asyncio.gather(*(ended(h) for h in holders))
+    return [h for h, flag in zip(holders, flags, strict=True) if flag]
 
 
 @activity.defn(name=FLEET_APPLY)
@@ -133,4 +151,4 @@ async def observe(req: FleetObserve) -> FleetProgress:
     return progress
 
 
-ACTIVITIES = [acquire, configure, apply, observe]
+ACTIVITIES = [acquire, configure, gone, apply, observe]

@@ -19,6 +19,7 @@ FLEET_WORKFLOW = "FleetWorkflow"
 
 LIMITER_ACQUIRE = "limiter.acquire"
 LIMITER_CONFIGURE = "limiter.configure"
+LIMITER_GONE = "limiter.gone"
 FLEET_APPLY = "fleet.apply"
 FLEET_OBSERVE = "fleet.observe"
 
@@ -43,6 +44,9 @@ class LimiterState(Model):
     peak: int = Field(default=0, description="Most slots ever held at once (for audits and tests).")
     grants: int = 0
     delayed: int = Field(default=0, description="Requests that had to wait for a slot.")
+    check_holders_seconds: float = Field(
+        default=60, gt=0, description="While hosts wait, how often to free slots of ended holders."
+    )
 
 
 class SlotRequest(Model):

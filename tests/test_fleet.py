@@ -170,3 +170,31 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
         text = history.to_json()
         assert dc.password not in text, history.workflow_id
         assert user_data.split("# ")[1].strip() not in text, history.workflow_id
+
+
+async def test_a_slot_held_by_an_ended_host_is_given_back(
+    client: Client, settings: Settings, tmp_path: Path, ns: str
+) -> None:
+    """A host workflow terminated while holding a slot must not block the namespace forever."""
+    async with Datacenter(settings, hosts=2, prefix="gh", namespace=ns) as dc:
+        with ThreadPoolExecutor(max_workers=8) as executor:
+            async with build_worker(client, settings, executor):
+                # two real host workflows, paused: no BMC traffic, they only take part in the queue
+                for i in range(2):
+                    await operations.apply(client, dc.host(i), settings, paused=True)
+                holder, waiter = (f"host/{ns}/gh-{i}" for i in range(2))
+                limiter = await client.start_workflow(
+                    LIMITER_WORKFLOW,
+                    LimiterState(namespace=ns, limit=1, check_holders_seconds=1),
+                    id=limiter_id(ns),
+                    task_queue=settings.task_queue,
+                )
+                assert await limiter.execute_update("acquire", holder, result_type=bool)
+                assert not await limiter.execute_update("acquire", waiter, result_type=bool)
+                await client.get_workflow_handle(holder).terminate("test: ends holding its slot")
+
+                async def waiter_holds() -> bool:
+                    st = await limiter.query("state", result_type=LimiterState)
+                    return st.holders == [waiter] and not st.waiting
+
+                await wait_until("the ended holder's slot passes to the waiter", waiter_holds, timeout=60)

@@ -4,17 +4,26 @@ A host asks for a slot before a limited working state (inspecting, preparing, pr
 deprovisioning). The `acquire` Update answers at once: granted, or queued. Queued hosts get
 the `slot_granted` signal, first come first served, when a holder signals `release`. All
 bookkeeping is this workflow's durable state, so a worker restart loses no slot and no
-place in line; `peak` records the most slots ever held at once.
+place in line; `peak` records the most slots ever held at once. While hosts wait, holders
+are checked now and then: a host workflow that was terminated holding a slot gives it back.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from metalflow.fleet import LIMITER_WORKFLOW, SLOT_GRANTED_SIGNAL, SLOT_RELEASE_SIGNAL, LimiterState
+from metalflow.fleet import (
+    LIMITER_GONE,
+    LIMITER_WORKFLOW,
+    SLOT_GRANTED_SIGNAL,
+    SLOT_RELEASE_SIGNAL,
+    LimiterState,
+)
+from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 
 @workflow.defn(name=LIMITER_WORKFLOW)
@@ -57,6 +66,19 @@ class ProvisioningLimiter:
     def state(self) -> LimiterState:
         return self._s
 
+    async def _drop_ended_holders(self) -> None:
+        ended = await workflow.execute_activity(
+            LIMITER_GONE,
+            list(self._s.holders),
+            result_type=list[str],
+            start_to_close_timeout=LOCAL_TIMEOUT,
+            retry_policy=LOCAL_RETRY,
+            summary="look for holders that ended",
+        )
+        for holder in ended:
+            workflow.logger.warning("%s ended holding a provisioning slot; the slot is free again", holder)
+            self.release(holder)
+
     def _hold(self, holder: str) -> None:
         s = self._s
         s.holders.append(holder)
@@ -66,7 +88,13 @@ class ProvisioningLimiter:
     @workflow.run
     async def run(self, state: LimiterState) -> None:
         while True:
-            await workflow.wait_condition(lambda: self._dirty)
+            try:
+                await workflow.wait_condition(
+                    lambda: self._dirty, timeout=timedelta(seconds=self._s.check_holders_seconds)
+                )
+            except TimeoutError:
+                if self._s.waiting and self._s.holders:
+                    await self._drop_ended_holders()
             self._dirty = False
             granted = []
             while self._s.waiting and len(self._s.holders) < self._s.limit:
