@@ -111,7 +111,7 @@ async def trace(client: Client, workflow_id: str) -> None:
                 print(f"    {t:6.2f}s completed")
 
 
-async def main(hosts: int, limit: int, image_mib: int, show_trace: bool) -> None:
+async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchronous: str) -> None:
     logging.getLogger("sushy").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="metalflow-fleet-bench-") as tmp:
         root = Path(tmp)
@@ -126,7 +126,8 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool) -> None
         }
         os.environ.update(env)
         settings = Settings()
-        temporal = start_dev_server(root, port=port, ui_port=None)
+        pragmas = ("journal_mode=wal", f"synchronous={synchronous}")
+        temporal = start_dev_server(root, port=port, ui_port=None, pragmas=pragmas)
         worker = Process("worker", [sys.executable, "-m", "metalflow", "worker"], root / "worker.log", env)
         try:
             client = await Client.connect(settings.temporal_address, data_converter=pydantic_data_converter)
@@ -168,7 +169,10 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool) -> None
             worker.stop()
             temporal.stop()
     ok = hosts - len(result.failed)
-    print(f"fleet: {hosts} hosts, limit {limit}, {image_mib} MiB raw image, {os.cpu_count()} cores")
+    print(
+        f"fleet: {hosts} hosts, limit {limit}, {image_mib} MiB raw image, {os.cpu_count()} cores, "
+        f"dev server SQLite WAL synchronous={synchronous}"
+    )
     print(f"  datacenter setup {setup:.0f}s; fleet {elapsed:.0f}s -> {ok / (elapsed / 60):.0f} hosts/min")
     print(f"  provisioned {ok}, failed {len(result.failed)}, timed out {result.timed_out}")
     for f in result.failed[:5]:
@@ -191,5 +195,11 @@ if __name__ == "__main__":
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--image-mib", type=int, default=16)
     p.add_argument("--trace", action="store_true", help="print where the last host's time went")
+    p.add_argument(
+        "--synchronous",
+        choices=("FULL", "NORMAL"),
+        default="FULL",
+        help="the dev server's SQLite synchronous pragma (NORMAL: no fsync per commit in WAL mode)",
+    )
     a = p.parse_args()
-    asyncio.run(main(a.hosts, a.limit, a.image_mib, a.trace))
+    asyncio.run(main(a.hosts, a.limit, a.image_mib, a.trace, a.synchronous))
