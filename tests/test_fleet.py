@@ -198,3 +198,15 @@ async def test_a_slot_held_by_an_ended_host_is_given_back(
                     return st.holders == [waiter] and not st.waiting
 
                 await wait_until("the ended holder's slot passes to the waiter", waiter_holds, timeout=60)
+
+
+def test_delayed_reaches_the_baremetalhost_status_and_the_crd_accepts_it() -> None:
+    from activities.status import bmh_status
+    from metalflow.models import HostStatus
+
+    body = bmh_status(HostStatus(operational_status=OperationalStatus.DELAYED))
+    assert body["operationalStatus"] == "delayed"
+    crd_file = Path(__file__).parents[1] / "k8s_bridge/crds/metal3.io_baremetalhosts.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert "delayed" in status["properties"]["operationalStatus"]["enum"]
