@@ -19,10 +19,11 @@ from metalflow.contracts import HOST_WORKFLOW
 from metalflow.fleet import (
     FLEET_APPLY,
     FLEET_OBSERVE,
-    LIMITER_ACQUIRE,
     LIMITER_CONFIGURE,
     LIMITER_GONE,
+    LIMITER_REQUEST,
     LIMITER_WORKFLOW,
+    SLOT_REQUEST_SIGNAL,
     ApplyOutcome,
     FleetApply,
     FleetObserve,
@@ -41,8 +42,11 @@ SETTLED_WITH_IMAGE = {"provisioned"}
 SETTLED_WITHOUT_IMAGE = {"available", "externally provisioned"}
 
 
-async def _limiter(client: Client, namespace: str, task_queue: str) -> WorkflowHandle[object, None]:
-    """The namespace's limiter, started with the worker's configured limit if not running."""
+async def _limiter(
+    client: Client, namespace: str, task_queue: str, request: str | None = None
+) -> WorkflowHandle[object, None]:
+    """The namespace's limiter, started with the worker's configured limit if not running;
+    with `request`, that slot request is signalled in the same call (signal-with-start)."""
     limit = get_settings().max_concurrent_provisioning
     return await client.start_workflow(
         LIMITER_WORKFLOW,
@@ -51,13 +55,16 @@ async def _limiter(client: Client, namespace: str, task_queue: str) -> WorkflowH
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"provisioning limit for namespace {namespace}",
+        start_signal=SLOT_REQUEST_SIGNAL if request else None,
+        start_signal_args=[request] if request else [],
     )
 
 
-@activity.defn(name=LIMITER_ACQUIRE)
-async def acquire(req: SlotRequest) -> bool:
-    handle = await _limiter(activity.client(), req.namespace, req.task_queue)
-    return await handle.execute_update("acquire", req.holder, result_type=bool)
+@activity.defn(name=LIMITER_REQUEST)
+async def request(req: SlotRequest) -> None:
+    """Ask for a slot. A signal, not an Update: hundreds of hosts ask at once, and signals
+    neither queue up as in-flight Updates nor get aborted when the limiter continues-as-new."""
+    await _limiter(activity.client(), req.namespace, req.task_queue, request=req.holder)
 
 
 @activity.defn(name=LIMITER_CONFIGURE)
@@ -151,4 +158,4 @@ async def observe(req: FleetObserve) -> FleetProgress:
     return progress
 
 
-ACTIVITIES = [acquire, configure, gone, apply, observe]
+ACTIVITIES = [request, configure, gone, apply, observe]

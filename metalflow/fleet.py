@@ -17,15 +17,18 @@ from metalflow.models import Host, Model
 LIMITER_WORKFLOW = "ProvisioningLimiter"
 FLEET_WORKFLOW = "FleetWorkflow"
 
-LIMITER_ACQUIRE = "limiter.acquire"
+LIMITER_REQUEST = "limiter.request"
 LIMITER_CONFIGURE = "limiter.configure"
 LIMITER_GONE = "limiter.gone"
 FLEET_APPLY = "fleet.apply"
 FLEET_OBSERVE = "fleet.observe"
 
-# The signal a waiting host gets when the limiter grants it a slot.
-SLOT_GRANTED_SIGNAL = "slot_granted"
+# Signals: a host asks (request) and gives back (release); the limiter answers each request
+# with slot_queued or slot_granted, and sends slot_granted later to a queued host.
+SLOT_REQUEST_SIGNAL = "request"
 SLOT_RELEASE_SIGNAL = "release"
+SLOT_GRANTED_SIGNAL = "slot_granted"
+SLOT_QUEUED_SIGNAL = "slot_queued"
 
 DEFAULT_LIMIT = 20  # metal3's PROVISIONING_LIMIT default
 

@@ -19,7 +19,14 @@ from temporalio.client import Client, WorkflowHistory
 
 from metalflow import operations
 from metalflow.devenv.datacenter import Datacenter
-from metalflow.fleet import LIMITER_WORKFLOW, SLOT_RELEASE_SIGNAL, FleetProgress, LimiterState, limiter_id
+from metalflow.fleet import (
+    LIMITER_WORKFLOW,
+    SLOT_RELEASE_SIGNAL,
+    SLOT_REQUEST_SIGNAL,
+    FleetProgress,
+    LimiterState,
+    limiter_id,
+)
 from metalflow.models import ErrorType, OperationalStatus
 from metalflow.settings import Settings
 from worker.control import build_worker
@@ -38,8 +45,8 @@ async def wait_until(what: str, check: Any, timeout: float = 120) -> None:
         await asyncio.sleep(0.3)
 
 
-def hostfile_docs(dc: Datacenter, ns: str, user_data: str) -> list[dict[str, Any]]:
-    docs = dc.manifests()
+def hostfile_docs(dc: Datacenter, ns: str, user_data: str, fleet: set[str]) -> list[dict[str, Any]]:
+    docs = [d for d in dc.manifests() if d["kind"] == "Secret" or d["metadata"]["name"] in fleet]
     docs.append(
         {
             "apiVersion": "v1",
@@ -87,21 +94,32 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # the CLI's rich tables, unwrapped
     user_data = f"#cloud-config\n# fleet-user-data-{uuid.uuid4().hex}\n"
-    async with Datacenter(settings, hosts=HOSTS, prefix="fl", namespace=ns) as dc:
+    # HOSTS in the fleet, plus two outside it that take both slots first
+    async with Datacenter(settings, hosts=HOSTS + 2, prefix="fl", namespace=ns) as dc:
+        fleet_names = {f"fl-{i}" for i in range(HOSTS)}
         hostfile = tmp_path / "fleet.yaml"
-        hostfile.write_text(yaml.safe_dump_all(hostfile_docs(dc, ns, user_data)))
+        hostfile.write_text(yaml.safe_dump_all(hostfile_docs(dc, ns, user_data, fleet_names)))
+        blockers = [f"host/{ns}/fl-{i}" for i in (HOSTS, HOSTS + 1)]
         with ThreadPoolExecutor(max_workers=32) as executor:
             async with build_worker(client, settings, executor):
-                # Two holders outside the fleet take both slots first, so every fleet host has to
-                # wait: "delayed" is then a certainty, not a race.
+                # Two (paused) hosts outside the fleet take both slots first, so every fleet host
+                # has to wait: "delayed" is then a certainty, not a race.
+                for i in (HOSTS, HOSTS + 1):
+                    await operations.apply(client, dc.host(i), settings, paused=True)
                 limiter = await client.start_workflow(
                     LIMITER_WORKFLOW,
                     LimiterState(namespace=ns, limit=LIMIT),
                     id=limiter_id(ns),
                     task_queue=settings.task_queue,
                 )
-                for holder in ("test/a", "test/b"):
-                    assert await limiter.execute_update("acquire", holder, result_type=bool)
+                for holder in blockers:
+                    await limiter.signal(SLOT_REQUEST_SIGNAL, holder)
+
+                async def both_held() -> bool:
+                    st = await limiter.query("state", result_type=LimiterState)
+                    return st.holders == blockers
+
+                await wait_until("the two outside holders hold both slots", both_held)
                 cli = asyncio.create_task(
                     asyncio.to_thread(
                         subprocess.run,
@@ -128,12 +146,12 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
                 async def all_delayed() -> bool:
                     rows = await operations.list_hosts(client, f'HostNamespace="{ns}"')
                     delayed = [r for r in rows if r.operational_status == OperationalStatus.DELAYED.value]
-                    return len(delayed) == HOSTS
+                    return {r.ref.name for r in delayed} == fleet_names
 
                 await wait_until("every fleet host delayed", all_delayed)
                 waiting = (await limiter.query("state", result_type=LimiterState)).waiting
                 assert sorted(waiting) == sorted(f"host/{ns}/fl-{i}" for i in range(HOSTS))
-                for holder in ("test/a", "test/b"):
+                for holder in blockers:
                     await limiter.signal(SLOT_RELEASE_SIGNAL, holder)
                 done = await cli
                 state = await limiter.query("state", result_type=LimiterState)
@@ -142,7 +160,7 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
                 assert fleet_id, done.stdout + done.stderr
                 fleet = client.get_workflow_handle(fleet_id.group(1), result_type=FleetProgress)
                 result = await fleet.result()
-                ids = [wf.id async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "host/{ns}/"')]
+                ids = [wf.id async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "host/{ns}/fl-"')]
                 ids += [limiter_id(ns), fleet.id]
                 histories = [await client.get_workflow_handle(i).fetch_history() for i in set(ids)]
 
@@ -160,7 +178,7 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
 
     # never more than LIMIT hosts in limited steps: the limiter's own record, and the histories
     assert state.peak <= LIMIT and state.delayed >= HOSTS
-    host_histories = [h for h in histories if re.fullmatch(rf"host/{ns}/fl-\d", h.workflow_id)]
+    host_histories = [h for h in histories if h.workflow_id in {f"host/{ns}/{n}" for n in fleet_names}]
     assert len(host_histories) == HOSTS
     assert 1 <= max_concurrent_limited_steps(host_histories) <= LIMIT
 
@@ -189,8 +207,14 @@ async def test_a_slot_held_by_an_ended_host_is_given_back(
                     id=limiter_id(ns),
                     task_queue=settings.task_queue,
                 )
-                assert await limiter.execute_update("acquire", holder, result_type=bool)
-                assert not await limiter.execute_update("acquire", waiter, result_type=bool)
+                for h in (holder, waiter):
+                    await limiter.signal(SLOT_REQUEST_SIGNAL, h)
+
+                async def one_holds_one_waits() -> bool:
+                    st = await limiter.query("state", result_type=LimiterState)
+                    return st.holders == [holder] and st.waiting == [waiter]
+
+                await wait_until("one holder, one waiting", one_holds_one_waits)
                 await client.get_workflow_handle(holder).terminate("test: ends holding its slot")
 
                 async def waiter_holds() -> bool:

@@ -27,8 +27,9 @@ from metalflow.contracts import (
     StepResult,
 )
 from metalflow.fleet import (
-    LIMITER_ACQUIRE,
+    LIMITER_REQUEST,
     SLOT_GRANTED_SIGNAL,
+    SLOT_QUEUED_SIGNAL,
     SLOT_RELEASE_SIGNAL,
     SlotRequest,
     limiter_id,
@@ -91,6 +92,7 @@ class HostWorkflow:
         self._retry_now = False
         self._slot = False  # holds one of the namespace's provisioning slots
         self._granted = False
+        self._queued = False
 
     # ---- operator interface ----
 
@@ -145,8 +147,13 @@ class HostWorkflow:
 
     @workflow.signal(name=SLOT_GRANTED_SIGNAL)
     def slot_granted(self) -> None:
-        """The namespace's ProvisioningLimiter gave this host a slot it was waiting for."""
+        """The namespace's ProvisioningLimiter gave this host the slot it asked for."""
         self._granted = True
+
+    @workflow.signal(name=SLOT_QUEUED_SIGNAL)
+    def slot_queued(self) -> None:
+        """No slot free: this host waits in the limiter's line (operationalStatus delayed)."""
+        self._queued = True
 
     @workflow.signal
     def inspect(self) -> None:
@@ -378,17 +385,17 @@ class HostWorkflow:
         """Wait for a slot before a limited state; show metal3's "delayed" while waiting."""
         if self._slot or state not in LIMITED or not workflow.patched(LIMIT_PATCH):
             return
-        self._granted = False
+        self._granted = self._queued = False
         info = workflow.info()
-        granted = await workflow.execute_activity(
-            LIMITER_ACQUIRE,
+        await workflow.execute_activity(
+            LIMITER_REQUEST,
             SlotRequest(namespace=self._ref.namespace, holder=info.workflow_id, task_queue=info.task_queue),
-            result_type=bool,
             start_to_close_timeout=LOCAL_TIMEOUT,
             retry_policy=LOCAL_RETRY,
             summary="ask for a provisioning slot",
         )
-        if not granted and not self._granted:
+        await workflow.wait_condition(lambda: self._granted or self._queued)
+        if not self._granted:
             previous = self._status.operational_status
             self._status.operational_status = OperationalStatus.DELAYED
             await self._publish()
