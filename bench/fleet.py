@@ -29,7 +29,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from metalflow.devenv.datacenter import Datacenter
 from metalflow.devenv.processes import Process, free_port
 from metalflow.devenv.temporal import start_dev_server
-from metalflow.fleet import FLEET_WORKFLOW, FleetInput, FleetProgress
+from metalflow.fleet import FLEET_WORKFLOW, LIMITER_REQUEST, FleetInput, FleetProgress
 from metalflow.settings import Settings
 
 STEPS = ("RegisterHost", "InspectHost", "CleanHost", "DeployHost")
@@ -75,7 +75,7 @@ async def step_latencies(client: Client, workflow_ids: list[str]) -> dict[str, l
             elif (
                 ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
                 and acquire is None
-                and ev.activity_task_scheduled_event_attributes.activity_type.name == "limiter.acquire"
+                and ev.activity_task_scheduled_event_attributes.activity_type.name == LIMITER_REQUEST
             ):
                 acquire = t
         out["host total"].append(

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
+from tests_support import record
 
 from metalflow import operations
 from metalflow.devenv.datacenter import Datacenter
@@ -163,6 +164,8 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
                 ids = [wf.id async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "host/{ns}/fl-"')]
                 ids += [limiter_id(ns), fleet.id]
                 histories = [await client.get_workflow_handle(i).fetch_history() for i in set(ids)]
+                for recorded in (f"host/{ns}/fl-3", limiter_id(ns), fleet.id):
+                    await record(client, recorded, "fleet")
 
     # exit code and failure summary name the failed host and its errorType
     assert done.returncode == 1, done.stdout + done.stderr
