@@ -9,6 +9,7 @@ and is published through the status activity (BareMetalHost.status).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -61,6 +62,7 @@ ERROR_BACKOFF_MAX = timedelta(minutes=10)
 
 # Histories recorded before the provisioning limit took no slots; they replay without them.
 LIMIT_PATCH = "provisioning-limit"
+ASK_AGAIN = timedelta(minutes=5)  # a host waiting for its slot repeats its request this often
 
 
 class Request:
@@ -386,6 +388,17 @@ class HostWorkflow:
         if self._slot or state not in LIMITED or not workflow.patched(LIMIT_PATCH):
             return
         self._granted = self._queued = False
+        await self._request_slot()
+        await self._wait_for_slot_answer(lambda: self._granted or self._queued)
+        if not self._granted:
+            previous = self._status.operational_status
+            self._status.operational_status = OperationalStatus.DELAYED
+            await self._publish()
+            await self._wait_for_slot_answer(lambda: self._granted)
+            self._status.operational_status = previous
+        self._slot = True
+
+    async def _request_slot(self) -> None:
         info = workflow.info()
         await workflow.execute_activity(
             LIMITER_REQUEST,
@@ -394,22 +407,26 @@ class HostWorkflow:
             retry_policy=LOCAL_RETRY,
             summary="ask for a provisioning slot",
         )
-        await workflow.wait_condition(lambda: self._granted or self._queued)
-        if not self._granted:
-            previous = self._status.operational_status
-            self._status.operational_status = OperationalStatus.DELAYED
-            await self._publish()
-            await workflow.wait_condition(lambda: self._granted)
-            self._status.operational_status = previous
-        self._slot = True
+
+    async def _wait_for_slot_answer(self, answered: Callable[[], bool]) -> None:
+        """Ask again now and then: requests are idempotent, and a limiter that was terminated
+        meanwhile starts afresh, so no host waits forever for an answer that is lost."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(answered, timeout=ASK_AGAIN)
+            if answered():
+                return
+            await self._request_slot()
 
     async def _give_back_slot(self) -> None:
         if not self._slot:
             return
         self._slot = False
-        await workflow.get_external_workflow_handle(limiter_id(self._ref.namespace)).signal(
-            SLOT_RELEASE_SIGNAL, workflow.info().workflow_id
-        )
+        limiter = workflow.get_external_workflow_handle(limiter_id(self._ref.namespace))
+        try:
+            await limiter.signal(SLOT_RELEASE_SIGNAL, workflow.info().workflow_id)
+        except FailureError as err:  # the limiter was terminated: the next request starts a new one
+            workflow.logger.warning("host %s: could not give back its slot: %s", self._ref.host_id, err)
 
     # ---- errors ----
 
