@@ -42,7 +42,12 @@ def render(p: FleetProgress, title: str) -> RenderableType:
         counts.add_column(col)
     for state in sorted(p.by_state, key=lambda s: (ORDER.index(s) if s in ORDER else len(ORDER), s)):
         counts.add_row(state, str(p.by_state[state]))
-    parts: list[RenderableType] = [head, ProgressBar(total=max(p.total, 1), completed=p.settled), counts]
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(
+        ProgressBar(total=max(p.total, 1), completed=p.settled, width=50),
+        f"{100 * p.settled // max(p.total, 1)}%",
+    )
+    parts: list[RenderableType] = [head, bar, counts]
     if p.failed:
         parts.append(failure_table(p))
     return Group(*parts)
