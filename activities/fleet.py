@@ -40,6 +40,13 @@ from metalflow.settings import get_settings
 APPLY_CONCURRENCY = 16
 SETTLED_WITH_IMAGE = {"provisioned"}
 SETTLED_WITHOUT_IMAGE = {"available", "externally provisioned"}
+SUPERSEDED = {WorkflowExecutionStatus.CONTINUED_AS_NEW}
+ENDED_BADLY = {
+    WorkflowExecutionStatus.FAILED,
+    WorkflowExecutionStatus.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT,
+    WorkflowExecutionStatus.CANCELED,
+}
 
 
 async def _limiter(
@@ -118,13 +125,21 @@ async def observe(req: FleetObserve) -> FleetProgress:
     without_image = set(req.without_image)
     rows: dict[str, HostOutcome] = {}
     query = f'WorkflowType="{HOST_WORKFLOW}" AND HostNamespace="{req.namespace}"'
+    running: set[str] = set()
     async for wf in client.list_workflows(query):
         ref = HostRef.from_workflow_id(wf.id)
-        if ref.name not in wanted or ref.name in rows:
+        live = wf.status == WorkflowExecutionStatus.RUNNING
+        # one row per host: its running run wins over older runs (continued-as-new, ended)
+        if ref.name not in wanted or ref.name in running or wf.status in SUPERSEDED:
+            continue
+        if ref.name in rows and not live:
             continue
         attrs = wf.typed_search_attributes
         state = attrs.get(sa.HOST_STATE) or ""
         error_type = attrs.get(sa.ERROR_TYPE) or ""
+        if wf.status in ENDED_BADLY:  # terminated, say: the host needs the operator
+            assert wf.status is not None
+            error_type = f"workflow {wf.status.name.lower().replace('_', ' ')}"
         settled_states = SETTLED_WITHOUT_IMAGE if ref.name in without_image else SETTLED_WITH_IMAGE
         rows[ref.name] = HostOutcome(
             name=ref.name,
@@ -132,11 +147,16 @@ async def observe(req: FleetObserve) -> FleetProgress:
             state=state,
             operational_status=attrs.get(sa.OPERATIONAL_STATUS) or "",
             error_type=error_type,
-            settled=bool(error_type) or state in settled_states,
+            settled=bool(error_type) or state in settled_states or not live,
         )
+        if live:
+            running.add(ref.name)
     failed = [r for r in rows.values() if r.error_type]
 
     async def explain(row: HostOutcome) -> None:
+        if row.error_type.startswith("workflow "):
+            row.error_message = "the host's workflow ended; apply the host again to restart it"
+            return
         try:
             st = await operations.status(client, HostRef(namespace=row.namespace, name=row.name))
         except Exception as err:  # the row still names the errorType

@@ -16,14 +16,17 @@ import pytest
 import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
+from temporalio.testing import ActivityEnvironment
 from tests_support import record
 
+from activities import fleet as fleet_activities
 from metalflow import operations
 from metalflow.devenv.datacenter import Datacenter
 from metalflow.fleet import (
     LIMITER_WORKFLOW,
     SLOT_RELEASE_SIGNAL,
     SLOT_REQUEST_SIGNAL,
+    FleetObserve,
     FleetProgress,
     LimiterState,
     limiter_id,
@@ -225,6 +228,20 @@ async def test_a_slot_held_by_an_ended_host_is_given_back(
                     return st.holders == [waiter] and not st.waiting
 
                 await wait_until("the ended holder's slot passes to the waiter", waiter_holds, timeout=60)
+
+                # and a fleet watching these hosts reports the ended one as failed, not as pending
+                async def observed() -> FleetProgress:
+                    req = FleetObserve(namespace=ns, names=["gh-0", "gh-1"])
+                    return await ActivityEnvironment(client).run(fleet_activities.observe, req)
+
+                async def ended_is_reported() -> bool:
+                    p = await observed()
+                    return [f.name for f in p.failed] == ["gh-0"] and p.settled == 1
+
+                await wait_until("the terminated host reported as failed", ended_is_reported)
+                failed = (await observed()).failed[0]
+                assert failed.error_type == "workflow terminated"
+                assert "apply the host again" in failed.error_message
 
 
 def test_delayed_reaches_the_baremetalhost_status_and_the_crd_accepts_it() -> None:
