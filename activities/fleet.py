@@ -69,8 +69,8 @@ async def _limiter(
 
 @activity.defn(name=LIMITER_REQUEST)
 async def request(req: SlotRequest) -> None:
-    """Ask for a slot. A signal, not an Update: hundreds of hosts ask at once, and signals
-    neither queue up as in-flight Updates nor get aborted when the limiter continues-as-new."""
+    """Ask for a slot. A signal, not an Update: hundreds of hosts ask at once, and with 500
+    the server aborted Updates ("workflow update was aborted"); signals are simply queued."""
     await _limiter(activity.client(), req.namespace, req.task_queue, request=req.holder)
 
 
