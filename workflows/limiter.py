@@ -3,8 +3,8 @@
 A host asks for a slot (signal `request`) before a limited working state (inspecting,
 preparing, provisioning, deprovisioning) and is answered with `slot_granted` or
 `slot_queued`; queued hosts get `slot_granted` first come first served when a holder
-signals `release`. Signals rather than Updates: hundreds of hosts ask at once, and with 500
-hosts asking at once the server aborted Updates ("workflow update was aborted").
+signals `release`. Signals rather than Updates: with 500 hosts asking at once the server
+aborted Updates ("workflow update was aborted").
 All bookkeeping is this workflow's durable state, so a worker restart loses no slot and no
 place in line; `peak` records the most slots ever held at once. While hosts wait, holders
 are checked now and then: a host workflow that was terminated holding a slot gives it back.
