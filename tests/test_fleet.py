@@ -17,11 +17,13 @@ import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import ActivityEnvironment
+from test_join import kubelet, target_cluster  # noqa: F401 - the fixture, for the joining host
 from tests_support import record
 
 from activities import fleet as fleet_activities
 from metalflow import operations
-from metalflow.devenv.datacenter import Datacenter
+from metalflow.devenv.datacenter import Datacenter, write_secret
+from metalflow.devenv.kapi import KubeAPIServer
 from metalflow.fleet import (
     LIMITER_WORKFLOW,
     SLOT_RELEASE_SIGNAL,
@@ -49,7 +51,9 @@ async def wait_until(what: str, check: Any, timeout: float = 120) -> None:
         await asyncio.sleep(0.3)
 
 
-def hostfile_docs(dc: Datacenter, ns: str, user_data: str, fleet: set[str]) -> list[dict[str, Any]]:
+def hostfile_docs(
+    dc: Datacenter, ns: str, user_data: str, fleet: set[str], join_kubeconfig: Path
+) -> list[dict[str, Any]]:
     docs = [d for d in dc.manifests() if d["kind"] == "Secret" or d["metadata"]["name"] in fleet]
     docs.append(
         {
@@ -63,6 +67,8 @@ def hostfile_docs(dc: Datacenter, ns: str, user_data: str, fleet: set[str]) -> l
     for d in hosts:
         d["spec"]["userData"] = {"name": "user-data", "namespace": ns}
     hosts[-1]["spec"]["image"]["checksum"] = "0" * 64  # the last host must fail: wrong checksum
+    # the first joins a cluster with kubeadm: a bootstrap token is made for it
+    hosts[0]["spec"]["join"] = {"kubeconfig": {"name": "target", "path": str(join_kubeconfig)}}
     return docs
 
 
@@ -94,15 +100,23 @@ def max_concurrent_limited_steps(histories: list[WorkflowHistory]) -> int:
 
 
 async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
-    client: Client, settings: Settings, tmp_path: Path, ns: str, monkeypatch: pytest.MonkeyPatch
+    client: Client,
+    settings: Settings,
+    tmp_path: Path,
+    ns: str,
+    monkeypatch: pytest.MonkeyPatch,
+    target_cluster: tuple[KubeAPIServer, Path, bytes],  # noqa: F811 - the fixture imported above
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # the CLI's rich tables, unwrapped
-    user_data = f"#cloud-config\n# fleet-user-data-{uuid.uuid4().hex}\n"
+    join_secret = tmp_path / "target.yaml"
+    write_secret(join_secret, {"kubeconfig": target_cluster[1].read_text()})
+    marker = f"fleet-user-data-{uuid.uuid4().hex}"
+    user_data = f"#cloud-config\nruncmd:\n  - echo {marker}\n"
     # HOSTS in the fleet, plus two outside it that take both slots first
     async with Datacenter(settings, hosts=HOSTS + 2, prefix="fl", namespace=ns) as dc:
         fleet_names = {f"fl-{i}" for i in range(HOSTS)}
         hostfile = tmp_path / "fleet.yaml"
-        hostfile.write_text(yaml.safe_dump_all(hostfile_docs(dc, ns, user_data, fleet_names)))
+        hostfile.write_text(yaml.safe_dump_all(hostfile_docs(dc, ns, user_data, fleet_names, join_secret)))
         blockers = [f"host/{ns}/fl-{i}" for i in (HOSTS, HOSTS + 1)]
         with ThreadPoolExecutor(max_workers=32) as executor:
             async with build_worker(client, settings, executor):
@@ -124,6 +138,7 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
                     return st.holders == blockers
 
                 await wait_until("the two outside holders hold both slots", both_held)
+                kubelet_fl0 = asyncio.create_task(kubelet(dc.emulated[0], target_cluster[1]))
                 cli = asyncio.create_task(
                     asyncio.to_thread(
                         subprocess.run,
@@ -158,6 +173,7 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
                 for holder in blockers:
                     await limiter.signal(SLOT_RELEASE_SIGNAL, holder)
                 done = await cli
+                token = await asyncio.wait_for(kubelet_fl0, 30)
                 state = await limiter.query("state", result_type=LimiterState)
 
                 fleet_id = re.search(r"started (fleet/\w+)", done.stdout)
@@ -193,7 +209,8 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
     for history in histories:
         text = history.to_json()
         assert dc.password not in text, history.workflow_id
-        assert user_data.split("# ")[1].strip() not in text, history.workflow_id
+        assert marker not in text, history.workflow_id
+        assert token.split(".")[1] not in text, history.workflow_id
 
 
 async def test_a_slot_held_by_an_ended_host_is_given_back(
