@@ -80,9 +80,17 @@ async def watch_until_settled(
 
 
 async def cmd_provision(args: argparse.Namespace, settings: Settings) -> int:
+    if args.limit is not None and not args.fleet:
+        err_console.print("--limit applies to a fleet run: add --fleet")
+        return 2
     secrets_dir = Path(args.secrets_dir or settings.state_dir / "secrets")
     hosts = load_hosts(Path(args.hostfile), secrets_dir, check=operations.check_spec)
     client = await connect(settings)
+    if args.fleet:
+        from metalflow.fleet_view import run_fleet
+
+        result = await run_fleet(client, hosts, settings.task_queue, args.limit, args.timeout, console)
+        return 1 if result.failed or result.timed_out else 0
     for host in hosts:
         applied = await operations.apply(client, host, settings)
         verb = "started" if applied.started else "updated"
@@ -287,6 +295,16 @@ def _dump(data: Any, fmt: str) -> None:
         print(yaml.safe_dump(data, sort_keys=False), end="")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="metalflow", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -302,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", action="store_true", help="show live progress until every host settles")
     sp.add_argument("--timeout", type=float, default=1800)
     sp.add_argument("--secrets-dir", help="local Secrets as <dir>/<namespace>/<name>.yaml")
+    sp.add_argument(
+        "--fleet",
+        action="store_true",
+        help="run as one FleetWorkflow: live progress, failure summary, exit 1 if any host failed",
+    )
+    sp.add_argument(
+        "--limit",
+        type=_positive_int,
+        help="with --fleet: hosts per namespace in provisioning states at once (metal3's PROVISIONING_LIMIT)",
+    )
     sp.set_defaults(run=cmd_provision)
 
     sp = host_cmd("status", "one host's status (metal3 fields)")

@@ -42,7 +42,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Schedule-to-start bound for in-band work: the ramdisk never booted.",
     )
-    max_concurrent_provisioning: int = Field(default=20, gt=0)
+    max_concurrent_provisioning: int = Field(
+        default=20,
+        gt=0,
+        description="metal3's PROVISIONING_LIMIT: a namespace limiter's initial slot count.",
+    )
     history_event_limit: int = Field(
         default=2000, gt=100, description="Continue-as-new once a host's history passes this."
     )

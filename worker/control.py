@@ -19,11 +19,19 @@ log = logging.getLogger(__name__)
 
 
 def control_activities() -> list[Any]:
-    from activities import configdrive, kubeadm, pool, status
+    from activities import configdrive, fleet, kubeadm, pool, status
     from activities.bmc import ACTIVITIES as BMC
     from activities.boot import ACTIVITIES as BOOT
 
-    return [*BMC, *BOOT, *configdrive.ACTIVITIES, *kubeadm.ACTIVITIES, *pool.ACTIVITIES, *status.ACTIVITIES]
+    return [
+        *BMC,
+        *BOOT,
+        *configdrive.ACTIVITIES,
+        *kubeadm.ACTIVITIES,
+        *pool.ACTIVITIES,
+        *fleet.ACTIVITIES,
+        *status.ACTIVITIES,
+    ]
 
 
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:

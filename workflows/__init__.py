@@ -9,9 +9,11 @@ def all_workflows() -> list[type]:
     from workflows.allocator import AllocatorWorkflow
     from workflows.clean import CleanHost
     from workflows.deploy import DeployHost
+    from workflows.fleet import FleetWorkflow
     from workflows.host import HostWorkflow
     from workflows.inspect import InspectHost
     from workflows.join import JoinCluster
+    from workflows.limiter import ProvisioningLimiter
     from workflows.machineset import MachineSetWorkflow
     from workflows.power_off import PowerOffHost
     from workflows.register import RegisterHost
@@ -26,6 +28,8 @@ def all_workflows() -> list[type]:
         PowerOffHost,
         AllocatorWorkflow,
         MachineSetWorkflow,
+        ProvisioningLimiter,
+        FleetWorkflow,
     ]
 
 

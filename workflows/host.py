@@ -9,6 +9,7 @@ and is published through the status activity (BareMetalHost.status).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -26,6 +27,14 @@ from metalflow.contracts import (
     StepInput,
     StepResult,
 )
+from metalflow.fleet import (
+    LIMITER_REQUEST,
+    SLOT_GRANTED_SIGNAL,
+    SLOT_QUEUED_SIGNAL,
+    SLOT_RELEASE_SIGNAL,
+    SlotRequest,
+    limiter_id,
+)
 from metalflow.models import (
     CleaningMode,
     CredentialsStatus,
@@ -39,7 +48,7 @@ from metalflow.models import (
 from metalflow.models import ProvisioningState as S
 from workflows import bmc_calls
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
-from workflows.states import STABLE, STEPS, Event, Step, allowed, next_state
+from workflows.states import LIMITED, STABLE, STEPS, Event, Step, allowed, next_state
 
 with workflow.unsafe.imports_passed_through():
     from workflows.validation import validate_update
@@ -50,6 +59,10 @@ POWER_AT_REST = Step("power", Event.POWERED_OFF, ErrorType.POWER_MANAGEMENT, "po
 # Backoff before retrying a failed step by itself; an operator's retry or a spec change is immediate.
 ERROR_BACKOFF_BASE = timedelta(seconds=30)
 ERROR_BACKOFF_MAX = timedelta(minutes=10)
+
+# Histories recorded before the provisioning limit took no slots; they replay without them.
+LIMIT_PATCH = "provisioning-limit"
+ASK_AGAIN = timedelta(minutes=5)  # a host waiting for its slot repeats its request this often
 
 
 class Request:
@@ -79,6 +92,9 @@ class HostWorkflow:
         )
         self._changes = 0  # bumped by every handler: wakes whatever the loop waits on
         self._retry_now = False
+        self._slot = False  # holds one of the namespace's provisioning slots
+        self._granted = False
+        self._queued = False
 
     # ---- operator interface ----
 
@@ -131,6 +147,16 @@ class HostWorkflow:
         self._retry_now = True
         self._poke()
 
+    @workflow.signal(name=SLOT_GRANTED_SIGNAL)
+    def slot_granted(self) -> None:
+        """The namespace's ProvisioningLimiter gave this host the slot it asked for."""
+        self._granted = True
+
+    @workflow.signal(name=SLOT_QUEUED_SIGNAL)
+    def slot_queued(self) -> None:
+        """No slot free: this host waits in the limiter's line (operationalStatus delayed)."""
+        self._queued = True
+
     @workflow.signal
     def inspect(self) -> None:
         self._request(Request.INSPECT)
@@ -170,6 +196,7 @@ class HostWorkflow:
                 continue
             if await self._act_on_spec():
                 continue
+            await self._give_back_slot()
             if self._history_too_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry_over(), memo=dict(workflow.memo()))
@@ -182,6 +209,7 @@ class HostWorkflow:
     async def _hold_while_paused(self) -> None:
         if not (self._paused or self._detached):
             return
+        await self._give_back_slot()
         previous = self._status.operational_status
         if self._detached:
             self._status.operational_status = OperationalStatus.DETACHED
@@ -254,6 +282,12 @@ class HostWorkflow:
     # ---- steps ----
 
     async def _run_step(self, state: S, step: Step) -> bool:
+        try:
+            await self._take_slot(state)
+        except ActivityError as err:
+            self._record_error(step, err)
+            await self._publish()
+            return False
         history = self._history_slot(state)
         now = workflow.now()
         if history is not None and (history.start is None or history.end is not None):
@@ -347,6 +381,53 @@ class HostWorkflow:
             S.DEPROVISIONING: h.deprovision,
         }.get(state)
 
+    # ---- provisioning limit ----
+
+    async def _take_slot(self, state: S) -> None:
+        """Wait for a slot before a limited state; show metal3's "delayed" while waiting."""
+        if self._slot or state not in LIMITED or not workflow.patched(LIMIT_PATCH):
+            return
+        self._granted = self._queued = False
+        await self._request_slot()
+        await self._wait_for_slot_answer(lambda: self._granted or self._queued)
+        if not self._granted:
+            previous = self._status.operational_status
+            self._status.operational_status = OperationalStatus.DELAYED
+            await self._publish()
+            await self._wait_for_slot_answer(lambda: self._granted)
+            self._status.operational_status = previous
+        self._slot = True
+
+    async def _request_slot(self) -> None:
+        info = workflow.info()
+        await workflow.execute_activity(
+            LIMITER_REQUEST,
+            SlotRequest(namespace=self._ref.namespace, holder=info.workflow_id, task_queue=info.task_queue),
+            start_to_close_timeout=LOCAL_TIMEOUT,
+            retry_policy=LOCAL_RETRY,
+            summary="ask for a provisioning slot",
+        )
+
+    async def _wait_for_slot_answer(self, answered: Callable[[], bool]) -> None:
+        """Ask again now and then: requests are idempotent, and a limiter that was terminated
+        meanwhile starts afresh, so no host waits forever for an answer that is lost."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(answered, timeout=ASK_AGAIN)
+            if answered():
+                return
+            await self._request_slot()
+
+    async def _give_back_slot(self) -> None:
+        if not self._slot:
+            return
+        self._slot = False
+        limiter = workflow.get_external_workflow_handle(limiter_id(self._ref.namespace))
+        try:
+            await limiter.signal(SLOT_RELEASE_SIGNAL, workflow.info().workflow_id)
+        except FailureError as err:  # the limiter was terminated: the next request starts a new one
+            workflow.logger.warning("host %s: could not give back its slot: %s", self._ref.host_id, err)
+
     # ---- errors ----
 
     def _record_error(self, step: Step, err: ChildWorkflowError | ActivityError) -> None:
@@ -368,6 +449,7 @@ class HostWorkflow:
 
     async def _wait_after_error(self) -> None:
         """Back off (metal3 does too), but wake at once for a retry, a new spec, or a delete."""
+        await self._give_back_slot()
         backoff = min(ERROR_BACKOFF_BASE * (2 ** max(self._status.error_count - 1, 0)), ERROR_BACKOFF_MAX)
         spec_at_failure = self._spec
         self._retry_now = False
@@ -384,6 +466,7 @@ class HostWorkflow:
     # ---- delete, status, continue-as-new ----
 
     async def _finish_delete(self) -> HostStatus:
+        await self._give_back_slot()
         self._status.deleted = True
         self._status.current_step = ""
         await self._publish()

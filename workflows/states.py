@@ -113,6 +113,11 @@ STEPS: dict[S, Step] = {
 # States where a host rests until the operator asks for something.
 STABLE: frozenset[S] = frozenset({S.AVAILABLE, S.PROVISIONED, S.EXTERNALLY_PROVISIONED})
 
+# Working states that count against the namespace's provisioning limit (metal3's
+# PROVISIONING_LIMIT): the ones that boot the ramdisk and move images. A host holds its slot
+# through consecutive limited states and gives it back when it rests, fails or pauses.
+LIMITED: frozenset[S] = frozenset({S.INSPECTING, S.PREPARING, S.PROVISIONING, S.DEPROVISIONING})
+
 # States in which a new host may be claimed (used by allocation and the CLI).
 CLAIMABLE: frozenset[S] = frozenset({S.AVAILABLE})
 

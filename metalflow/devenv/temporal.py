@@ -19,7 +19,13 @@ def temporal_cli() -> str:
     return found
 
 
-def dev_server_args(db_file: Path | None, port: int, ui_port: int | None) -> list[str]:
+# WAL lets readers (visibility, queries) run beside the writer.
+DEFAULT_PRAGMAS = ("journal_mode=wal",)
+
+
+def dev_server_args(
+    db_file: Path | None, port: int, ui_port: int | None, pragmas: tuple[str, ...] = DEFAULT_PRAGMAS
+) -> list[str]:
     args = [
         "server",
         "start-dev",
@@ -32,7 +38,9 @@ def dev_server_args(db_file: Path | None, port: int, ui_port: int | None) -> lis
         *search_attributes.dev_server_args(),
     ]
     if db_file is not None:
-        args += ["--db-filename", str(db_file), "--sqlite-pragma", "journal_mode=wal"]
+        args += ["--db-filename", str(db_file)]
+        for pragma in pragmas:
+            args += ["--sqlite-pragma", pragma]
     if ui_port is None:
         args.append("--headless")
     else:
@@ -41,13 +49,17 @@ def dev_server_args(db_file: Path | None, port: int, ui_port: int | None) -> lis
 
 
 def start_dev_server(
-    state_dir: Path, port: int = 7233, ui_port: int | None = 8233, db_file: Path | None = None
+    state_dir: Path,
+    port: int = 7233,
+    ui_port: int | None = 8233,
+    db_file: Path | None = None,
+    pragmas: tuple[str, ...] = DEFAULT_PRAGMAS,
 ) -> Process:
     state_dir.mkdir(parents=True, exist_ok=True)
     db = db_file if db_file is not None else state_dir / "temporal.db"
     proc = Process(
         "temporal dev server",
-        [temporal_cli(), *dev_server_args(db, port, ui_port)],
+        [temporal_cli(), *dev_server_args(db, port, ui_port, pragmas)],
         state_dir / "logs" / "temporal.log",
     )
 

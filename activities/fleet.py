@@ -1,0 +1,181 @@
+"""Fleet and limiter activities: they talk to Temporal itself (start, update, visibility).
+
+Workflows cannot send Updates or read visibility, so these small activities do it with the
+worker's client; the workflows stay deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from metalflow import operations
+from metalflow import search_attributes as sa
+from metalflow.contracts import HOST_WORKFLOW
+from metalflow.fleet import (
+    FLEET_APPLY,
+    FLEET_OBSERVE,
+    LIMITER_CONFIGURE,
+    LIMITER_GONE,
+    LIMITER_REQUEST,
+    LIMITER_WORKFLOW,
+    SLOT_REQUEST_SIGNAL,
+    ApplyOutcome,
+    FleetApply,
+    FleetObserve,
+    FleetProgress,
+    HostOutcome,
+    LimiterState,
+    LimitRequest,
+    SlotRequest,
+    limiter_id,
+)
+from metalflow.models import HostRef, OperationalStatus
+from metalflow.settings import get_settings
+
+APPLY_CONCURRENCY = 16
+SETTLED_WITH_IMAGE = {"provisioned"}
+SETTLED_WITHOUT_IMAGE = {"available", "externally provisioned"}
+SUPERSEDED = {WorkflowExecutionStatus.CONTINUED_AS_NEW}
+ENDED_BADLY = {
+    WorkflowExecutionStatus.FAILED,
+    WorkflowExecutionStatus.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT,
+    WorkflowExecutionStatus.CANCELED,
+}
+
+
+async def _limiter(
+    client: Client, namespace: str, task_queue: str, request: str | None = None
+) -> WorkflowHandle[object, None]:
+    """The namespace's limiter, started with the worker's configured limit if not running;
+    with `request`, that slot request is signalled in the same call (signal-with-start)."""
+    limit = get_settings().max_concurrent_provisioning
+    return await client.start_workflow(
+        LIMITER_WORKFLOW,
+        LimiterState(namespace=namespace, limit=limit),
+        id=limiter_id(namespace),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"provisioning limit for namespace {namespace}",
+        start_signal=SLOT_REQUEST_SIGNAL if request else None,
+        start_signal_args=[request] if request else [],
+    )
+
+
+@activity.defn(name=LIMITER_REQUEST)
+async def request(req: SlotRequest) -> None:
+    """Ask for a slot. A signal, not an Update: hundreds of hosts ask at once, and with 500
+    the server aborted Updates ("workflow update was aborted"); signals are simply queued."""
+    await _limiter(activity.client(), req.namespace, req.task_queue, request=req.holder)
+
+
+@activity.defn(name=LIMITER_CONFIGURE)
+async def configure(req: LimitRequest) -> LimiterState:
+    handle = await _limiter(activity.client(), req.namespace, req.task_queue)
+    return await handle.execute_update("set_limit", req.limit, result_type=LimiterState)
+
+
+@activity.defn(name=LIMITER_GONE)
+async def gone(holders: list[str]) -> list[str]:
+    """Holders whose workflow is no longer running (terminated, say): their slots are free."""
+    client = activity.client()
+
+    async def ended(wid: str) -> bool:
+        try:
+            desc = await client.get_workflow_handle(wid).describe()
+        except RPCError as err:
+            return err.status == RPCStatusCode.NOT_FOUND
+        return desc.status != WorkflowExecutionStatus.RUNNING
+
+    flags = await asyncio.gather(*(ended(h) for h in holders))
+    return [h for h, flag in zip(holders, flags, strict=True) if flag]
+
+
+@activity.defn(name=FLEET_APPLY)
+async def apply(req: FleetApply) -> list[ApplyOutcome]:
+    """Start (or update) each host's workflow; a host that cannot be applied is reported, not raised."""
+    client = activity.client()
+    settings = get_settings().model_copy(update={"task_queue": req.task_queue})
+    gate = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+    async def one(i: int) -> ApplyOutcome:
+        host = req.hosts[i]
+        out = ApplyOutcome(name=host.ref.name, namespace=host.ref.namespace)
+        async with gate:
+            try:
+                out.started = (await operations.apply(client, host, settings)).started
+            except Exception as err:  # reported per host in the fleet summary
+                out.error = f"{type(err).__name__}: {err}"
+        activity.heartbeat(i)
+        return out
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(req.hosts)))))
+
+
+@activity.defn(name=FLEET_OBSERVE)
+async def observe(req: FleetObserve) -> FleetProgress:
+    """One visibility listing for the namespace's hosts; status queries only for the failed ones."""
+    client = activity.client()
+    wanted = set(req.names)
+    without_image = set(req.without_image)
+    rows: dict[str, HostOutcome] = {}
+    query = f'WorkflowType="{HOST_WORKFLOW}" AND HostNamespace="{req.namespace}"'
+    running: set[str] = set()
+    async for wf in client.list_workflows(query):
+        ref = HostRef.from_workflow_id(wf.id)
+        live = wf.status == WorkflowExecutionStatus.RUNNING
+        # one row per host: its running run wins over older runs (continued-as-new, ended)
+        if ref.name not in wanted or ref.name in running or wf.status in SUPERSEDED:
+            continue
+        if ref.name in rows and not live:
+            continue
+        attrs = wf.typed_search_attributes
+        state = attrs.get(sa.HOST_STATE) or ""
+        error_type = attrs.get(sa.ERROR_TYPE) or ""
+        if wf.status in ENDED_BADLY:  # terminated, say: the host needs the operator
+            assert wf.status is not None
+            error_type = f"workflow {wf.status.name.lower().replace('_', ' ')}"
+        settled_states = SETTLED_WITHOUT_IMAGE if ref.name in without_image else SETTLED_WITH_IMAGE
+        rows[ref.name] = HostOutcome(
+            name=ref.name,
+            namespace=ref.namespace,
+            state=state,
+            operational_status=attrs.get(sa.OPERATIONAL_STATUS) or "",
+            error_type=error_type,
+            settled=bool(error_type) or state in settled_states or not live,
+        )
+        if live:
+            running.add(ref.name)
+    failed = [r for r in rows.values() if r.error_type]
+
+    async def explain(row: HostOutcome) -> None:
+        if row.error_type.startswith("workflow "):
+            row.error_message = "the host's workflow ended; apply the host again to restart it"
+            return
+        try:
+            st = await operations.status(client, HostRef(namespace=row.namespace, name=row.name))
+        except Exception as err:  # the row still names the errorType
+            row.error_message = f"(status unavailable: {err})"
+            return
+        row.error_message = st.error_message
+
+    await asyncio.gather(*(explain(r) for r in failed))
+    progress = FleetProgress(total=len(wanted), settled=sum(r.settled for r in rows.values()), failed=failed)
+    for row in rows.values():
+        key = row.state or "none"
+        progress.by_state[key] = progress.by_state.get(key, 0) + 1
+        progress.delayed += row.operational_status == OperationalStatus.DELAYED.value
+    missing = len(wanted) - len(rows)
+    if missing:
+        progress.by_state["not started"] = missing
+    if req.detail:
+        progress.hosts = sorted(rows.values(), key=lambda r: r.name)
+    return progress
+
+
+ACTIVITIES = [request, configure, gone, apply, observe]

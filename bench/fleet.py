@@ -1,0 +1,205 @@
+"""Fleet throughput: provision N emulated hosts through one FleetWorkflow, full lifecycle.
+
+Real parts on loopback: the Temporal dev server (SQLite file, WAL), the control-plane worker
+as its own process (`metalflow worker`, so its peak RSS is its own), sushy-emulator --fake
+with N systems, the boot server, and N emulated servers whose agents come up on their task
+queues (file-backed sparse disks) only when their BMC network-boots them. Every host is
+registered, inspected, cleaned, written with a real image over HTTP and booted from disk.
+Prints hosts/minute, p50/p99 per step, worker peak RSS and the dev server's CPU; asserts nothing.
+Run: .venv/bin/python bench/fleet.py --hosts 100 [--limit 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from metalflow.devenv.datacenter import Datacenter
+from metalflow.devenv.processes import Process, free_port
+from metalflow.devenv.temporal import start_dev_server
+from metalflow.fleet import FLEET_WORKFLOW, LIMITER_REQUEST, FleetInput, FleetProgress
+from metalflow.settings import Settings
+
+STEPS = ("RegisterHost", "InspectHost", "CleanHost", "DeployHost")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else values[0]
+
+
+async def step_latencies(client: Client, workflow_ids: list[str]) -> dict[str, list[float]]:
+    """Per step: seconds from the child workflow's start command to its completion, from histories."""
+    out: dict[str, list[float]] = defaultdict(list)
+    gate = asyncio.Semaphore(16)
+
+    async def one(wid: str) -> None:
+        async with gate:
+            history = await client.get_workflow_handle(wid).fetch_history()
+        started: dict[int, tuple[str, float]] = {}
+        acquire: float | None = None
+        for ev in history.events:
+            t = ev.event_time.ToMicroseconds() / 1e6
+            if ev.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+                name = ev.start_child_workflow_execution_initiated_event_attributes.workflow_type.name
+                started[ev.event_id] = (name, t)
+                if name == "InspectHost" and acquire is not None:
+                    out["wait for a slot"].append(t - acquire)
+            elif ev.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+                name, t0 = started[ev.child_workflow_execution_completed_event_attributes.initiated_event_id]
+                out[name].append(t - t0)
+            elif (
+                ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and acquire is None
+                and ev.activity_task_scheduled_event_attributes.activity_type.name == LIMITER_REQUEST
+            ):
+                acquire = t
+        out["host total"].append(
+            history.events[-1].event_time.ToMicroseconds() / 1e6
+            - history.events[0].event_time.ToMicroseconds() / 1e6
+        )
+
+    await asyncio.gather(*(one(w) for w in workflow_ids))
+    return out
+
+
+async def trace(client: Client, workflow_id: str) -> None:
+    """Where one host's time went: each activity's queue wait and run time, per step."""
+    async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}/"'):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        t0 = history.events[0].event_time.ToMicroseconds() / 1e6
+        print(f"  trace {wf.id}")
+        scheduled: dict[int, tuple[str, float]] = {}
+        for ev in history.events:
+            t = ev.event_time.ToMicroseconds() / 1e6 - t0
+            if ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                scheduled[ev.event_id] = (ev.activity_task_scheduled_event_attributes.activity_type.name, t)
+            elif ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                name, ts = scheduled[ev.activity_task_started_event_attributes.scheduled_event_id]
+                print(f"    {ts:6.2f}s {name:24s} queued {t - ts:5.2f}s", end="")
+            elif ev.event_type in (
+                EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+                EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+                EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+            ):
+                print(f" ends at {t:6.2f}s {EventType.Name(ev.event_type)[20:]}")
+            elif ev.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+                print(f"    {t:6.2f}s completed")
+
+
+async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchronous: str) -> None:
+    logging.getLogger("sushy").setLevel(logging.CRITICAL)
+    with tempfile.TemporaryDirectory(prefix="metalflow-fleet-bench-") as tmp:
+        root = Path(tmp)
+        port = free_port()
+        env = {
+            "METALFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+            "METALFLOW_TASK_QUEUE": "bench",
+            "METALFLOW_STATE_DIR": str(root / "state"),
+            "METALFLOW_BOOT_DIR": str(root / "boot"),
+            "METALFLOW_BOOT_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+            "METALFLOW_MAX_CONCURRENT_PROVISIONING": str(limit),
+        }
+        os.environ.update(env)
+        settings = Settings()
+        pragmas = ("journal_mode=wal", f"synchronous={synchronous}")
+        temporal = start_dev_server(root, port=port, ui_port=None, pragmas=pragmas)
+        worker = Process("worker", [sys.executable, "-m", "metalflow", "worker"], root / "worker.log", env)
+        try:
+            client = await Client.connect(settings.temporal_address, data_converter=pydantic_data_converter)
+            t_setup = time.monotonic()
+            async with Datacenter(settings, hosts=hosts, prefix="bench", image_mib=image_mib) as dc:
+                setup = time.monotonic() - t_setup
+                assert dc.sushy is not None
+                sushy_pid = dc.sushy.process.pid
+                server_cpu0, bench_cpu0 = cpu_seconds(temporal.pid), time.process_time()
+                sushy_cpu0 = cpu_seconds(sushy_pid)
+                start = time.monotonic()
+                handle = await client.start_workflow(
+                    FLEET_WORKFLOW,
+                    FleetInput(hosts=dc.all_hosts(), limit=limit, timeout_seconds=3600),
+                    id="fleet/bench",
+                    task_queue=settings.task_queue,
+                    result_type=FleetProgress,
+                )
+                last = ""
+                result_task = asyncio.ensure_future(handle.result())
+                while not result_task.done():
+                    await asyncio.wait({result_task}, timeout=10)
+                    now = await handle.query("progress", result_type=FleetProgress)
+                    line = f"  {time.monotonic() - start:6.0f}s settled {now.settled}/{hosts} {now.by_state}"
+                    if line != last:
+                        print(line, flush=True)
+                        last = line
+                result = result_task.result()
+                elapsed = time.monotonic() - start
+                server_cpu = cpu_seconds(temporal.pid) - server_cpu0
+                bench_cpu = time.process_time() - bench_cpu0
+                sushy_cpu = cpu_seconds(sushy_pid) - sushy_cpu0
+                worker_rss = peak_rss_mib(worker.pid)
+                worker_cpu = cpu_seconds(worker.pid)
+            lat = await step_latencies(client, [f"host/default/bench-{i}" for i in range(hosts)])
+            if show_trace:
+                await trace(client, f"host/default/bench-{hosts - 1}")
+        finally:
+            worker.stop()
+            temporal.stop()
+    ok = hosts - len(result.failed)
+    print(
+        f"fleet: {hosts} hosts, limit {limit}, {image_mib} MiB raw image, {os.cpu_count()} cores, "
+        f"dev server SQLite WAL synchronous={synchronous}"
+    )
+    print(f"  datacenter setup {setup:.0f}s; fleet {elapsed:.0f}s -> {ok / (elapsed / 60):.0f} hosts/min")
+    print(f"  provisioned {ok}, failed {len(result.failed)}, timed out {result.timed_out}")
+    for f in result.failed[:5]:
+        print(f"    {f.name}: {f.error_type}: {f.error_message[:150]}")
+    for name in (*STEPS, "wait for a slot", "host total"):
+        values = lat.get(name, [])
+        if values:
+            print(f"  {name:16s} p50 {pct(values, 50):6.2f}s  p99 {pct(values, 99):6.2f}s  (n={len(values)})")
+    print(f"  worker peak RSS {worker_rss:.0f} MiB, worker CPU {worker_cpu:.0f}s")
+    print(
+        f"  Temporal dev server CPU {server_cpu:.0f}s over {elapsed:.0f}s "
+        f"({100 * server_cpu / elapsed:.0f}% of one core)"
+    )
+    print(f"  sushy-emulator CPU {sushy_cpu:.0f}s; datacenter process (agents, boot) CPU {bench_cpu:.0f}s")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--hosts", type=int, default=100)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--image-mib", type=int, default=16)
+    p.add_argument("--trace", action="store_true", help="print where the last host's time went")
+    p.add_argument(
+        "--synchronous",
+        choices=("FULL", "NORMAL"),
+        default="FULL",
+        help="the dev server's SQLite synchronous pragma (NORMAL: no fsync per commit in WAL mode)",
+    )
+    a = p.parse_args()
+    asyncio.run(main(a.hosts, a.limit, a.image_mib, a.trace, a.synchronous))
