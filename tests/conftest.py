@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -55,3 +56,22 @@ def ns() -> str:
     """A namespace of its own for each test: host, allocator and set ids never collide across
     tests that share the dev server."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest_asyncio.fixture
+async def kube_api(tmp_path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+    """A Kubernetes API client on the test API server (kmock + the semantics it lacks); the
+    worker's in-process activities publish status to it."""
+    from kubernetes import config
+
+    from metalflow.devenv.kapi import KubeAPIServer
+
+    async with KubeAPIServer() as server:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("METALFLOW_KUBECONFIG", str(kubeconfig))
+        monkeypatch.setenv("METALFLOW_PUBLISH_STATUS_TO_KUBERNETES", "true")
+        api = config.new_client_from_config(str(kubeconfig))
+        try:
+            yield api
+        finally:
+            api.close()

@@ -14,9 +14,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 import yaml
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from tests_support import serve_directory
 
 from activities import bmc
 from activities.agent import AgentActivities
@@ -208,18 +207,8 @@ def test_the_cli_rejects_a_bad_hostfile_without_contacting_temporal(tmp_path: Pa
 @pytest.fixture(scope="module")
 def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     root = tmp_path_factory.mktemp("www")
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *a: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_directory(root) as url:
+        yield root, url
 
 
 @pytest.fixture(scope="module")

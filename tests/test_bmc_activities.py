@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from tests_support import serve_directory
 
 from activities import bmc
 from metalflow.contracts import (
@@ -146,17 +145,8 @@ def test_virtual_media_insert_and_eject(sushy: SushyEmulator, tmp_path: Path) ->
     iso.parent.mkdir()
     iso.write_bytes(b"\0" * 32768 + b"\x01CD001")
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw) -> None:  # type: ignore[no-untyped-def]
-            super().__init__(*a, directory=str(iso.parent), **kw)
-
-        def log_message(self, *a) -> None:  # type: ignore[no-untyped-def]
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/deploy.iso"
-    try:
+    with serve_directory(iso.parent) as base:
+        url = f"{base}/deploy.iso"
         t = target(sushy, tmp_path)
         env.run(bmc.insert_media, MediaRequest(target=t, image_url=url))
         env.run(bmc.insert_media, MediaRequest(target=t, image_url=url))  # idempotent
@@ -166,8 +156,6 @@ def test_virtual_media_insert_and_eject(sushy: SushyEmulator, tmp_path: Path) ->
         env.run(bmc.eject_media, MediaRequest(target=t))
         media = requests.get(cd_url, auth=("admin", "r3dfish-pw"), timeout=5).json()
         assert not media["Inserted"]
-    finally:
-        server.shutdown()
 
 
 def test_ipmi_power_bootdev_and_wrong_password(ipmi_bmc: IpmiBmc, tmp_path: Path) -> None:

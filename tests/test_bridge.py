@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
+from tests_support import eventually
 
 from k8s_bridge.controller import Bridge
 from k8s_bridge.reconcile import FINALIZER, PAUSED
@@ -57,16 +58,6 @@ async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
             await server.__aexit__(None, None, None)
 
 
-async def eventually(fn: Callable[[], Any], what: str, timeout: float = 180) -> Any:
-    """Poll a blocking read until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await asyncio.to_thread(fn)
-        if got:
-            return got
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.3)
 
 
 def test_metal3_example_manifest_validates_against_the_crd() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -14,19 +13,17 @@ from typing import Any
 
 import jsonschema
 import pytest
-import pytest_asyncio
 import yaml
 from kubernetes import client as k8s
-from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
+from tests_support import eventually
 
 from k8s_bridge.controller import Bridge
 from k8s_bridge.pools import ClaimController, SetController
 from metalflow import operations
 from metalflow.bmh import manifest_from_host
 from metalflow.devenv.datacenter import Datacenter
-from metalflow.devenv.kapi import KubeAPIServer
 from metalflow.models import CleaningMode, HostRef
 from metalflow.settings import Settings
 from worker.control import build_worker
@@ -35,29 +32,8 @@ CRDS = Path(__file__).parent.parent / "k8s_bridge" / "crds"
 MF, V1 = "metalflow.io", "v1alpha1"
 
 
-@pytest_asyncio.fixture
-async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[k8s.ApiClient]:
-    async with KubeAPIServer() as server:
-        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("METALFLOW_KUBECONFIG", str(kubeconfig))
-        monkeypatch.setenv("METALFLOW_PUBLISH_STATUS_TO_KUBERNETES", "true")
-        api = config.new_client_from_config(str(kubeconfig))
-        try:
-            yield api
-        finally:
-            api.close()
 
 
-async def eventually(fn: Callable[[], Any], what: str, timeout: float = 180) -> Any:
-    """Poll a blocking read until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await asyncio.to_thread(fn)
-        if got:
-            return got
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: last {got!r}")
-        await asyncio.sleep(0.3)
 
 
 def test_claim_and_set_crds_validate_metal3machine_shaped_objects() -> None:
@@ -103,10 +79,10 @@ async def _timeline(client: Client, ref: HostRef, since: datetime) -> list[tuple
 
 
 async def test_hostclaims_and_a_hostset_roll_a_new_image_max_unavailable_at_a_time(
-    client: Client, settings: Settings, kube: k8s.ApiClient, ns: str
+    client: Client, settings: Settings, kube_api: k8s.ApiClient, ns: str
 ) -> None:
     settings = Settings()  # with the kubeconfig and status publishing from the environment
-    co, core = k8s.CustomObjectsApi(kube), k8s.CoreV1Api(kube)
+    co, core = k8s.CustomObjectsApi(kube_api), k8s.CoreV1Api(kube_api)
 
     def get(plural: str, name: str, group: str = MF, version: str = V1) -> dict[str, Any]:
         return co.get_namespaced_custom_object(group, version, ns, plural, name)  # type: ignore[return-value]
@@ -132,7 +108,7 @@ async def test_hostclaims_and_a_hostset_roll_a_new_image_max_unavailable_at_a_ti
         image_v2 = {**image, "url": image["url"].replace("/os.img", "/os-v2.img")}
         names = [s.name for s in dc.systems]
         controllers = [
-            cls(kube, client, settings, resync_seconds=300)
+            cls(kube_api, client, settings, resync_seconds=300)
             for cls in (Bridge, ClaimController, SetController)
         ]
         with ThreadPoolExecutor(max_workers=32) as executor:

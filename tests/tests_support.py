@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -105,3 +111,35 @@ def activity_runs(histories: dict[str, list[HistoryEvent]]) -> list[ActivityRun]
             elif e.HasField("activity_task_timed_out_event_attributes"):
                 by_id[e.activity_task_timed_out_event_attributes.scheduled_event_id].outcome = "timed_out"
     return runs
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """Serve ROOT over loopback HTTP (images, ISOs, checksum files); yields the base URL."""
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def eventually(fn: Callable[[], Any], what: str, timeout: float = 180) -> Any:
+    """Poll a blocking read until it returns something truthy; fail naming WHAT and the last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await asyncio.to_thread(fn)
+        if got:
+            return got
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: last {got!r}")
+        await asyncio.sleep(0.3)

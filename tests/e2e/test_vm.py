@@ -25,7 +25,6 @@ import pytest
 import pytest_asyncio
 import yaml
 from kubernetes import client as k8s
-from kubernetes import config
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -34,7 +33,6 @@ from k8s_bridge.controller import Bridge
 from metalflow import operations
 from metalflow.devenv.bootable_image import build_marker_image
 from metalflow.devenv.images import BuiltImage
-from metalflow.devenv.kapi import KubeAPIServer
 from metalflow.devenv.processes import free_port
 from metalflow.devenv.vm import (
     NET_ADDRESS,
@@ -225,12 +223,12 @@ async def provision_with_cli(
 
 
 async def provision_with_bmh(
-    tb: VMTestBed, kube: k8s.ApiClient, dom: Domain, image: BuiltImage, marker: str
+    tb: VMTestBed, kube_api: k8s.ApiClient, dom: Domain, image: BuiltImage, marker: str
 ) -> tuple[dict[str, Any], float]:
     """A BareMetalHost (and its Secrets) on the API server, BMC over IPMI (virtualbmc); the bridge
     drives it. Returns the object once its status says provisioned, and the seconds it took."""
     docs = host_docs(tb, dom, "default", image, marker, await asyncio.to_thread(tb.ipmi_address, dom))
-    co, core = k8s.CustomObjectsApi(kube), k8s.CoreV1Api(kube)
+    co, core = k8s.CustomObjectsApi(kube_api), k8s.CoreV1Api(kube_api)
     for secret in docs[:2]:
         body = k8s.V1Secret(
             metadata=k8s.V1ObjectMeta(name=secret["metadata"]["name"]), string_data=secret["stringData"]
@@ -255,23 +253,12 @@ async def provision_with_bmh(
     return obj, elapsed
 
 
-@pytest_asyncio.fixture
-async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[k8s.ApiClient]:
-    async with KubeAPIServer() as server:
-        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("METALFLOW_KUBECONFIG", str(kubeconfig))
-        monkeypatch.setenv("METALFLOW_PUBLISH_STATUS_TO_KUBERNETES", "true")
-        api = config.new_client_from_config(str(kubeconfig))
-        try:
-            yield api
-        finally:
-            api.close()
 
 
 async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremetalhost_ipmi(
     client: Client,
     bed: tuple[VMTestBed, Settings],
-    kube: k8s.ApiClient,
+    kube_api: k8s.ApiClient,
     tmp_path: Path,
     ns: str,
     marker_image: tuple[BuiltImage, str],
@@ -284,14 +271,14 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
     image, marker = marker_image
     vm_redfish = await asyncio.to_thread(tb.add_domain, "vm-redfish")
     vm_ipmi = await asyncio.to_thread(tb.add_domain, "vm-ipmi")
-    bridge = Bridge(kube, client, settings, resync_seconds=5)
+    bridge = Bridge(kube_api, client, settings, resync_seconds=5)
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with build_worker(client, settings, executor):
             runner = asyncio.create_task(bridge.run())
             try:
                 cli_seconds, (obj, bmh_seconds) = await asyncio.gather(
                     provision_with_cli(tb, tmp_path, ns, vm_redfish, image, marker),
-                    provision_with_bmh(tb, kube, vm_ipmi, image, marker),
+                    provision_with_bmh(tb, kube_api, vm_ipmi, image, marker),
                 )
             finally:
                 bridge.stop()
