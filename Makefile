@@ -27,8 +27,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: install system-deps
+bench: install system-deps  # prints figures; never part of make test
 	$(PY) bench/image_write.py
+	$(PY) bench/fleet.py --hosts 100 --limit 20
+	$(PY) bench/bridge.py --hosts 1000
 
 # The QEMU test bed (README: "metal3-dev-env on one laptop"); installs libvirt/QEMU on first use.
 E2E_CACHE ?= .metalflow/e2e-cache
