@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,3 +76,13 @@ async def kube_api(tmp_path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[A
             yield api
         finally:
             api.close()
+
+
+@pytest.fixture(scope="module")
+def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A directory served over loopback HTTP for one test module: (root, base URL)."""
+    from tests_support import serve_directory
+
+    root = tmp_path_factory.mktemp("www")
+    with serve_directory(root) as url:
+        yield root, url

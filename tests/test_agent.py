@@ -6,14 +6,12 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
-from tests_support import serve_directory
 
 from activities.agent import AgentActivities
 from activities.agent.config import AgentConfig, FileDisk
@@ -31,13 +29,6 @@ from metalflow.models import ChecksumType, HostRef, ImageFormat, ImageSpec, Root
 GIB = 1 << 30
 needs_qemu_img = pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img (qemu-utils) missing")
 needs_sgdisk = pytest.mark.skipif(not shutil.which("sgdisk"), reason="sgdisk (gdisk) missing")
-
-
-@pytest.fixture(scope="module")
-def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    root = tmp_path_factory.mktemp("www")
-    with serve_directory(root) as url:
-        yield root, url
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ import pytest
 import yaml
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
-from tests_support import serve_directory
 
 from activities import bmc
 from activities.agent import AgentActivities
@@ -202,13 +201,6 @@ def test_the_cli_rejects_a_bad_hostfile_without_contacting_temporal(tmp_path: Pa
 
 
 # ---- runtime: activities against real files, HTTP and the BMC client ----
-
-
-@pytest.fixture(scope="module")
-def www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    root = tmp_path_factory.mktemp("www")
-    with serve_directory(root) as url:
-        yield root, url
 
 
 @pytest.fixture(scope="module")
