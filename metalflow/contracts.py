@@ -222,6 +222,9 @@ class HostWorkflowInput(Model):
     detached: bool = False
     ramdisk_boot_timeout_seconds: int = 600
     history_event_limit: int = 2000
+    power_check_interval_seconds: int = Field(
+        default=300, ge=0, description="Read power this often while the host rests; 0: never."
+    )
 
 
 class StepInput(Model):

@@ -68,6 +68,7 @@ async def start(
         spec=host.spec,
         ramdisk_boot_timeout_seconds=settings.ramdisk_boot_timeout_seconds,
         history_event_limit=settings.history_event_limit,
+        power_check_interval_seconds=settings.power_check_interval_seconds,
         paused=paused,
         detached=detached,
     )

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     history_event_limit: int = Field(
         default=2000, gt=100, description="Continue-as-new once a host's history passes this."
     )
+    power_check_interval_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="Read a resting host's power this often (Ironic's power sync); 0 turns it off.",
+    )
     metrics_address: str | None = Field(
         default=None,
         description="HOST:PORT for metalflow's Prometheus metrics (worker, bridge); unset: off.",

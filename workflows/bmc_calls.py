@@ -7,7 +7,9 @@ from temporalio import workflow
 from metalflow.contracts import (
     BMC_POWER,
     BMC_SET_BOOT_DEVICE,
+    BMC_VALIDATE,
     BMCTarget,
+    BMCValidation,
     BootDevice,
     BootDeviceRequest,
     PowerAction,
@@ -39,6 +41,20 @@ async def power(spec: HostSpec, action: PowerAction) -> bool:
         summary=f"power {action.value}",
     )
     return result.powered_on
+
+
+async def read_power(spec: HostSpec) -> bool:
+    """Whether the host is on, read with the same credential check registration makes."""
+    checked = await workflow.execute_activity(
+        BMC_VALIDATE,
+        target_of(spec),
+        result_type=BMCValidation,
+        start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary="read power state",
+    )
+    return checked.powered_on
 
 
 async def set_boot_device(spec: HostSpec, device: BootDevice, persistent: bool = False) -> None:

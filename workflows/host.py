@@ -63,6 +63,8 @@ ERROR_BACKOFF_MAX = timedelta(minutes=10)
 # Histories recorded before the provisioning limit took no slots; they replay without them.
 LIMIT_PATCH = "provisioning-limit"
 ASK_AGAIN = timedelta(minutes=5)  # a host waiting for its slot repeats its request this often
+# Histories recorded before resting hosts read their power wait without a timer.
+POWER_CHECK_PATCH = "power-check-at-rest"
 
 
 class Request:
@@ -87,6 +89,7 @@ class HostWorkflow:
         self._status.paused, self._status.detached = inp.paused, inp.detached
         self._ramdisk_timeout = inp.ramdisk_boot_timeout_seconds
         self._history_limit = inp.history_event_limit
+        self._power_check = inp.power_check_interval_seconds
         self._registered_bmc = (
             self._spec.bmc if self._status.good_credentials.credentials is not None else None
         )
@@ -203,8 +206,39 @@ class HostWorkflow:
             await self._wait_for_change()
 
     async def _wait_for_change(self) -> None:
+        """Wait for the operator; a resting host also reads its power now and then."""
         seen = self._changes
-        await workflow.wait_condition(lambda: self._changes != seen)
+        resting = self._status.provisioning.state in STABLE and self._power_check > 0
+        if not (resting and workflow.patched(POWER_CHECK_PATCH)):
+            await workflow.wait_condition(lambda: self._changes != seen)
+            return
+        try:
+            await workflow.wait_condition(
+                lambda: self._changes != seen, timeout=timedelta(seconds=self._power_check)
+            )
+        except TimeoutError:
+            await self._check_power()
+
+    async def _check_power(self) -> None:
+        """Ironic's power sync: a host switched off (or on) behind metalflow's back is seen, and
+        the loop brings it back to spec.online; a BMC that stops answering at rest is a power
+        management error, cleared when it answers again."""
+        try:
+            on = await bmc_calls.read_power(self._spec)
+        except ActivityError as err:
+            self._record_error(POWER_AT_REST, err)
+            await self._publish()
+            await self._wait_after_error()
+            return
+        changed = on != self._status.powered_on
+        if changed:
+            workflow.logger.info("host %s: found powered %s", self._ref.host_id, "on" if on else "off")
+        self._status.powered_on = on
+        if self._status.error_type == ErrorType.POWER_MANAGEMENT:
+            self._clear_error()
+            changed = True
+        if changed:
+            await self._publish()
 
     async def _hold_while_paused(self) -> None:
         if not (self._paused or self._detached):
@@ -534,6 +568,7 @@ class HostWorkflow:
             detached=self._detached,
             ramdisk_boot_timeout_seconds=self._ramdisk_timeout,
             history_event_limit=self._history_limit,
+            power_check_interval_seconds=self._power_check,
         )
 
 

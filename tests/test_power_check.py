@@ -1,0 +1,83 @@
+"""A resting host reads its power now and then, as Ironic's power sync does.
+
+A host switched off behind metalflow's back is powered on again (spec.online), a BMC that
+starts rejecting its credentials at rest is a power management error, and the error clears
+once the BMC answers again. Real dev server, sushy-emulator and emulated server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest_asyncio
+import requests
+from temporalio.client import Client
+from test_lifecycle import wait_status
+from tests_support import eventually, record
+
+from metalflow import operations
+from metalflow.devenv.datacenter import Datacenter, write_secret
+from metalflow.models import ErrorType, OperationalStatus
+from metalflow.models import ProvisioningState as S
+from metalflow.settings import Settings
+from worker.control import build_worker
+
+
+@pytest_asyncio.fixture
+async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
+    async with Datacenter(settings, hosts=1, namespace=ns) as datacenter:
+        with ThreadPoolExecutor(max_workers=8) as executor:
+            async with build_worker(client, settings, executor):
+                yield datacenter
+
+
+def bmc_power(dc: Datacenter) -> str:
+    assert dc.sushy is not None
+    url = dc.sushy.system_url(dc.systems[0].uuid)
+    body = requests.get(url, auth=("admin", dc.password), timeout=10).json()
+    return str(body["PowerState"])
+
+
+async def test_resting_host_is_powered_back_on_and_a_failing_bmc_is_reported(
+    client: Client, settings: Settings, dc: Datacenter
+) -> None:
+    settings = settings.model_copy(update={"power_check_interval_seconds": 2})
+    host = dc.host(0, image=None)  # rests in available: no image to deploy
+    await operations.apply(client, host, settings)
+    st = await wait_status(
+        client, host.ref, lambda s: (s.provisioning.state == S.AVAILABLE and s.powered_on) or s.error_type
+    )
+    assert st.error_type is None, st.error_message
+
+    # Someone switches the server off at its BMC; metalflow sees it and honours spec.online.
+    assert dc.sushy is not None
+    reset = dc.sushy.system_url(dc.systems[0].uuid) + "/Actions/ComputerSystem.Reset"
+    # (off the event loop: the emulator notifies this process's datacenter while it answers)
+    resp = await asyncio.to_thread(
+        requests.post, reset, json={"ResetType": "ForceOff"}, auth=("admin", dc.password), timeout=10
+    )
+    assert resp.status_code < 300, resp.text
+    await eventually(lambda: bmc_power(dc) == "Off", "the BMC to apply the ForceOff", 60)
+    await eventually(lambda: bmc_power(dc) == "On", "metalflow to power the host back on", 120)
+    history = await operations.handle_for(client, host.ref).fetch_history()
+    # registration's validate runs in its child workflow: in the host's own history it is the check
+    ran = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events]
+    assert "bmc.validate" in ran and ran[ran.index("bmc.validate") :].count("bmc.power") >= 1
+
+    # The BMC now rejects the stored credentials: a power management error at rest.
+    secret = Path(str(dc.credentials.path))
+    write_secret(secret, {"username": "admin", "password": "not-the-password"})
+    st = await wait_status(client, host.ref, lambda s: s.error_type is not None, 120)
+    assert st.error_type == ErrorType.POWER_MANAGEMENT, st.model_dump_json()
+    assert "BMCAuthError" in st.error_message and st.operational_status == OperationalStatus.ERROR
+    assert st.error_count >= 1 and st.provisioning.state == S.AVAILABLE
+
+    # Fixed credentials: the next check clears the error (retry skips the back-off).
+    write_secret(secret, {"username": "admin", "password": dc.password})
+    await operations.signal(client, host.ref, "retry")
+    st = await wait_status(client, host.ref, lambda s: s.error_type is None, 120)
+    assert st.operational_status == OperationalStatus.OK and st.error_count == 0 and st.powered_on
+    await asyncio.wait_for(record(client, host.ref.workflow_id, "power-check"), 60)
