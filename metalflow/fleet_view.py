@@ -17,19 +17,10 @@ from rich.text import Text
 from temporalio.client import Client
 
 from metalflow.fleet import FLEET_WORKFLOW, FleetInput, FleetProgress
-from metalflow.models import Host
+from metalflow.models import Host, ProvisioningState
 
-# Lifecycle order for the counts table; anything else follows alphabetically.
-ORDER = [
-    "not started",
-    "registering",
-    "inspecting",
-    "preparing",
-    "available",
-    "provisioning",
-    "provisioned",
-    "deprovisioning",
-]
+# Lifecycle order for the counts table (the enum is declared in that order); anything else follows.
+ORDER = ["not started", *(s.value for s in ProvisioningState if s.value)]
 
 
 def render(p: FleetProgress, title: str) -> RenderableType:
