@@ -18,7 +18,7 @@ system-deps:
 	@scripts/system-deps.sh
 
 demo: install system-deps
-	$(BIN)/metalflow demo
+	$(PY) -m testbed.demo
 
 test: install system-deps
 	$(BIN)/pytest -q
@@ -26,6 +26,7 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install system-deps  # prints figures; never part of make test
 	$(PY) bench/image_write.py

@@ -19,11 +19,11 @@ import pycdlib
 import yaml
 from temporalio import activity
 
-from metalflow.contracts import CONFIGDRIVE_STAGE, ConfigDriveRequest, ConfigDriveStaged, ErrorName
-from metalflow.errors import permanent
-from metalflow.models import HostRef, SecretRef
-from metalflow.secrets import resolve
-from metalflow.settings import get_settings
+from metalflow.api.configdrive import CONFIGDRIVE_STAGE, ConfigDriveRequest, ConfigDriveStaged
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.models import HostRef, SecretRef
+from metalflow.runtime.secrets import resolve
+from metalflow.runtime.settings import get_settings
 
 
 def _content(ref: SecretRef | None, key: str) -> str | None:

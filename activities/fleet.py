@@ -13,10 +13,9 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from metalflow import operations
-from metalflow import search_attributes as sa
-from metalflow.contracts import HOST_WORKFLOW
-from metalflow.fleet import (
+from metalflow.api import search_attributes as sa
+from metalflow.api import states
+from metalflow.api.fleet import (
     FLEET_APPLY,
     FLEET_OBSERVE,
     LIMITER_CONFIGURE,
@@ -34,12 +33,12 @@ from metalflow.fleet import (
     SlotRequest,
     limiter_id,
 )
-from metalflow.models import HostRef, OperationalStatus
-from metalflow.settings import get_settings
+from metalflow.api.host import HOST_WORKFLOW
+from metalflow.api.models import HostRef, OperationalStatus
+from metalflow.client import operations
+from metalflow.runtime.settings import get_settings
 
 APPLY_CONCURRENCY = 16
-SETTLED_WITH_IMAGE = {"provisioned"}
-SETTLED_WITHOUT_IMAGE = {"available", "externally provisioned"}
 SUPERSEDED = {WorkflowExecutionStatus.CONTINUED_AS_NEW}
 ENDED_BADLY = {
     WorkflowExecutionStatus.FAILED,
@@ -140,14 +139,16 @@ async def observe(req: FleetObserve) -> FleetProgress:
         if wf.status in ENDED_BADLY:  # terminated, say: the host needs the operator
             assert wf.status is not None
             error_type = f"workflow {wf.status.name.lower().replace('_', ' ')}"
-        settled_states = SETTLED_WITHOUT_IMAGE if ref.name in without_image else SETTLED_WITH_IMAGE
         rows[ref.name] = HostOutcome(
             name=ref.name,
             namespace=ref.namespace,
             state=state,
             operational_status=attrs.get(sa.OPERATIONAL_STATUS) or "",
             error_type=error_type,
-            settled=bool(error_type) or state in settled_states or not live,
+            settled=not live
+            or states.settled(
+                state, ref.name not in without_image, in_error=bool(error_type)
+            ),
         )
         if live:
             running.add(ref.name)

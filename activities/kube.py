@@ -17,11 +17,10 @@ from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
-from metalflow.claims import ClaimSpec
-from metalflow.contracts import ErrorName
-from metalflow.errors import permanent
-from metalflow.models import ConsumerRef, HostRef, SecretRef
-from metalflow.settings import get_settings
+from metalflow.api.claims import ClaimSpec
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.models import ConsumerRef, HostRef, SecretRef
+from metalflow.runtime.settings import get_settings
 
 GROUP, VERSION, PLURAL = "metal3.io", "v1alpha1", "baremetalhosts"
 Ops = list[dict[str, Any]]

@@ -27,20 +27,19 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
-from metalflow.contracts import (
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.join import (
     KUBEADM_CLEANUP,
     KUBEADM_PREPARE_JOIN,
     KUBEADM_WAIT_NODE,
-    ErrorName,
     JoinPlan,
     JoinRequest,
     NodeInfo,
     WaitNodeRequest,
 )
-from metalflow.errors import permanent
-from metalflow.models import HostRef, JoinSpec, SecretRef
-from metalflow.secrets import resolve
-from metalflow.settings import get_settings
+from metalflow.api.models import HostRef, JoinSpec, SecretRef
+from metalflow.runtime.secrets import resolve
+from metalflow.runtime.settings import get_settings
 
 HOST_LABEL = "metalflow.io/host"
 TOKEN_TTL = timedelta(hours=24)

@@ -14,22 +14,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
 from activities import kube
-from metalflow import pools
-from metalflow.claims import Candidate, Claim, ClaimStatus
-from metalflow.contracts import (
-    HOST_WORKFLOW,
-    POOL_ASSIGN,
-    POOL_CANDIDATES,
-    POOL_CLAIM,
-    POOL_RELEASE,
-    POOL_STATUS,
-    POOL_UNCLAIM,
-    Assignment,
-    ErrorName,
-    HostHealth,
-)
-from metalflow.errors import permanent
-from metalflow.models import (
+from metalflow.api.claims import Candidate, Claim, ClaimStatus
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.host import HOST_WORKFLOW
+from metalflow.api.models import (
     ConsumerRef,
     HostRef,
     HostSpec,
@@ -37,6 +25,17 @@ from metalflow.models import (
     OperationalStatus,
     ProvisioningState,
 )
+from metalflow.api.pools import (
+    POOL_ASSIGN,
+    POOL_CANDIDATES,
+    POOL_CLAIM,
+    POOL_RELEASE,
+    POOL_STATUS,
+    POOL_UNCLAIM,
+    Assignment,
+    HostHealth,
+)
+from metalflow.client import pools
 
 CLAIM_KIND = "Claim"
 

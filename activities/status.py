@@ -10,10 +10,10 @@ from typing import Any
 
 from temporalio import activity
 
-from metalflow import metrics
-from metalflow.contracts import STATUS_PUBLISH, StatusUpdate
-from metalflow.models import HostStatus
-from metalflow.settings import get_settings
+from metalflow.api.host import STATUS_PUBLISH, StatusUpdate
+from metalflow.api.models import HostStatus
+from metalflow.runtime import metrics
+from metalflow.runtime.settings import get_settings
 
 GROUP, VERSION, PLURAL = "metal3.io", "v1alpha1", "baremetalhosts"
 # metalflow's own fields are not part of metal3's status schema.

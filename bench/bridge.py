@@ -26,9 +26,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from k8s_bridge import controller
 from k8s_bridge.controller import Bridge
-from metalflow.devenv.processes import Process, free_port, wait_for
-from metalflow.devenv.temporal import start_dev_server
-from metalflow.settings import Settings
+from metalflow.runtime.settings import Settings
+from testbed.processes import Process, free_port, wait_for
+from testbed.temporal import start_dev_server
 
 
 def manifest(i: int) -> dict[str, Any]:
@@ -82,7 +82,7 @@ async def main(hosts: int, with_worker: bool, bridge_workers: int) -> None:
             kubeconfig = root / "kubeconfig"
             kapi = Process(
                 "test API server",
-                [sys.executable, "-m", "metalflow.devenv.kapi", str(kubeconfig), str(hosts * 4)],
+                [sys.executable, "-m", "testbed.kapi", str(kubeconfig), str(hosts * 4)],
                 root / "kapi.log",
             )
 

@@ -26,11 +26,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from metalflow.devenv.datacenter import Datacenter
-from metalflow.devenv.processes import Process, free_port
-from metalflow.devenv.temporal import start_dev_server
-from metalflow.fleet import FLEET_WORKFLOW, LIMITER_REQUEST, FleetInput, FleetProgress
-from metalflow.settings import Settings
+from metalflow.api.fleet import FLEET_WORKFLOW, LIMITER_REQUEST, FleetInput, FleetProgress
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter
+from testbed.processes import Process, free_port
+from testbed.temporal import start_dev_server
 
 STEPS = ("RegisterHost", "InspectHost", "CleanHost", "DeployHost")
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -17,15 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from metalflow.devenv.images import build_raw_image
-from metalflow.devenv.processes import Process, free_port, port_open, wait_for
+from testbed.images import build_raw_image
+from testbed.processes import Process, free_port, port_open, wait_for
 
 WRITER = r"""
 import json, resource, sys, time
 from pathlib import Path
 from activities.agent.devices import BlockDevice
 from activities.agent.image import write_image
-from metalflow.models import ImageSpec
+from metalflow.api.models import ImageSpec
 url, digest, target, size = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 dev = BlockDevice(name="/dev/bench", path=target, size_bytes=size)
 start = time.perf_counter()

@@ -22,10 +22,11 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
 from k8s_bridge.reconcile import FINALIZER, Fingerprint, Plan, fingerprint, reconcile
-from metalflow import metrics, operations
-from metalflow.bmh import API_VERSION
-from metalflow.models import HostRef
-from metalflow.settings import Settings
+from metalflow.api.bmh import API_VERSION
+from metalflow.api.models import HostRef
+from metalflow.client import operations
+from metalflow.runtime import metrics
+from metalflow.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

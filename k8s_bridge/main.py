@@ -9,9 +9,9 @@ from kubernetes import config
 
 from k8s_bridge.controller import Bridge
 from k8s_bridge.pools import ClaimController, SetController
-from metalflow import metrics
-from metalflow.client import connect
-from metalflow.settings import Settings
+from metalflow.runtime import metrics
+from metalflow.runtime.settings import Settings
+from metalflow.runtime.temporal import connect
 
 
 def api_client(settings: Settings) -> k8s.ApiClient:

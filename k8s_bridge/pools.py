@@ -19,8 +19,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from k8s_bridge.controller import Controller
 from k8s_bridge.reconcile import Fingerprint, Plan, fingerprint
-from metalflow import pools
-from metalflow.claims import Claim, ClaimPhase, ClaimSpec, ClaimStatus, MachineSetSpec, MachineSetStatus
+from metalflow.api.claims import Claim, ClaimPhase, ClaimSpec, ClaimStatus, MachineSetSpec, MachineSetStatus
+from metalflow.client import pools
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from metalflow import operations
-from metalflow.bmh import ManifestError, host_from_manifest
-from metalflow.models import Host, HostRef
-from metalflow.settings import Settings
+from metalflow.api.bmh import ManifestError, host_from_manifest
+from metalflow.api.models import Host, HostRef
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

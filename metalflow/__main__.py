@@ -1,3 +1,3 @@
-from metalflow.cli import main
+from metalflow.cli.main import main
 
 main()

@@ -13,10 +13,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from metalflow import search_attributes
-from metalflow.devenv.processes import free_port
-from metalflow.devenv.temporal import temporal_cli
-from metalflow.settings import Settings
+from metalflow.api import search_attributes
+from metalflow.runtime.settings import Settings
+from testbed.processes import free_port
+from testbed.temporal import temporal_cli
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -65,7 +65,7 @@ async def kube_api(tmp_path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[A
     worker's in-process activities publish status to it."""
     from kubernetes import config
 
-    from metalflow.devenv.kapi import KubeAPIServer
+    from testbed.kapi import KubeAPIServer
 
     async with KubeAPIServer() as server:
         kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")

@@ -16,15 +16,11 @@ from temporalio.testing import ActivityEnvironment
 from activities.agent import AgentActivities
 from activities.agent.config import AgentConfig, FileDisk
 from activities.configdrive import stage_configdrive
-from metalflow.contracts import (
-    CleanRequest,
-    ConfigDriveRequest,
-    WriteConfigDriveRequest,
-    WriteImageRequest,
-)
-from metalflow.devenv.datacenter import write_secret
-from metalflow.devenv.images import MARKER, BuiltImage, build_raw_image, convert_to_qcow2
-from metalflow.models import ChecksumType, HostRef, ImageFormat, ImageSpec, RootDeviceHints, SecretRef
+from metalflow.api.agent import CleanRequest, WriteConfigDriveRequest, WriteImageRequest
+from metalflow.api.configdrive import ConfigDriveRequest
+from metalflow.api.models import ChecksumType, HostRef, ImageFormat, ImageSpec, RootDeviceHints, SecretRef
+from testbed.datacenter import write_secret
+from testbed.images import MARKER, BuiltImage, build_raw_image, convert_to_qcow2
 
 GIB = 1 << 30
 needs_qemu_img = pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img (qemu-utils) missing")

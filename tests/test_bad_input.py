@@ -27,15 +27,17 @@ from activities import bmc
 from activities.agent import AgentActivities
 from activities.agent.config import AgentConfig, FileDisk
 from activities.configdrive import stage_configdrive
-from metalflow.bmh import ManifestError
-from metalflow.contracts import BMCTarget, CleanRequest, ConfigDriveRequest, WriteImageRequest
-from metalflow.devenv.datacenter import write_secret
-from metalflow.devenv.images import BuiltImage, build_raw_image
-from metalflow.devenv.processes import free_port
-from metalflow.hostfile import load_hosts
-from metalflow.models import ChecksumType, HostRef, ImageFormat, ImageSpec, RootDeviceHints, SecretRef
-from metalflow.operations import check_spec
-from workflows.validation import SpecError
+from metalflow.api.agent import CleanRequest, WriteImageRequest
+from metalflow.api.bmc import BMCTarget
+from metalflow.api.bmh import ManifestError
+from metalflow.api.configdrive import ConfigDriveRequest
+from metalflow.api.models import ChecksumType, HostRef, ImageFormat, ImageSpec, RootDeviceHints, SecretRef
+from metalflow.api.validation import SpecError
+from metalflow.client.hostfile import load_hosts
+from metalflow.client.operations import check_spec
+from testbed.datacenter import write_secret
+from testbed.images import BuiltImage, build_raw_image
+from testbed.processes import free_port
 
 GIB = 1 << 30
 SECRET: dict[str, Any] = {

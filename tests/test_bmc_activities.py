@@ -13,7 +13,7 @@ from temporalio.testing import ActivityEnvironment
 from tests_support import serve_directory
 
 from activities import bmc
-from metalflow.contracts import (
+from metalflow.api.bmc import (
     BMCTarget,
     BootDevice,
     BootDeviceRequest,
@@ -21,11 +21,11 @@ from metalflow.contracts import (
     PowerAction,
     PowerRequest,
 )
-from metalflow.devenv.datacenter import write_secret
-from metalflow.devenv.ipmi import IpmiBmc, start_ipmi_bmc
-from metalflow.devenv.processes import free_port
-from metalflow.devenv.sushy import FakeSystem, SushyEmulator, start_sushy
-from metalflow.models import BootMode, SecretRef
+from metalflow.api.models import BootMode, SecretRef
+from testbed.datacenter import write_secret
+from testbed.ipmi import IpmiBmc, start_ipmi_bmc
+from testbed.processes import free_port
+from testbed.sushy import FakeSystem, SushyEmulator, start_sushy
 
 SYSTEMS = [
     FakeSystem("0f2b2e1c-0000-4000-8000-000000000001", "bmc-a", "52:54:00:aa:00:01"),

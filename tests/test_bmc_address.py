@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from activities.bmc.address import BMCAddressError, parse_bmc_address
+from metalflow.api.bmc_address import BMCAddressError, parse_bmc_address
 
 CASES = [
     # address, driver, transport, host, port, system path, vmedia, vendor

@@ -19,12 +19,12 @@ from temporalio.client import Client
 from test_lifecycle import wait_status
 from tests_support import activity_runs, step_histories
 
-from metalflow import operations
-from metalflow.devenv.datacenter import Datacenter
-from metalflow.devenv.faultproxy import Fault, FaultProxy, Rule
-from metalflow.models import BMCDetails, ErrorType, Host, HostStatus, OperationalStatus
-from metalflow.models import ProvisioningState as S
-from metalflow.settings import Settings
+from metalflow.api.models import BMCDetails, ErrorType, Host, HostStatus, OperationalStatus
+from metalflow.api.models import ProvisioningState as S
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter
+from testbed.faultproxy import Fault, FaultProxy, Rule
 from worker.control import build_worker
 
 SYSTEMS = "/redfish/v1/Systems/"

@@ -15,10 +15,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.boot import cleanup_boot, dnsmasq, ipxe, prepare_boot
-from metalflow.contracts import BootPrepareRequest, BootPurpose
-from metalflow.devenv.processes import Process, free_port, wait_for
-from metalflow.models import HostRef
-from metalflow.settings import Settings
+from metalflow.api.boot import BootPrepareRequest, BootPurpose
+from metalflow.api.models import HostRef
+from metalflow.runtime.settings import Settings
+from testbed.processes import Process, free_port, wait_for
 from worker.boot_server import start_boot_server
 
 MAC = "52:54:00:12:34:56"

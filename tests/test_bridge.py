@@ -25,12 +25,12 @@ from tests_support import eventually
 
 from k8s_bridge.controller import Bridge
 from k8s_bridge.reconcile import FINALIZER, PAUSED
-from metalflow import operations
-from metalflow.bmh import manifest_from_host
-from metalflow.devenv.datacenter import Datacenter
-from metalflow.devenv.kapi import KubeAPIServer
-from metalflow.models import HostRef
-from metalflow.settings import Settings
+from metalflow.api.bmh import manifest_from_host
+from metalflow.api.models import HostRef
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter
+from testbed.kapi import KubeAPIServer
 from worker.control import build_worker
 
 G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
@@ -251,7 +251,7 @@ async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
 
 
 async def _paused(settings: Settings, ref: HostRef) -> bool:
-    from metalflow.client import connect
+    from metalflow.runtime.temporal import connect
 
     return (await operations.status(await connect(settings), ref)).paused
 

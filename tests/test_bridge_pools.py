@@ -21,11 +21,11 @@ from tests_support import eventually
 
 from k8s_bridge.controller import Bridge
 from k8s_bridge.pools import ClaimController, SetController
-from metalflow import operations
-from metalflow.bmh import manifest_from_host
-from metalflow.devenv.datacenter import Datacenter
-from metalflow.models import CleaningMode, HostRef
-from metalflow.settings import Settings
+from metalflow.api.bmh import manifest_from_host
+from metalflow.api.models import CleaningMode, HostRef
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter
 from worker.control import build_worker
 
 CRDS = Path(__file__).parent.parent / "k8s_bridge" / "crds"

@@ -12,8 +12,7 @@ import pytest
 from pydantic import ValidationError
 from temporalio.client import Client
 
-from metalflow import operations, pools
-from metalflow.claims import (
+from metalflow.api.claims import (
     Candidate,
     Claim,
     ClaimPhase,
@@ -23,8 +22,7 @@ from metalflow.claims import (
     MachineSetSpec,
     choose,
 )
-from metalflow.devenv.datacenter import Datacenter, write_secret
-from metalflow.models import (
+from metalflow.api.models import (
     CPU,
     NIC,
     BMCDetails,
@@ -34,8 +32,10 @@ from metalflow.models import (
     SecretRef,
     Storage,
 )
-from metalflow.models import ProvisioningState as S
-from metalflow.settings import Settings
+from metalflow.api.models import ProvisioningState as S
+from metalflow.client import operations, pools
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter, write_secret
 from worker.control import build_worker
 
 GIB = 1 << 30

@@ -15,12 +15,12 @@ from typing import Any
 import yaml
 from temporalio.client import Client
 
-from metalflow.contracts import HostWorkflowInput
-from metalflow.devenv.datacenter import Datacenter
-from metalflow.devenv.images import build_raw_image
-from metalflow.devenv.temporal import temporal_cli
-from metalflow.models import HostStatus, ImageSpec
-from metalflow.settings import Settings
+from metalflow.api.host import HostWorkflowInput
+from metalflow.api.models import HostStatus, ImageSpec
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter
+from testbed.images import build_raw_image
+from testbed.temporal import temporal_cli
 from worker.control import build_worker
 
 

@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.client import Client
 from tests_support import record
 
-from metalflow import operations
-from metalflow.devenv.datacenter import Datacenter
-from metalflow.models import ProvisioningState as S
-from metalflow.settings import Settings
+from metalflow.api.models import ProvisioningState as S
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter
 from worker.control import build_worker
 
 

@@ -22,16 +22,16 @@ import pytest_asyncio
 from temporalio.client import Client
 from tests_support import activity_runs, step_histories
 
-from metalflow.client import connect
-from metalflow.devenv.datacenter import Datacenter
-from metalflow.devenv.faultproxy import Fault, FaultProxy, Rule
-from metalflow.devenv.images import MARKER
-from metalflow.devenv.processes import Process, free_port, port_open, wait_for
-from metalflow.devenv.temporal import start_dev_server
-from metalflow.models import BMCDetails, HostStatus
-from metalflow.models import ProvisioningState as S
-from metalflow.operations import apply, status
-from metalflow.settings import Settings
+from metalflow.api.models import BMCDetails, HostStatus
+from metalflow.api.models import ProvisioningState as S
+from metalflow.client.operations import apply, status
+from metalflow.runtime.settings import Settings
+from metalflow.runtime.temporal import connect
+from testbed.datacenter import Datacenter
+from testbed.faultproxy import Fault, FaultProxy, Rule
+from testbed.images import MARKER
+from testbed.processes import Process, free_port, port_open, wait_for
+from testbed.temporal import start_dev_server
 
 RESET = "/Actions/ComputerSystem.Reset"
 

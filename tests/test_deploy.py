@@ -26,9 +26,9 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 
-from metalflow import search_attributes
-from metalflow.cli import build_parser
-from metalflow.settings import Settings
+from metalflow.api import search_attributes
+from metalflow.cli.main import build_parser
+from metalflow.runtime.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

@@ -21,10 +21,7 @@ from test_join import kubelet, target_cluster  # noqa: F401 - the fixture, for t
 from tests_support import record
 
 from activities import fleet as fleet_activities
-from metalflow import operations
-from metalflow.devenv.datacenter import Datacenter, write_secret
-from metalflow.devenv.kapi import KubeAPIServer
-from metalflow.fleet import (
+from metalflow.api.fleet import (
     LIMITER_WORKFLOW,
     SLOT_RELEASE_SIGNAL,
     SLOT_REQUEST_SIGNAL,
@@ -33,8 +30,11 @@ from metalflow.fleet import (
     LimiterState,
     limiter_id,
 )
-from metalflow.models import ErrorType, OperationalStatus
-from metalflow.settings import Settings
+from metalflow.api.models import ErrorType, OperationalStatus
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter, write_secret
+from testbed.kapi import KubeAPIServer
 from worker.control import build_worker
 
 LIMIT = 2
@@ -263,7 +263,7 @@ async def test_a_slot_held_by_an_ended_host_is_given_back(
 
 def test_delayed_reaches_the_baremetalhost_status_and_the_crd_accepts_it() -> None:
     from activities.status import bmh_status
-    from metalflow.models import HostStatus
+    from metalflow.api.models import HostStatus
 
     body = bmh_status(HostStatus(operational_status=OperationalStatus.DELAYED))
     assert body["operationalStatus"] == "delayed"

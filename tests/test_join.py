@@ -19,13 +19,13 @@ from kubernetes import config
 from temporalio.client import Client
 from tests_support import make_ca
 
-from metalflow import operations
-from metalflow.devenv.datacenter import Datacenter, write_secret
-from metalflow.devenv.hosts import EmulatedHost
-from metalflow.devenv.kapi import KubeAPIServer
-from metalflow.models import ErrorType, JoinSpec, SecretRef
-from metalflow.models import ProvisioningState as S
-from metalflow.settings import Settings
+from metalflow.api.models import ErrorType, JoinSpec, SecretRef
+from metalflow.api.models import ProvisioningState as S
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter, write_secret
+from testbed.hosts import EmulatedHost
+from testbed.kapi import KubeAPIServer
 from worker.control import build_worker
 
 

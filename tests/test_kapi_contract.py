@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 from kubernetes import config, watch
 from kubernetes.client.exceptions import ApiException
 
-from metalflow.devenv.kapi import KubeAPIServer, selector_matches
+from testbed.kapi import KubeAPIServer, selector_matches
 
 G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
 

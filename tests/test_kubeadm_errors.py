@@ -13,11 +13,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.kubeadm import prepare_join, wait_node
-from metalflow.contracts import JoinRequest, WaitNodeRequest
-from metalflow.devenv.datacenter import write_secret
-from metalflow.devenv.kapi import KubeAPIServer
-from metalflow.devenv.processes import free_port
-from metalflow.models import HostRef, JoinSpec, SecretRef
+from metalflow.api.join import JoinRequest, WaitNodeRequest
+from metalflow.api.models import HostRef, JoinSpec, SecretRef
+from testbed.datacenter import write_secret
+from testbed.kapi import KubeAPIServer
+from testbed.processes import free_port
 
 REF = HostRef(name="w0")
 

@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from tests_support import make_ca
 
 from activities.kubeadm import ca_cert_hash, render_user_data
-from metalflow.models import HostRef, JoinSpec, SecretRef
+from metalflow.api.models import HostRef, JoinSpec, SecretRef
 
 
 @pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")

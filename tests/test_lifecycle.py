@@ -18,12 +18,12 @@ import requests
 from temporalio.client import Client, WorkflowUpdateFailedError
 from tests_support import record
 
-from metalflow import operations
-from metalflow.devenv.datacenter import Datacenter
-from metalflow.devenv.images import MARKER
-from metalflow.models import BMCDetails, ErrorType, HostStatus, OperationalStatus, SecretRef
-from metalflow.models import ProvisioningState as S
-from metalflow.settings import Settings
+from metalflow.api.models import BMCDetails, ErrorType, HostStatus, OperationalStatus, SecretRef
+from metalflow.api.models import ProvisioningState as S
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter
+from testbed.images import MARKER
 from worker.control import build_worker
 
 

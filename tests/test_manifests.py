@@ -8,9 +8,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from metalflow.bmh import ManifestError, host_from_manifest, manifest_from_host
-from metalflow.hostfile import load_hosts
-from metalflow.models import ImageSpec
+from metalflow.api.bmh import ManifestError, host_from_manifest, manifest_from_host
+from metalflow.api.models import ImageSpec
+from metalflow.client.hostfile import load_hosts
 
 METAL3_EXAMPLE = """
 apiVersion: v1

@@ -11,12 +11,12 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from metalflow import operations
-from metalflow.devenv.datacenter import Datacenter
-from metalflow.devenv.kapi import KubeAPIServer
-from metalflow.devenv.processes import Process, free_port
-from metalflow.models import HostRef, ProvisioningState
-from metalflow.settings import Settings
+from metalflow.api.models import HostRef, ProvisioningState
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter
+from testbed.kapi import KubeAPIServer
+from testbed.processes import Process, free_port
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -18,11 +18,11 @@ from temporalio.client import Client
 from test_lifecycle import wait_status
 from tests_support import eventually, record
 
-from metalflow import operations
-from metalflow.devenv.datacenter import Datacenter, write_secret
-from metalflow.models import ErrorType, OperationalStatus
-from metalflow.models import ProvisioningState as S
-from metalflow.settings import Settings
+from metalflow.api.models import ErrorType, OperationalStatus
+from metalflow.api.models import ProvisioningState as S
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter, write_secret
 from worker.control import build_worker
 
 

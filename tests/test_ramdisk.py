@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from activities.boot import ipxe
-from metalflow.contracts import BootPurpose
-from metalflow.models import HostRef
-from metalflow.settings import Settings
+from metalflow.api.boot import BootPurpose
+from metalflow.api.models import HostRef
+from metalflow.runtime.settings import Settings
 
 REPO = Path(__file__).parent.parent
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from metalflow.models import SecretRef
-from metalflow.secrets import resolve
+from metalflow.api.models import SecretRef
+from metalflow.runtime.secrets import resolve
 
 
 def test_file_secret_and_kubernetes_manifest_form(tmp_path: Path) -> None:

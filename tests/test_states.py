@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from metalflow.models import ErrorType
-from metalflow.models import ProvisioningState as S
-from workflows.states import STABLE, STEPS, TRANSITIONS, Event, IllegalTransition, allowed, next_state
+from metalflow.api.models import ErrorType
+from metalflow.api.models import ProvisioningState as S
+from metalflow.api.states import STABLE, STEPS, TRANSITIONS, Event, IllegalTransition, allowed, next_state
 
 
 def test_happy_path_follows_metal3_order() -> None:

@@ -10,9 +10,9 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from metalflow import metrics
-from metalflow.client import connect
-from metalflow.settings import Settings, get_settings
+from metalflow.runtime import metrics
+from metalflow.runtime.settings import Settings, get_settings
+from metalflow.runtime.temporal import connect
 from workflows import all_workflows, sandbox_runner
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from activities.boot.dnsmasq import BootNetwork, base_config, hosts_dir
-from metalflow.settings import Settings
+from metalflow.runtime.settings import Settings
 
 
 def dnsmasq_binary() -> str:

@@ -37,6 +37,6 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     """The sandbox, with our pure contract modules passed through (loaded once, not per run)."""
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "metalflow", "pydantic", "pydantic_core", "annotated_types", "activities.bmc.address"
+            "metalflow", "pydantic", "pydantic_core", "annotated_types", "metalflow.api.bmc_address"
         )
     )

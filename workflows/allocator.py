@@ -11,28 +11,23 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from pydantic import Field
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from metalflow.claims import Candidate, Claim, ClaimPhase, ClaimStatus, choose
-from metalflow.contracts import (
+from metalflow.api.claims import Candidate, Claim, ClaimPhase, ClaimStatus, choose
+from metalflow.api.pools import (
     ALLOCATOR_WORKFLOW,
     POOL_ASSIGN,
     POOL_CANDIDATES,
     POOL_RELEASE,
+    AllocatorState,
     Assignment,
 )
-from metalflow.models import Model
 from workflows.options import LOCAL_RETRY
 
 RETRY_PENDING_EVERY = timedelta(seconds=15)
 
 
-class AllocatorState(Model):
-    namespace: str
-    claims: dict[str, Claim] = Field(default_factory=dict)
-    statuses: dict[str, ClaimStatus] = Field(default_factory=dict)
 
 
 @workflow.defn(name=ALLOCATOR_WORKFLOW)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from metalflow.contracts import (
+from metalflow.api.bmc import (
     BMC_POWER,
     BMC_SET_BOOT_DEVICE,
     BMC_VALIDATE,
@@ -16,7 +16,7 @@ from metalflow.contracts import (
     PowerRequest,
     PowerResult,
 )
-from metalflow.models import HostSpec
+from metalflow.api.models import HostSpec
 from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 
 

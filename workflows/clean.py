@@ -6,17 +6,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from metalflow.contracts import (
-    AGENT_CLEAN,
-    CLEAN_HOST,
-    BootPurpose,
-    CleanRequest,
-    CleanResult,
-    PowerAction,
-    StepInput,
-    StepResult,
-)
-from metalflow.models import CleaningMode
+from metalflow.api.agent import AGENT_CLEAN, CleanRequest, CleanResult
+from metalflow.api.bmc import PowerAction
+from metalflow.api.boot import BootPurpose
+from metalflow.api.host import CLEAN_HOST, StepInput, StepResult
+from metalflow.api.models import CleaningMode
 from workflows import bmc_calls
 from workflows.inband import cleanup_boot, run_on_host
 from workflows.options import AGENT_SHORT_TIMEOUT

@@ -7,27 +7,18 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from metalflow.contracts import (
+from metalflow.api.agent import (
     AGENT_WRITE_CONFIGDRIVE,
     AGENT_WRITE_IMAGE,
-    BMC_EJECT_MEDIA,
-    CONFIGDRIVE_STAGE,
-    DEPLOY_HOST,
-    KUBEADM_PREPARE_JOIN,
-    BootDevice,
-    BootPurpose,
-    ConfigDriveRequest,
-    ConfigDriveStaged,
-    JoinPlan,
-    JoinRequest,
-    MediaRequest,
-    PowerAction,
-    StepInput,
-    StepResult,
     WriteConfigDriveRequest,
     WriteImageRequest,
     WriteImageResult,
 )
+from metalflow.api.bmc import BMC_EJECT_MEDIA, BootDevice, MediaRequest, PowerAction
+from metalflow.api.boot import BootPurpose
+from metalflow.api.configdrive import CONFIGDRIVE_STAGE, ConfigDriveRequest, ConfigDriveStaged
+from metalflow.api.host import DEPLOY_HOST, StepInput, StepResult
+from metalflow.api.join import KUBEADM_PREPARE_JOIN, JoinPlan, JoinRequest
 from workflows import bmc_calls
 from workflows.inband import cleanup_boot, run_on_host
 from workflows.options import (
@@ -41,7 +32,7 @@ from workflows.options import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from activities.bmc.address import parse_bmc_address
+    from metalflow.api.bmc_address import parse_bmc_address
 
 
 @workflow.defn(name=DEPLOY_HOST)

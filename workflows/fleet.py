@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from metalflow.fleet import (
+from metalflow.api.fleet import (
     FLEET_APPLY,
     FLEET_OBSERVE,
     FLEET_WORKFLOW,

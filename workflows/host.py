@@ -15,19 +15,9 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
-from metalflow import search_attributes as sa
-from metalflow.contracts import (
-    HOST_WORKFLOW,
-    JOIN_CLUSTER,
-    REGISTER_HOST,
-    STATUS_PUBLISH,
-    HostWorkflowInput,
-    PowerAction,
-    StatusUpdate,
-    StepInput,
-    StepResult,
-)
-from metalflow.fleet import (
+from metalflow.api import search_attributes as sa
+from metalflow.api.bmc import PowerAction
+from metalflow.api.fleet import (
     LIMITER_REQUEST,
     SLOT_GRANTED_SIGNAL,
     SLOT_QUEUED_SIGNAL,
@@ -35,7 +25,17 @@ from metalflow.fleet import (
     SlotRequest,
     limiter_id,
 )
-from metalflow.models import (
+from metalflow.api.host import (
+    HOST_WORKFLOW,
+    JOIN_CLUSTER,
+    REGISTER_HOST,
+    STATUS_PUBLISH,
+    HostWorkflowInput,
+    StatusUpdate,
+    StepInput,
+    StepResult,
+)
+from metalflow.api.models import (
     CleaningMode,
     CredentialsStatus,
     ErrorType,
@@ -45,13 +45,13 @@ from metalflow.models import (
     OperationMetric,
     SecretRef,
 )
-from metalflow.models import ProvisioningState as S
+from metalflow.api.models import ProvisioningState as S
+from metalflow.api.states import LIMITED, STABLE, STEPS, Event, Step, allowed, next_state
 from workflows import bmc_calls
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
-from workflows.states import LIMITED, STABLE, STEPS, Event, Step, allowed, next_state
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.validation import validate_update
+    from metalflow.api.validation import validate_update
 
 # Power changes at rest are not a lifecycle step, but fail like one.
 POWER_AT_REST = Step("power", Event.POWERED_OFF, ErrorType.POWER_MANAGEMENT, "power at rest")

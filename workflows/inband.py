@@ -14,19 +14,10 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
-from metalflow.contracts import (
-    BMC_INSERT_MEDIA,
-    BOOT_CLEANUP,
-    BOOT_PREPARE,
-    BootDevice,
-    BootPrepareRequest,
-    BootPrepareResult,
-    BootPurpose,
-    ErrorName,
-    MediaRequest,
-    PowerAction,
-)
-from metalflow.models import HostRef, HostSpec
+from metalflow.api.bmc import BMC_INSERT_MEDIA, BootDevice, MediaRequest, PowerAction
+from metalflow.api.boot import BOOT_CLEANUP, BOOT_PREPARE, BootPrepareRequest, BootPrepareResult, BootPurpose
+from metalflow.api.errors import ErrorName
+from metalflow.api.models import HostRef, HostSpec
 from workflows import bmc_calls
 from workflows.options import (
     AGENT_RETRY,
@@ -39,7 +30,7 @@ from workflows.options import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from activities.bmc.address import parse_bmc_address
+    from metalflow.api.bmc_address import parse_bmc_address
 
 T = TypeVar("T")
 

@@ -6,8 +6,10 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from metalflow.contracts import AGENT_INVENTORY, INSPECT_HOST, BootPurpose, StepInput, StepResult
-from metalflow.models import HardwareDetails
+from metalflow.api.agent import AGENT_INVENTORY
+from metalflow.api.boot import BootPurpose
+from metalflow.api.host import INSPECT_HOST, StepInput, StepResult
+from metalflow.api.models import HardwareDetails
 from workflows.inband import boot_ramdisk, run_on_host
 from workflows.options import AGENT_SHORT_TIMEOUT
 

@@ -11,15 +11,8 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from metalflow.contracts import (
-    JOIN_CLUSTER,
-    KUBEADM_CLEANUP,
-    KUBEADM_WAIT_NODE,
-    NodeInfo,
-    StepInput,
-    StepResult,
-    WaitNodeRequest,
-)
+from metalflow.api.host import JOIN_CLUSTER, StepInput, StepResult
+from metalflow.api.join import KUBEADM_CLEANUP, KUBEADM_WAIT_NODE, NodeInfo, WaitNodeRequest
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 

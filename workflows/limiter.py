@@ -18,7 +18,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from metalflow.fleet import (
+from metalflow.api.fleet import (
     LIMITER_GONE,
     LIMITER_WORKFLOW,
     SLOT_GRANTED_SIGNAL,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
 from temporalio import workflow
 
-from metalflow.claims import Claim, ClaimPhase, ClaimStatus, MachineSetSpec, MachineSetStatus
-from metalflow.contracts import (
+from metalflow.api.claims import Claim, ClaimPhase, ClaimStatus, MachineSetSpec, MachineSetStatus
+from metalflow.api.models import HostRef
+from metalflow.api.pools import (
     MACHINESET_WORKFLOW,
     POOL_ASSIGN,
     POOL_CLAIM,
@@ -22,21 +22,13 @@ from metalflow.contracts import (
     POOL_UNCLAIM,
     Assignment,
     HostHealth,
+    MachineSetInput,
 )
-from metalflow.models import HostRef, Model
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 RECONCILE_EVERY = timedelta(seconds=3)
 
 
-class MachineSetInput(Model):
-    namespace: str
-    name: str
-    spec: MachineSetSpec
-    members: dict[str, HostRef | None] = Field(default_factory=dict)
-    pending_reasons: dict[str, str] = Field(default_factory=dict)
-    seq: int = 0
-    replaced: int = 0
 
 
 @workflow.defn(name=MACHINESET_WORKFLOW)

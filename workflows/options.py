@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-from metalflow.contracts import ErrorName
+from metalflow.api.errors import ErrorName
 
 _PERMANENT = [e.value for e in ErrorName]
 

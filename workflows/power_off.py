@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from metalflow.contracts import POWER_OFF_HOST, PowerAction, StepInput, StepResult
+from metalflow.api.bmc import PowerAction
+from metalflow.api.host import POWER_OFF_HOST, StepInput, StepResult
 from workflows import bmc_calls
 
 

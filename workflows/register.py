@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from metalflow.contracts import BMC_VALIDATE, REGISTER_HOST, BMCValidation, StepInput, StepResult
+from metalflow.api.bmc import BMC_VALIDATE, BMCValidation
+from metalflow.api.host import REGISTER_HOST, StepInput, StepResult
 from workflows.bmc_calls import target_of
 from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 

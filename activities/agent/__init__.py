@@ -15,20 +15,19 @@ from activities.agent import cleaning, configdrive, image, inventory
 from activities.agent.config import AgentConfig
 from activities.agent.devices import BlockDevice, list_devices
 from activities.agent.hints import choose_root_device
-from metalflow.contracts import (
+from metalflow.api.agent import (
     AGENT_CLEAN,
     AGENT_INVENTORY,
     AGENT_WRITE_CONFIGDRIVE,
     AGENT_WRITE_IMAGE,
     CleanRequest,
     CleanResult,
-    ErrorName,
     WriteConfigDriveRequest,
     WriteImageRequest,
     WriteImageResult,
 )
-from metalflow.errors import permanent
-from metalflow.models import HardwareDetails
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.models import HardwareDetails
 
 
 class AgentActivities:

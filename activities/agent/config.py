@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field
 
-from metalflow.models import NIC, Model
+from metalflow.api.models import NIC, Model
 
 
 class FileDisk(Model):

@@ -15,8 +15,8 @@ import subprocess
 import requests
 
 from activities.agent.devices import BlockDevice
-from metalflow.contracts import ConfigDriveStaged, ErrorName
-from metalflow.errors import permanent, transient
+from metalflow.api.configdrive import ConfigDriveStaged
+from metalflow.api.errors import ErrorName, permanent, transient
 
 MIB = 1 << 20
 REGION = 64 * MIB

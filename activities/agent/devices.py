@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from activities.agent.config import AgentConfig
-from metalflow.models import Storage
+from metalflow.api.models import Storage
 
 _SKIP_PREFIXES = ("loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd")
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from activities.agent.devices import BlockDevice
-from metalflow.contracts import ErrorName
-from metalflow.errors import permanent
-from metalflow.models import RootDeviceHints
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.models import RootDeviceHints
 
 GIB = 1 << 30
 # Without hints, Ironic picks the smallest disk of at least 4 GiB; so does metalflow.

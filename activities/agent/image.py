@@ -24,9 +24,8 @@ import requests
 
 from activities.agent import cleaning
 from activities.agent.devices import BlockDevice
-from metalflow.contracts import ErrorName
-from metalflow.errors import permanent, transient
-from metalflow.models import ChecksumType, ImageFormat, ImageSpec
+from metalflow.api.errors import ErrorName, permanent, transient
+from metalflow.api.models import ChecksumType, ImageFormat, ImageSpec
 
 CHUNK = 8 << 20
 QCOW2_MAGIC = b"QFI\xfb"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from activities.agent.config import AgentConfig
 from activities.agent.devices import list_devices
-from metalflow.models import BIOS, CPU, NIC, Firmware, HardwareDetails, HardwareSystemVendor
+from metalflow.api.models import BIOS, CPU, NIC, Firmware, HardwareDetails, HardwareSystemVendor
 
 
 def _read(path: Path) -> str:

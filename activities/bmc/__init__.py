@@ -1,4 +1,4 @@
-"""BMC activities: one contract (metalflow.contracts), two drivers picked by the address scheme.
+"""BMC activities: one contract (metalflow.api), two drivers picked by the address scheme.
 
 Blocking (sushy, pyghmi), so these are plain functions the worker runs in its thread pool.
 Credentials are resolved from the SecretRef on every call and never leave the call.
@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 from temporalio import activity
 
 from activities.bmc import ipmi, redfish
-from activities.bmc.address import BMCAddress, BMCAddressError, parse_bmc_address
-from metalflow.contracts import (
+from metalflow.api.bmc import (
     BMC_EJECT_MEDIA,
     BMC_INSERT_MEDIA,
     BMC_INVENTORY,
@@ -28,14 +27,14 @@ from metalflow.contracts import (
     BMCTarget,
     BMCValidation,
     BootDeviceRequest,
-    ErrorName,
     MediaRequest,
     PowerRequest,
     PowerResult,
 )
-from metalflow.errors import permanent
-from metalflow.models import BootMode, HardwareDetails
-from metalflow.secrets import resolve
+from metalflow.api.bmc_address import BMCAddress, BMCAddressError, parse_bmc_address
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.models import BootMode, HardwareDetails
+from metalflow.runtime.secrets import resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
 HEARTBEAT_EVERY = 2.0

@@ -20,10 +20,10 @@ from pyghmi import exceptions as pyghmi_exc
 from pyghmi.ipmi import command
 from pyghmi.ipmi.private import session as ipmi_session
 
-from activities.bmc.address import BMCAddress
-from metalflow.contracts import BootDevice, ErrorName, PowerAction
-from metalflow.errors import permanent, transient
-from metalflow.models import HardwareDetails, HardwareSystemVendor
+from metalflow.api.bmc import BootDevice, PowerAction
+from metalflow.api.bmc_address import BMCAddress
+from metalflow.api.errors import ErrorName, permanent, transient
+from metalflow.api.models import HardwareDetails, HardwareSystemVendor
 
 _SHA1_AUTH = 1
 _original_rmcp_response = ipmi_session.Session._got_rmcp_response

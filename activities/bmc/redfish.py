@@ -17,10 +17,10 @@ import sushy
 from sushy import exceptions as sx
 from temporalio import activity
 
-from activities.bmc.address import BMCAddress
-from metalflow.contracts import BootDevice, ErrorName, PowerAction
-from metalflow.errors import permanent, transient
-from metalflow.models import CPU, NIC, BootMode, HardwareDetails, HardwareSystemVendor, Storage
+from metalflow.api.bmc import BootDevice, PowerAction
+from metalflow.api.bmc_address import BMCAddress
+from metalflow.api.errors import ErrorName, permanent, transient
+from metalflow.api.models import CPU, NIC, BootMode, HardwareDetails, HardwareSystemVendor, Storage
 
 _BOOT_TARGETS = {
     BootDevice.PXE: sushy.BootSource.PXE,

@@ -13,16 +13,10 @@ from temporalio import activity
 
 from activities.boot import dnsmasq, ipxe
 from activities.boot.render import mac_file_name, write_atomically
-from metalflow.contracts import (
-    BOOT_CLEANUP,
-    BOOT_PREPARE,
-    BootPrepareRequest,
-    BootPrepareResult,
-    ErrorName,
-)
-from metalflow.errors import permanent
-from metalflow.models import HostRef
-from metalflow.settings import Settings, get_settings
+from metalflow.api.boot import BOOT_CLEANUP, BOOT_PREPARE, BootPrepareRequest, BootPrepareResult
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.models import HostRef
+from metalflow.runtime.settings import Settings, get_settings
 
 
 def ipxe_dir(settings: Settings) -> Path:

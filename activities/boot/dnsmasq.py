@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activities.boot.render import render
-from metalflow.settings import Settings
+from metalflow.runtime.settings import Settings
 
 
 @dataclass(frozen=True)

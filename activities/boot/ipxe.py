@@ -6,9 +6,9 @@ Kernel arguments carry only addresses, names and the task queue: never credentia
 from __future__ import annotations
 
 from activities.boot.render import render
-from metalflow.contracts import BootPurpose
-from metalflow.models import HostRef
-from metalflow.settings import Settings
+from metalflow.api.boot import BootPurpose
+from metalflow.api.models import HostRef
+from metalflow.runtime.settings import Settings
 
 # The commands the script may use (iPXE's documented command set, the subset we emit).
 IPXE_COMMANDS = frozenset({"kernel", "initrd", "boot", "echo", "sleep", "chain", "goto", "imgfree", "dhcp"})

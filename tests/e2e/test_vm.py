@@ -30,11 +30,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.boot import dnsmasq
 from k8s_bridge.controller import Bridge
-from metalflow import operations
-from metalflow.devenv.bootable_image import build_marker_image
-from metalflow.devenv.images import BuiltImage
-from metalflow.devenv.processes import free_port
-from metalflow.devenv.vm import (
+from metalflow.api.models import HostRef
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.bootable_image import build_marker_image
+from testbed.images import BuiltImage
+from testbed.processes import free_port
+from testbed.vm import (
     NET_ADDRESS,
     REPO,
     Domain,
@@ -46,8 +48,6 @@ from metalflow.devenv.vm import (
     missing_requirements,
     virsh,
 )
-from metalflow.models import HostRef
-from metalflow.settings import Settings
 from worker.boot_server import start_boot_server
 from worker.control import build_worker
 

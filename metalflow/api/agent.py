@@ -1,0 +1,47 @@
+"""In-band agent contracts: what the deploy ramdisk does on the host's own task queue
+(`host-<namespace>.<name>`): inventory, cleaning, image and config-drive writes.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from metalflow.api.configdrive import ConfigDriveStaged
+from metalflow.api.models import (
+    ImageSpec,
+    Model,
+    RootDeviceHints,
+)
+
+AGENT_INVENTORY = "agent.inventory"
+AGENT_CLEAN = "agent.clean"
+AGENT_WRITE_IMAGE = "agent.write_image"
+AGENT_WRITE_CONFIGDRIVE = "agent.write_configdrive"
+
+
+# ---- in-band agent ----
+class CleanRequest(Model):
+    mode: str = Field(description="metadata | disabled | erase")
+
+
+class CleanResult(Model):
+    devices: list[str] = Field(default_factory=list)
+    bytes_erased: int = 0
+
+
+class WriteImageRequest(Model):
+    image: ImageSpec
+    root_device_hints: RootDeviceHints | None = None
+
+
+class WriteImageResult(Model):
+    device: str
+    bytes_written: int
+    checksum: str
+    checksum_type: str
+
+
+
+class WriteConfigDriveRequest(Model):
+    device: str
+    config_drive: ConfigDriveStaged

@@ -1,0 +1,79 @@
+"""BMC contracts: the activity names workflows call and their secret-free payloads.
+
+The password stays behind `BMCTarget.credentials`; drivers resolve it inside the activity.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from metalflow.api.models import (
+    BootMode,
+    Model,
+    SecretRef,
+)
+
+BMC_VALIDATE = "bmc.validate"
+BMC_POWER = "bmc.power"
+BMC_SET_BOOT_DEVICE = "bmc.set_boot_device"
+BMC_INVENTORY = "bmc.inventory"
+BMC_INSERT_MEDIA = "bmc.insert_media"
+BMC_EJECT_MEDIA = "bmc.eject_media"
+
+
+# ---- BMC ----
+class BMCTarget(Model):
+    """Everything a BMC activity needs to reach one BMC; the password stays behind the ref."""
+
+    address: str
+    credentials: SecretRef
+    disable_certificate_verification: bool = False
+    boot_mac_address: str | None = None
+
+
+class BMCValidation(Model):
+    powered_on: bool
+    credentials_version: str = Field(
+        default="", description="Version of the secret that worked (resourceVersion or file mtime)."
+    )
+    driver: str = ""
+    system_id: str = ""
+
+
+class PowerAction(StrEnum):
+    ON = "on"
+    OFF = "off"
+    SOFT_OFF = "soft_off"
+    REBOOT = "reboot"
+
+
+class PowerRequest(Model):
+    target: BMCTarget
+    action: PowerAction
+    wait_seconds: int = Field(default=120, gt=0, description="How long to wait for the new state.")
+
+
+class PowerResult(Model):
+    powered_on: bool
+    changed: bool
+
+
+class BootDevice(StrEnum):
+    PXE = "pxe"
+    DISK = "disk"
+    CD = "cd"
+    UEFI_HTTP = "uefi_http"
+
+
+class BootDeviceRequest(Model):
+    target: BMCTarget
+    device: BootDevice
+    persistent: bool = False
+    boot_mode: BootMode | None = None
+
+
+class MediaRequest(Model):
+    target: BMCTarget
+    image_url: str = ""

@@ -1,0 +1,35 @@
+"""Typed, operator-facing errors. Activities raise these; Temporal carries the type name."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from temporalio.exceptions import ApplicationError
+
+
+# ---- error type names carried by non-retryable ApplicationErrors ----
+class ErrorName(StrEnum):
+    BMC_ADDRESS = "BMCAddressError"
+    BMC_AUTH = "BMCAuthError"
+    BMC_UNSUPPORTED = "BMCUnsupportedError"
+    BMC_NOT_FOUND = "BMCSystemNotFound"
+    SECRET_MISSING = "SecretNotFound"
+    SECRET_INVALID = "SecretInvalid"
+    IMAGE_CHECKSUM = "ImageChecksumMismatch"
+    IMAGE_UNAVAILABLE = "ImageUnavailable"
+    IMAGE_FORMAT = "ImageFormatError"
+    NO_ROOT_DEVICE = "NoRootDeviceMatch"
+    CLUSTER_INFO_MISSING = "ClusterInfoMissing"
+    NODE_NOT_READY = "NodeNotReady"
+    RAMDISK_TIMEOUT = "RamdiskNeverBooted"
+    INVALID_SPEC = "InvalidSpec"
+
+
+def permanent(name: ErrorName, message: str) -> ApplicationError:
+    """A failure retrying cannot fix: the message must say what to change."""
+    return ApplicationError(message, type=name.value, non_retryable=True)
+
+
+def transient(name: str, message: str) -> ApplicationError:
+    """A failure worth retrying with backoff (timeouts, 5xx, connection resets)."""
+    return ApplicationError(message, type=name, non_retryable=False)

@@ -1,0 +1,79 @@
+"""Host workflow contracts: the workflow and step names, their inputs and results, status
+publishing. Every payload here is secret-free: it carries `SecretRef`s, never values.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from metalflow.api.models import (
+    HardwareDetails,
+    HostRef,
+    HostSpec,
+    HostStatus,
+    ImageSpec,
+    Model,
+    SecretRef,
+)
+
+# ---- task queues ----
+CONTROL_QUEUE = "metalflow"
+
+STATUS_PUBLISH = "status.publish"
+
+
+# ---- workflow payloads ----
+HOST_WORKFLOW = "HostWorkflow"
+REGISTER_HOST = "RegisterHost"
+INSPECT_HOST = "InspectHost"
+CLEAN_HOST = "CleanHost"
+DEPLOY_HOST = "DeployHost"
+JOIN_CLUSTER = "JoinCluster"
+POWER_OFF_HOST = "PowerOffHost"
+
+
+class HostWorkflowInput(Model):
+    """HostWorkflow's input, also what it carries across continue-as-new (no secrets in it)."""
+
+    ref: HostRef
+    spec: HostSpec
+    status: HostStatus | None = None
+    pending: list[str] = Field(default_factory=list, description="Operator requests not yet acted on.")
+    step_seq: int = 0
+    paused: bool = False
+    detached: bool = False
+    ramdisk_boot_timeout_seconds: int = 600
+    history_event_limit: int = 2000
+    power_check_interval_seconds: int = Field(
+        default=300, ge=0, description="Read power this often while the host rests; 0: never."
+    )
+
+
+class StepInput(Model):
+    """What every step workflow gets: the host, its spec at the time, and what is known so far."""
+
+    ref: HostRef
+    spec: HostSpec
+    hardware: HardwareDetails | None = None
+    powered_on: bool = False
+    ramdisk_boot_timeout_seconds: int = 600
+    purpose: str = ""
+    join_token: SecretRef | None = None
+
+
+class StepResult(Model):
+    powered_on: bool
+    hardware: HardwareDetails | None = None
+    credentials_version: str = ""
+    image: ImageSpec | None = None
+    root_device: str = ""
+    bytes_written: int = 0
+    join_token: SecretRef | None = None
+
+
+# ---- status ----
+class StatusUpdate(Model):
+    host: HostRef
+    status: HostStatus
+    workflow_id: str = ""
+    run_id: str = ""

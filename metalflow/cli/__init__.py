@@ -1,0 +1,1 @@
+"""The `metalflow` command line (top layer)."""

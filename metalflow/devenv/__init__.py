@@ -1,1 +1,0 @@
-"""Local stand-ins for a datacenter: Temporal dev server, BMC emulators, emulated hosts."""

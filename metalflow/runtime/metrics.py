@@ -1,0 +1,179 @@
+"""Prometheus metrics for the worker and the bridge.
+
+Two endpoints per process, both off unless configured:
+- `METALFLOW_METRICS_ADDRESS` (prometheus_client): metalflow's own families below.
+- `METALFLOW_SDK_METRICS_ADDRESS` (temporalio's Runtime with PrometheusConfig): the Temporal
+  SDK's worker/client metrics (task latencies, slots, polls, RPC errors), served by the SDK core.
+
+Host counts per state come from Temporal visibility on scrape (cached briefly): every replica
+reports the same fleet-wide numbers, so aggregate with max(), not sum(). Step durations are
+observed by the status-publish activity when a host's operationHistory shows a finished
+operation; activity delivery is at-least-once, so a retried publish landing on another
+replica can count one operation twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from metalflow.api.host import HOST_WORKFLOW
+from metalflow.api.models import ErrorType, HostStatus, OperationMetric, ProvisioningState
+
+log = logging.getLogger(__name__)
+
+# Steps run from seconds (registration) to hours (a big image over a slow link).
+_STEP_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+
+STEP_DURATION = Histogram(
+    "metalflow_step_duration_seconds",
+    "Duration of finished lifecycle operations (metal3 operationHistory: register, inspect, "
+    "provision, deprovision).",
+    ["operation"],
+    buckets=_STEP_BUCKETS,
+)
+STATUS_PUBLISHES = Counter(
+    "metalflow_status_publishes_total", "Host status publishes by the resulting state.", ["state"]
+)
+BRIDGE_RECONCILES = Counter(
+    "metalflow_bridge_reconciles_total", "Reconciles by the bridge, by kind and result.", ["kind", "result"]
+)
+BRIDGE_RECONCILE_SECONDS = Histogram(
+    "metalflow_bridge_reconcile_duration_seconds",
+    "Time to reconcile one object (Temporal calls plus Kubernetes patches), by kind.",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BRIDGE_QUEUE_DEPTH = Gauge(
+    "metalflow_bridge_queue_depth", "Objects waiting to be reconciled, by kind.", ["kind"]
+)
+
+
+# ---- step durations, observed from published status ----
+
+_seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+_seen_lock = threading.Lock()
+_SEEN_MAX = 50_000
+
+
+def observe_status(workflow_id: str, status: HostStatus) -> None:
+    """Count the publish and observe each finished operation once (per process)."""
+    STATUS_PUBLISHES.labels(status.provisioning.state.value or "none").inc()
+    history = status.operation_history
+    ops: dict[str, OperationMetric] = {
+        "register": history.register_,
+        "inspect": history.inspect,
+        "provision": history.provision,
+        "deprovision": history.deprovision,
+    }
+    for name, op in ops.items():
+        if op.start is None or op.end is None or op.end < op.start:
+            continue
+        key = (workflow_id, name, op.start.isoformat())
+        with _seen_lock:
+            if key in _seen:
+                continue
+            _seen[key] = None
+            while len(_seen) > _SEEN_MAX:
+                _seen.popitem(last=False)
+        STEP_DURATION.labels(name).observe((op.end - op.start).total_seconds())
+
+
+# ---- host counts from visibility ----
+
+
+class HostCountCollector(Collector):
+    """`metalflow_hosts{state}` and `metalflow_hosts_in_error{error_type}` from visibility counts."""
+
+    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop, cache_seconds: float = 10) -> None:
+        self._client = client
+        self._loop = loop
+        self._cache_seconds = cache_seconds
+        self._cached: tuple[float, dict[str, int], dict[str, int]] | None = None
+        self._lock = threading.Lock()
+
+    async def _count(self, extra: str) -> int:
+        query = f'WorkflowType="{HOST_WORKFLOW}" AND ExecutionStatus="Running" AND {extra}'
+        return (await self._client.count_workflows(query)).count
+
+    async def _counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        states = [s.value for s in ProvisioningState if s != ProvisioningState.NONE]
+        errors = [e.value for e in ErrorType]
+        got = await asyncio.gather(
+            *(self._count(f'HostState="{s}"') for s in states),
+            *(self._count(f'ErrorType="{e}"') for e in errors),
+        )
+        return dict(zip(states, got[: len(states)], strict=True)), dict(
+            zip(errors, got[len(states) :], strict=True)
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self._cache_seconds:
+                future = asyncio.run_coroutine_threadsafe(self._counts(), self._loop)
+                try:
+                    by_state, by_error = future.result(timeout=20)
+                    self._cached = (now, by_state, by_error)
+                except (FutureTimeout, Exception) as err:  # a scrape must not fail on visibility
+                    future.cancel()
+                    log.warning("host counts from visibility failed: %s", err)
+            if self._cached is None:
+                return
+            _, by_state, by_error = self._cached
+        hosts = GaugeMetricFamily(
+            "metalflow_hosts",
+            "Running host workflows by lifecycle state (Temporal visibility).",
+            labels=["state"],
+        )
+        for state, n in by_state.items():
+            hosts.add_metric([state], n)
+        yield hosts
+        errors = GaugeMetricFamily(
+            "metalflow_hosts_in_error",
+            "Running host workflows by metal3 errorType (Temporal visibility).",
+            labels=["error_type"],
+        )
+        for error, n in by_error.items():
+            errors.add_metric([error], n)
+        yield errors
+
+
+# ---- endpoints ----
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"metrics address {address!r} must be HOST:PORT, e.g. 0.0.0.0:9464")
+    return host or "0.0.0.0", int(port)
+
+
+def sdk_runtime(address: str | None) -> Runtime | None:
+    """A Temporal Runtime exporting SDK metrics on `address`; None keeps the default runtime."""
+    if not address:
+        return None
+    _split(address)
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+
+
+def serve(address: str | None, host_counts: HostCountCollector | None = None) -> None:
+    """Start the prometheus_client endpoint (a daemon thread) when an address is configured."""
+    if not address:
+        return
+    if host_counts is not None:
+        REGISTRY.register(host_counts)
+    host, port = _split(address)
+    start_http_server(port, addr=host)
+    log.info("metrics on http://%s:%d/metrics", host, port)

@@ -1,0 +1,107 @@
+"""Resolve `SecretRef`s at call time, inside activities only.
+
+Values never leave the activity that asked for them: they are not returned to workflows and
+never logged. A missing or malformed secret is a permanent, typed error naming the ref and
+the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.models import SecretRef
+from metalflow.runtime.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class ResolvedSecret:
+    data: dict[str, str]
+    version: str
+
+    def require(self, key: str, ref: SecretRef) -> str:
+        value = self.data.get(key)
+        if value is None or value == "":
+            raise permanent(
+                ErrorName.SECRET_INVALID,
+                f"{ref.describe()} has no non-empty key {key!r}; add it "
+                f"(keys present: {sorted(self.data) or 'none'})",
+            )
+        return value
+
+    def __repr__(self) -> str:  # never print values
+        return f"ResolvedSecret(keys={sorted(self.data)}, version={self.version!r})"
+
+
+def _from_file(ref: SecretRef) -> ResolvedSecret:
+    assert ref.path is not None
+    path = Path(ref.path)
+    try:
+        raw = path.read_text()
+        stat = path.stat()
+    except FileNotFoundError:
+        raise permanent(
+            ErrorName.SECRET_MISSING,
+            f"secret file {path} for {ref.name!r} does not exist; create it with the needed keys",
+        ) from None
+    try:
+        loaded = yaml.safe_load(raw) if raw.strip() else {}
+    except yaml.YAMLError:
+        raise permanent(
+            ErrorName.SECRET_INVALID,
+            f"secret file {path} is not YAML/JSON; write it as `key: value` lines",
+        ) from None
+    if not isinstance(loaded, dict):
+        raise permanent(ErrorName.SECRET_INVALID, f"secret file {path} must hold a mapping of keys to values")
+    # A Kubernetes-style Secret manifest is accepted as well.
+    if loaded.get("kind") == "Secret":
+        data = {k: base64.b64decode(v).decode() for k, v in (loaded.get("data") or {}).items()}
+        data.update({k: str(v) for k, v in (loaded.get("stringData") or {}).items()})
+    else:
+        data = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
+    return ResolvedSecret(data=data, version=str(stat.st_mtime_ns))
+
+
+def _from_kubernetes(ref: SecretRef, settings: Settings) -> ResolvedSecret:
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api_client = (
+        config.new_client_from_config(config_file=str(settings.kubeconfig))
+        if settings.kubeconfig
+        else _in_cluster_client()
+    )
+    with api_client:
+        try:
+            secret = client.CoreV1Api(api_client).read_namespaced_secret(ref.name, ref.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise permanent(
+                    ErrorName.SECRET_MISSING,
+                    f"Secret {ref.namespace}/{ref.name} not found; create it "
+                    "(kubectl create secret generic ...)",
+                ) from None
+            raise
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+    return ResolvedSecret(
+        data=data, version=(secret.metadata.resource_version if secret.metadata else None) or ""
+    )
+
+
+def _in_cluster_client():  # type: ignore[no-untyped-def]
+    from kubernetes import client, config
+
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+def resolve(ref: SecretRef, settings: Settings | None = None) -> ResolvedSecret:
+    """Read the secret behind `ref` (blocking I/O: call from a sync activity or a thread)."""
+    if ref.path:
+        return _from_file(ref)
+    return _from_kubernetes(ref, settings or get_settings())

@@ -1,0 +1,119 @@
+"""An IPMI BMC on loopback: pyghmi's own BMC server (pyghmi.ipmi.bmc.Bmc) with real RMCP+ auth.
+
+Run as a subprocess (`python -m testbed.ipmi`), because pyghmi's server and client
+share process-wide session tables. Power and boot device are kept in memory, like a BMC's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed.processes import Process, free_port
+
+
+def _serve(port: int, username: str, password: str) -> None:
+    from pyghmi.ipmi import bmc
+
+    class EmulatedBmc(bmc.Bmc):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__({username: password}, port=port, address="127.0.0.1")
+            self.powerstate = "off"
+            self.bootdevice: str | int = "default"
+
+        def get_boot_device(self) -> str | int:
+            return self.bootdevice
+
+        def set_boot_device(self, bootdevice: str | int) -> None:
+            self.bootdevice = bootdevice
+
+        def cold_reset(self) -> None:
+            pass
+
+        def get_power_state(self) -> str:
+            return self.powerstate
+
+        def power_off(self) -> None:
+            self.powerstate = "off"
+
+        def power_on(self) -> None:
+            self.powerstate = "on"
+
+        def power_reset(self) -> None:
+            self.powerstate = "on"
+
+        def power_cycle(self) -> None:
+            self.powerstate = "on"
+
+        def power_shutdown(self) -> None:
+            self.powerstate = "off"
+
+        def is_active(self) -> bool:
+            return self.powerstate == "on"
+
+    print(f"ipmi bmc listening on 127.0.0.1:{port}", flush=True)
+    EmulatedBmc().listen()
+
+
+@dataclass
+class IpmiBmc:
+    process: Process
+    port: int
+    username: str
+    password: str = field(repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"ipmi://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_ipmi_bmc(workdir: Path, username: str, password: str, port: int | None = None) -> IpmiBmc:
+    """Start the server; UDP has no handshake to wait for, so readiness is the printed line."""
+    from testbed.processes import wait_for
+
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    secret = workdir / "ipmi-password"
+    secret.write_text(password)
+    secret.chmod(0o600)
+    log = workdir / f"ipmi-{port}.log"
+    proc = Process(
+        "ipmi bmc",
+        [
+            sys.executable,
+            "-m",
+            "testbed.ipmi",
+            "--port",
+            str(port),
+            "--user",
+            username,
+            "--password-file",
+            str(secret),
+        ],
+        log,
+    )
+
+    def ready() -> bool:
+        proc.check_alive()
+        return log.exists() and "listening" in log.read_text()
+
+    wait_for(ready, 20, f"the IPMI BMC on 127.0.0.1:{port}")
+    return IpmiBmc(proc, port, username, password)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--port", type=int, default=623)
+    p.add_argument("--user", default="admin")
+    p.add_argument("--password-file", required=True)
+    args = p.parse_args()
+    _serve(args.port, args.user, Path(args.password_file).read_text().strip())
+
+
+if __name__ == "__main__":
+    main()

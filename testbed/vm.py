@@ -1,0 +1,347 @@
+"""The QEMU test bed: one VM as the bare-metal server ("metal3-dev-env on one laptop").
+
+A network namespace holds a bridge, dnsmasq and libvirtd (so the VM's tap is created inside
+it); a forwarder makes the Temporal dev server and the boot server on this host's loopback
+reachable at the namespace's own address. Nothing is sent outside loopback and the namespace.
+The deploy ramdisk is a busybox initramfs with Debian's virtio/9p modules; the agent's Python
+and code come read-only from this host over virtio-9p (the test bed's way of shipping the
+agent: PXE, iPXE, kernel and initrd are the real boot path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from testbed.processes import Process, wait_for
+
+LIBVIRT_URI = "qemu:///system"
+NET_ADDRESS = "192.0.2.1"  # TEST-NET-1, only ever inside the namespace this test bed creates
+NET_PREFIX = 24
+NET6_ADDRESS = "fd00:6d66::1"
+REPO = Path(__file__).resolve().parents[2]
+RAMDISK_BUILD = REPO / "ramdisk" / "build.sh"
+
+
+class VMTestBedUnavailable(RuntimeError):
+    """This machine cannot run the VM test bed; the message says what is missing."""
+
+
+def missing_requirements(kernel_root: Path) -> list[str]:
+    """What this machine lacks for the test bed (empty when it can run it)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (network namespaces, libvirtd)")
+    if not Path("/lib").is_symlink():
+        missing.append("a merged-/usr host (the ramdisk mounts /usr and links /lib to it)")
+    if not Path("/dev/net/tun").exists():
+        missing.append("/dev/net/tun")
+    for tool in ("libvirtd", "virsh", "qemu-system-x86_64", "dnsmasq", "ip", "busybox", "syslinux", "mcopy"):
+        if not (shutil.which(tool) or Path("/usr/sbin", tool).exists()):
+            missing.append(tool)
+    if not list(kernel_root.glob("boot/vmlinuz-*")):
+        missing.append(f"a Debian kernel extracted at {kernel_root} (scripts/e2e-deps.sh)")
+    try:
+        import libvirt  # noqa: F401
+    except ImportError:
+        missing.append("libvirt-python (pip install -e '.[e2e]')")
+    return missing
+
+
+def kvm_usable() -> bool:
+    """TCG unless METALFLOW_E2E_ACCEL=kvm: on these machines /dev/kvm opens but nested KVM
+    stops the guest in its firmware with an emulation failure, while TCG boots it reliably."""
+    return os.environ.get("METALFLOW_E2E_ACCEL") == "kvm" and os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def _run(*argv: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+    return done
+
+
+@dataclass
+class Namespace:
+    """A network namespace with one bridge carrying the boot network."""
+
+    name: str
+    bridge: str = "mfbr0"
+
+    def create(self) -> None:
+        try:
+            _run("ip", "netns", "add", self.name)
+        except (RuntimeError, FileNotFoundError) as err:
+            raise VMTestBedUnavailable(f"cannot create a network namespace: {err}") from None
+        _run("ip", "link", "set", "lo", "up", ns=self.name)
+        _run("ip", "link", "add", self.bridge, "type", "bridge", ns=self.name)
+        _run("ip", "addr", "add", f"{NET_ADDRESS}/{NET_PREFIX}", "dev", self.bridge, ns=self.name)
+        _run("ip", "addr", "add", f"{NET6_ADDRESS}/64", "dev", self.bridge, "nodad", ns=self.name)
+        _run("ip", "link", "set", self.bridge, "up", ns=self.name)
+
+    def delete(self) -> None:
+        _run("ip", "netns", "del", self.name, check=False)
+
+    def exec_argv(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+
+def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return _run("virsh", "-q", "-c", LIBVIRT_URI, *args, check=check)
+
+
+def start_libvirtd(ns: Namespace, workdir: Path) -> Process:
+    """libvirtd inside the namespace, so QEMU and its tap devices are there too."""
+    if _run("virsh", "-c", LIBVIRT_URI, "version", check=False).returncode == 0:
+        raise VMTestBedUnavailable("a libvirtd is already running here; the test bed runs its own")
+    proc = Process("libvirtd", ns.exec_argv("libvirtd"), workdir / "libvirtd.log")
+
+    def up() -> bool:
+        proc.check_alive()
+        return _run("virsh", "-c", LIBVIRT_URI, "version", check=False).returncode == 0
+
+    try:
+        wait_for(up, 60, "libvirtd", interval=0.3)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory the VM mounts read-only over virtio-9p at the same path."""
+
+    tag: str
+    path: Path
+
+
+def agent_shares() -> list[Share]:
+    """What the ramdisk needs to run `metalflow agent`: /usr (libraries, sgdisk, wipefs), this
+    interpreter's installation, and the checkout with its venv."""
+    cands = {Path("/usr"), Path(sys.base_prefix).resolve(), REPO, Path(sys.prefix).resolve()}
+    chosen = sorted(p for p in cands if not any(c != p and c in p.parents for c in cands))
+    return [Share(f"mf{i}", p) for i, p in enumerate(chosen)]
+
+
+def agent_kernel_args(shares: list[Share]) -> str:
+    agent = Path(sys.prefix) / "bin" / "metalflow"
+    mounts = ",".join(f"{s.tag}:{s.path}" for s in shares)
+    return f"console=ttyS0,115200n8 metalflow.9p={mounts} metalflow.agent={agent}"
+
+
+@dataclass
+class Domain:
+    """The VM playing the bare-metal server."""
+
+    name: str
+    mac: str
+    disk: Path
+    disk_bytes: int
+    console_log: Path
+    shares: list[Share]
+    bridge: str
+    memory_mib: int = 1024
+    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def xml(self, kvm: bool) -> str:
+        fs = "".join(
+            f"<filesystem type='mount' accessmode='passthrough'><source dir='{escape(str(s.path))}'/>"
+            f"<target dir='{s.tag}'/><readonly/></filesystem>"
+            for s in self.shares
+        )
+        return f"""<domain type='{"kvm" if kvm else "qemu"}'>
+  <name>{self.name}</name>
+  <uuid>{self.uuid}</uuid>
+  <memory unit='MiB'>{self.memory_mib}</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <emulator>{shutil.which("qemu-system-x86_64")}</emulator>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
+      <source file='{escape(str(self.disk))}'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='bridge'><mac address='{self.mac}'/><source bridge='{self.bridge}'/>
+      <model type='virtio'/></interface>
+    {fs}
+    <serial type='file'><source path='{escape(str(self.console_log))}' append='on'/>
+      <target port='0'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+    def define(self, kvm: bool) -> None:
+        self.disk.parent.mkdir(parents=True, exist_ok=True)
+        with self.disk.open("wb") as f:
+            os.truncate(f.fileno(), self.disk_bytes)
+        self.console_log.parent.mkdir(parents=True, exist_ok=True)
+        self.console_log.touch()
+        with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+            f.write(self.xml(kvm))
+            f.flush()
+            virsh("define", f.name)
+
+    def undefine(self) -> None:
+        virsh("destroy", self.name, check=False)
+        virsh("undefine", self.name, check=False)
+        Path(f"/var/log/libvirt/qemu/{self.name}.log").unlink(missing_ok=True)
+
+    def console(self) -> str:
+        return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
+
+
+def build_deploy_ramdisk(kernel_root: Path, boot_dir: Path) -> None:
+    """vmlinuz + initrd.img into the boot server's directory (ramdisk/build.sh --vm)."""
+    subprocess.run(
+        ["bash", str(RAMDISK_BUILD), "--vm", str(boot_dir), str(kernel_root)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _alive_and(proc: Process, condition: Callable[[], bool]) -> bool:
+    proc.check_alive()
+    return condition()
+
+
+def mac_for(seed: str) -> str:
+    h = hashlib.sha256(seed.encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in h[:3])
+
+
+@dataclass
+class VMTestBed:
+    """Namespace + libvirtd + dnsmasq + forwarder + boot server + sushy-emulator (libvirt).
+
+    `settings` must already point the boot server URL and the agent's Temporal address at
+    NET_ADDRESS (ports of the loopback servers, which the forwarder exposes there)."""
+
+    workdir: Path
+    kernel_root: Path
+    boot_port: int
+    temporal_port: int
+    password: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
+    ns: Namespace = field(default_factory=lambda: Namespace(f"mf-e2e-{uuid.uuid4().hex[:6]}"))
+    kvm: bool = field(default_factory=kvm_usable)
+    domains: list[Domain] = field(default_factory=list)
+    procs: list[Process] = field(default_factory=list)
+    sushy_port: int = 0
+
+    @property
+    def accel(self) -> str:
+        return "KVM" if self.kvm else "TCG"
+
+    @property
+    def boot_dir(self) -> Path:
+        return self.workdir / "boot"
+
+    @property
+    def dnsmasq_pid_file(self) -> Path:
+        return self.workdir / "dnsmasq.pid"
+
+    def start(self, dnsmasq_conf: str) -> None:
+        """Everything but the domains; on failure, whatever started is stopped again."""
+        from testbed.sushy import start_sushy_libvirt
+
+        try:
+            self.ns.create()
+            self.procs.append(start_libvirtd(self.ns, self.workdir))
+            conf = self.workdir / "dnsmasq.conf"
+            conf.write_text(dnsmasq_conf)
+            dnsmasq = Process(
+                "dnsmasq",
+                self.ns.exec_argv("dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(conf)),
+                self.workdir / "dnsmasq.log",
+            )
+            self.procs.append(dnsmasq)
+            wait_for(lambda: _alive_and(dnsmasq, self.dnsmasq_pid_file.exists), 20, "dnsmasq")
+            fwd = Process(
+                "nsforward",
+                [
+                    sys.executable,
+                    "-m",
+                    "testbed.nsforward",
+                    self.ns.name,
+                    f"{NET_ADDRESS}:{self.boot_port}=127.0.0.1:{self.boot_port}",
+                    f"{NET_ADDRESS}:{self.temporal_port}=127.0.0.1:{self.temporal_port}",
+                ],
+                self.workdir / "nsforward.log",
+            )
+            self.procs.append(fwd)
+            wait_for(
+                lambda: _alive_and(fwd, lambda: "forwarding" in fwd.log_path.read_text()), 20, "forwarder"
+            )
+            sushy = start_sushy_libvirt(self.workdir / "sushy", "admin", self.password)
+            self.procs.append(sushy.process)
+            self.sushy_port = sushy.port
+        except BaseException:
+            self.stop()
+            raise
+
+    def add_domain(self, name: str, disk_bytes: int = 2 << 30) -> Domain:
+        dom = Domain(
+            name=name,
+            mac=mac_for(f"{self.ns.name}/{name}"),
+            disk=self.workdir / "disks" / f"{name}.img",
+            disk_bytes=disk_bytes,
+            console_log=self.workdir / "console" / f"{name}.log",
+            shares=agent_shares(),
+            bridge=self.ns.bridge,
+        )
+        self.domains.append(dom)
+        dom.define(self.kvm)
+        return dom
+
+    def ipmi_address(self, dom: Domain) -> str:
+        """Start virtualbmc for `dom` (same credentials as the Redfish BMC); its IPMI address."""
+        from testbed.vbmc import start_vbmc
+
+        proc, port = start_vbmc(self.workdir, dom.name, "admin", self.password)
+        self.procs.append(proc)
+        wait_for(lambda: _alive_and(proc, lambda: "virtualbmc for" in proc.log_path.read_text()), 30, "vbmc")
+        return f"ipmi://127.0.0.1:{port}"
+
+    def redfish_address(self, dom: Domain) -> str:
+        return f"redfish+http://127.0.0.1:{self.sushy_port}/redfish/v1/Systems/{dom.uuid}"
+
+    def residue(self) -> list[str]:
+        """What of this test bed is still on the machine after `stop()` (empty when clean)."""
+        left = [f"network namespace {self.ns.name}"] if Path(f"/run/netns/{self.ns.name}").exists() else []
+        left += [f"{p.name} (pid {p.pid})" for p in self.procs if p.alive()]
+        for dom in self.domains:
+            for path in (
+                Path(f"/etc/libvirt/qemu/{dom.name}.xml"),
+                Path(f"/var/log/libvirt/qemu/{dom.name}.log"),
+            ):
+                if path.exists():
+                    left.append(str(path))
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                args = cmdline.read_bytes().split(b"\0")
+                if any(f"guest={d.name}".encode() in a for d in self.domains for a in args):
+                    left.append(f"QEMU process {cmdline.parent.name}")
+        return left
+
+    def stop(self) -> None:
+        """Domains destroyed and undefined, processes stopped by PID, namespace deleted."""
+        for dom in self.domains:
+            with contextlib.suppress(Exception):
+                dom.undefine()
+        for proc in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                proc.stop()
+        self.ns.delete()
