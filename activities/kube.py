@@ -13,16 +13,16 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
 from metalflow.api.claims import ClaimSpec
 from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.kube_names import BMH_PLURAL, METAL3_GROUP, METAL3_VERSION
 from metalflow.api.models import ConsumerRef, HostRef, SecretRef
+from metalflow.runtime.kube import api_client
 from metalflow.runtime.settings import get_settings
 
-GROUP, VERSION, PLURAL = "metal3.io", "v1alpha1", "baremetalhosts"
 Ops = list[dict[str, Any]]
 
 
@@ -34,18 +34,10 @@ async def managed_uid(client: Client, ref: HostRef) -> str:
     return str((await desc.memo()).get("uid", ""))
 
 
-def _api_client() -> k8s.ApiClient:
-    settings = get_settings()
-    if settings.kubeconfig:
-        return config.new_client_from_config(config_file=str(settings.kubeconfig))
-    config.load_incluster_config()
-    return k8s.ApiClient()
-
-
 def _read(api: k8s.CustomObjectsApi, ref: HostRef, uid: str) -> dict[str, Any] | None:
     try:
         obj: dict[str, Any] = api.get_namespaced_custom_object(  # type: ignore[assignment]
-            GROUP, VERSION, ref.namespace, PLURAL, ref.name
+            METAL3_GROUP, METAL3_VERSION, ref.namespace, BMH_PLURAL, ref.name
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -61,8 +53,8 @@ def _read(api: k8s.CustomObjectsApi, ref: HostRef, uid: str) -> dict[str, Any] |
 
 def _patch(ref: HostRef, uid: str, ops_for: Callable[[dict[str, Any]], Ops], missing_ok: bool) -> None:
     """Apply JSON-patch ops computed from the current object, guarded by its resourceVersion."""
-    with _api_client() as api_client:
-        api = k8s.CustomObjectsApi(api_client)
+    with api_client() as kube:
+        api = k8s.CustomObjectsApi(kube)
         obj = _read(api, ref, uid)
         if obj is None:
             if missing_ok:
@@ -78,10 +70,10 @@ def _patch(ref: HostRef, uid: str, ops_for: Callable[[dict[str, Any]], Ops], mis
         }
         # A 409/422 (the object changed under us) is retried by the activity's retry policy.
         api.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
+            METAL3_GROUP,
+            METAL3_VERSION,
             ref.namespace,
-            PLURAL,
+            BMH_PLURAL,
             ref.name,
             [guard, *ops],
             _content_type="application/json-patch+json",
@@ -138,8 +130,8 @@ def release(ref: HostRef, uid: str, claim_id: str) -> None:
 
 def image_url(ref: HostRef, uid: str, default: str) -> str:
     """The image URL the BareMetalHost asks for now."""
-    with _api_client() as api_client:
-        obj = _read(k8s.CustomObjectsApi(api_client), ref, uid)
+    with api_client() as kube:
+        obj = _read(k8s.CustomObjectsApi(kube), ref, uid)
     if obj is None:
         return default
     return str(((obj.get("spec") or {}).get("image") or {}).get("url") or "")

@@ -23,7 +23,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
@@ -38,6 +37,7 @@ from metalflow.api.join import (
     WaitNodeRequest,
 )
 from metalflow.api.models import HostRef, JoinSpec, SecretRef
+from metalflow.runtime.kube import api_client, api_client_from_kubeconfig
 from metalflow.runtime.secrets import resolve
 from metalflow.runtime.settings import get_settings
 
@@ -67,7 +67,7 @@ def ca_cert_hash(ca_pem: bytes) -> str:
 
 def _cluster(join: JoinSpec) -> k8s.ApiClient:
     kubeconfig = resolve(join.kubeconfig).require("kubeconfig", join.kubeconfig)
-    return k8s_config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+    return api_client_from_kubeconfig(kubeconfig)
 
 
 def _certificate_key(join: JoinSpec) -> str:
@@ -174,15 +174,7 @@ def _store_user_data(ref: HostRef, content: str) -> SecretRef:
     settings = get_settings()
     name = f"{ref.name}-join-user-data"
     if settings.publish_status_to_kubernetes:
-        api = (
-            k8s_config.new_client_from_config(config_file=str(settings.kubeconfig))
-            if settings.kubeconfig
-            else None
-        )
-        if api is None:
-            k8s_config.load_incluster_config()
-            api = k8s.ApiClient()
-        with api:
+        with api_client(settings) as api:
             core = k8s.CoreV1Api(api)
             body = k8s.V1Secret(
                 metadata=k8s.V1ObjectMeta(name=name, namespace=ref.namespace),

@@ -11,11 +11,12 @@ from typing import Any
 from temporalio import activity
 
 from metalflow.api.host import STATUS_PUBLISH, StatusUpdate
+from metalflow.api.kube_names import BMH_PLURAL, METAL3_GROUP, METAL3_VERSION
 from metalflow.api.models import HostStatus
 from metalflow.runtime import metrics
+from metalflow.runtime.kube import api_client
 from metalflow.runtime.settings import get_settings
 
-GROUP, VERSION, PLURAL = "metal3.io", "v1alpha1", "baremetalhosts"
 # metalflow's own fields are not part of metal3's status schema.
 _METALFLOW_ONLY = {"current_step", "paused", "detached", "deleted"}
 
@@ -44,22 +45,17 @@ def publish_status(update: StatusUpdate) -> None:
     settings = get_settings()
     if not settings.publish_status_to_kubernetes or status.deleted:
         return
-    from kubernetes import client, config
+    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    api_client = (
-        config.new_client_from_config(config_file=str(settings.kubeconfig))
-        if settings.kubeconfig
-        else _in_cluster()
-    )
-    with api_client:
-        api = client.CustomObjectsApi(api_client)
+    with api_client(settings) as kube:
+        api = client.CustomObjectsApi(kube)
         try:
             api.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
+                METAL3_GROUP,
+                METAL3_VERSION,
                 update.host.namespace,
-                PLURAL,
+                BMH_PLURAL,
                 update.host.name,
                 {"status": bmh_status(status)},
             )
@@ -68,13 +64,6 @@ def publish_status(update: StatusUpdate) -> None:
                 activity.logger.info("BareMetalHost %s/%s is gone", update.host.namespace, update.host.name)
                 return
             raise
-
-
-def _in_cluster():  # type: ignore[no-untyped-def]
-    from kubernetes import client, config
-
-    config.load_incluster_config()
-    return client.ApiClient()
 
 
 ACTIVITIES = [publish_status]

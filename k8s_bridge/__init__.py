@@ -1,1 +1,2 @@
-"""Kubernetes bridge: BareMetalHost watch -> HostWorkflow start/update/signal (not built yet)."""
+"""Kubernetes bridge: BareMetalHost, HostClaim and HostSet watches -> host, allocator and
+machine-set workflows (start, validated Update, Signals); status written back."""

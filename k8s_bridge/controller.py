@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
 from k8s_bridge.reconcile import FINALIZER, Fingerprint, Plan, fingerprint, reconcile
-from metalflow.api.bmh import API_VERSION
+from metalflow.api.kube_names import BMH_PLURAL, METAL3_GROUP, METAL3_VERSION
 from metalflow.api.models import HostRef
 from metalflow.client import operations
 from metalflow.runtime import metrics
@@ -30,8 +30,6 @@ from metalflow.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION = API_VERSION.split("/")
-PLURAL = "baremetalhosts"
 CRD_MISSING_RETRY_SECONDS = 30
 
 
@@ -42,7 +40,7 @@ class Controller:
     workers at once; an event arriving meanwhile queues it once more for afterwards.
     """
 
-    group, version, plural = GROUP, VERSION, PLURAL
+    group, version, plural = METAL3_GROUP, METAL3_VERSION, BMH_PLURAL
     finalizer = FINALIZER
 
     def __init__(
@@ -300,13 +298,15 @@ class Bridge(Controller):
         try:
             if patch:
                 patch["metadata"]["resourceVersion"] = meta.get("resourceVersion")
-                self._api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, patch)
+                self._api.patch_namespaced_custom_object(
+                    self.group, self.version, ns, self.plural, name, patch
+                )
             if plan.status_error is not None:
                 self._api.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
+                    self.group,
+                    self.version,
                     ns,
-                    PLURAL,
+                    self.plural,
                     name,
                     {
                         "status": {

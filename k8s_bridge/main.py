@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from kubernetes import client as k8s
-from kubernetes import config
-
 from k8s_bridge.controller import Bridge
 from k8s_bridge.pools import ClaimController, SetController
 from metalflow.runtime import metrics
+from metalflow.runtime.kube import api_client
 from metalflow.runtime.settings import Settings
 from metalflow.runtime.temporal import connect
-
-
-def api_client(settings: Settings) -> k8s.ApiClient:
-    if settings.kubeconfig:
-        return config.new_client_from_config(config_file=str(settings.kubeconfig))
-    config.load_incluster_config()
-    return k8s.ApiClient()
 
 
 async def run_bridge(settings: Settings) -> None:

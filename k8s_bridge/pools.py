@@ -20,11 +20,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from k8s_bridge.controller import Controller
 from k8s_bridge.reconcile import Fingerprint, Plan, fingerprint
 from metalflow.api.claims import Claim, ClaimPhase, ClaimSpec, ClaimStatus, MachineSetSpec, MachineSetStatus
+from metalflow.api.kube_names import HOSTCLAIM_PLURAL, HOSTSET_PLURAL, METALFLOW_GROUP, METALFLOW_VERSION
 from metalflow.client import pools
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION = "metalflow.io", "v1alpha1"
 CONVERGING_POLL = 2.0
 SETTLED_POLL = 15.0
 
@@ -50,7 +50,7 @@ def claim_spec(spec: dict[str, Any], namespace: str, prefix: str = "spec") -> Cl
 
 
 class _PoolController(Controller):
-    group, version = GROUP, VERSION
+    group, version = METALFLOW_GROUP, METALFLOW_VERSION
 
     def _key(self, obj: dict[str, Any]) -> tuple[str, str]:
         meta = obj["metadata"]
@@ -89,7 +89,7 @@ class _PoolController(Controller):
 class ClaimController(_PoolController):
     """HostClaim: one host chosen by the namespace's allocator; consumerRef names the HostClaim."""
 
-    plural = "hostclaims"
+    plural = HOSTCLAIM_PLURAL
     finalizer = "metalflow.io/hostclaim"
 
     async def _current(self, ns: str, claim_id: str) -> ClaimStatus | None:
@@ -141,7 +141,7 @@ class ClaimController(_PoolController):
 class SetController(_PoolController):
     """HostSet: a MachineSetWorkflow keeping spec.replicas claims from spec.template alive."""
 
-    plural = "hostsets"
+    plural = HOSTSET_PLURAL
     finalizer = "metalflow.io/hostset"
 
     async def _running(self, ns: str, name: str) -> bool:

@@ -163,6 +163,35 @@ def test_dnsmasq_command_renders_a_valid_config(tmp_path: Path) -> None:
 
 # ---- kustomize ----
 
+CRDS = sorted(
+    yaml.safe_load(p.read_text())["metadata"]["name"] for p in (ROOT / "k8s_bridge" / "crds").glob("*.yaml")
+)
+KUSTOMIZATIONS = [ROOT / "k8s_bridge", BASE]
+
+
+@pytest.mark.parametrize("where", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_crd_is_in_every_kustomization(where: Path) -> None:
+    """A CRD the bridge serves but a kustomization leaves out is a bridge that cannot start."""
+    built = subprocess.run([kubectl(), "kustomize", str(where)], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    objs = [o for o in yaml.safe_load_all(built.stdout) if o]
+    served = sorted(o["metadata"]["name"] for o in objs if o["kind"] == "CustomResourceDefinition")
+    assert served == CRDS
+
+
+def test_rbac_grants_every_crd_its_objects_status_and_finalizers() -> None:
+    [role] = [
+        o
+        for o in yaml.safe_load_all((ROOT / "k8s_bridge/manifests/rbac.yaml").read_text())
+        if o and o["kind"] == "ClusterRole"
+    ]
+    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    for name in CRDS:
+        plural, _, group = name.partition(".")
+        for resource in (plural, f"{plural}/status", f"{plural}/finalizers"):
+            assert (group, resource) in granted, f"RBAC does not grant {resource}.{group}"
+
+
 _CORE = [("namespaces", "Namespace", False), ("serviceaccounts", "ServiceAccount", True)]
 _CORE += [("configmaps", "ConfigMap", True), ("secrets", "Secret", True), ("services", "Service", True)]
 _GROUPS = {
@@ -259,7 +288,7 @@ async def test_kustomize_base_applies_with_kubectl_dry_run(discovery: Path) -> N
     assert kinds == sorted(
         [
             "Namespace",
-            "CustomResourceDefinition",
+            *["CustomResourceDefinition"] * len(CRDS),
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
@@ -294,7 +323,7 @@ async def test_kustomize_base_applies_with_kubectl_dry_run(discovery: Path) -> N
     assert applied.returncode == 0, applied.stderr
     for line in (
         "namespace/metalflow-system created (dry run)",
-        "customresourcedefinition.apiextensions.k8s.io/baremetalhosts.metal3.io created (dry run)",
+        *(f"customresourcedefinition.apiextensions.k8s.io/{name} created (dry run)" for name in CRDS),
         "deployment.apps/metalflow-worker created (dry run)",
         "deployment.apps/metalflow-bridge created (dry run)",
     ):

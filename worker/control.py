@@ -54,8 +54,3 @@ async def run_worker(settings: Settings | None = None) -> None:
         worker = build_worker(client, settings, executor)
         log.info("control-plane worker polling %s on %s", settings.task_queue, settings.temporal_address)
         await worker.run()
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker())

@@ -12,10 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from metalflow.api.kube_names import BMH_KIND as KIND
+from metalflow.api.kube_names import METAL3_API_VERSION as API_VERSION
 from metalflow.api.models import Host, HostRef, HostSpec, SecretRef
-
-API_VERSION = "metal3.io/v1alpha1"
-KIND = "BareMetalHost"
 
 # metal3 spec fields metalflow accepts but does not act on (yet): kept out of HostSpec.
 IGNORED_SPEC_FIELDS = frozenset(

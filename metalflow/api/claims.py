@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
+from metalflow.api.kube_names import METALFLOW_API_VERSION
 from metalflow.api.models import (
     ConsumerRef,
     HardwareDetails,
@@ -122,7 +123,6 @@ class ClaimSpec(Model):
     join: JoinSpec | None = None
 
 
-API_VERSION = "metalflow.io/v1alpha1"
 
 
 class Claim(Model):
@@ -136,7 +136,9 @@ class Claim(Model):
 
     def consumer_ref(self) -> ConsumerRef:
         """The chosen host's consumerRef; its name is the claim id, which the pool checks."""
-        return ConsumerRef(api_version=API_VERSION, kind=self.kind, name=self.id, namespace=self.namespace)
+        return ConsumerRef(
+            api_version=METALFLOW_API_VERSION, kind=self.kind, name=self.id, namespace=self.namespace
+        )
 
 
 class ClaimPhase(StrEnum):

@@ -68,17 +68,14 @@ def _from_file(ref: SecretRef) -> ResolvedSecret:
 
 
 def _from_kubernetes(ref: SecretRef, settings: Settings) -> ResolvedSecret:
-    from kubernetes import client, config
+    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    api_client = (
-        config.new_client_from_config(config_file=str(settings.kubeconfig))
-        if settings.kubeconfig
-        else _in_cluster_client()
-    )
-    with api_client:
+    from metalflow.runtime.kube import api_client
+
+    with api_client(settings) as api:
         try:
-            secret = client.CoreV1Api(api_client).read_namespaced_secret(ref.name, ref.namespace)
+            secret = client.CoreV1Api(api).read_namespaced_secret(ref.name, ref.namespace)
         except ApiException as exc:
             if exc.status == 404:
                 raise permanent(
@@ -91,13 +88,6 @@ def _from_kubernetes(ref: SecretRef, settings: Settings) -> ResolvedSecret:
     return ResolvedSecret(
         data=data, version=(secret.metadata.resource_version if secret.metadata else None) or ""
     )
-
-
-def _in_cluster_client():  # type: ignore[no-untyped-def]
-    from kubernetes import client, config
-
-    config.load_incluster_config()
-    return client.ApiClient()
 
 
 def resolve(ref: SecretRef, settings: Settings | None = None) -> ResolvedSecret:

@@ -1,0 +1,16 @@
+"""Kubernetes API names metalflow reads and writes: metal3's BareMetalHost and metalflow's own
+HostClaim and HostSet. One place, so the bridge, the status activity and the CRDs agree."""
+
+from __future__ import annotations
+
+METAL3_GROUP = "metal3.io"
+METAL3_VERSION = "v1alpha1"
+METAL3_API_VERSION = f"{METAL3_GROUP}/{METAL3_VERSION}"
+BMH_KIND = "BareMetalHost"
+BMH_PLURAL = "baremetalhosts"
+
+METALFLOW_GROUP = "metalflow.io"
+METALFLOW_VERSION = "v1alpha1"
+METALFLOW_API_VERSION = f"{METALFLOW_GROUP}/{METALFLOW_VERSION}"
+HOSTCLAIM_KIND, HOSTCLAIM_PLURAL = "HostClaim", "hostclaims"
+HOSTSET_KIND, HOSTSET_PLURAL = "HostSet", "hostsets"

@@ -1,0 +1,31 @@
+"""The one way a metalflow process reaches a Kubernetes API server.
+
+A kubeconfig file when `METALFLOW_KUBECONFIG` is set (scripts, tests, a worker outside the
+cluster), the pod's service account otherwise; a kubeconfig held in a Secret (a workload
+cluster for `kubeadm join`) is loaded from its text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config
+
+from metalflow.runtime.settings import Settings, get_settings
+
+
+def api_client(settings: Settings | None = None) -> k8s.ApiClient:
+    """A client for the management cluster (close it, or use it as a context manager)."""
+    settings = settings or get_settings()
+    if settings.kubeconfig:
+        return config.new_client_from_config(config_file=str(settings.kubeconfig))
+    config.load_incluster_config()
+    return k8s.ApiClient()
+
+
+def api_client_from_kubeconfig(text: str) -> k8s.ApiClient:
+    """A client for the cluster a kubeconfig document describes (e.g. from a Secret)."""
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return config.new_client_from_config_dict(loaded)
