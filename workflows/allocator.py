@@ -28,8 +28,6 @@ from workflows.options import LOCAL_RETRY
 RETRY_PENDING_EVERY = timedelta(seconds=15)
 
 
-
-
 @workflow.defn(name=ALLOCATOR_WORKFLOW)
 class AllocatorWorkflow:
     @workflow.init

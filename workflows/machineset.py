@@ -29,8 +29,6 @@ from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 RECONCILE_EVERY = timedelta(seconds=3)
 
 
-
-
 @workflow.defn(name=MACHINESET_WORKFLOW)
 class MachineSetWorkflow:
     @workflow.init

@@ -132,22 +132,10 @@ class HostCountCollector(Collector):
             if self._cached is None:
                 return
             _, by_state, by_error = self._cached
-        hosts = GaugeMetricFamily(
-            "metalflow_hosts",
-            "Running host workflows by lifecycle state (Temporal visibility).",
-            labels=["state"],
+        yield _gauge("metalflow_hosts", "Running host workflows by lifecycle state", "state", by_state)
+        yield _gauge(
+            "metalflow_hosts_in_error", "Running host workflows by metal3 errorType", "error_type", by_error
         )
-        for state, n in by_state.items():
-            hosts.add_metric([state], n)
-        yield hosts
-        errors = GaugeMetricFamily(
-            "metalflow_hosts_in_error",
-            "Running host workflows by metal3 errorType (Temporal visibility).",
-            labels=["error_type"],
-        )
-        for error, n in by_error.items():
-            errors.add_metric([error], n)
-        yield errors
 
 
 # ---- endpoints ----
@@ -177,3 +165,10 @@ def serve(address: str | None, host_counts: HostCountCollector | None = None) ->
     host, port = _split(address)
     start_http_server(port, addr=host)
     log.info("metrics on http://%s:%d/metrics", host, port)
+
+
+def _gauge(name: str, what: str, label: str, counts: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, f"{what} (Temporal visibility).", labels=[label])
+    for value, n in counts.items():
+        family.add_metric([value], n)
+    return family
