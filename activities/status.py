@@ -18,7 +18,7 @@ from metalflow.runtime.kube import api_client
 from metalflow.runtime.settings import get_settings
 
 # metalflow's own fields are not part of metal3's status schema.
-_METALFLOW_ONLY = {"current_step", "paused", "detached", "deleted"}
+_METALFLOW_ONLY = {"bmc_driver", "current_step", "paused", "detached", "deleted"}
 
 
 def bmh_status(status: HostStatus) -> dict[str, Any]:

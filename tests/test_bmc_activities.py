@@ -13,6 +13,7 @@ from temporalio.testing import ActivityEnvironment
 from tests_support import serve_directory
 
 from activities import bmc
+from activities.bmc.registry import open_driver
 from metalflow.api.bmc import (
     BMCTarget,
     BootDevice,
@@ -135,7 +136,7 @@ def test_boot_device_is_set_with_mode_and_frequency(sushy: SushyEmulator, tmp_pa
 
 
 def test_out_of_band_inventory_maps_nic_macs(sushy: SushyEmulator, tmp_path: Path) -> None:
-    hw = env.run(bmc.inventory, target(sushy, tmp_path))
+    hw = open_driver(target(sushy, tmp_path)).inventory()
     assert [n.mac for n in hw.nics] == [SYSTEMS[0].mac]
     assert hw.system_vendor.manufacturer  # the emulator reports itself
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metalflow.api.bmc_address import BMCAddressError, parse_bmc_address
+from metalflow.api.bmc_address import BMCAddressError, BootMethod, parse_bmc_address
 
 CASES = [
     # address, driver, transport, host, port, system path, vmedia, vendor
@@ -138,7 +138,7 @@ def test_metal3_address_forms(
         vmedia,
         vendor,
     )
-    assert a.uefi_http == ("uefihttp" in address)
+    assert (a.boot_method == BootMethod.UEFI_HTTP) == ("uefihttp" in address)
 
 
 def test_certificate_verification_follows_the_flag() -> None:

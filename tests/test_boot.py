@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.boot import cleanup_boot, dnsmasq, ipxe, prepare_boot
+from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import BootPrepareRequest, BootPurpose
 from metalflow.api.models import HostRef
 from metalflow.runtime.settings import Settings
@@ -79,6 +80,27 @@ def test_prepare_is_atomic_idempotent_and_cleanup_removes_everything(boot_settin
 
 
 @needs_dnsmasq
+def test_boot_method_picks_what_prepare_writes(boot_settings: Settings) -> None:
+    env = ActivityEnvironment()
+    # virtual media without a MAC: nothing for DHCP, only the ISO's URL
+    vmedia = BootPrepareRequest(
+        host=REF, boot_mac_address=None, purpose=BootPurpose.INSPECT, boot_method=BootMethod.VIRTUAL_MEDIA
+    )
+    assert env.run(prepare_boot, vmedia).iso_url == "http://192.0.2.1:8088/images/deploy.iso"
+    # a request recorded before boot_method existed said virtual media with its flag alone
+    legacy = BootPrepareRequest.model_validate(
+        {"host": {"name": "worker-0"}, "bootMacAddress": None, "purpose": "inspect", "virtualMedia": True}
+    )
+    assert legacy.boot_method == BootMethod.VIRTUAL_MEDIA
+    # UEFI HTTP boot is accepted in the spec but not built: refused, typed, nothing written
+    uefi = vmedia.model_copy(update={"boot_mac_address": MAC, "boot_method": BootMethod.UEFI_HTTP})
+    with pytest.raises(ApplicationError) as err:
+        env.run(prepare_boot, uefi)
+    assert err.value.type == "BootMethodNotBuilt" and err.value.non_retryable
+    assert "UEFI HTTP boot (redfish-uefihttp://) is not built yet" in err.value.message
+    assert not (boot_settings.boot_dir / "dnsmasq" / "hosts" / REF.host_id).exists()
+
+
 def test_generated_dnsmasq_config_passes_dnsmasq_test(boot_settings: Settings, tmp_path: Path) -> None:
     net = dnsmasq.BootNetwork(
         interface="eth1",

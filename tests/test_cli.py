@@ -116,6 +116,7 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                     and f"workflow not found for ID: host/{ns}/cli-9" in missing.stderr
                 )
                 assert status["provisioning"]["state"] == "provisioned" and status["poweredOn"] is True
+                assert status["bmcDriver"] == "redfish", "registration records the driver in status"
                 assert dc.password not in json.dumps(status)
 
                 async def query(wid: str) -> dict[str, Any]:

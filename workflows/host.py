@@ -395,6 +395,7 @@ class HostWorkflow:
             )
             self._status.good_credentials = creds
             self._status.tried_credentials = creds
+            self._status.bmc_driver = result.bmc_driver
             self._registered_bmc = self._spec.bmc
         elif state == S.INSPECTING and result.hardware is not None:
             self._status.hardware = result.hardware

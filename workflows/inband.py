@@ -45,7 +45,7 @@ async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, power
             boot_mac_address=spec.boot_mac_address,
             purpose=purpose,
             boot_mode=spec.boot_mode,
-            virtual_media=address.virtual_media,
+            boot_method=address.boot_method,
         ),
         result_type=BootPrepareResult,
         start_to_close_timeout=LOCAL_TIMEOUT,

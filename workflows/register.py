@@ -23,4 +23,8 @@ class RegisterHost:
             retry_policy=BMC_RETRY,
             summary=f"validate BMC {step.spec.bmc.address}",
         )
-        return StepResult(powered_on=checked.powered_on, credentials_version=checked.credentials_version)
+        return StepResult(
+            powered_on=checked.powered_on,
+            credentials_version=checked.credentials_version,
+            bmc_driver=checked.driver_label,
+        )

@@ -1,4 +1,4 @@
-"""IPMI through pyghmi: power, boot device and what FRU data the BMC offers.
+"""IPMI through pyghmi: power, boot device and what FRU data the BMC offers (no virtual media).
 
 Cipher-suite negotiation: pyghmi's client proposes suite 17 (HMAC-SHA256) and, when a BMC
 accepts the open-session request but answers with suite 3 (HMAC-SHA1) algorithms — as
@@ -13,17 +13,18 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from pyghmi import exceptions as pyghmi_exc
 from pyghmi.ipmi import command
 from pyghmi.ipmi.private import session as ipmi_session
 
-from metalflow.api.bmc import BootDevice, PowerAction
+from activities.bmc.driver import BaseDriver, SystemCheck
+from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import BMCAddress
 from metalflow.api.errors import ErrorName, permanent, transient
-from metalflow.api.models import HardwareDetails, HardwareSystemVendor
+from metalflow.api.models import BootMode, HardwareDetails, HardwareSystemVendor
 
 _SHA1_AUTH = 1
 _original_rmcp_response = ipmi_session.Session._got_rmcp_response
@@ -155,3 +156,32 @@ def inventory(cmd: command.Command) -> HardwareDetails:
     except pyghmi_exc.IpmiException:
         pass
     return HardwareDetails(system_vendor=vendor)
+
+
+class IPMIDriver(BaseDriver):
+    """An IPMI BMC (and libvirt:// through virtualbmc): one shared session per BMC and user.
+
+    IPMI has no virtual media: the base class refuses those calls with BMC_UNSUPPORTED."""
+
+    protocol = "ipmi"
+
+    def _session(self) -> AbstractContextManager[command.Command]:
+        return session(self.addr, self.creds.username, self.creds.password, self.creds.secret)
+
+    def validate(self) -> SystemCheck:
+        with self._session() as cmd:
+            return SystemCheck(powered_on=power_state(cmd))
+
+    def power(self, action: PowerAction, wait_seconds: int) -> PowerResult:
+        with self._session() as cmd:
+            on, changed = set_power(cmd, action, wait_seconds)
+        return PowerResult(powered_on=on, changed=changed)
+
+    def set_boot_device(self, device: BootDevice, persistent: bool, mode: BootMode | None) -> bool:
+        uefi = mode in (None, BootMode.UEFI, BootMode.UEFI_SECURE_BOOT)
+        with self._session() as cmd:
+            return set_boot_device(cmd, device, persistent, uefi)
+
+    def inventory(self) -> HardwareDetails:
+        with self._session() as cmd:
+            return inventory(cmd)

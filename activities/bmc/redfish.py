@@ -1,5 +1,7 @@
 """Redfish through sushy: power, boot device, virtual media and out-of-band inventory.
 
+`RedfishDriver` is the generic Redfish driver; vendor drivers subclass it (vendors.py).
+
 Connections (and their sessions) are cached per BMC, user and credentials version within the
 worker process, so a fleet does not log in on every call; a credentials change (new secret
 version) naturally gets a fresh connection.
@@ -17,7 +19,8 @@ import sushy
 from sushy import exceptions as sx
 from temporalio import activity
 
-from metalflow.api.bmc import BootDevice, PowerAction
+from activities.bmc.driver import BaseDriver, Credentials, SystemCheck
+from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import BMCAddress
 from metalflow.api.errors import ErrorName, permanent, transient
 from metalflow.api.models import CPU, NIC, BootMode, HardwareDetails, HardwareSystemVendor, Storage
@@ -33,16 +36,6 @@ _BOOT_MODES = {
     BootMode.UEFI_SECURE_BOOT: sushy.BootSourceOverrideMode.UEFI,
     BootMode.LEGACY: sushy.BootSourceOverrideMode.LEGACY,
 }
-
-
-class Credentials:
-    """Username/password held only in memory for the call; never repr'd."""
-
-    def __init__(self, username: str, password: str, version: str, secret: str) -> None:
-        self.username, self.password, self.version, self.secret = username, password, version, secret
-
-    def __repr__(self) -> str:
-        return f"Credentials(user={self.username!r}, secret={self.secret})"
 
 
 # A BMC may think for a while (10 s stalls are common), but one that says nothing for 30 s is
@@ -308,3 +301,33 @@ def inventory(system: Any) -> HardwareDetails:
     )
     details.firmware.bios.version = system.bios_version or ""
     return details
+
+
+class RedfishDriver(BaseDriver):
+    """Any Redfish BMC: every call runs against the address's system on a cached session."""
+
+    protocol = "redfish"
+
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
+        return call(self.addr, self.creds, fn)
+
+    def validate(self) -> SystemCheck:
+        on, system_id = self._call(lambda s: (power_state(s), s.path))
+        return SystemCheck(powered_on=on, system_id=system_id)
+
+    def power(self, action: PowerAction, wait_seconds: int) -> PowerResult:
+        on, changed = self._call(lambda s: set_power(s, action, wait_seconds))
+        return PowerResult(powered_on=on, changed=changed)
+
+    def set_boot_device(self, device: BootDevice, persistent: bool, mode: BootMode | None) -> bool:
+        return bool(self._call(lambda s: set_boot_device(s, device, persistent, mode)))
+
+    def insert_media(self, image_url: str) -> None:
+        self._call(lambda s: insert_media(s, image_url))
+
+    def eject_media(self) -> None:
+        self._call(eject_media)
+
+    def inventory(self) -> HardwareDetails:
+        details: HardwareDetails = self._call(inventory)
+        return details

@@ -1,5 +1,8 @@
 """Network boot activities: per-host iPXE script and dnsmasq entry, written atomically.
 
+The boot method comes from the BMC address's scheme; one not built yet (UEFI HTTP) fails here,
+at the host's first boot, rather than being PXE-booted behind the operator's back.
+
 dnsmasq reads `dhcp-hostsdir` itself when files change; a SIGHUP (when its pid file is
 configured) makes it drop cached entries at once, e.g. after cleanup.
 """
@@ -13,6 +16,7 @@ from temporalio import activity
 
 from activities.boot import dnsmasq, ipxe
 from activities.boot.render import mac_file_name, write_atomically
+from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import BOOT_CLEANUP, BOOT_PREPARE, BootPrepareRequest, BootPrepareResult
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.models import HostRef
@@ -28,7 +32,13 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     settings = get_settings()
     base = settings.boot_server_url.rstrip("/")
     iso_url = f"{base}/images/deploy.iso"
-    if req.virtual_media and not req.boot_mac_address:
+    if req.boot_method == BootMethod.UEFI_HTTP:
+        raise permanent(
+            ErrorName.BOOT_METHOD_NOT_BUILT,
+            f"{req.host.namespace}/{req.host.name}: UEFI HTTP boot (redfish-uefihttp://) is not built yet; "
+            "use redfish:// (PXE) or redfish-virtualmedia://",
+        )
+    if req.boot_method == BootMethod.VIRTUAL_MEDIA and not req.boot_mac_address:
         return BootPrepareResult(iso_url=iso_url)  # nothing to tell DHCP: the BMC mounts the ISO
     if not req.boot_mac_address:
         raise permanent(

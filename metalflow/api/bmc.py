@@ -18,7 +18,6 @@ from metalflow.api.models import (
 BMC_VALIDATE = "bmc.validate"
 BMC_POWER = "bmc.power"
 BMC_SET_BOOT_DEVICE = "bmc.set_boot_device"
-BMC_INVENTORY = "bmc.inventory"
 BMC_INSERT_MEDIA = "bmc.insert_media"
 BMC_EJECT_MEDIA = "bmc.eject_media"
 
@@ -38,8 +37,14 @@ class BMCValidation(Model):
     credentials_version: str = Field(
         default="", description="Version of the secret that worked (resourceVersion or file mtime)."
     )
-    driver: str = ""
+    driver: str = Field(default="", description="The protocol the driver speaks: redfish or ipmi.")
     system_id: str = ""
+    vendor: str = Field(default="", description="The vendor driver picked by the address (idrac, ilo5).")
+
+    @property
+    def driver_label(self) -> str:
+        """What the operator sees in status: `redfish`, `ipmi`, or `redfish/idrac` for a vendor's."""
+        return f"{self.driver}/{self.vendor}" if self.vendor else self.driver
 
 
 class PowerAction(StrEnum):

@@ -13,6 +13,7 @@ class ErrorName(StrEnum):
     BMC_AUTH = "BMCAuthError"
     BMC_UNSUPPORTED = "BMCUnsupportedError"
     BMC_NOT_FOUND = "BMCSystemNotFound"
+    BOOT_METHOD_NOT_BUILT = "BootMethodNotBuilt"
     SECRET_MISSING = "SecretNotFound"
     SECRET_INVALID = "SecretInvalid"
     IMAGE_CHECKSUM = "ImageChecksumMismatch"

@@ -65,6 +65,7 @@ class StepResult(Model):
     powered_on: bool
     hardware: HardwareDetails | None = None
     credentials_version: str = ""
+    bmc_driver: str = ""  # registration: the driver the BMC address picked (BMCValidation.driver_label)
     image: ImageSpec | None = None
     root_device: str = ""
     bytes_written: int = 0

@@ -388,6 +388,7 @@ class HostStatus(Model):
     tried_credentials: CredentialsStatus = Field(default_factory=CredentialsStatus)
     operation_history: OperationHistory = Field(default_factory=OperationHistory)
     # metalflow additions
+    bmc_driver: str = Field(default="", description="The BMC driver registration picked: redfish/idrac.")
     current_step: str = ""
     paused: bool = False
     detached: bool = False

@@ -40,7 +40,7 @@ def _ref(args: argparse.Namespace) -> HostRef:
 
 def status_table(rows: list[tuple[HostRef, HostStatus]], title: str = "hosts") -> Table:
     table = Table(title=title)
-    for col in ("NAME", "STATE", "POWER", "STEP", "STATUS", "ERROR"):
+    for col in ("NAME", "STATE", "BMC", "POWER", "STEP", "STATUS", "ERROR"):
         table.add_column(col)
     for ref, st in rows:
         state = st.provisioning.state.value or "none"
@@ -49,6 +49,7 @@ def status_table(rows: list[tuple[HostRef, HostStatus]], title: str = "hosts") -
         table.add_row(
             f"{ref.namespace}/{ref.name}",
             state,
+            st.bmc_driver,
             "on" if st.powered_on else "off",
             st.current_step,
             st.operational_status.value,
