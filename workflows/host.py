@@ -9,29 +9,18 @@ and is published through the status activity (BareMetalHost.status).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 
-from metalflow.api import search_attributes as sa
 from metalflow.api.bmc import PowerAction
-from metalflow.api.fleet import (
-    LIMITER_REQUEST,
-    SLOT_GRANTED_SIGNAL,
-    SLOT_QUEUED_SIGNAL,
-    SLOT_RELEASE_SIGNAL,
-    SlotRequest,
-    limiter_id,
-)
+from metalflow.api.fleet import SLOT_GRANTED_SIGNAL, SLOT_QUEUED_SIGNAL
 from metalflow.api.host import (
     HOST_WORKFLOW,
     JOIN_CLUSTER,
     REGISTER_HOST,
-    STATUS_PUBLISH,
     HostWorkflowInput,
-    StatusUpdate,
     StepInput,
     StepResult,
 )
@@ -46,9 +35,11 @@ from metalflow.api.models import (
     SecretRef,
 )
 from metalflow.api.models import ProvisioningState as S
-from metalflow.api.states import LIMITED, STABLE, STEPS, Event, Step, allowed, next_state
+from metalflow.api.states import STABLE, STEPS, Event, Step, allowed, next_state
 from workflows import bmc_calls
-from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
+from workflows.host_errors import backoff, clear_error, record_error
+from workflows.host_publish import publish
+from workflows.host_slot import ProvisioningSlot
 
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.validation import validate_update
@@ -56,13 +47,6 @@ with workflow.unsafe.imports_passed_through():
 # Power changes at rest are not a lifecycle step, but fail like one.
 POWER_AT_REST = Step("power", Event.POWERED_OFF, ErrorType.POWER_MANAGEMENT, "power at rest")
 
-# Backoff before retrying a failed step by itself; an operator's retry or a spec change is immediate.
-ERROR_BACKOFF_BASE = timedelta(seconds=30)
-ERROR_BACKOFF_MAX = timedelta(minutes=10)
-
-# Histories recorded before the provisioning limit took no slots; they replay without them.
-LIMIT_PATCH = "provisioning-limit"
-ASK_AGAIN = timedelta(minutes=5)  # a host waiting for its slot repeats its request this often
 # Histories recorded before resting hosts read their power wait without a timer.
 POWER_CHECK_PATCH = "power-check-at-rest"
 
@@ -95,9 +79,7 @@ class HostWorkflow:
         )
         self._changes = 0  # bumped by every handler: wakes whatever the loop waits on
         self._retry_now = False
-        self._slot = False  # holds one of the namespace's provisioning slots
-        self._granted = False
-        self._queued = False
+        self._slot = ProvisioningSlot(self._ref)
 
     # ---- operator interface ----
 
@@ -153,12 +135,12 @@ class HostWorkflow:
     @workflow.signal(name=SLOT_GRANTED_SIGNAL)
     def slot_granted(self) -> None:
         """The namespace's ProvisioningLimiter gave this host the slot it asked for."""
-        self._granted = True
+        self._slot.granted = True
 
     @workflow.signal(name=SLOT_QUEUED_SIGNAL)
     def slot_queued(self) -> None:
         """No slot free: this host waits in the limiter's line (operationalStatus delayed)."""
-        self._queued = True
+        self._slot.queued = True
 
     @workflow.signal
     def inspect(self) -> None:
@@ -199,7 +181,7 @@ class HostWorkflow:
                 continue
             if await self._act_on_spec():
                 continue
-            await self._give_back_slot()
+            await self._slot.give_back()
             if self._history_too_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry_over(), memo=dict(workflow.memo()))
@@ -235,7 +217,7 @@ class HostWorkflow:
             workflow.logger.info("host %s: found powered %s", self._ref.host_id, "on" if on else "off")
         self._status.powered_on = on
         if self._status.error_type == ErrorType.POWER_MANAGEMENT:
-            self._clear_error()
+            clear_error(self._status)
             changed = True
         if changed:
             await self._publish()
@@ -243,7 +225,7 @@ class HostWorkflow:
     async def _hold_while_paused(self) -> None:
         if not (self._paused or self._detached):
             return
-        await self._give_back_slot()
+        await self._slot.give_back()
         previous = self._status.operational_status
         if self._detached:
             self._status.operational_status = OperationalStatus.DETACHED
@@ -288,7 +270,7 @@ class HostWorkflow:
         """Power at rest; a BMC that fails here is metal3's "power management error"."""
         try:
             self._status.powered_on = await bmc_calls.power(self._spec, action)
-            self._clear_error()
+            clear_error(self._status)
         except ActivityError as err:
             self._record_error(POWER_AT_REST, err)
             await self._publish()
@@ -317,7 +299,7 @@ class HostWorkflow:
 
     async def _run_step(self, state: S, step: Step) -> bool:
         try:
-            await self._take_slot(state)
+            await self._slot.take(state, self._status, self._publish)
         except ActivityError as err:
             self._record_error(step, err)
             await self._publish()
@@ -341,7 +323,7 @@ class HostWorkflow:
             return False
         if history is not None:
             history.end = workflow.now()
-        self._clear_error()
+        clear_error(self._status)
         done = step.done
         if state == S.REGISTERING and self._spec.externally_provisioned:
             done = Event.ADOPT
@@ -359,7 +341,7 @@ class HostWorkflow:
         self._status.current_step = workflow_name
         try:
             self._apply(S.REGISTERING, await self._child(workflow_name, summary, state))
-            self._clear_error()
+            clear_error(self._status)
         except ChildWorkflowError as err:
             self._record_error(STEPS[S.REGISTERING], err)
             self._registered_bmc = self._spec.bmc  # do not loop; the next spec change retries
@@ -415,82 +397,20 @@ class HostWorkflow:
             S.DEPROVISIONING: h.deprovision,
         }.get(state)
 
-    # ---- provisioning limit ----
-
-    async def _take_slot(self, state: S) -> None:
-        """Wait for a slot before a limited state; show metal3's "delayed" while waiting."""
-        if self._slot or state not in LIMITED or not workflow.patched(LIMIT_PATCH):
-            return
-        self._granted = self._queued = False
-        await self._request_slot()
-        await self._wait_for_slot_answer(lambda: self._granted or self._queued)
-        if not self._granted:
-            previous = self._status.operational_status
-            self._status.operational_status = OperationalStatus.DELAYED
-            await self._publish()
-            await self._wait_for_slot_answer(lambda: self._granted)
-            self._status.operational_status = previous
-        self._slot = True
-
-    async def _request_slot(self) -> None:
-        info = workflow.info()
-        await workflow.execute_activity(
-            LIMITER_REQUEST,
-            SlotRequest(namespace=self._ref.namespace, holder=info.workflow_id, task_queue=info.task_queue),
-            start_to_close_timeout=LOCAL_TIMEOUT,
-            retry_policy=LOCAL_RETRY,
-            summary="ask for a provisioning slot",
-        )
-
-    async def _wait_for_slot_answer(self, answered: Callable[[], bool]) -> None:
-        """Ask again now and then: requests are idempotent, and a limiter that was terminated
-        meanwhile starts afresh, so no host waits forever for an answer that is lost."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(answered, timeout=ASK_AGAIN)
-            if answered():
-                return
-            await self._request_slot()
-
-    async def _give_back_slot(self) -> None:
-        if not self._slot:
-            return
-        self._slot = False
-        limiter = workflow.get_external_workflow_handle(limiter_id(self._ref.namespace))
-        try:
-            await limiter.signal(SLOT_RELEASE_SIGNAL, workflow.info().workflow_id)
-        except FailureError as err:  # the limiter was terminated: the next request starts a new one
-            workflow.logger.warning("host %s: could not give back its slot: %s", self._ref.host_id, err)
-
     # ---- errors ----
 
     def _record_error(self, step: Step, err: ChildWorkflowError | ActivityError) -> None:
-        message, kind = _root_cause(err)
-        self._status.operational_status = OperationalStatus.ERROR
-        self._status.error_type = step.error_type
-        self._status.error_message = f"{message} ({kind})" if kind else message
-        self._status.error_count += 1
-        self._status.current_step = ""
-        workflow.logger.warning(
-            "host %s: %s failed: %s", self._ref.host_id, step.workflow, self._status.error_message
-        )
-
-    def _clear_error(self) -> None:
-        self._status.operational_status = OperationalStatus.OK
-        self._status.error_type = None
-        self._status.error_message = ""
-        self._status.error_count = 0
+        record_error(self._status, step.error_type, err, self._ref.host_id, step.workflow)
 
     async def _wait_after_error(self) -> None:
         """Back off (metal3 does too), but wake at once for a retry, a new spec, or a delete."""
-        await self._give_back_slot()
-        backoff = min(ERROR_BACKOFF_BASE * (2 ** max(self._status.error_count - 1, 0)), ERROR_BACKOFF_MAX)
+        await self._slot.give_back()
         spec_at_failure = self._spec
         self._retry_now = False
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: self._retry_now or self._spec != spec_at_failure or Request.DELETE in self._pending,
-                timeout=backoff,
+                timeout=backoff(self._status.error_count),
             )
         self._retry_now = False
         if Request.DELETE in self._pending and allowed(self._status.provisioning.state, Event.DELETE):
@@ -500,7 +420,7 @@ class HostWorkflow:
     # ---- delete, status, continue-as-new ----
 
     async def _finish_delete(self) -> HostStatus:
-        await self._give_back_slot()
+        await self._slot.give_back()
         self._status.deleted = True
         self._status.current_step = ""
         await self._publish()
@@ -508,50 +428,7 @@ class HostWorkflow:
         return self._status
 
     async def _publish(self) -> None:
-        self._status.last_updated = workflow.now()
-        self._status.paused = self._paused
-        state = self._status.provisioning.state
-        workflow.upsert_search_attributes(
-            [
-                sa.HOST_NAME.value_set(self._ref.name),
-                sa.HOST_NAMESPACE.value_set(self._ref.namespace),
-                sa.HOST_STATE.value_set(state.value or "none"),
-                sa.BMC_ADDRESS.value_set(self._spec.bmc.address),
-                sa.IMAGE_URL.value_set(self._spec.image.url if self._spec.image else ""),
-                sa.ERROR_TYPE.value_set(self._status.error_type.value if self._status.error_type else ""),
-                sa.OPERATIONAL_STATUS.value_set(self._status.operational_status.value),
-            ]
-        )
-        workflow.upsert_memo({"summary": self._summary()})
-        await workflow.execute_activity(
-            STATUS_PUBLISH,
-            StatusUpdate(
-                host=self._ref,
-                status=self._status,
-                workflow_id=workflow.info().workflow_id,
-                run_id=workflow.info().run_id,
-            ),
-            start_to_close_timeout=LOCAL_TIMEOUT,
-            retry_policy=LOCAL_RETRY,
-            summary=f"publish status: {state.value or 'none'}",
-        )
-
-    def _summary(self) -> str:
-        st = self._status
-        parts = [
-            f"{self._ref.namespace}/{self._ref.name}",
-            st.provisioning.state.value or "none",
-            "on" if st.powered_on else "off",
-        ]
-        if st.current_step:
-            parts.append(f"running {st.current_step}")
-        if st.error_type:
-            parts.append(f"{st.error_type.value}: {st.error_message}")
-        if self._paused:
-            parts.append("paused")
-        if self._detached:
-            parts.append("detached")
-        return " | ".join(parts)
+        await publish(self._ref, self._spec, self._status, self._paused, self._detached)
 
     def _history_too_long(self) -> bool:
         info = workflow.info()
@@ -570,17 +447,3 @@ class HostWorkflow:
             history_event_limit=self._history_limit,
             power_check_interval_seconds=self._power_check,
         )
-
-
-def _root_cause(err: BaseException) -> tuple[str, str]:
-    """The innermost failure's message and type: what the operator needs, not the wrapping."""
-    cause: BaseException | None = err
-    message, kind = str(err), ""
-    while cause is not None:
-        if isinstance(cause, ApplicationError):
-            message, kind = cause.message, cause.type or ""
-        elif isinstance(cause, FailureError) and not isinstance(cause, ChildWorkflowError):
-            message = str(cause) or message
-            kind = kind or type(cause).__name__
-        cause = cause.__cause__
-    return message, kind
