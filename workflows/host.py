@@ -1,9 +1,11 @@
 """HostWorkflow: one long-lived workflow per host (id `host/<namespace>/<name>`).
 
-It owns the host's lifecycle state and moves it only through `states.TRANSITIONS`. Working
-states run their step as a child workflow; stable states wait for the operator (spec
-Update, Signals). Status is a Query, is mirrored to search attributes and memo for the UI,
-and is published through the status activity (BareMetalHost.status).
+It decides nothing itself: `metalflow.api.states` is the rule, and this loop executes it.
+Working states run their step workflows as children (`STEPS`, `COMPLETIONS`); stable states
+act on the first matching `REST_RULES` entry, else wait for the operator (spec Update,
+Signals) and read power now and then (`POWER_SYNC`). Status is a Query, mirrored to search
+attributes and memo and published as BareMetalHost.status (`host_publish`); the provisioning
+limit is `host_slot`, error fields and back-off `host_errors`.
 """
 
 from __future__ import annotations
@@ -14,18 +16,9 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
-from metalflow.api.bmc import PowerAction
 from metalflow.api.fleet import SLOT_GRANTED_SIGNAL, SLOT_QUEUED_SIGNAL
-from metalflow.api.host import (
-    HOST_WORKFLOW,
-    JOIN_CLUSTER,
-    REGISTER_HOST,
-    HostWorkflowInput,
-    StepInput,
-    StepResult,
-)
+from metalflow.api.host import HOST_WORKFLOW, HostWorkflowInput, StepInput, StepResult
 from metalflow.api.models import (
-    CleaningMode,
     CredentialsStatus,
     ErrorType,
     HostSpec,
@@ -35,7 +28,27 @@ from metalflow.api.models import (
     SecretRef,
 )
 from metalflow.api.models import ProvisioningState as S
-from metalflow.api.states import STABLE, STEPS, Event, Step, allowed, next_state
+from metalflow.api.states import (
+    AFTER_ERROR,
+    FINAL,
+    ON_START,
+    POWER_SYNC,
+    REST_RULES,
+    STEPS,
+    Event,
+    Facts,
+    Fire,
+    Power,
+    Redo,
+    Request,
+    Rule,
+    Step,
+    completion_event,
+    first_rule,
+    next_state,
+    purpose,
+    wakes_backoff,
+)
 from workflows import bmc_calls
 from workflows.host_errors import backoff, clear_error, record_error
 from workflows.host_publish import publish
@@ -44,19 +57,8 @@ from workflows.host_slot import ProvisioningSlot
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.validation import validate_update
 
-# Power changes at rest are not a lifecycle step, but fail like one.
-POWER_AT_REST = Step("power", Event.POWERED_OFF, ErrorType.POWER_MANAGEMENT, "power at rest")
-
 # Histories recorded before resting hosts read their power wait without a timer.
 POWER_CHECK_PATCH = "power-check-at-rest"
-
-
-class Request:
-    """Operator requests that wait for a state that can take them."""
-
-    INSPECT = "inspect"
-    REBOOT = "reboot"
-    DELETE = "delete"
 
 
 @workflow.defn(name=HOST_WORKFLOW)
@@ -154,32 +156,34 @@ class HostWorkflow:
     def delete(self) -> None:
         self._request(Request.DELETE)
 
-    def _request(self, request: str) -> None:
+    def _request(self, request: Request) -> None:
         if request not in self._pending:
-            self._pending.append(request)
+            self._pending.append(request.value)
         self._poke()
 
     def _poke(self) -> None:
         self._changes += 1
 
-    # ---- the loop ----
+    # ---- the loop: execute the lifecycle table ----
 
     @workflow.run
     async def run(self, inp: HostWorkflowInput) -> HostStatus:
-        if self._status.provisioning.state == S.NONE:
-            self._fire(Event.MANAGE)
+        start = ON_START.get(self._status.provisioning.state)
+        if start is not None:
+            self._fire(start)
         await self._publish()
         while True:
             await self._hold_while_paused()
             state = self._status.provisioning.state
-            if state == S.DELETING:
-                return await self._finish_delete()
+            if state in FINAL:
+                return await self._finish()
             step = STEPS.get(state)
             if step is not None:
-                if not await self._run_step(state, step):
-                    await self._wait_after_error()
+                await self._run_step(state, step)
                 continue
-            if await self._act_on_spec():
+            rule = first_rule(REST_RULES, self._facts())
+            if rule is not None:
+                await self._act(rule)
                 continue
             await self._slot.give_back()
             if self._history_too_long():
@@ -187,101 +191,8 @@ class HostWorkflow:
                 workflow.continue_as_new(self._carry_over(), memo=dict(workflow.memo()))
             await self._wait_for_change()
 
-    async def _wait_for_change(self) -> None:
-        """Wait for the operator; a resting host also reads its power now and then."""
-        seen = self._changes
-        resting = self._status.provisioning.state in STABLE and self._power_check > 0
-        if not (resting and workflow.patched(POWER_CHECK_PATCH)):
-            await workflow.wait_condition(lambda: self._changes != seen)
-            return
-        try:
-            await workflow.wait_condition(
-                lambda: self._changes != seen, timeout=timedelta(seconds=self._power_check)
-            )
-        except TimeoutError:
-            await self._check_power()
-
-    async def _check_power(self) -> None:
-        """Ironic's power sync: a host switched off (or on) behind metalflow's back is seen, and
-        the loop brings it back to spec.online; a BMC that stops answering at rest is a power
-        management error, cleared when it answers again."""
-        try:
-            on = await bmc_calls.read_power(self._spec)
-        except ActivityError as err:
-            self._record_error(POWER_AT_REST, err)
-            await self._publish()
-            await self._wait_after_error()
-            return
-        changed = on != self._status.powered_on
-        if changed:
-            workflow.logger.info("host %s: found powered %s", self._ref.host_id, "on" if on else "off")
-        self._status.powered_on = on
-        if self._status.error_type == ErrorType.POWER_MANAGEMENT:
-            clear_error(self._status)
-            changed = True
-        if changed:
-            await self._publish()
-
-    async def _hold_while_paused(self) -> None:
-        if not (self._paused or self._detached):
-            return
-        await self._slot.give_back()
-        previous = self._status.operational_status
-        if self._detached:
-            self._status.operational_status = OperationalStatus.DETACHED
-        await self._publish()
-        await workflow.wait_condition(lambda: not (self._paused or self._detached))
-        if self._status.operational_status == OperationalStatus.DETACHED:
-            self._status.operational_status = (
-                previous if previous != OperationalStatus.DETACHED else OperationalStatus.OK
-            )
-        await self._publish()
-
-    async def _act_on_spec(self) -> bool:
-        """In a stable state, turn what the spec and requests ask for into one action."""
-        state = self._status.provisioning.state
-        if Request.DELETE in self._pending:
-            cleaning = self._spec.automated_cleaning_mode != CleaningMode.DISABLED
-            if state == S.PROVISIONED and cleaning:
-                return await self._transition(Event.DEPROVISION)
-            return await self._transition(Event.DELETE)
-        if self._registered_bmc != self._spec.bmc:
-            await self._run_step_inline(REGISTER_HOST, "re-validate changed BMC details")
-            return True
-        provisioned = self._status.provisioning.image
-        if state == S.PROVISIONED and provisioned != self._spec.image:
-            return await self._transition(Event.DEPROVISION)
-        if state == S.AVAILABLE:
-            if Request.INSPECT in self._pending:
-                self._pending.remove(Request.INSPECT)
-                return await self._transition(Event.INSPECT)
-            if self._spec.image is not None:
-                return await self._transition(Event.PROVISION)
-        if state in STABLE and Request.REBOOT in self._pending:
-            self._pending.remove(Request.REBOOT)
-            await self._power(PowerAction.REBOOT)
-            return True
-        if state in STABLE and self._spec.online != self._status.powered_on:
-            await self._power(PowerAction.ON if self._spec.online else PowerAction.SOFT_OFF)
-            return True
-        return False
-
-    async def _power(self, action: PowerAction) -> None:
-        """Power at rest; a BMC that fails here is metal3's "power management error"."""
-        try:
-            self._status.powered_on = await bmc_calls.power(self._spec, action)
-            clear_error(self._status)
-        except ActivityError as err:
-            self._record_error(POWER_AT_REST, err)
-            await self._publish()
-            await self._wait_after_error()
-            return
-        await self._publish()
-
-    async def _transition(self, event: Event) -> bool:
-        self._fire(event)
-        await self._publish()
-        return True
+    def _facts(self) -> Facts:
+        return Facts(self._spec, self._status, tuple(self._pending), self._registered_bmc)
 
     def _fire(self, event: Event) -> None:
         state = self._status.provisioning.state
@@ -295,56 +206,113 @@ class HostWorkflow:
             self._status.provisioning.state.value,
         )
 
+    async def _act(self, rule: Rule) -> None:
+        """Execute a rest (or after-error) rule's action."""
+        if rule.consumes is not None and rule.consumes in self._pending:
+            self._pending.remove(rule.consumes)
+        action = rule.action
+        if isinstance(action, Fire):
+            self._fire(action.event)
+            await self._publish()
+        elif isinstance(action, Redo):
+            await self._redo(action)
+        elif isinstance(action, Power):
+            await self._power(action)
+
+    async def _wait_for_change(self) -> None:
+        """Wait for the operator; a resting host also reads its power now and then."""
+        seen = self._changes
+        resting = self._status.provisioning.state in POWER_SYNC.states and self._power_check > 0
+        if not (resting and workflow.patched(POWER_CHECK_PATCH)):
+            await workflow.wait_condition(lambda: self._changes != seen)
+            return
+        try:
+            await workflow.wait_condition(
+                lambda: self._changes != seen, timeout=timedelta(seconds=self._power_check)
+            )
+        except TimeoutError:
+            await self._check_power()
+
+    # ---- power at rest ----
+
+    async def _check_power(self) -> None:
+        """Ironic's power sync: a host switched off (or on) behind metalflow's back is seen, and
+        the rules bring it back to spec.online; a BMC that stops answering at rest is an error
+        (POWER_SYNC.error_type), cleared when it answers again."""
+        try:
+            on = await bmc_calls.read_power(self._spec)
+        except ActivityError as err:
+            return await self._failed(POWER_SYNC.error_type, "power", err)
+        changed = on != self._status.powered_on
+        if changed:
+            workflow.logger.info("host %s: found powered %s", self._ref.host_id, "on" if on else "off")
+        self._status.powered_on = on
+        if self._status.error_type == POWER_SYNC.error_type:
+            clear_error(self._status)
+            changed = True
+        if changed:
+            await self._publish()
+
+    async def _power(self, power: Power) -> None:
+        """A rule's power action; a BMC failing here is the rule's errorType (power management)."""
+        try:
+            self._status.powered_on = await bmc_calls.power(self._spec, power.action)
+            clear_error(self._status)
+        except ActivityError as err:
+            return await self._failed(power.error_type, "power", err)
+        await self._publish()
+
     # ---- steps ----
 
-    async def _run_step(self, state: S, step: Step) -> bool:
+    async def _run_step(self, state: S, step: Step) -> None:
         try:
             await self._slot.take(state, self._status, self._publish)
         except ActivityError as err:
-            self._record_error(step, err)
-            await self._publish()
-            return False
-        history = self._history_slot(state)
-        now = workflow.now()
-        if history is not None and (history.start is None or history.end is not None):
-            history.start, history.end = now, None
-        self._status.current_step = step.workflow
-        await self._publish()
+            return await self._failed(step.error_type, step.workflow, err)
+        metric: OperationMetric | None = (
+            getattr(self._status.operation_history, step.metric) if step.metric else None
+        )
+        if metric is not None and (metric.start is None or metric.end is not None):
+            metric.start, metric.end = workflow.now(), None
         try:
-            result = await self._child(step.workflow, step.summary, state)
-            self._apply(state, result)
-            if state == S.PROVISIONING and self._spec.join is not None:
-                self._status.current_step = JOIN_CLUSTER
-                await self._publish()
-                await self._child(JOIN_CLUSTER, "kubeadm join the cluster", state, result.join_token)
+            await self._run_stages(state, step)
         except ChildWorkflowError as err:
-            self._record_error(step, err)
-            await self._publish()
-            return False
-        if history is not None:
-            history.end = workflow.now()
+            return await self._failed(step.error_type, self._status.current_step or step.workflow, err)
+        if metric is not None:
+            metric.end = workflow.now()
         clear_error(self._status)
-        done = step.done
-        if state == S.REGISTERING and self._spec.externally_provisioned:
-            done = Event.ADOPT
-        if state == S.DEPROVISIONING and Request.DELETE in self._pending and allowed(state, Event.DELETE):
-            done = Event.DELETE
-        if state == S.POWERING_OFF_BEFORE_DELETE:
-            self._pending = [r for r in self._pending if r != Request.DELETE]
-        self._fire(done)
+        event = completion_event(state, self._facts())
+        if step.fulfils is not None:
+            self._pending = [r for r in self._pending if r != step.fulfils]
+        self._fire(event)
         await self._publish()
-        return True
 
-    async def _run_step_inline(self, workflow_name: str, summary: str) -> None:
-        """A step that leaves the lifecycle state alone (re-registration after a BMC change)."""
-        state = self._status.provisioning.state
-        self._status.current_step = workflow_name
+    async def _run_stages(self, state: S, step: Step) -> None:
+        """The step workflow, then each follow-up whose guard holds; the first result is applied."""
+        result: StepResult | None = None
+        for stage in step.stages:
+            if not stage.when(self._facts()):
+                continue
+            self._status.current_step = stage.workflow
+            await self._publish()
+            out = await self._child(
+                stage.workflow, stage.summary, state, result.join_token if result else None
+            )
+            if result is None:
+                result = out
+                self._apply(state, result)
+
+    async def _redo(self, redo: Redo) -> None:
+        """A step run again in place (re-registration after a BMC change): the state stays."""
+        step = STEPS[redo.state]
+        self._status.current_step = step.workflow
         try:
-            self._apply(S.REGISTERING, await self._child(workflow_name, summary, state))
+            state = self._status.provisioning.state
+            self._apply(redo.state, await self._child(step.workflow, redo.summary, state))
             clear_error(self._status)
         except ChildWorkflowError as err:
-            self._record_error(STEPS[S.REGISTERING], err)
-            self._registered_bmc = self._spec.bmc  # do not loop; the next spec change retries
+            record_error(self._status, step.error_type, err, self._ref.host_id, step.workflow)
+            self._registered_bmc = self._spec.bmc  # do not loop; the next BMC change retries
         self._status.current_step = ""
         await self._publish()
 
@@ -360,7 +328,7 @@ class HostWorkflow:
                 hardware=self._status.hardware,
                 powered_on=self._status.powered_on,
                 ramdisk_boot_timeout_seconds=self._ramdisk_timeout,
-                purpose="deprovision" if state == S.DEPROVISIONING else state.value,
+                purpose=purpose(state),
                 join_token=join_token,
             ),
             id=f"{workflow.info().workflow_id}/{self._seq:04d}-{name}",
@@ -388,38 +356,47 @@ class HostWorkflow:
             self._status.provisioning.image = None
             self._status.provisioning.root_device_hints = None
 
-    def _history_slot(self, state: S) -> OperationMetric | None:
-        h = self._status.operation_history
-        return {
-            S.REGISTERING: h.register_,
-            S.INSPECTING: h.inspect,
-            S.PROVISIONING: h.provision,
-            S.DEPROVISIONING: h.deprovision,
-        }.get(state)
+    # ---- errors, pause, the end ----
 
-    # ---- errors ----
-
-    def _record_error(self, step: Step, err: ChildWorkflowError | ActivityError) -> None:
-        record_error(self._status, step.error_type, err, self._ref.host_id, step.workflow)
+    async def _failed(
+        self, error_type: ErrorType, what: str, err: ChildWorkflowError | ActivityError
+    ) -> None:
+        record_error(self._status, error_type, err, self._ref.host_id, what)
+        await self._publish()
+        await self._wait_after_error()
 
     async def _wait_after_error(self) -> None:
-        """Back off (metal3 does too), but wake at once for a retry, a new spec, or a delete."""
+        """Back off, but wake at once for a retry, a new spec, or a request `AFTER_ERROR` takes."""
         await self._slot.give_back()
         spec_at_failure = self._spec
         self._retry_now = False
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: self._retry_now or self._spec != spec_at_failure or Request.DELETE in self._pending,
+                lambda: self._retry_now or self._spec != spec_at_failure or wakes_backoff(self._facts()),
                 timeout=backoff(self._status.error_count),
             )
         self._retry_now = False
-        if Request.DELETE in self._pending and allowed(self._status.provisioning.state, Event.DELETE):
-            self._fire(Event.DELETE)
-            await self._publish()
+        rule = first_rule(AFTER_ERROR, self._facts())
+        if rule is not None:
+            await self._act(rule)
 
-    # ---- delete, status, continue-as-new ----
+    async def _hold_while_paused(self) -> None:
+        if not (self._paused or self._detached):
+            return
+        await self._slot.give_back()
+        previous = self._status.operational_status
+        if self._detached:
+            self._status.operational_status = OperationalStatus.DETACHED
+        await self._publish()
+        await workflow.wait_condition(lambda: not (self._paused or self._detached))
+        if self._status.operational_status == OperationalStatus.DETACHED:
+            self._status.operational_status = (
+                previous if previous != OperationalStatus.DETACHED else OperationalStatus.OK
+            )
+        await self._publish()
 
-    async def _finish_delete(self) -> HostStatus:
+    async def _finish(self) -> HostStatus:
+        """The host is deleted: give back the slot, publish the last status, end the run."""
         await self._slot.give_back()
         self._status.deleted = True
         self._status.current_step = ""
