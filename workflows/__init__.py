@@ -17,6 +17,7 @@ def all_workflows() -> list[type]:
     found: dict[str, type] = {}
     for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         for obj in vars(importlib.import_module(f"{__name__}.{module}")).values():
+            # the SDK's own lookup (exported by temporalio.workflow): None unless obj is decorated
             defn = workflow._Definition.from_class(obj) if isinstance(obj, type) else None
             if defn is None or defn.name is None:
                 continue

@@ -16,12 +16,15 @@ Predicates and guards are pure functions of `Facts` (spec, status, pending reque
 registered), so they run inside the workflow sandbox and in unit tests alike.
 
 Adding a lifecycle step (firmware settings or RAID while preparing, say) touches three places:
-1. a row here: a `Step` in `STEPS` for a new working state, or a `Stage` in the `then` of an
-   existing one, with its guard (for a new state, its `TRANSITIONS` too);
-2. the step workflow: a `@workflow.defn` class in a new module under `workflows/`, taking
-   `StepInput` and returning `StepResult` (`workflows.all_workflows()` finds it by scanning the
-   package and refuses to start if a workflow named here has no class);
-3. its activities, under `activities/`, with their names and payloads in the API package.
+1. a row here: a `Stage("ConfigureRAID", "apply spec.raid", when=...)` in the `then` of the
+   state's `Step` (its guard a predicate here too), or a new working state's `Step` plus its
+   `TRANSITIONS` (and its name in ProvisioningState);
+2. the step workflow: a `@workflow.defn(name="ConfigureRAID")` class in a new module under
+   `workflows/`, taking `StepInput`, returning `StepResult`. No list to extend:
+   `workflows.all_workflows()` finds it, and refuses to start while a name here has no class;
+3. its activities under `activities/`, their names and payloads in an API contract module.
+HostWorkflow needs no change (only a new working state whose result must land in status wants
+a branch in its `_apply`; a follow-up stage's result is not applied).
 """
 
 from __future__ import annotations
