@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config
 from temporalio.client import Client
-from tests_support import make_ca
+from tests_support import make_ca, record
 
 from metalflow.api.models import ErrorType, JoinSpec, SecretRef
 from metalflow.api.models import ProvisioningState as S
@@ -138,6 +138,7 @@ async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_his
     async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{host.ref.workflow_id}"'):
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
         assert token.split(".")[1] not in history.to_json()
+    await record(client, host.ref.workflow_id, "join")
 
 
 async def test_missing_cluster_info_fails_with_the_fix(

@@ -1,36 +1,32 @@
-"""Workflows: the host lifecycle and its steps. `WORKFLOWS` is what a worker registers."""
+"""Workflows: the host lifecycle and its steps. `all_workflows()` is what a worker registers."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
+from temporalio import workflow
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from metalflow.api.states import step_workflows
 
 
 def all_workflows() -> list[type]:
-    from workflows.allocator import AllocatorWorkflow
-    from workflows.clean import CleanHost
-    from workflows.deploy import DeployHost
-    from workflows.fleet import FleetWorkflow
-    from workflows.host import HostWorkflow
-    from workflows.inspect import InspectHost
-    from workflows.join import JoinCluster
-    from workflows.limiter import ProvisioningLimiter
-    from workflows.machineset import MachineSetWorkflow
-    from workflows.power_off import PowerOffHost
-    from workflows.register import RegisterHost
-
-    return [
-        HostWorkflow,
-        RegisterHost,
-        InspectHost,
-        CleanHost,
-        DeployHost,
-        JoinCluster,
-        PowerOffHost,
-        AllocatorWorkflow,
-        MachineSetWorkflow,
-        ProvisioningLimiter,
-        FleetWorkflow,
-    ]
+    """Every `@workflow.defn` class in this package's modules, found by scanning them, so a new
+    step workflow is registered by existing; fails if the lifecycle table names one that is not."""
+    found: dict[str, type] = {}
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        for obj in vars(importlib.import_module(f"{__name__}.{module}")).values():
+            # the SDK's own lookup (exported by temporalio.workflow): None unless obj is decorated
+            defn = workflow._Definition.from_class(obj) if isinstance(obj, type) else None
+            if defn is None or defn.name is None:
+                continue
+            if found.setdefault(defn.name, obj) is not obj:
+                raise RuntimeError(f"two workflows named {defn.name!r}: {found[defn.name]} and {obj}")
+    missing = step_workflows() - found.keys()
+    if missing:
+        raise RuntimeError(f"the lifecycle table names workflows no module defines: {sorted(missing)}")
+    return list(found.values())
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:

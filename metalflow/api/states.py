@@ -1,17 +1,49 @@
-"""The host lifecycle, declared as data (as Ironic's states.py does).
+"""The host lifecycle, declared as data (as Ironic's states.py does). This module is the rule.
 
-`TRANSITIONS[state][event]` is the next state. `STEPS[state]` names the child workflow that
-does a working state's job, the event its success fires, and the metal3 errorType its
-failure carries. The workflow consults these tables and nothing else decides where a host
-goes next; the CRD status mirrors the result.
+HostWorkflow decides nothing itself: it walks these tables and executes what they say.
+
+- `TRANSITIONS[state][event]`: the next state.
+- `STEPS[state]`: a working state's job: its step workflow, follow-up workflows with guards
+  (PROVISIONING runs DeployHost, then JoinCluster when spec.join is set), the event success
+  fires, the metal3 errorType failure carries, the request it fulfils.
+- `COMPLETIONS`: guards that make a step's success fire another event than its usual one.
+- `REST_RULES`: what a spec change or an operator request triggers in a stable state; the
+  first rule whose state set and predicate match acts (fire an event, redo a step in place,
+  drive power). `AFTER_ERROR` is the same for a host that failed and backed off.
+- `POWER_SYNC`: the periodic power read at rest (Ironic's power sync) and its errorType.
+
+Predicates and guards are pure functions of `Facts` (spec, status, pending requests, the BMC
+registered), so they run inside the workflow sandbox and in unit tests alike.
+
+Adding a lifecycle step (firmware settings or RAID while preparing, say) touches three places:
+1. a row here: a `Stage("ConfigureRAID", "apply spec.raid", when=...)` in the `then` of the
+   state's `Step` (its guard a predicate here too), or a new working state's `Step` plus its
+   `TRANSITIONS` (and its name in ProvisioningState);
+2. the step workflow: a `@workflow.defn(name="ConfigureRAID")` class in a new module under
+   `workflows/`, taking `StepInput`, returning `StepResult`. No list to extend:
+   `workflows.all_workflows()` finds it, and refuses to start while a name here has no class;
+3. its activities under `activities/`, their names and payloads in an API contract module.
+HostWorkflow needs no change (only a new working state whose result must land in status wants
+a branch in its `_apply`; a follow-up stage's result is not applied).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
-from metalflow.api.models import ErrorType
+from metalflow.api.bmc import PowerAction
+from metalflow.api.host import (
+    CLEAN_HOST,
+    DEPLOY_HOST,
+    INSPECT_HOST,
+    JOIN_CLUSTER,
+    POWER_OFF_HOST,
+    REGISTER_HOST,
+)
+from metalflow.api.models import BMCDetails, CleaningMode, ErrorType, HostSpec, HostStatus
 from metalflow.api.models import ProvisioningState as S
 
 
@@ -31,8 +63,13 @@ class Event(StrEnum):
     DELETED = "deleted"
 
 
-# Every state a host can be deleted from; powering off first where it may be running a workload.
-_DELETE_FROM_RUNNING = {S.PROVISIONED, S.EXTERNALLY_PROVISIONED, S.PROVISIONING}
+class Request(StrEnum):
+    """Operator requests (signals) that wait in `pending` for a state that can take them."""
+
+    INSPECT = "inspect"
+    REBOOT = "reboot"
+    DELETE = "delete"
+
 
 TRANSITIONS: dict[S, dict[Event, S]] = {
     S.NONE: {Event.MANAGE: S.REGISTERING},
@@ -75,43 +112,296 @@ TRANSITIONS: dict[S, dict[Event, S]] = {
     S.DELETING: {Event.DELETED: S.DELETING},
 }
 
+# What a run fires when it starts in a state (a new host is managed), and where it ends.
+ON_START: dict[S, Event] = {S.NONE: Event.MANAGE}
+FINAL: frozenset[S] = frozenset({S.DELETING})
+
+
+# ---- what rules and guards look at ----
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The host as the workflow sees it now: all a predicate may look at."""
+
+    spec: HostSpec
+    status: HostStatus
+    pending: tuple[str, ...] = ()
+    registered_bmc: BMCDetails | None = None  # the BMC details registration last ran with
+
+    @property
+    def state(self) -> S:
+        return self.status.provisioning.state
+
+
+Guard = Callable[[Facts], bool]
+
+
+def always(_: Facts) -> bool:
+    return True
+
+
+def joining(f: Facts) -> bool:
+    return f.spec.join is not None
+
+
+def adopting(f: Facts) -> bool:
+    return f.spec.externally_provisioned
+
+
+def delete_requested(f: Facts) -> bool:
+    return Request.DELETE in f.pending
+
+
+def inspect_requested(f: Facts) -> bool:
+    return Request.INSPECT in f.pending
+
+
+def reboot_requested(f: Facts) -> bool:
+    return Request.REBOOT in f.pending
+
+
+def clean_before_delete(f: Facts) -> bool:
+    """A provisioned host asked to go is cleaned first, unless cleaning is disabled (metal3)."""
+    return delete_requested(f) and f.spec.automated_cleaning_mode != CleaningMode.DISABLED
+
+
+def bmc_changed(f: Facts) -> bool:
+    return f.registered_bmc != f.spec.bmc
+
+
+def image_changed(f: Facts) -> bool:
+    return f.status.provisioning.image != f.spec.image
+
+
+def image_set(f: Facts) -> bool:
+    return f.spec.image is not None
+
+
+def power_on_wanted(f: Facts) -> bool:
+    return f.spec.online and not f.status.powered_on
+
+
+def power_off_wanted(f: Facts) -> bool:
+    return not f.spec.online and f.status.powered_on
+
+
+# ---- working states ----
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A follow-up step workflow of a working state's job, run only when `when` holds."""
+
+    workflow: str
+    summary: str
+    when: Guard = always
+
+
+Metric = Literal["register_", "inspect", "provision", "deprovision"]
+
 
 @dataclass(frozen=True)
 class Step:
-    """A working state's job: which child workflow runs, what its success fires."""
+    """A working state's job: its step workflow, then its follow-ups in order; the first one's
+    result updates the status, the follow-ups get its join token. Success fires `done`
+    (unless a `COMPLETIONS` guard says otherwise) and fulfils `fulfils`; failure is `error_type`.
+    `purpose` tells the step workflow why it runs (default: the state's name); `metric` names
+    the status.operationHistory entry that times it."""
 
     workflow: str
     done: Event
     error_type: ErrorType
     summary: str
+    then: tuple[Stage, ...] = ()
+    fulfils: Request | None = None
+    purpose: str = ""
+    metric: Metric | None = None
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return (Stage(self.workflow, self.summary), *self.then)
 
 
 STEPS: dict[S, Step] = {
     S.REGISTERING: Step(
-        "RegisterHost",
+        REGISTER_HOST,
         Event.REGISTERED,
         ErrorType.REGISTRATION,
         "validate BMC credentials, read power",
+        metric="register_",
     ),
     S.INSPECTING: Step(
-        "InspectHost", Event.INSPECTED, ErrorType.INSPECTION, "boot the ramdisk, collect inventory"
+        INSPECT_HOST,
+        Event.INSPECTED,
+        ErrorType.INSPECTION,
+        "boot the ramdisk, collect inventory",
+        metric="inspect",
     ),
     S.PREPARING: Step(
-        "CleanHost", Event.PREPARED, ErrorType.PREPARATION, "clean disks per automatedCleaningMode"
+        CLEAN_HOST, Event.PREPARED, ErrorType.PREPARATION, "clean disks per automatedCleaningMode"
     ),
     S.PROVISIONING: Step(
-        "DeployHost", Event.PROVISIONED, ErrorType.PROVISIONING, "write the image, boot from disk"
+        DEPLOY_HOST,
+        Event.PROVISIONED,
+        ErrorType.PROVISIONING,
+        "write the image, boot from disk",
+        then=(Stage(JOIN_CLUSTER, "kubeadm join the cluster", when=joining),),
+        metric="provision",
     ),
     S.DEPROVISIONING: Step(
-        "CleanHost", Event.DEPROVISIONED, ErrorType.PROVISIONING, "clean disks, power off"
+        CLEAN_HOST,
+        Event.DEPROVISIONED,
+        ErrorType.PROVISIONING,
+        "clean disks, power off",
+        purpose="deprovision",
+        metric="deprovision",
     ),
     S.POWERING_OFF_BEFORE_DELETE: Step(
-        "PowerOffHost", Event.POWERED_OFF, ErrorType.POWER_MANAGEMENT, "power off before delete"
+        POWER_OFF_HOST,
+        Event.POWERED_OFF,
+        ErrorType.POWER_MANAGEMENT,
+        "power off before delete",
+        fulfils=Request.DELETE,
     ),
 }
 
+
+def purpose(state: S) -> str:
+    """What a step workflow started in `state` is told it runs for."""
+    step = STEPS.get(state)
+    return step.purpose if step is not None and step.purpose else state.value
+
+
+@dataclass(frozen=True)
+class Completion:
+    """When `when` holds as `state`'s step succeeds, it fires `event` instead of `done`."""
+
+    state: S
+    done: Event
+    when: Guard
+    event: Event
+
+
+COMPLETIONS: tuple[Completion, ...] = (
+    # registered, externally provisioned: adopt the running host without touching its disk
+    Completion(S.REGISTERING, Event.REGISTERED, adopting, Event.ADOPT),
+    # cleaned because a delete was asked for: go on deleting, not back to available
+    Completion(S.DEPROVISIONING, Event.DEPROVISIONED, delete_requested, Event.DELETE),
+)
+
+
+def completion_event(state: S, facts: Facts) -> Event:
+    """The event `state`'s step fires on success: its `done`, unless a completion guard holds."""
+    done = STEPS[state].done
+    for c in COMPLETIONS:
+        if c.state == state and c.done == done and c.when(facts):
+            return c.event
+    return done
+
+
+# ---- at rest ----
+
 # States where a host rests until the operator asks for something.
 STABLE: frozenset[S] = frozenset({S.AVAILABLE, S.PROVISIONED, S.EXTERNALLY_PROVISIONED})
+
+
+@dataclass(frozen=True)
+class Fire:
+    """Move the host: fire a lifecycle event."""
+
+    event: Event
+
+
+@dataclass(frozen=True)
+class Redo:
+    """Run `state`'s step workflow again in place; the host stays where it rests. A failed redo
+    is not repeated until its trigger changes again."""
+
+    state: S
+    summary: str
+
+
+@dataclass(frozen=True)
+class Power:
+    """Drive power at rest; a BMC failing here is `error_type`."""
+
+    action: PowerAction
+    error_type: ErrorType = ErrorType.POWER_MANAGEMENT
+
+
+Action = Fire | Redo | Power
+
+
+@dataclass(frozen=True)
+class Rule:
+    """In one of `states`, when `when` holds: take `action`, consuming the request `consumes`."""
+
+    name: str
+    states: frozenset[S]
+    when: Guard
+    action: Action
+    consumes: Request | None = None
+
+
+_PROVISIONED = frozenset({S.PROVISIONED})
+_AVAILABLE = frozenset({S.AVAILABLE})
+
+# Ordered: a delete beats everything, a BMC change is validated before it is used, the image
+# before requests, power last (it is what spec.online asks once all else is done).
+REST_RULES: tuple[Rule, ...] = (
+    Rule("clean, then delete", _PROVISIONED, clean_before_delete, Fire(Event.DEPROVISION)),
+    Rule("delete", STABLE, delete_requested, Fire(Event.DELETE)),
+    Rule("re-register", STABLE, bmc_changed, Redo(S.REGISTERING, "re-validate changed BMC details")),
+    Rule("reprovision or deprovision", _PROVISIONED, image_changed, Fire(Event.DEPROVISION)),
+    Rule("inspect again", _AVAILABLE, inspect_requested, Fire(Event.INSPECT), consumes=Request.INSPECT),
+    Rule("provision", _AVAILABLE, image_set, Fire(Event.PROVISION)),
+    Rule("reboot", STABLE, reboot_requested, Power(PowerAction.REBOOT), consumes=Request.REBOOT),
+    Rule("power on", STABLE, power_on_wanted, Power(PowerAction.ON)),
+    Rule("power off", STABLE, power_off_wanted, Power(PowerAction.SOFT_OFF)),
+)
+
+# After a failure has backed off (or been woken early): a pending delete wins over a retry.
+AFTER_ERROR: tuple[Rule, ...] = (
+    Rule(
+        "delete",
+        frozenset(s for s, events in TRANSITIONS.items() if Event.DELETE in events),
+        delete_requested,
+        Fire(Event.DELETE),
+    ),
+)
+
+
+def first_rule(rules: tuple[Rule, ...], facts: Facts) -> Rule | None:
+    """The rule that acts now: the first whose states include the host's and whose predicate holds."""
+    return next((r for r in rules if facts.state in r.states and r.when(facts)), None)
+
+
+def wakes_backoff(facts: Facts) -> bool:
+    """A request an `AFTER_ERROR` rule would take ends the back-off at once, in any state."""
+    return any(r.when(facts) for r in AFTER_ERROR)
+
+
+@dataclass(frozen=True)
+class PowerSync:
+    """Read power every so often while resting in `states`; a failed read is `error_type`, and
+    an answer clears an error of that type."""
+
+    states: frozenset[S]
+    error_type: ErrorType
+
+
+POWER_SYNC = PowerSync(STABLE, ErrorType.POWER_MANAGEMENT)
+
+
+def step_workflows() -> frozenset[str]:
+    """Every step workflow the tables start: a worker must register each of them."""
+    names = {stage.workflow for step in STEPS.values() for stage in step.stages}
+    names |= {STEPS[r.action.state].workflow for r in REST_RULES if isinstance(r.action, Redo)}
+    return frozenset(names)
+
+
+# ---- the provisioning limit, and what clients wait for ----
 
 # Working states that count against the namespace's provisioning limit (metal3's
 # PROVISIONING_LIMIT): the ones that boot the ramdisk and move images. A host holds its slot
