@@ -29,7 +29,7 @@ LIBVIRT_URI = "qemu:///system"
 NET_ADDRESS = "192.0.2.1"  # TEST-NET-1, only ever inside the namespace this test bed creates
 NET_PREFIX = 24
 NET6_ADDRESS = "fd00:6d66::1"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # the checkout: testbed/ is never installed
 RAMDISK_BUILD = REPO / "ramdisk" / "build.sh"
 
 
