@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 HISTORIES = Path(__file__).parent / "histories"
+
+
+def distribution_name(requirement: str) -> str:
+    """The normalized (PEP 503) distribution a requirement names: "Sushy_Tools>=2" -> "sushy-tools"."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]).lower()
 
 
 def make_ca() -> bytes:
