@@ -35,10 +35,10 @@ from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.bootable_image import build_marker_image
 from testbed.images import BuiltImage
+from testbed.kernel import cached_kernel
 from testbed.processes import free_port
 from testbed.vm import (
     NET_ADDRESS,
-    REPO,
     Domain,
     VMTestBed,
     VMTestBedUnavailable,
@@ -53,14 +53,13 @@ from worker.control import build_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
-CACHE = Path(os.environ.get("METALFLOW_E2E_CACHE", REPO / ".metalflow" / "e2e-cache"))
-KERNEL_ROOT = CACHE / "kernel"
+KERNEL_ROOT = cached_kernel()  # scripts/e2e-deps.sh put it in the build cache (testbed/cache.py)
 
 
 @pytest.fixture(scope="module")
 def marker_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BuiltImage, str]]:
     missing = missing_requirements(KERNEL_ROOT)
-    if missing:
+    if missing or KERNEL_ROOT is None:
         pytest.skip("the VM test bed cannot run on this machine; missing: " + ", ".join(missing))
     kernel = next(KERNEL_ROOT.glob("boot/vmlinuz-*"))
     marker = f"METALFLOW-E2E-{uuid.uuid4().hex[:8]}"
