@@ -28,10 +28,11 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# as modules, like the demo: the test bed (testbed/) is importable from the checkout only
 bench: install system-deps  # prints figures; never part of make test
-	$(PY) bench/image_write.py
-	$(PY) bench/fleet.py --hosts 100 --limit 20
-	$(PY) bench/bridge.py --hosts 1000
+	$(PY) -m bench.image_write
+	$(PY) -m bench.fleet --hosts 100 --limit 20
+	$(PY) -m bench.bridge --hosts 1000
 
 # The QEMU test bed (README: "metal3-dev-env on one laptop"); installs libvirt/QEMU on first use.
 # Its kernel is kept in the build cache, ${METALFLOW_CACHE:-~/.cache/metalflow} (testbed/cache.py).
