@@ -11,7 +11,9 @@ COPY workflows workflows
 COPY activities activities
 COPY worker worker
 COPY k8s_bridge k8s_bridge
-RUN pip install --no-cache-dir . && mkdir -p /var/lib/metalflow && chown 65532 /var/lib/metalflow
+# The `emulator` extra: the compose file's demo profile runs sushy-emulator from this image. The
+# test bed (testbed/) is not copied: it is never installed.
+RUN pip install --no-cache-dir '.[emulator]' && mkdir -p /var/lib/metalflow && chown 65532 /var/lib/metalflow
 USER 65532
 EXPOSE 8088 9464 9465
 ENTRYPOINT []

@@ -4,7 +4,7 @@ Runs the real parts on loopback: the Temporal dev server, the control-plane work
 test API server (each in its own process, as deployed) and the bridge. The hosts carry the paused
 annotation, so their workflows start (the figure measured) and then wait without BMC traffic.
 Prints figures; asserts nothing.
-Run: .venv/bin/python bench/bridge.py [--hosts 1000]
+Run: .venv/bin/python -m bench.bridge [--hosts 1000]
 """
 
 from __future__ import annotations

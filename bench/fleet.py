@@ -6,7 +6,7 @@ with N systems, the boot server, and N emulated servers whose agents come up on 
 queues (file-backed sparse disks) only when their BMC network-boots them. Every host is
 registered, inspected, cleaned, written with a real image over HTTP and booted from disk.
 Prints hosts/minute, p50/p99 per step, worker peak RSS and the dev server's CPU; asserts nothing.
-Run: .venv/bin/python bench/fleet.py --hosts 100 [--limit 20]
+Run: .venv/bin/python -m bench.fleet --hosts 100 [--limit 20]
 """
 
 from __future__ import annotations

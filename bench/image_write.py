@@ -2,7 +2,7 @@
 
 Both sides fetch the same bytes from the same boot server (aiohttp, sendfile) on loopback and
 write them to the same sparse target file with an fsync at the end; the writer also hashes
-(sha256) every byte, which dd does not. Run: .venv/bin/python bench/image_write.py [--mib 1024]
+(sha256) every byte, which dd does not. Run: .venv/bin/python -m bench.image_write [--mib 1024]
 Prints figures; asserts nothing.
 """
 

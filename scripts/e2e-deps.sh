@@ -4,10 +4,10 @@
 # never installed), and the libvirt Python bindings for sushy-emulator and virtualbmc.
 # Exits 0 with a message when this machine cannot run the VM test bed (not root, no apt-get):
 # the e2e tests then skip themselves and say why.
-#   scripts/e2e-deps.sh VENV CACHE_DIR
+#   scripts/e2e-deps.sh VENV
 set -euo pipefail
-cd "$(dirname "$0")/.."  # the repository root: VENV and CACHE_DIR are relative to it
-venv=${1:?venv directory}; cache=${2:?cache directory}
+cd "$(dirname "$0")/.."  # the repository root: VENV is relative to it
+venv=${1:?venv directory}
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "e2e: needs root and apt-get to install libvirt/QEMU; the e2e tests will skip" >&2; exit 0
 fi
@@ -45,13 +45,7 @@ id libvirt-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /us
 "$venv/bin/python" -c 'import libvirt, virtualbmc' 2>/dev/null ||
     timeout 300 "$venv/bin/pip" install -q -e '.[e2e]'
 
-# The Debian kernel the VM boots (deploy ramdisk and the written image): extracted, not installed.
-mkdir -p "$cache"
-if ! ls "$cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
-    pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-    echo "e2e: extracting $pkg into $cache/kernel"
-    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-    (cd "$tmp" && timeout 300 apt-get download -qq "$pkg" >/dev/null 2>&1)
-    rm -rf "$cache/kernel.new" && dpkg -x "$tmp"/*.deb "$cache/kernel.new"
-    mv "$cache/kernel.new" "$cache/kernel"
-fi
+# The Debian kernel the VM boots (deploy ramdisk and written image): extracted, not installed, into
+# the build cache outside the clone (testbed/cache.py), keyed by the kernel package's version.
+kernel=$("$venv/bin/python" -m testbed.kernel)
+echo "e2e: kernel in $kernel"

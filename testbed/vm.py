@@ -29,7 +29,7 @@ LIBVIRT_URI = "qemu:///system"
 NET_ADDRESS = "192.0.2.1"  # TEST-NET-1, only ever inside the namespace this test bed creates
 NET_PREFIX = 24
 NET6_ADDRESS = "fd00:6d66::1"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # the checkout: testbed/ is never installed
 RAMDISK_BUILD = REPO / "ramdisk" / "build.sh"
 
 
@@ -37,8 +37,9 @@ class VMTestBedUnavailable(RuntimeError):
     """This machine cannot run the VM test bed; the message says what is missing."""
 
 
-def missing_requirements(kernel_root: Path) -> list[str]:
-    """What this machine lacks for the test bed (empty when it can run it)."""
+def missing_requirements(kernel_root: Path | None) -> list[str]:
+    """What this machine lacks for the test bed (empty when it can run it); KERNEL_ROOT is
+    testbed.kernel.cached_kernel()'s answer."""
     missing = []
     if os.geteuid() != 0:
         missing.append("root (network namespaces, libvirtd)")
@@ -49,8 +50,8 @@ def missing_requirements(kernel_root: Path) -> list[str]:
     for tool in ("libvirtd", "virsh", "qemu-system-x86_64", "dnsmasq", "ip", "busybox", "syslinux", "mcopy"):
         if not (shutil.which(tool) or Path("/usr/sbin", tool).exists()):
             missing.append(tool)
-    if not list(kernel_root.glob("boot/vmlinuz-*")):
-        missing.append(f"a Debian kernel extracted at {kernel_root} (scripts/e2e-deps.sh)")
+    if kernel_root is None or not list(kernel_root.glob("boot/vmlinuz-*")):
+        missing.append("a Debian kernel in the build cache (scripts/e2e-deps.sh: python -m testbed.kernel)")
     try:
         import libvirt  # noqa: F401
     except ImportError:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from fixtures.sushy import PASSWORD, SYSTEMS
+from fixtures.www import serve_directory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
-from tests_support import serve_directory
 
 from activities import bmc
 from activities.bmc.registry import open_driver
@@ -24,29 +24,11 @@ from metalflow.api.bmc import (
 )
 from metalflow.api.models import BootMode, SecretRef
 from testbed.datacenter import write_secret
-from testbed.ipmi import IpmiBmc, start_ipmi_bmc
+from testbed.ipmi import IpmiBmc
 from testbed.processes import free_port
-from testbed.sushy import FakeSystem, SushyEmulator, start_sushy
+from testbed.sushy import SushyEmulator
 
-SYSTEMS = [
-    FakeSystem("0f2b2e1c-0000-4000-8000-000000000001", "bmc-a", "52:54:00:aa:00:01"),
-    FakeSystem("0f2b2e1c-0000-4000-8000-000000000002", "bmc-b", "52:54:00:aa:00:02"),
-]
 env = ActivityEnvironment()
-
-
-@pytest.fixture(scope="module")
-def sushy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SushyEmulator]:
-    emu = start_sushy(tmp_path_factory.mktemp("sushy"), SYSTEMS, "admin", "r3dfish-pw")
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture(scope="module")
-def ipmi_bmc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpmiBmc]:
-    b = start_ipmi_bmc(tmp_path_factory.mktemp("ipmi"), "admin", "1pmi-pw")
-    yield b
-    b.stop()
 
 
 def creds(tmp_path: Path, password: str, name: str = "bmc") -> SecretRef:
@@ -55,7 +37,7 @@ def creds(tmp_path: Path, password: str, name: str = "bmc") -> SecretRef:
     return SecretRef(name=name, path=str(path))
 
 
-def target(sushy: SushyEmulator, tmp_path: Path, system: int = 0, password: str = "r3dfish-pw") -> BMCTarget:
+def target(sushy: SushyEmulator, tmp_path: Path, system: int = 0, password: str = PASSWORD) -> BMCTarget:
     return BMCTarget(
         address=sushy.system_address(SYSTEMS[system].uuid), credentials=creds(tmp_path, password)
     )
@@ -90,7 +72,7 @@ def test_unreachable_bmc_is_retryable(tmp_path: Path) -> None:
 def test_missing_system_path_lists_the_systems_the_bmc_has(sushy: SushyEmulator, tmp_path: Path) -> None:
     t = BMCTarget(
         address=f"redfish+http://127.0.0.1:{sushy.port}/redfish/v1/Systems/nope",
-        credentials=creds(tmp_path, "r3dfish-pw"),
+        credentials=creds(tmp_path, PASSWORD),
     )
     with pytest.raises(ApplicationError) as err:
         env.run(bmc.validate, t)
@@ -114,7 +96,7 @@ def test_power_is_idempotent_and_waits_for_the_bmc(sushy: SushyEmulator, tmp_pat
     assert first.powered_on and first.changed
     again = env.run(bmc.power, PowerRequest(target=t, action=PowerAction.ON))
     assert again.powered_on and not again.changed
-    r = requests.get(sushy.system_url(SYSTEMS[1].uuid), auth=("admin", "r3dfish-pw"), timeout=5)
+    r = requests.get(sushy.system_url(SYSTEMS[1].uuid), auth=("admin", PASSWORD), timeout=5)
     assert r.json()["PowerState"] == "On"
     off = env.run(bmc.power, PowerRequest(target=t, action=PowerAction.OFF))
     assert not off.powered_on and off.changed
@@ -124,14 +106,10 @@ def test_power_is_idempotent_and_waits_for_the_bmc(sushy: SushyEmulator, tmp_pat
 def test_boot_device_is_set_with_mode_and_frequency(sushy: SushyEmulator, tmp_path: Path) -> None:
     t = target(sushy, tmp_path)
     env.run(bmc.set_boot_device, BootDeviceRequest(target=t, device=BootDevice.PXE, boot_mode=BootMode.UEFI))
-    boot = requests.get(sushy.system_url(SYSTEMS[0].uuid), auth=("admin", "r3dfish-pw"), timeout=5).json()[
-        "Boot"
-    ]
+    boot = requests.get(sushy.system_url(SYSTEMS[0].uuid), auth=("admin", PASSWORD), timeout=5).json()["Boot"]
     assert boot["BootSourceOverrideTarget"] == "Pxe" and boot["BootSourceOverrideMode"] == "UEFI"
     env.run(bmc.set_boot_device, BootDeviceRequest(target=t, device=BootDevice.DISK, persistent=True))
-    boot = requests.get(sushy.system_url(SYSTEMS[0].uuid), auth=("admin", "r3dfish-pw"), timeout=5).json()[
-        "Boot"
-    ]
+    boot = requests.get(sushy.system_url(SYSTEMS[0].uuid), auth=("admin", PASSWORD), timeout=5).json()["Boot"]
     assert boot["BootSourceOverrideTarget"] == "Hdd" and boot["BootSourceOverrideEnabled"] == "Continuous"
 
 
@@ -152,15 +130,15 @@ def test_virtual_media_insert_and_eject(sushy: SushyEmulator, tmp_path: Path) ->
         env.run(bmc.insert_media, MediaRequest(target=t, image_url=url))
         env.run(bmc.insert_media, MediaRequest(target=t, image_url=url))  # idempotent
         cd_url = sushy.system_url(SYSTEMS[0].uuid) + "/VirtualMedia/Cd"
-        media = requests.get(cd_url, auth=("admin", "r3dfish-pw"), timeout=5).json()
+        media = requests.get(cd_url, auth=("admin", PASSWORD), timeout=5).json()
         assert media["Inserted"] and media["Image"] == url
         env.run(bmc.eject_media, MediaRequest(target=t))
-        media = requests.get(cd_url, auth=("admin", "r3dfish-pw"), timeout=5).json()
+        media = requests.get(cd_url, auth=("admin", PASSWORD), timeout=5).json()
         assert not media["Inserted"]
 
 
 def test_ipmi_power_bootdev_and_wrong_password(ipmi_bmc: IpmiBmc, tmp_path: Path) -> None:
-    t = BMCTarget(address=ipmi_bmc.address, credentials=creds(tmp_path, "1pmi-pw"))
+    t = BMCTarget(address=ipmi_bmc.address, credentials=creds(tmp_path, ipmi_bmc.password))
     # pyghmi's server answers cipher suite 3 only: this login works because the client adopts it
     assert env.run(bmc.validate, t).driver == "ipmi"
     assert env.run(bmc.power, PowerRequest(target=t, action=PowerAction.ON)).changed

@@ -7,18 +7,14 @@ and the CRD is installed there).
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-import pytest_asyncio
 import yaml
 from kubernetes import client as k8s
-from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 from tests_support import eventually
@@ -30,34 +26,10 @@ from metalflow.api.models import HostRef
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
-from testbed.kapi import KubeAPIServer
 from worker.control import build_worker
 
 G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
 CRD = Path(__file__).parent.parent / "k8s_bridge" / "crds" / "metal3.io_baremetalhosts.yaml"
-
-
-@pytest_asyncio.fixture
-async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Path, k8s.ApiClient]]:
-    real = os.environ.get("METALFLOW_TEST_KUBECONFIG")
-    if real:
-        kubeconfig = Path(real)
-        server = None
-    else:
-        server = KubeAPIServer()
-        await server.__aenter__()
-        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-    monkeypatch.setenv("METALFLOW_KUBECONFIG", str(kubeconfig))
-    monkeypatch.setenv("METALFLOW_PUBLISH_STATUS_TO_KUBERNETES", "true")
-    api = config.new_client_from_config(str(kubeconfig))
-    try:
-        yield kubeconfig, api
-    finally:
-        api.close()
-        if server is not None:
-            await server.__aexit__(None, None, None)
-
-
 
 
 def test_metal3_example_manifest_validates_against_the_crd() -> None:

@@ -10,6 +10,7 @@ that answers discovery for the built-in kinds a real cluster has and 404 for eve
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -17,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from aiohttp import web
+from tests_support import distribution_name
 
 from metalflow.api import search_attributes
 from metalflow.cli.main import build_parser
@@ -119,7 +122,7 @@ def test_every_compose_command_exists() -> None:
         if command[0] == "metalflow":
             assert_metalflow_command(command, f"compose service {name}")
         else:
-            assert _venv_tool(command[0]), f"{name}: {command[0]} is not installed with metalflow"
+            assert _venv_tool(command[0]), f"{name}: {command[0]} is not installed here (make install)"
             done = subprocess.run([_venv_tool(command[0]) or "", "--help"], capture_output=True, timeout=60)
             assert done.returncode == 0
 
@@ -134,6 +137,27 @@ def test_dockerfile_copies_every_package() -> None:
     assert include
     for pkg in re.findall(r'"(\w+)\*"', include.group(1)):
         assert pkg in copied, f"the Dockerfile does not COPY the {pkg} package"
+
+
+def test_the_image_installs_what_its_services_run() -> None:
+    """A compose service built from the Dockerfile that runs another tool than metalflow (the demo
+    profile's sushy-emulator) gets it from an extra the Dockerfile installs: the product's own
+    dependencies leave test-bed tools out (tests/test_packaging.py)."""
+    install = re.search(r"pip install [^\n&]*'\.\[([\w,-]+)\]'", (ROOT / "Dockerfile").read_text())
+    optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = install.group(1).split(",") if install else []
+    installed = {distribution_name(req) for extra in extras for req in optional[extra]}
+    scripts = {ep.name: ep.dist for ep in importlib.metadata.entry_points(group="console_scripts")}
+    tools = [
+        (name, svc["command"][0])
+        for name, svc in yaml.safe_load(COMPOSE.read_text())["services"].items()
+        if svc.get("build") is not None and svc.get("command", ["metalflow"])[0] != "metalflow"
+    ]
+    assert tools, "no service runs a tool of its own any more: drop this test and the extra"
+    for name, tool in tools:
+        dist = scripts.get(tool)
+        assert dist is not None, f"{name}: no installed distribution provides {tool}"
+        assert distribution_name(dist.name) in installed, f"{name}: the image lacks {dist.name} ({tool})"
 
 
 def test_dnsmasq_command_renders_a_valid_config(tmp_path: Path) -> None:

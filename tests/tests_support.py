@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import threading
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,11 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 HISTORIES = Path(__file__).parent / "histories"
+
+
+def distribution_name(requirement: str) -> str:
+    """The normalized (PEP 503) distribution a requirement names: "Sushy_Tools>=2" -> "sushy-tools"."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]).lower()
 
 
 def make_ca() -> bytes:
@@ -111,26 +114,6 @@ def activity_runs(histories: dict[str, list[HistoryEvent]]) -> list[ActivityRun]
             elif e.HasField("activity_task_timed_out_event_attributes"):
                 by_id[e.activity_task_timed_out_event_attributes.scheduled_event_id].outcome = "timed_out"
     return runs
-
-
-@contextlib.contextmanager
-def serve_directory(root: Path) -> Iterator[str]:
-    """Serve ROOT over loopback HTTP (images, ISOs, checksum files); yields the base URL."""
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *a: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def eventually(fn: Callable[[], Any], what: str, timeout: float = 180) -> Any:

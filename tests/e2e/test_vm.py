@@ -10,108 +10,34 @@ written disk and prints the image's marker on its serial console.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
-import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import yaml
 from kubernetes import client as k8s
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
-from activities.boot import dnsmasq
 from k8s_bridge.controller import Bridge
 from metalflow.api.models import HostRef
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
-from testbed.bootable_image import build_marker_image
 from testbed.images import BuiltImage
-from testbed.processes import free_port
 from testbed.vm import (
     NET_ADDRESS,
-    REPO,
     Domain,
     VMTestBed,
-    VMTestBedUnavailable,
-    agent_kernel_args,
-    agent_shares,
-    build_deploy_ramdisk,
-    missing_requirements,
     virsh,
 )
-from worker.boot_server import start_boot_server
 from worker.control import build_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
-CACHE = Path(os.environ.get("METALFLOW_E2E_CACHE", REPO / ".metalflow" / "e2e-cache"))
-KERNEL_ROOT = CACHE / "kernel"
-
-
-@pytest.fixture(scope="module")
-def marker_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BuiltImage, str]]:
-    missing = missing_requirements(KERNEL_ROOT)
-    if missing:
-        pytest.skip("the VM test bed cannot run on this machine; missing: " + ", ".join(missing))
-    kernel = next(KERNEL_ROOT.glob("boot/vmlinuz-*"))
-    marker = f"METALFLOW-E2E-{uuid.uuid4().hex[:8]}"
-    yield build_marker_image(tmp_path_factory.mktemp("image") / "os.img", kernel, marker), marker
-
-
-@pytest_asyncio.fixture
-async def bed(
-    temporal_env: WorkflowEnvironment,
-    settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    marker_image: tuple[BuiltImage, str],
-) -> AsyncIterator[tuple[VMTestBed, Settings]]:
-    """The test bed plus Settings that point the VM at it; everything torn down after."""
-    temporal_port = int(temporal_env.client.service_client.config.target_host.rsplit(":", 1)[1])
-    boot_port = free_port()
-    tb = VMTestBed(tmp_path / "bed", KERNEL_ROOT, boot_port, temporal_port)
-    tb.workdir.mkdir(parents=True)
-    monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tb.boot_dir))
-    monkeypatch.setenv("METALFLOW_BOOT_SERVER_URL", f"http://{NET_ADDRESS}:{boot_port}")
-    monkeypatch.setenv("METALFLOW_AGENT_TEMPORAL_ADDRESS", f"{NET_ADDRESS}:{temporal_port}")
-    monkeypatch.setenv("METALFLOW_DNSMASQ_PID_FILE", str(tb.dnsmasq_pid_file))
-    monkeypatch.setenv("METALFLOW_KERNEL_ARGS", agent_kernel_args(agent_shares()))
-    monkeypatch.setenv("METALFLOW_RAMDISK_BOOT_TIMEOUT_SECONDS", "240")
-    vm_settings = Settings()
-    await asyncio.to_thread(build_deploy_ramdisk, KERNEL_ROOT, tb.boot_dir)
-    (tb.boot_dir / "images").mkdir(parents=True)
-    image, _ = marker_image
-    os.link(image.path, tb.boot_dir / "images" / "os.img")
-    net = dnsmasq.BootNetwork(
-        interface=tb.ns.bridge,
-        range_start="192.0.2.50",
-        range_end="192.0.2.99",
-        tftp_root=Path("/usr/lib/ipxe"),
-        pid_file=tb.dnsmasq_pid_file,
-        lease_file=tb.workdir / "dnsmasq.leases",
-        run_as="root",
-    )
-    dnsmasq.hosts_dir(vm_settings).mkdir(parents=True)
-    runner = await start_boot_server("127.0.0.1", boot_port, tb.boot_dir)
-    try:
-        try:
-            await asyncio.to_thread(tb.start, dnsmasq.base_config(net, vm_settings))
-        except VMTestBedUnavailable as err:
-            pytest.skip(str(err))
-        yield tb, vm_settings
-    finally:
-        await asyncio.to_thread(tb.stop)
-        await runner.cleanup()
-    assert tb.residue() == [], "the test bed left these behind"
 
 
 def host_docs(
@@ -251,8 +177,6 @@ async def provision_with_bmh(
     elapsed = time.monotonic() - started
     await wait_console(dom, f"{marker}: booted from the written disk", 120)
     return obj, elapsed
-
-
 
 
 async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremetalhost_ipmi(
