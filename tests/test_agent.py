@@ -22,6 +22,7 @@ from metalflow.api.models import ChecksumType, HostRef, ImageFormat, ImageSpec, 
 from testbed.datacenter import write_secret
 from testbed.images import MARKER, BuiltImage, build_raw_image, convert_to_qcow2
 
+MIB = 1 << 20
 GIB = 1 << 30
 needs_qemu_img = pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img (qemu-utils) missing")
 needs_sgdisk = pytest.mark.skipif(not shutil.which("sgdisk"), reason="sgdisk (gdisk) missing")
@@ -178,6 +179,24 @@ def test_metadata_cleaning_removes_gpt_at_both_ends(tmp_path: Path) -> None:
     assert "Creating new GPT entries" in printed.stdout or printed.returncode != 0
     assert run(a.clean, CleanRequest(mode="disabled"))[0].devices == []
 
+
+
+def test_erase_cleaning_zeroes_every_byte_and_reports_progress(tmp_path: Path) -> None:
+    """The agent's full erase (Ironic's erase_devices, one pass); no metal3 spec selects it yet."""
+    size = 70 * MIB
+    a = agent(tmp_path, size, size)
+    run(a.inventory)  # creates the sparse disks
+    for disk in (tmp_path / "disk0.img", tmp_path / "disk1.img"):
+        with disk.open("r+b") as f:
+            for offset in (0, 33 * MIB + 7, size - 4096):
+                f.seek(offset)
+                f.write(b"customer data " * 64)
+    got, beats = run(a.clean, CleanRequest(mode="erase"))
+    assert got.devices == ["/dev/sda", "/dev/sdb"] and got.bytes_erased == 2 * size
+    for disk in (tmp_path / "disk0.img", tmp_path / "disk1.img"):
+        data = disk.read_bytes()
+        assert len(data) == size and data.count(0) == size, f"{disk.name} still holds data"
+    assert {"cleaned": "/dev/sdb"} in beats
 
 def test_inventory_reads_the_running_system(tmp_path: Path) -> None:
     hw, _ = run(agent(tmp_path, 8 * GIB, 2 * GIB).inventory)
