@@ -92,14 +92,11 @@ def _parse(obj: dict[str, Any]) -> tuple[Host | None, str]:
     return host, ""
 
 
-def _start_options(meta: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
-    """How a new workflow starts: tagged with the object's uid (to see a recreation), and
-    paused/detached as annotated, so there is no BMC traffic before it knows."""
-    return {
-        "memo": {"uid": meta.get("uid", "")},
-        "paused": PAUSED in annotations,
-        "detached": DETACHED in annotations,
-    }
+def _start_options(meta: dict[str, Any], annotations: dict[str, str]) -> operations.StartOptions:
+    """Tagged with the object's uid (to see a recreation), paused/detached as annotated."""
+    return operations.StartOptions(
+        memo={"uid": meta.get("uid", "")}, paused=PAUSED in annotations, detached=DETACHED in annotations
+    )
 
 
 async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> Plan:
@@ -116,7 +113,7 @@ async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> 
         host, error = _parse(obj)
         if host is None:
             return Plan(add_finalizer=True, status_error=error)
-        if await operations.start(client, host, settings, **_start_options(meta, annotations)):
+        if await operations.start(client, host, settings, _start_options(meta, annotations)):
             return Plan(add_finalizer=True, apply=True)
     status, uid = await _workflow_state(client, ref)
     running = status == WorkflowExecutionStatus.RUNNING
@@ -145,7 +142,7 @@ async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> 
         return plan
 
     if not running:
-        await operations.apply(client, host, settings, **_start_options(meta, annotations))
+        await operations.apply(client, host, settings, _start_options(meta, annotations))
         plan.apply = True
         return plan
     spec, current = await asyncio.gather(operations.spec(client, ref), operations.status(client, ref))

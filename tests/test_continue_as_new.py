@@ -21,7 +21,7 @@ async def test_history_is_bounded_by_continue_as_new(client: Client, settings: S
         host = dc.host(0)
         with ThreadPoolExecutor(max_workers=16) as executor:
             async with build_worker(client, settings, executor):
-                await operations.apply(client, host, settings, memo={"uid": "uid-1"})
+                await operations.apply(client, host, settings, operations.StartOptions(memo={"uid": "uid-1"}))
                 handle = operations.handle_for(client, host.ref)
                 first_run = (await handle.describe()).run_id
                 deadline = asyncio.get_running_loop().time() + 240

@@ -123,7 +123,7 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
                 # Two (paused) hosts outside the fleet take both slots first, so every fleet host
                 # has to wait: "delayed" is then a certainty, not a race.
                 for i in (HOSTS, HOSTS + 1):
-                    await operations.apply(client, dc.host(i), settings, paused=True)
+                    await operations.apply(client, dc.host(i), settings, operations.StartOptions(paused=True))
                 limiter = await client.start_workflow(
                     LIMITER_WORKFLOW,
                     LimiterState(namespace=ns, limit=LIMIT),
@@ -222,7 +222,7 @@ async def test_a_slot_held_by_an_ended_host_is_given_back(
             async with build_worker(client, settings, executor):
                 # two real host workflows, paused: no BMC traffic, they only take part in the queue
                 for i in range(2):
-                    await operations.apply(client, dc.host(i), settings, paused=True)
+                    await operations.apply(client, dc.host(i), settings, operations.StartOptions(paused=True))
                 holder, waiter = (f"host/{ns}/gh-{i}" for i in range(2))
                 limiter = await client.start_workflow(
                     LIMITER_WORKFLOW,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -39,30 +39,29 @@ class Applied:
     started: bool
 
 
+@dataclass(frozen=True)
+class StartOptions:
+    """How a new host workflow starts: its memo (the bridge tags the object's uid), and paused or
+    detached from the first event, so there is no BMC traffic before it is wanted."""
+
+    memo: dict[str, str] = field(default_factory=dict)
+    paused: bool = False
+    detached: bool = False
+
+
 async def apply(
-    client: Client,
-    host: Host,
-    settings: Settings,
-    memo: dict[str, str] | None = None,
-    paused: bool = False,
-    detached: bool = False,
+    client: Client, host: Host, settings: Settings, options: StartOptions | None = None
 ) -> Applied:
-    """Start the host's workflow (paused/detached from the start if asked), or update its spec."""
-    if await start(client, host, settings, memo, paused, detached):
+    """Start the host's workflow, or update its spec."""
+    if await start(client, host, settings, options):
         return Applied(host.ref, started=True)
     await handle_for(client, host.ref).execute_update("update_spec", host.spec)
     return Applied(host.ref, started=False)
 
 
-async def start(
-    client: Client,
-    host: Host,
-    settings: Settings,
-    memo: dict[str, str] | None = None,
-    paused: bool = False,
-    detached: bool = False,
-) -> bool:
+async def start(client: Client, host: Host, settings: Settings, options: StartOptions | None = None) -> bool:
     """Start the host's workflow in one call; False (and nothing changed) if it already runs."""
+    options = options or StartOptions()
     check_spec(host.spec)
     inp = HostWorkflowInput(
         ref=host.ref,
@@ -70,8 +69,8 @@ async def start(
         ramdisk_boot_timeout_seconds=settings.ramdisk_boot_timeout_seconds,
         history_event_limit=settings.history_event_limit,
         power_check_interval_seconds=settings.power_check_interval_seconds,
-        paused=paused,
-        detached=detached,
+        paused=options.paused,
+        detached=options.detached,
     )
     try:
         await client.start_workflow(
@@ -80,7 +79,7 @@ async def start(
             id=host.ref.workflow_id,
             task_queue=settings.task_queue,
             result_type=HostStatus,
-            memo=memo or {},
+            memo=options.memo,
             static_summary=f"host {host.ref.namespace}/{host.ref.name}",
             static_details=f"BMC {host.spec.bmc.address}",
             search_attributes=TypedSearchAttributes(
