@@ -107,3 +107,18 @@ async def test_api_package_imports_inside_the_workflow_sandbox(client: Client) -
     assert {m: outcome[m] for m in modules if outcome[m]} == {}
     # the probe can tell: a module that reads the clock at import is refused by the sandbox
     assert "RestrictedWorkflowAccessError" in outcome["impure_at_import"]
+
+
+PRODUCT = ["metalflow", "workflows", "activities", "worker", "k8s_bridge"]
+MAX_MODULE_LINES = 500
+
+
+def test_product_modules_stay_small() -> None:
+    """Small modules with one job: a module past the limit is a module to split."""
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text().splitlines())
+        for package in PRODUCT
+        for path in (ROOT / package).rglob("*.py")
+    }
+    assert sizes, "no product modules found"
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
