@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,19 @@ def make_ca() -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def malformed_yaml() -> str:
+    """cloud-config whose fault (line 7) sits on a secret line: PyYAML's message would quote it."""
+    return (
+        "#cloud-config\n"
+        "chpasswd:\n"
+        "  list: |\n"
+        f"    root:root-password-{uuid.uuid4().hex}\n"
+        "users:\n"
+        "  - name: ops\n"
+        f"    passwd: ops-password-hash-{uuid.uuid4().hex}: [oops\n"
+    )
 
 
 async def record(client: Client, workflow_id: str, name: str) -> None:
