@@ -16,26 +16,34 @@ from pathlib import Path
 from typing import Any
 
 import pycdlib
-import yaml
 from temporalio import activity
 
 from metalflow.api.configdrive import CONFIGDRIVE_STAGE, ConfigDriveRequest, ConfigDriveStaged
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.models import HostRef, SecretRef
-from metalflow.runtime.secrets import resolve
+from metalflow.runtime.secrets import load_yaml, resolve, secret_key
 from metalflow.runtime.settings import get_settings
 
 
-def _content(ref: SecretRef | None, key: str) -> str | None:
+def _content(ref: SecretRef | None, key: str) -> tuple[str, str] | None:
+    """(the key used, its text): `key`, else the Secret's one `value`."""
     if ref is None:
         return None
     data = resolve(ref).data
-    value = data.get(key, data.get("value"))
-    if value is None:
+    used = key if key in data else "value"
+    if used not in data:
         raise permanent(
             ErrorName.SECRET_INVALID, f"{ref.describe()} has neither key {key!r} nor 'value'; add {key!r}"
         )
-    return value
+    return used, data[used]
+
+
+def _yaml(ref: SecretRef | None, key: str) -> Any:
+    """networkData / metaData, parsed (None when absent or empty)."""
+    content = _content(ref, key)
+    if ref is None or content is None:
+        return None
+    return load_yaml(content[1], secret_key(ref, content[0]))
 
 
 def build_iso(files: dict[str, bytes], label: str = "config-2") -> bytes:
@@ -61,9 +69,8 @@ def build_iso(files: dict[str, bytes], label: str = "config-2") -> bytes:
     return out.getvalue()
 
 
-def drive_files(
-    host: HostRef, user_data: str | None, network_data: str | None, meta_data: str | None
-) -> dict[str, bytes]:
+def drive_files(host: HostRef, user_data: str | None, network_data: Any, meta_data: Any) -> dict[str, bytes]:
+    """The drive's files; network_data and meta_data as parsed from their YAML/JSON."""
     meta: dict[str, Any] = {
         "uuid": host.host_id,
         "name": host.name,
@@ -72,28 +79,27 @@ def drive_files(
         "metal3-namespace": host.namespace,
         "metal3-name": host.name,
     }
-    if meta_data:
-        extra = yaml.safe_load(meta_data)
-        if not isinstance(extra, dict):
+    if meta_data is not None:
+        if not isinstance(meta_data, dict):
             raise permanent(ErrorName.SECRET_INVALID, "metaData must be a YAML/JSON mapping of keys")
-        meta.update(extra)
+        meta.update(meta_data)
     files = {"openstack/latest/meta_data.json": json.dumps(meta, indent=1).encode()}
     if user_data:
         files["openstack/latest/user_data"] = user_data.encode()
-    if network_data:
-        parsed = yaml.safe_load(network_data)
-        files["openstack/latest/network_data.json"] = json.dumps(parsed).encode()
+    if network_data is not None:
+        files["openstack/latest/network_data.json"] = json.dumps(network_data).encode()
     return files
 
 
 @activity.defn(name=CONFIGDRIVE_STAGE)
 def stage_configdrive(req: ConfigDriveRequest) -> ConfigDriveStaged:
     settings = get_settings()
+    user_data = _content(req.user_data, "userData")
     files = drive_files(
         req.host,
-        _content(req.user_data, "userData"),
-        _content(req.network_data, "networkData"),
-        _content(req.meta_data, "metaData"),
+        user_data[1] if user_data else None,
+        _yaml(req.network_data, "networkData"),
+        _yaml(req.meta_data, "metaData"),
     )
     image = build_iso(files)
     target_dir = Path(settings.boot_dir) / "configdrive"

@@ -23,11 +23,13 @@ import yaml
 from history_scan import assert_no_secret_in, failure_of, scan_message
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from tests_support import malformed_yaml
 
 from activities import bmc
 from activities.agent import AgentActivities
 from activities.agent.config import AgentConfig, FileDisk
 from activities.configdrive import stage_configdrive
+from activities.kubeadm import render_user_data
 from metalflow.api.agent import CleanRequest, WriteImageRequest
 from metalflow.api.bmc import BMCTarget
 from metalflow.api.bmh import ManifestError
@@ -37,6 +39,7 @@ from metalflow.api.models import (
     HostRef,
     ImageFormat,
     ImageSpec,
+    JoinSpec,
     RootDeviceHints,
     SecretRef,
 )
@@ -369,3 +372,38 @@ def test_bad_user_data_secret_stages_no_config_drive(
     err = fails(stage_configdrive, req, secrets=list((content or {}).values()))
     assert err.type == kind and message in err.message and "ud" in err.message
     assert not list((tmp_path / "boot").rglob("*.iso")), "nothing may be staged for a bad secret"
+
+
+@pytest.mark.parametrize("key", ["networkData", "metaData", "value"])
+def test_malformed_yaml_in_a_secret_names_key_and_line_never_the_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tmp_path / "boot"))
+    path, text = tmp_path / "nd.yaml", malformed_yaml()
+    write_secret(path, {key: text})
+    field = "meta_data" if key == "metaData" else "network_data"
+    req = ConfigDriveRequest(host=HostRef(name="h0"), **{field: SecretRef(name="nd", path=str(path))})
+    err = fails(stage_configdrive, req, secrets=[text])
+    assert err.type == "SecretMalformedYAML"
+    assert f"key {key!r} of file {path}" in err.message and "line 7" in err.message
+    assert err.__cause__ is None and err.__suppress_context__, "PyYAML's error must not be chained"
+    assert not list((tmp_path / "boot").rglob("*.iso")), "nothing may be staged for a bad secret"
+
+
+def test_malformed_user_data_merged_with_the_kubeadm_join_is_typed_and_quotes_no_line() -> None:
+    text = malformed_yaml()
+    join = JoinSpec(kubeconfig=SecretRef(name="target"))
+    with pytest.raises(ApplicationError) as err:
+        render_user_data(
+            HostRef(name="h0"),
+            join,
+            "https://h:6443",
+            "t",
+            "sha256:ff",
+            text,
+            "",
+            "key 'userData' of Secret ns/ud",
+        )
+    assert err.value.type == "SecretMalformedYAML" and err.value.non_retryable
+    assert "key 'userData' of Secret ns/ud" in err.value.message and "line 7" in err.value.message
+    assert scan_message(failure_of(err.value), [text]) == []

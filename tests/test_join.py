@@ -18,7 +18,7 @@ from history_scan import assert_no_secret_in, assert_no_secret_in_histories
 from kubernetes import client as k8s
 from kubernetes import config
 from temporalio.client import Client
-from tests_support import make_ca, record
+from tests_support import make_ca, malformed_yaml, record
 
 from metalflow.api.models import ErrorType, Host, HostStatus, JoinSpec, SecretRef
 from metalflow.api.models import ProvisioningState as S
@@ -176,3 +176,29 @@ async def test_missing_cluster_info_fails_with_the_fix(
     )
     await assert_no_secret_in_histories(client, secrets, host.ref.workflow_id, at_least=5)
     assert_no_secret_in(st, secrets, "the host's status")
+
+
+async def test_malformed_user_data_is_a_typed_error_and_no_line_of_it_reaches_history(
+    client: Client,
+    settings: Settings,
+    target_cluster: tuple[KubeAPIServer, Path, bytes],
+    tmp_path: Path,
+    ns: str,
+) -> None:
+    """PyYAML's error quotes the offending lines; the host's error names Secret, key and line."""
+    kubeconfig = tmp_path / "target.yaml"
+    write_secret(kubeconfig, {"kubeconfig": target_cluster[1].read_text()})
+    user_data, text = tmp_path / "user-data.yaml", malformed_yaml()
+    write_secret(user_data, {"userData": text})
+    async with Datacenter(settings, hosts=1, prefix="badud", namespace=ns) as dc:
+        host = dc.host(
+            0,
+            join=JoinSpec(kubeconfig=SecretRef(name="target", path=str(kubeconfig))),
+            user_data=SecretRef(name="user-data", path=str(user_data)),
+        )
+        st = await first_error(client, settings, host)
+    assert st.error_type == ErrorType.PROVISIONING
+    assert st.error_message.endswith("(SecretMalformedYAML)"), st.error_message
+    assert f"key 'userData' of file {user_data}" in st.error_message and "line 7" in st.error_message
+    await assert_no_secret_in_histories(client, [text], host.ref.workflow_id, at_least=5)
+    assert_no_secret_in(st, [text], "the host's status")
