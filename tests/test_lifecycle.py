@@ -17,8 +17,16 @@ import pytest_asyncio
 import requests
 from history_scan import assert_no_secret_in, assert_no_secret_in_histories
 from temporalio.client import Client, WorkflowUpdateFailedError
-from tests_support import record
+from temporalio.testing import ActivityEnvironment
+from tests_support import activity_results, record, step_histories
 
+from activities.configdrive import stage_configdrive
+from metalflow.api.configdrive import (
+    CONFIGDRIVE_REMOVE,
+    CONFIGDRIVE_STAGE,
+    ConfigDriveRequest,
+    ConfigDriveStaged,
+)
 from metalflow.api.models import BMCDetails, ErrorType, HostRef, HostStatus, OperationalStatus, SecretRef
 from metalflow.api.models import ProvisioningState as S
 from metalflow.client import operations
@@ -47,6 +55,10 @@ async def wait_status(client: Client, ref, pred, timeout: float = 180) -> HostSt
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not reached in {timeout}s; last status: {st.model_dump_json()}")
         await asyncio.sleep(0.3)
+
+
+async def http_status(url: str) -> int:
+    return (await asyncio.to_thread(requests.get, url, timeout=10)).status_code
 
 
 async def assert_no_bmc_password(client: Client, dc: Datacenter, ref: HostRef, at_least: int) -> None:
@@ -94,6 +106,16 @@ async def test_host_is_provisioned_then_deprovisioned(
     rows = {r.ref.name: r for r in await operations.list_hosts(client, 'HostState="provisioned"')}
     assert rows[host.ref.name].image == host.spec.image.url  # type: ignore[union-attr]
 
+    # the config drive (its URL is in history) was on the boot server for its deploy attempt only
+    steps = await step_histories(client, host.ref.workflow_id)
+    [drive] = activity_results(steps, CONFIGDRIVE_STAGE, ConfigDriveStaged)
+    assert await http_status(drive.url) == 404
+    assert activity_results(steps, CONFIGDRIVE_REMOVE, type(None)) == [None]
+    # one an interrupted deploy would have left behind goes with the deprovisioning
+    left = ConfigDriveRequest(host=host.ref, attempt="interrupted")
+    left_behind = await asyncio.to_thread(ActivityEnvironment().run, stage_configdrive, left)
+    assert await http_status(left_behind.url) == 200
+
     # deprovision: clean the disk, power off, back to available
     await operations.deprovision(client, host.ref)
     st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.AVAILABLE or s.error_type)
@@ -102,6 +124,7 @@ async def test_host_is_provisioned_then_deprovisioned(
     with emu.disk_path.open("rb") as f:
         assert f.read(1 << 20) == bytes(1 << 20), "the partition table area was not wiped"
     assert emu.boots[-1].target == "Pxe", "deprovisioning must boot the ramdisk, not the OS"
+    assert await http_status(left_behind.url) == 404
     await assert_no_bmc_password(client, dc, host.ref, at_least=6)
     await record(client, host.ref.workflow_id, "provision-deprovision")
 
