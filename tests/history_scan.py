@@ -11,6 +11,7 @@ is skipped, and searches each Payload three ways: decoded with the project's dat
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,13 +73,19 @@ def _base64_forms(needle: str) -> list[str]:
     return forms
 
 
-def _probes(needle: str) -> list[str]:
+@functools.cache
+def _probes(needle: str) -> tuple[str, ...]:
     """What betrays a needle: itself, its base64 forms, and (one line only) every FRAGMENT-long
     piece of it, for messages that quote a long line cut short around the fault."""
     pieces = []
     if "\n" not in needle:
         pieces = [needle[i : i + FRAGMENT] for i in range(len(needle) - FRAGMENT + 1)]
-    return [needle, *_base64_forms(needle), *pieces]
+    return (needle, *_base64_forms(needle), *pieces)
+
+
+def _first_hit(texts: Iterable[tuple[str, str]], needle: str) -> str | None:
+    """The path of the first text that betrays `needle`."""
+    return next((path for path, text in texts if any(probe in text for probe in _probes(needle))), None)
 
 
 def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -94,7 +101,7 @@ def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             yield from _leaves(item, f"{path}[{i}]")
-    elif isinstance(value, Message) or value is not None:
+    elif value is not None:  # a number, a protobuf message (binary/protobuf payloads)
         yield path, str(value)
 
 
@@ -103,8 +110,7 @@ def find_in_value(value: Any, secrets: Sequence[str]) -> list[tuple[str, str]]:
     texts = list(_leaves(value))
     found = []
     for needle in needles(*secrets):
-        probes = _probes(needle)
-        path = next((p for p, text in texts if any(probe in text for probe in probes)), None)
+        path = _first_hit(texts, needle)
         if path is not None:
             found.append((path or "$", needle))
     return found
@@ -113,7 +119,7 @@ def find_in_value(value: Any, secrets: Sequence[str]) -> list[tuple[str, str]]:
 def _payload_texts(payload: Payload) -> Iterator[tuple[str, str]]:
     try:
         decoded = pydantic_data_converter.payload_converter.from_payload(payload)
-    except Exception:
+    except Exception:  # undecodable (an unknown encoding): still scanned raw below
         decoded = None
     yield from ((f"#{p}" if p else "", text) for p, text in _leaves(decoded))
     yield "(raw)", payload.data.decode("utf-8", "replace")
@@ -140,7 +146,7 @@ def _fields(msg: Message, path: str) -> Iterator[tuple[str, Any]]:
 
 def scan_message(msg: Message, secrets: Sequence[str]) -> list[tuple[str, str]]:
     """(field path, secret) for each secret anywhere in a protobuf message (an event, a Failure)."""
-    wanted = {needle: _probes(needle) for needle in needles(*secrets)}
+    wanted = needles(*secrets)
     found: dict[str, str] = {}
     for path, value in _fields(msg, ""):
         if isinstance(value, Payload):
@@ -151,10 +157,8 @@ def scan_message(msg: Message, secrets: Sequence[str]) -> list[tuple[str, str]]:
             texts = [(path, value)]
         else:
             continue
-        for needle, probes in wanted.items():
-            if needle in found:
-                continue
-            where = next((p for p, text in texts if any(probe in text for probe in probes)), None)
+        for needle in wanted:
+            where = None if needle in found else _first_hit(texts, needle)
             if where is not None:
                 found[needle] = where
     return [(where, needle) for needle, where in found.items()]

@@ -212,6 +212,7 @@ def test_the_cli_rejects_a_bad_hostfile_without_contacting_temporal(tmp_path: Pa
     )
     assert done.returncode == 2, done.stderr
     assert "spec.bmc.address" in done.stderr and "gopher" in done.stderr
+    assert_no_secret_in(done.stdout + done.stderr, [SECRET["stringData"]["password"]], "the CLI's output")
     assert not (tmp_path / "s").exists()
 
 
