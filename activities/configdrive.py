@@ -4,38 +4,60 @@ userData / networkData / metaData are resolved here and go straight into a Confi
 ISO (label config-2, openstack/latest/...) built with pycdlib; the agent downloads it by
 URL. So secret content travels over the boot network once and never through Temporal: the
 workflow only sees the URL (unguessable), its sha256 and size.
+
+The boot server serves it to anyone with the URL, and the URL is in history, so a drive lives
+only as long as its deploy attempt: `configdrive/<host id>/<attempt>.<token>.iso`, staged again
+under the same name when the attempt's staging is retried, removed when the attempt ends and
+(every drive of the host) on deprovision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import re
 import secrets as pysecrets
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pycdlib
-import yaml
 from temporalio import activity
 
-from metalflow.api.configdrive import CONFIGDRIVE_STAGE, ConfigDriveRequest, ConfigDriveStaged
+from metalflow.api.configdrive import (
+    CONFIGDRIVE_REMOVE,
+    CONFIGDRIVE_STAGE,
+    ConfigDriveRemove,
+    ConfigDriveRequest,
+    ConfigDriveStaged,
+)
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.models import HostRef, SecretRef
-from metalflow.runtime.secrets import resolve
-from metalflow.runtime.settings import get_settings
+from metalflow.runtime.secrets import load_yaml, resolve, secret_key
+from metalflow.runtime.settings import Settings, get_settings
 
 
-def _content(ref: SecretRef | None, key: str) -> str | None:
+def _content(ref: SecretRef | None, key: str) -> tuple[str, str] | None:
+    """(the key used, its text): `key`, else the Secret's one `value`."""
     if ref is None:
         return None
     data = resolve(ref).data
-    value = data.get(key, data.get("value"))
-    if value is None:
+    used = key if key in data else "value"
+    if used not in data:
         raise permanent(
             ErrorName.SECRET_INVALID, f"{ref.describe()} has neither key {key!r} nor 'value'; add {key!r}"
         )
-    return value
+    return used, data[used]
+
+
+def _yaml(ref: SecretRef | None, key: str) -> Any:
+    """networkData / metaData, parsed (None when absent or empty)."""
+    content = _content(ref, key)
+    if ref is None or content is None:
+        return None
+    return load_yaml(content[1], secret_key(ref, content[0]))
 
 
 def build_iso(files: dict[str, bytes], label: str = "config-2") -> bytes:
@@ -61,9 +83,8 @@ def build_iso(files: dict[str, bytes], label: str = "config-2") -> bytes:
     return out.getvalue()
 
 
-def drive_files(
-    host: HostRef, user_data: str | None, network_data: str | None, meta_data: str | None
-) -> dict[str, bytes]:
+def drive_files(host: HostRef, user_data: str | None, network_data: Any, meta_data: Any) -> dict[str, bytes]:
+    """The drive's files; network_data and meta_data as parsed from their YAML/JSON."""
     meta: dict[str, Any] = {
         "uuid": host.host_id,
         "name": host.name,
@@ -72,44 +93,75 @@ def drive_files(
         "metal3-namespace": host.namespace,
         "metal3-name": host.name,
     }
-    if meta_data:
-        extra = yaml.safe_load(meta_data)
-        if not isinstance(extra, dict):
+    if meta_data is not None:
+        if not isinstance(meta_data, dict):
             raise permanent(ErrorName.SECRET_INVALID, "metaData must be a YAML/JSON mapping of keys")
-        meta.update(extra)
+        meta.update(meta_data)
     files = {"openstack/latest/meta_data.json": json.dumps(meta, indent=1).encode()}
     if user_data:
         files["openstack/latest/user_data"] = user_data.encode()
-    if network_data:
-        parsed = yaml.safe_load(network_data)
-        files["openstack/latest/network_data.json"] = json.dumps(parsed).encode()
+    if network_data is not None:
+        files["openstack/latest/network_data.json"] = json.dumps(network_data).encode()
     return files
+
+
+def _drives(settings: Settings) -> Path:
+    return Path(settings.boot_dir) / "configdrive"
+
+
+def _remove_legacy(drives: Path, host: HostRef) -> None:
+    """The host's drive from before per-attempt names: `<host id>-<22-char token>.iso` (exactly:
+    host fl-1 must not take fl-10's)."""
+    legacy = re.compile(re.escape(host.host_id) + r"-[A-Za-z0-9_-]{22}\.iso")
+    for path in drives.glob("*.iso"):
+        if legacy.fullmatch(path.name):
+            path.unlink(missing_ok=True)
 
 
 @activity.defn(name=CONFIGDRIVE_STAGE)
 def stage_configdrive(req: ConfigDriveRequest) -> ConfigDriveStaged:
     settings = get_settings()
+    user_data = _content(req.user_data, "userData")
     files = drive_files(
         req.host,
-        _content(req.user_data, "userData"),
-        _content(req.network_data, "networkData"),
-        _content(req.meta_data, "metaData"),
+        user_data[1] if user_data else None,
+        _yaml(req.network_data, "networkData"),
+        _yaml(req.meta_data, "metaData"),
     )
     image = build_iso(files)
-    target_dir = Path(settings.boot_dir) / "configdrive"
-    target_dir.mkdir(parents=True, exist_ok=True)
-    for old in target_dir.glob(f"{req.host.host_id}-*.iso"):
-        old.unlink(missing_ok=True)  # one live drive per host; a retry replaces it
-    name = f"{req.host.host_id}-{pysecrets.token_urlsafe(16)}.iso"
-    tmp = target_dir / (name + ".tmp")
+    attempt = req.attempt or activity.info().workflow_run_id
+    drives = _drives(settings)
+    host_dir = drives / req.host.host_id
+    host_dir.mkdir(parents=True, exist_ok=True)
+    _remove_legacy(drives, req.host)
+    # A retried staging of the same attempt (its result lost with a worker) keeps the name.
+    mine = sorted(host_dir.glob(f"{attempt}.*.iso"))
+    name = mine[0].name if mine else f"{attempt}.{pysecrets.token_urlsafe(16)}.iso"
+    tmp = host_dir / (name + ".tmp")
     tmp.write_bytes(image)
     tmp.chmod(0o644)
-    tmp.replace(target_dir / name)
+    tmp.replace(host_dir / name)
     return ConfigDriveStaged(
-        url=f"{settings.boot_server_url.rstrip('/')}/configdrive/{name}",
+        url=f"{settings.boot_server_url.rstrip('/')}/configdrive/{req.host.host_id}/{name}",
         sha256=hashlib.sha256(image).hexdigest(),
         size_bytes=len(image),
     )
 
 
-ACTIVITIES = [stage_configdrive]
+@activity.defn(name=CONFIGDRIVE_REMOVE)
+def remove_configdrives(req: ConfigDriveRemove) -> None:
+    """Take an attempt's drive (or every drive of the host) off the boot server; idempotent."""
+    drives = _drives(get_settings())
+    host_dir = drives / req.host.host_id
+    if req.attempt:
+        for path in host_dir.glob(f"{req.attempt}.*"):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # gone, or another attempt's drive still there
+            host_dir.rmdir()
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(host_dir)
+        _remove_legacy(drives, req.host)
+
+
+ACTIVITIES = [stage_configdrive, remove_configdrives]

@@ -38,7 +38,7 @@ from metalflow.api.join import (
 )
 from metalflow.api.models import HostRef, JoinSpec, SecretRef
 from metalflow.runtime.kube import api_client, api_client_from_kubeconfig
-from metalflow.runtime.secrets import resolve
+from metalflow.runtime.secrets import load_yaml, resolve, secret_key
 from metalflow.runtime.settings import get_settings
 
 HOST_LABEL = "metalflow.io/host"
@@ -134,8 +134,10 @@ def render_user_data(
     ca_hash: str,
     user_data: str | None,
     certificate_key: str = "",
+    user_data_source: str = "spec.userData",
 ) -> str:
-    """cloud-init that runs kubeadm join, merged with the user's own #cloud-config."""
+    """cloud-init that runs kubeadm join, merged with the user's own #cloud-config
+    (`user_data_source` names where that came from in errors, see `secret_key`)."""
     if join.control_plane and not certificate_key:
         raise permanent(
             ErrorName.SECRET_INVALID,
@@ -154,7 +156,8 @@ def render_user_data(
     )
     ours: dict[str, Any] = yaml.safe_load(rendered)
     if user_data:
-        theirs = yaml.safe_load(user_data) if user_data.lstrip().startswith("#cloud-config") else None
+        cloud_config = user_data.lstrip().startswith("#cloud-config")
+        theirs = load_yaml(user_data, user_data_source) if cloud_config else None
         if not isinstance(theirs, dict):
             raise permanent(
                 ErrorName.SECRET_INVALID,
@@ -204,14 +207,15 @@ def prepare_join(req: JoinRequest) -> JoinPlan:
         token_id, token_secret_name = _find_or_create_token(core, req.host)
         secret = core.read_namespaced_secret(token_secret_name, "kube-system")
         token = f"{token_id}.{base64.b64decode((secret.data or {})['token-secret']).decode()}"
-    own = None
+    own, source = None, "spec.userData"
     if req.user_data is not None:
         resolved = resolve(req.user_data)
-        own = resolved.data.get("userData") or resolved.data.get("value")
-    user_data = _store_user_data(
-        req.host,
-        render_user_data(req.host, req.join, endpoint, token, ca_hash, own, _certificate_key(req.join)),
+        key = "userData" if resolved.data.get("userData") else "value"
+        own, source = resolved.data.get(key), secret_key(req.user_data, key)
+    rendered = render_user_data(
+        req.host, req.join, endpoint, token, ca_hash, own, _certificate_key(req.join), source
     )
+    user_data = _store_user_data(req.host, rendered)
     activity.logger.info("join of %s prepared with token %s", req.host.host_id, token_id)
     return JoinPlan(
         token_secret=SecretRef(name=token_secret_name, namespace="kube-system"),

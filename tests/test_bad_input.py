@@ -14,24 +14,35 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from history_scan import assert_no_secret_in, failure_of, scan_message
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from tests_support import malformed_yaml
 
 from activities import bmc
 from activities.agent import AgentActivities
 from activities.agent.config import AgentConfig, FileDisk
 from activities.configdrive import stage_configdrive
+from activities.kubeadm import render_user_data
 from metalflow.api.agent import CleanRequest, WriteImageRequest
 from metalflow.api.bmc import BMCTarget
 from metalflow.api.bmh import ManifestError
 from metalflow.api.configdrive import ConfigDriveRequest
-from metalflow.api.models import ChecksumType, HostRef, ImageFormat, ImageSpec, RootDeviceHints, SecretRef
+from metalflow.api.models import (
+    ChecksumType,
+    HostRef,
+    ImageFormat,
+    ImageSpec,
+    JoinSpec,
+    RootDeviceHints,
+    SecretRef,
+)
 from metalflow.api.validation import SpecError
 from metalflow.client.hostfile import load_hosts
 from metalflow.client.operations import check_spec
@@ -44,8 +55,9 @@ SECRET: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "Secret",
     "metadata": {"name": "node-0-bmc"},
-    "stringData": {"username": "admin", "password": "change-me"},
+    "stringData": {"username": "admin", "password": "change-me-bmc-password"},
 }
+URL_PASSWORD = "hunter2-in-the-url"
 HOST: dict[str, Any] = {
     "apiVersion": "metal3.io/v1alpha1",
     "kind": "BareMetalHost",
@@ -113,7 +125,7 @@ SPEC_CASES = {
         _set("bmc.address", "redfish://10.0.0.10:99999/redfish/v1/Systems/1"), SpecError, "invalid port"
     ),
     "password in the BMC URL": case(
-        _set("bmc.address", "redfish://admin:pw@10.0.0.10/redfish/v1/Systems/1"),
+        _set("bmc.address", f"redfish://admin:{URL_PASSWORD}@10.0.0.10/redfish/v1/Systems/1"),
         SpecError,
         "must not carry credentials",
         "Secret",
@@ -182,6 +194,7 @@ def test_bad_hostfile_is_rejected_before_anything_is_stored(
     for fragment in fragments:
         assert fragment in str(err.value), f"{fragment!r} not in: {err.value}"
     assert not secrets.exists() or not any(secrets.rglob("*")), "a rejected hostfile stored a secret"
+    assert_no_secret_in(str(err.value), [SECRET["stringData"]["password"], URL_PASSWORD], "the error")
 
 
 def test_the_cli_rejects_a_bad_hostfile_without_contacting_temporal(tmp_path: Path) -> None:
@@ -199,6 +212,7 @@ def test_the_cli_rejects_a_bad_hostfile_without_contacting_temporal(tmp_path: Pa
     )
     assert done.returncode == 2, done.stderr
     assert "spec.bmc.address" in done.stderr and "gopher" in done.stderr
+    assert_no_secret_in(done.stdout + done.stderr, [SECRET["stringData"]["password"]], "the CLI's output")
     assert not (tmp_path / "s").exists()
 
 
@@ -233,10 +247,12 @@ def untouched(disk: Path) -> bool:
         return f.read(len(OLD_OS)) == OLD_OS
 
 
-def fails(fn: Any, *args: Any) -> ApplicationError:
+def fails(fn: Any, *args: Any, secrets: Sequence[str] = ()) -> ApplicationError:
+    """The activity's typed, non-retryable error; none of `secrets` in the failure it records."""
     with pytest.raises(ApplicationError) as err:
         ActivityEnvironment().run(fn, *args)
     assert err.value.non_retryable, f"{err.value.type} must not be retried: {err.value.message}"
+    assert scan_message(failure_of(err.value), secrets) == [], "a secret in the recorded failure"
     return err.value
 
 
@@ -263,7 +279,8 @@ def test_empty_password_in_the_credentials_secret(tmp_path: Path) -> None:
 
 
 def test_credentials_secret_that_is_not_yaml(tmp_path: Path) -> None:
-    err = fails(bmc.validate, bmc_target(tmp_path, None, raw_text="username: [admin\n"))
+    text = "username: admin\npassword: [hunter2-unclosed\n"
+    err = fails(bmc.validate, bmc_target(tmp_path, None, raw_text=text), secrets=[text])
     assert err.type == "SecretInvalid" and "not YAML/JSON" in err.message and "key: value" in err.message
 
 
@@ -353,6 +370,41 @@ def test_bad_user_data_secret_stages_no_config_drive(
     if content is not None:
         write_secret(path, content)
     req = ConfigDriveRequest(host=HostRef(name="h0"), user_data=SecretRef(name="ud", path=str(path)))
-    err = fails(stage_configdrive, req)
+    err = fails(stage_configdrive, req, secrets=list((content or {}).values()))
     assert err.type == kind and message in err.message and "ud" in err.message
     assert not list((tmp_path / "boot").rglob("*.iso")), "nothing may be staged for a bad secret"
+
+
+@pytest.mark.parametrize("key", ["networkData", "metaData", "value"])
+def test_malformed_yaml_in_a_secret_names_key_and_line_never_the_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv("METALFLOW_BOOT_DIR", str(tmp_path / "boot"))
+    path, text = tmp_path / "nd.yaml", malformed_yaml()
+    write_secret(path, {key: text})
+    field = "meta_data" if key == "metaData" else "network_data"
+    req = ConfigDriveRequest(host=HostRef(name="h0"), **{field: SecretRef(name="nd", path=str(path))})
+    err = fails(stage_configdrive, req, secrets=[text])
+    assert err.type == "SecretMalformedYAML"
+    assert f"key {key!r} of file {path}" in err.message and "line 7" in err.message
+    assert err.__cause__ is None and err.__suppress_context__, "PyYAML's error must not be chained"
+    assert not list((tmp_path / "boot").rglob("*.iso")), "nothing may be staged for a bad secret"
+
+
+def test_malformed_user_data_merged_with_the_kubeadm_join_is_typed_and_quotes_no_line() -> None:
+    text = malformed_yaml()
+    join = JoinSpec(kubeconfig=SecretRef(name="target"))
+    with pytest.raises(ApplicationError) as err:
+        render_user_data(
+            HostRef(name="h0"),
+            join,
+            "https://h:6443",
+            "t",
+            "sha256:ff",
+            text,
+            "",
+            "key 'userData' of Secret ns/ud",
+        )
+    assert err.value.type == "SecretMalformedYAML" and err.value.non_retryable
+    assert "key 'userData' of Secret ns/ud" in err.value.message and "line 7" in err.value.message
+    assert scan_message(failure_of(err.value), [text]) == []

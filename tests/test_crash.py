@@ -4,9 +4,10 @@ The worker runs as `metalflow worker` in its own process, the dev server on a SQ
 this test's own. Each kill happens at a moment the test pins by condition, never by timer:
 a BMC call held in flight by the fault proxy (registering, inspecting), the clean step just
 started, the image stream held half-way after the writer's first heartbeat (then the dev
-server dies too and comes back on the same file). The host still reaches provisioned, and
-the event histories show that nothing destructive ran twice: one clean, one image write
-(first attempt), one power-on and one reboot at the BMC.
+server dies too and comes back on the same file), the agent's retried config-drive download
+held. The host still reaches provisioned, and the event histories show that nothing
+destructive ran twice: one clean, one image write (first attempt), one config drive, one
+power-on and one reboot at the BMC; the drive's URL answers 404 once it is written.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import requests
 from temporalio.client import Client
-from tests_support import activity_runs, step_histories
+from tests_support import activity_results, activity_runs, step_histories
 
+from metalflow.api.configdrive import ConfigDriveStaged
 from metalflow.api.models import BMCDetails, HostStatus
 from metalflow.api.models import ProvisioningState as S
 from metalflow.client.operations import apply, status
@@ -83,13 +86,17 @@ def plant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plant:
 
 
 @pytest_asyncio.fixture
-async def world(plant: Plant) -> AsyncIterator[tuple[Plant, Client, Datacenter, FaultProxy, FaultProxy]]:
+async def world(
+    plant: Plant, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Plant, Client, Datacenter, FaultProxy, FaultProxy]]:
     settings = Settings()
     try:
         client = await connect(settings)
         async with Datacenter(settings, hosts=1, prefix="crash") as dc:
             assert dc.sushy is not None
             async with FaultProxy(dc.sushy.url) as bmc, FaultProxy(settings.boot_server_url) as images:
+                # the worker hands out boot-server URLs through the proxy: config drives too
+                monkeypatch.setenv("METALFLOW_BOOT_SERVER_URL", images.url)
                 plant.start_worker()
                 yield plant, client, dc, bmc, images
     finally:
@@ -169,6 +176,13 @@ async def test_killed_worker_and_dev_server_neither_stop_nor_repeat_provisioning
     plant.start_server()
     plant.start_worker()
     images.release()
+    # the agent's first config-drive download fails (it retries), the second is held
+    images.add(Rule(Fault.UNAVAILABLE, method="GET", path="/configdrive/", times=1))
+    images.add(Rule(Fault.HOLD_RESPONSE, method="GET", path="/configdrive/", times=1))
+
+    # 5) provisioning, the config drive staged and being fetched by the agent's retry: the
+    #    worker dies; the attempt's drive must still be there, and go once it is written
+    await crash_worker_while_held(images)
 
     async def provisioned() -> bool:
         st: HostStatus = await status(client, host.ref)
@@ -193,6 +207,14 @@ async def test_killed_worker_and_dev_server_neither_stop_nor_repeat_provisioning
     assert ran("agent.inventory") == [1]
     assert ran("agent.clean") == [1], "the disks were cleaned exactly once"
     assert ran("agent.write_image") == [1], "the image was written once, by its first attempt"
+    assert ran("configdrive.stage") == [1], "one config drive for the deploy attempt"
+    assert ran("agent.write_configdrive") == [2], "the agent's retry found the attempt's drive"
+    assert ran("configdrive.remove") == [1]
+    assert images.count("GET", "/configdrive/") == 2
+    [drive] = activity_results(
+        await step_histories(client, host.ref.workflow_id), "configdrive.stage", ConfigDriveStaged
+    )
+    assert (await asyncio.to_thread(requests.get, drive.url, timeout=10)).status_code == 404
     # at the BMC: one power-on (inspection) and one reboot into the OS (deploy), no more
     assert bmc.count("POST", RESET) == 2, [(e.method, e.path) for e in bmc.log if e.method == "POST"]
     assert images.count("GET", "/images/") == 1, "the image was downloaded once"
@@ -200,5 +222,8 @@ async def test_killed_worker_and_dev_server_neither_stop_nor_repeat_provisioning
     assert [b.target for b in emu.boots] == ["Pxe", "Hdd"], emu.boots
     with emu.disk_path.open("rb") as f:
         disk = f.read(dc.image.size)
+        f.seek((8 << 30) - (64 << 20) + 0x8000)  # the config drive, in the disk's last 64 MiB
+        pvd = f.read(80)
     assert disk.startswith(MARKER) and disk == dc.image.path.read_bytes()
-    assert plant.restarts == 5
+    assert pvd[1:6] == b"CD001" and pvd[40:48] == b"config-2"
+    assert plant.restarts == 6

@@ -14,12 +14,13 @@ from pathlib import Path
 import pycdlib
 import pytest_asyncio
 import yaml
+from history_scan import assert_no_secret_in, assert_no_secret_in_histories
 from kubernetes import client as k8s
 from kubernetes import config
 from temporalio.client import Client
-from tests_support import make_ca, record
+from tests_support import make_ca, malformed_yaml, record
 
-from metalflow.api.models import ErrorType, JoinSpec, SecretRef
+from metalflow.api.models import ErrorType, Host, HostStatus, JoinSpec, SecretRef
 from metalflow.api.models import ProvisioningState as S
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
@@ -59,6 +60,11 @@ async def target_cluster(tmp_path: Path) -> AsyncIterator[tuple[KubeAPIServer, P
         )
         c.close()
         yield api, kubeconfig, ca
+
+
+def kubeconfig_token(kubeconfig: Path) -> str:
+    """The target cluster's credential in the join kubeconfig Secret."""
+    return str(yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"])
 
 
 def read_user_data(disk: Path) -> str:
@@ -135,10 +141,22 @@ async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_his
     tokens = await asyncio.to_thread(core.list_namespaced_secret, "kube-system")
     assert tokens.items == [], "the bootstrap token is deleted once the Node is Ready"
     c.close()
-    async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{host.ref.workflow_id}"'):
-        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
-        assert token.split(".")[1] not in history.to_json()
+    secrets = [token, token.split(".")[1], kubeconfig_token(kubeconfig), dc.password]
+    await assert_no_secret_in_histories(client, secrets, host.ref.workflow_id, at_least=6)
+    assert_no_secret_in(st, secrets, "the host's status")
     await record(client, host.ref.workflow_id, "join")
+
+
+async def first_error(client: Client, settings: Settings, host: Host) -> HostStatus:
+    """Apply `host` with a worker of its own; its status once it reports an error."""
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        async with build_worker(client, settings, executor):
+            await operations.apply(client, host, settings)
+            deadline = asyncio.get_running_loop().time() + 180
+            while (st := await operations.status(client, host.ref)).error_type is None:
+                assert asyncio.get_running_loop().time() < deadline, "no error reported in time"
+                await asyncio.sleep(0.3)
+    return st
 
 
 async def test_missing_cluster_info_fails_with_the_fix(
@@ -150,14 +168,37 @@ async def test_missing_cluster_info_fails_with_the_fix(
         join = JoinSpec(kubeconfig=SecretRef(name="target", path=str(secret)))
         async with Datacenter(settings, hosts=1, prefix="nojoin", namespace=ns) as dc:
             host = dc.host(0, join=join)
-            with ThreadPoolExecutor(max_workers=16) as executor:
-                async with build_worker(client, settings, executor):
-                    await operations.apply(client, host, settings)
-                    deadline = asyncio.get_running_loop().time() + 180
-                    while (st := await operations.status(client, host.ref)).error_type is None:
-                        assert asyncio.get_running_loop().time() < deadline
-                        await asyncio.sleep(0.3)
+            st = await first_error(client, settings, host)
+        secrets = [kubeconfig_token(tmp_path / "kc"), dc.password]
     assert st.error_type == ErrorType.PROVISIONING
     assert (
         "ClusterInfoMissing" in st.error_message and "kubeadm init phase bootstrap-token" in st.error_message
     )
+    await assert_no_secret_in_histories(client, secrets, host.ref.workflow_id, at_least=5)
+    assert_no_secret_in(st, secrets, "the host's status")
+
+
+async def test_malformed_user_data_is_a_typed_error_and_no_line_of_it_reaches_history(
+    client: Client,
+    settings: Settings,
+    target_cluster: tuple[KubeAPIServer, Path, bytes],
+    tmp_path: Path,
+    ns: str,
+) -> None:
+    """PyYAML's error quotes the offending lines; the host's error names Secret, key and line."""
+    kubeconfig = tmp_path / "target.yaml"
+    write_secret(kubeconfig, {"kubeconfig": target_cluster[1].read_text()})
+    user_data, text = tmp_path / "user-data.yaml", malformed_yaml()
+    write_secret(user_data, {"userData": text})
+    async with Datacenter(settings, hosts=1, prefix="badud", namespace=ns) as dc:
+        host = dc.host(
+            0,
+            join=JoinSpec(kubeconfig=SecretRef(name="target", path=str(kubeconfig))),
+            user_data=SecretRef(name="user-data", path=str(user_data)),
+        )
+        st = await first_error(client, settings, host)
+    assert st.error_type == ErrorType.PROVISIONING
+    assert st.error_message.endswith("(SecretMalformedYAML)"), st.error_message
+    assert f"key 'userData' of file {user_data}" in st.error_message and "line 7" in st.error_message
+    await assert_no_secret_in_histories(client, [text], host.ref.workflow_id, at_least=5)
+    assert_no_secret_in(st, [text], "the host's status")

@@ -15,10 +15,19 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import requests
+from history_scan import assert_no_secret_in, assert_no_secret_in_histories
 from temporalio.client import Client, WorkflowUpdateFailedError
-from tests_support import record
+from temporalio.testing import ActivityEnvironment
+from tests_support import activity_results, record, step_histories
 
-from metalflow.api.models import BMCDetails, ErrorType, HostStatus, OperationalStatus, SecretRef
+from activities.configdrive import stage_configdrive
+from metalflow.api.configdrive import (
+    CONFIGDRIVE_REMOVE,
+    CONFIGDRIVE_STAGE,
+    ConfigDriveRequest,
+    ConfigDriveStaged,
+)
+from metalflow.api.models import BMCDetails, ErrorType, HostRef, HostStatus, OperationalStatus, SecretRef
 from metalflow.api.models import ProvisioningState as S
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
@@ -48,13 +57,14 @@ async def wait_status(client: Client, ref, pred, timeout: float = 180) -> HostSt
         await asyncio.sleep(0.3)
 
 
-async def all_histories(client: Client, workflow_id: str) -> list[bytes]:
-    """The host workflow's history and those of all its children, serialized."""
-    out = []
-    async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"'):
-        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
-        out.append(history.to_json().encode())
-    return out
+async def http_status(url: str) -> int:
+    return (await asyncio.to_thread(requests.get, url, timeout=10)).status_code
+
+
+async def assert_no_bmc_password(client: Client, dc: Datacenter, ref: HostRef, at_least: int) -> None:
+    """Not in any payload of the host's history nor its children's, nor in its status."""
+    await assert_no_secret_in_histories(client, [dc.password], ref.workflow_id, at_least=at_least)
+    assert_no_secret_in(await operations.status(client, ref), [dc.password], "the host's status")
 
 
 async def test_host_is_provisioned_then_deprovisioned(
@@ -96,11 +106,16 @@ async def test_host_is_provisioned_then_deprovisioned(
     rows = {r.ref.name: r for r in await operations.list_hosts(client, 'HostState="provisioned"')}
     assert rows[host.ref.name].image == host.spec.image.url  # type: ignore[union-attr]
 
-    # no secret in any history: not the BMC password, not in the host's nor its children's
-    histories = await all_histories(client, host.ref.workflow_id)
-    assert len(histories) >= 5
-    for h in histories:
-        assert dc.password.encode() not in h
+    # the config drive (its URL is in history) was on the boot server for its deploy attempt only
+    steps = await step_histories(client, host.ref.workflow_id)
+    [drive] = activity_results(steps, CONFIGDRIVE_STAGE, ConfigDriveStaged)
+    assert await http_status(drive.url) == 404
+    assert activity_results(steps, CONFIGDRIVE_REMOVE, type(None)) == [None]
+    # one an interrupted deploy would have left behind goes with the deprovisioning
+    left = ConfigDriveRequest(host=host.ref, attempt="interrupted")
+    left_behind = await asyncio.to_thread(ActivityEnvironment().run, stage_configdrive, left)
+    assert await http_status(left_behind.url) == 200
+
     # deprovision: clean the disk, power off, back to available
     await operations.deprovision(client, host.ref)
     st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.AVAILABLE or s.error_type)
@@ -109,6 +124,8 @@ async def test_host_is_provisioned_then_deprovisioned(
     with emu.disk_path.open("rb") as f:
         assert f.read(1 << 20) == bytes(1 << 20), "the partition table area was not wiped"
     assert emu.boots[-1].target == "Pxe", "deprovisioning must boot the ramdisk, not the OS"
+    assert await http_status(left_behind.url) == 404
+    await assert_no_bmc_password(client, dc, host.ref, at_least=6)
     await record(client, host.ref.workflow_id, "provision-deprovision")
 
 
@@ -138,6 +155,7 @@ async def test_missing_secret_fails_registration_and_bad_update_is_rejected(
     await operations.handle_for(client, host.ref).execute_update("update_spec", fixed)
     st = await wait_status(client, host.ref, lambda s: s.provisioning.state != S.REGISTERING)
     assert st.error_type is None and st.good_credentials.credentials == dc.credentials
+    await assert_no_bmc_password(client, dc, host.ref, at_least=2)
     await record(client, host.ref.workflow_id, "registration-error-fixed")
 
 
@@ -158,3 +176,4 @@ async def test_virtual_media_host_boots_the_deploy_iso_instead_of_pxe(
         lambda: requests.get(emu.system_url + "/VirtualMedia/Cd", auth=("admin", dc.password)).json()
     )
     assert not media["Inserted"], "the deploy ISO is ejected after deploy"
+    await assert_no_bmc_password(client, dc, host.ref, at_least=5)

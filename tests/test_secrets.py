@@ -8,7 +8,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from metalflow.api.models import SecretRef
-from metalflow.runtime.secrets import resolve
+from metalflow.runtime.secrets import load_yaml, resolve
 
 
 def test_file_secret_and_kubernetes_manifest_form(tmp_path: Path) -> None:
@@ -36,3 +36,22 @@ def test_missing_key_lists_the_keys_present(tmp_path: Path) -> None:
     with pytest.raises(ApplicationError, match=r"no non-empty key 'password'.*\['username'\]") as err:
         resolve(ref).require("password", ref)
     assert err.value.type == "SecretInvalid"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("a: 1\nb: hunter2-secret: [\n", 2),  # scanner: the fault's own line
+        ("a: 1\nb: 'hunter2-unterminated\n", 3),  # the parser stops at the end
+        ("a: 1\nb: hunter2-bell-\x07\n", 2),  # reader: a character YAML refuses (no mark)
+    ],
+    ids=["scanner", "unterminated", "reader"],
+)
+def test_malformed_yaml_error_names_the_line_and_quotes_nothing(text: str, line: int) -> None:
+    with pytest.raises(ApplicationError) as err:
+        load_yaml(text, "key 'networkData' of Secret ns/nd")
+    assert err.value.type == "SecretMalformedYAML" and err.value.non_retryable
+    assert err.value.message == (
+        "key 'networkData' of Secret ns/nd is not valid YAML "
+        f"(the parser stopped at line {line}); fix the Secret"
+    )

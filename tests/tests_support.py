@@ -6,11 +6,12 @@ import asyncio
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,8 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 HISTORIES = Path(__file__).parent / "histories"
+T = TypeVar("T")
 
 
 def distribution_name(requirement: str) -> str:
@@ -44,6 +47,19 @@ def make_ca() -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def malformed_yaml() -> str:
+    """cloud-config whose fault (line 7) sits on a secret line: PyYAML's message would quote it."""
+    return (
+        "#cloud-config\n"
+        "chpasswd:\n"
+        "  list: |\n"
+        f"    root:root-password-{uuid.uuid4().hex}\n"
+        "users:\n"
+        "  - name: ops\n"
+        f"    passwd: ops-password-hash-{uuid.uuid4().hex}: [oops\n"
+    )
 
 
 async def record(client: Client, workflow_id: str, name: str) -> None:
@@ -114,6 +130,22 @@ def activity_runs(histories: dict[str, list[HistoryEvent]]) -> list[ActivityRun]
             elif e.HasField("activity_task_timed_out_event_attributes"):
                 by_id[e.activity_task_timed_out_event_attributes.scheduled_event_id].outcome = "timed_out"
     return runs
+
+
+def activity_results(histories: dict[str, list[HistoryEvent]], name: str, result_type: type[T]) -> list[T]:
+    """The decoded result of every completed run of activity `name`, in history order."""
+    out: list[T] = []
+    for events in histories.values():
+        scheduled = {
+            e.event_id
+            for e in events
+            if e.activity_task_scheduled_event_attributes.activity_type.name == name
+        }
+        for e in events:
+            if e.activity_task_completed_event_attributes.scheduled_event_id in scheduled:
+                payload = e.activity_task_completed_event_attributes.result.payloads[0]
+                out.append(pydantic_data_converter.payload_converter.from_payload(payload, result_type))
+    return out
 
 
 async def eventually(fn: Callable[[], Any], what: str, timeout: float = 180) -> Any:

@@ -12,7 +12,7 @@ from metalflow.api.boot import BootPurpose
 from metalflow.api.host import CLEAN_HOST, StepInput, StepResult
 from metalflow.api.models import CleaningMode
 from workflows import bmc_calls
-from workflows.inband import cleanup_boot, run_on_host
+from workflows.inband import CONFIGDRIVE_PATCH, cleanup_boot, remove_configdrives, run_on_host
 from workflows.options import AGENT_SHORT_TIMEOUT
 
 
@@ -41,4 +41,6 @@ class CleanHost:
         if deprovisioning:
             powered_on = await bmc_calls.power(step.spec, PowerAction.OFF)
             await cleanup_boot(step.ref)
+            if workflow.patched(CONFIGDRIVE_PATCH):  # any drive an interrupted deploy left behind
+                await remove_configdrives(step.ref)
         return StepResult(powered_on=powered_on)

@@ -20,7 +20,7 @@ from metalflow.api.configdrive import CONFIGDRIVE_STAGE, ConfigDriveRequest, Con
 from metalflow.api.host import DEPLOY_HOST, StepInput, StepResult
 from metalflow.api.join import KUBEADM_PREPARE_JOIN, JoinPlan, JoinRequest
 from workflows import bmc_calls
-from workflows.inband import cleanup_boot, run_on_host
+from workflows.inband import CONFIGDRIVE_PATCH, cleanup_boot, remove_configdrives, run_on_host
 from workflows.options import (
     AGENT_SHORT_TIMEOUT,
     BMC_HEARTBEAT,
@@ -67,31 +67,39 @@ class DeployHost:
                 summary="bootstrap token + kubeadm join user-data",
             )
             user_data, join_token = plan.user_data, plan.token_secret
-        staged = await workflow.execute_activity(
-            CONFIGDRIVE_STAGE,
-            ConfigDriveRequest(
-                host=step.ref,
-                user_data=user_data,
-                network_data=spec.network_data,
-                meta_data=spec.meta_data,
-            ),
-            result_type=ConfigDriveStaged,
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=LOCAL_RETRY,
-            summary="build config drive (user-data stays out of history)",
-        )
-        await run_on_host(
-            step.ref,
-            spec,
-            AGENT_WRITE_CONFIGDRIVE,
-            WriteConfigDriveRequest(device=written.device, config_drive=staged),
-            type(None),
-            purpose=BootPurpose.DEPLOY,
-            powered_on=True,
-            ramdisk_timeout=ramdisk_timeout,
-            start_to_close=AGENT_SHORT_TIMEOUT,
-            summary=f"write config drive to {written.device}",
-        )
+        # A drive per attempt (this run), on the boot server only until it is on the disk.
+        per_attempt = workflow.patched(CONFIGDRIVE_PATCH)
+        attempt = workflow.info().run_id if per_attempt else ""
+        try:
+            staged = await workflow.execute_activity(
+                CONFIGDRIVE_STAGE,
+                ConfigDriveRequest(
+                    host=step.ref,
+                    user_data=user_data,
+                    network_data=spec.network_data,
+                    meta_data=spec.meta_data,
+                    attempt=attempt,
+                ),
+                result_type=ConfigDriveStaged,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=LOCAL_RETRY,
+                summary="build config drive (user-data stays out of history)",
+            )
+            await run_on_host(
+                step.ref,
+                spec,
+                AGENT_WRITE_CONFIGDRIVE,
+                WriteConfigDriveRequest(device=written.device, config_drive=staged),
+                type(None),
+                purpose=BootPurpose.DEPLOY,
+                powered_on=True,
+                ramdisk_timeout=ramdisk_timeout,
+                start_to_close=AGENT_SHORT_TIMEOUT,
+                summary=f"write config drive to {written.device}",
+            )
+        finally:
+            if per_attempt:
+                await remove_configdrives(step.ref, attempt)
         # Redfish "once" overrides read back as continuous on some BMCs: set disk explicitly.
         await bmc_calls.set_boot_device(spec, BootDevice.DISK, persistent=True)
         await cleanup_boot(step.ref)

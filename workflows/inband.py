@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 
 from metalflow.api.bmc import BMC_INSERT_MEDIA, BootDevice, MediaRequest, PowerAction
 from metalflow.api.boot import BOOT_CLEANUP, BOOT_PREPARE, BootPrepareRequest, BootPrepareResult, BootPurpose
+from metalflow.api.configdrive import CONFIGDRIVE_REMOVE, ConfigDriveRemove
 from metalflow.api.errors import ErrorName
 from metalflow.api.models import HostRef, HostSpec
 from workflows import bmc_calls
@@ -33,6 +34,10 @@ with workflow.unsafe.imports_passed_through():
     from metalflow.api.bmc_address import parse_bmc_address
 
 T = TypeVar("T")
+
+# Histories recorded before config drives lived only as long as their deploy attempt stage one
+# per host that is never removed (DeployHost) and remove none on deprovision (CleanHost).
+CONFIGDRIVE_PATCH = "configdrive-per-attempt"
 
 
 async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, powered_on: bool) -> None:
@@ -126,6 +131,17 @@ async def cleanup_boot(ref: HostRef) -> None:
         start_to_close_timeout=LOCAL_TIMEOUT,
         retry_policy=LOCAL_RETRY,
         summary="remove network boot entries",
+    )
+
+
+async def remove_configdrives(ref: HostRef, attempt: str = "") -> None:
+    """Take a deploy attempt's config drive (all of the host's, without one) off the boot server."""
+    await workflow.execute_activity(
+        CONFIGDRIVE_REMOVE,
+        ConfigDriveRemove(host=ref, attempt=attempt),
+        start_to_close_timeout=LOCAL_TIMEOUT,
+        retry_policy=LOCAL_RETRY,
+        summary="remove the config drive from the boot server",
     )
 
 

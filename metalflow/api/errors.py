@@ -16,6 +16,7 @@ class ErrorName(StrEnum):
     BOOT_METHOD_NOT_BUILT = "BootMethodNotBuilt"
     SECRET_MISSING = "SecretNotFound"
     SECRET_INVALID = "SecretInvalid"
+    SECRET_YAML = "SecretMalformedYAML"
     IMAGE_CHECKSUM = "ImageChecksumMismatch"
     IMAGE_UNAVAILABLE = "ImageUnavailable"
     IMAGE_FORMAT = "ImageFormatError"

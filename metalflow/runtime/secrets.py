@@ -11,6 +11,7 @@ import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -88,6 +89,33 @@ def _from_kubernetes(ref: SecretRef, settings: Settings) -> ResolvedSecret:
     return ResolvedSecret(
         data=data, version=(secret.metadata.resource_version if secret.metadata else None) or ""
     )
+
+
+def secret_key(ref: SecretRef, key: str) -> str:
+    """How an error names one key of a Secret."""
+    return f"key {key!r} of {ref.describe()}"
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """YAML held in a Secret (`what` names it, see `secret_key`), parsed. A malformed one is a
+    typed error with the line number and never the content: PyYAML's message quotes the lines
+    around the fault, which would carry them into the failure, the history and errorMessage."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        line = _error_line(err, text)
+        at = f" (the parser stopped at line {line})" if line else ""
+        # `from None`: the original error, quoted lines and all, is not chained into the failure
+        raise permanent(ErrorName.SECRET_YAML, f"{what} is not valid YAML{at}; fix the Secret") from None
+
+
+def _error_line(err: yaml.YAMLError, text: str) -> int | None:
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        return mark.line + 1 if mark is not None else None
+    if isinstance(err, yaml.reader.ReaderError):  # a character YAML does not allow
+        return text.count("\n", 0, err.position) + 1
+    return None
 
 
 def resolve(ref: SecretRef, settings: Settings | None = None) -> ResolvedSecret:
