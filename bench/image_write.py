@@ -65,9 +65,10 @@ def run_dd(url: str, target: Path) -> float:
 
 def rounds(
     url: str, digest: str, mib: int, target: Path, disk_size: int, n: int
-) -> tuple[list[float], float]:
-    """N paired runs, alternating which side goes first: each round's ratio, the writer's peak RSS."""
-    ratios, peak = [], 0.0
+) -> tuple[list[tuple[float, float]], float]:
+    """N paired runs, alternating which side goes first: each round's (writer, curl|dd) MiB/s and
+    the writer's peak RSS."""
+    pairs, peak = [], 0.0
     run_dd(url, target)  # untimed: the image into the page cache, for both sides alike
     for i in range(n):
         rate: dict[str, float] = {}
@@ -78,13 +79,13 @@ def rounds(
                 rate[side], peak = mib / w["seconds"], max(peak, w["maxrss_mib"])
             else:
                 rate[side] = mib / run_dd(url, target)
-        ratios.append(rate["writer"] / rate["curl|dd"])
+        pairs.append((rate["writer"], rate["curl|dd"]))
         print(
             f"    round {i + 1} ({order[0]} first): writer {rate['writer']:7.1f} MiB/s, "
-            f"curl|dd {rate['curl|dd']:7.1f} MiB/s, ratio {ratios[-1]:.2f}",
+            f"curl|dd {rate['curl|dd']:7.1f} MiB/s, ratio {rate['writer'] / rate['curl|dd']:.2f}",
             flush=True,
         )
-    return ratios, peak
+    return pairs, peak
 
 
 def main() -> None:
@@ -127,11 +128,13 @@ def main() -> None:
                 )
                 url = f"http://127.0.0.1:{port}/images/{img.path.name}"
                 print(f"  {mib} MiB image:")
-                ratios, rss[mib] = rounds(url, img.sha256, mib, target, disk_size, args.rounds)
+                pairs, rss[mib] = rounds(url, img.sha256, mib, target, disk_size, args.rounds)
+                ratios = [w / d for w, d in pairs]
+                writer, dd = (statistics.median(side) for side in zip(*pairs, strict=True))
                 print(
-                    f"  {mib:5d} MiB: writer / curl|dd ratio median {statistics.median(ratios):.2f} "
-                    f"(min {min(ratios):.2f}, max {max(ratios):.2f}, {len(ratios)} rounds; sha256 "
-                    f"included), writer peak RSS {rss[mib]:.0f} MiB"
+                    f"  {mib:5d} MiB, medians of {len(pairs)} rounds: writer {writer:.0f} MiB/s "
+                    f"(sha256 included), curl|dd {dd:.0f} MiB/s, ratio {statistics.median(ratios):.2f} "
+                    f"(min {min(ratios):.2f}, max {max(ratios):.2f}); writer peak RSS {rss[mib]:.0f} MiB"
                 )
             small, large = rss[args.small_mib], rss[args.mib]
             print(
