@@ -14,10 +14,13 @@ import os
 import secrets as pysecrets
 import string
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import urllib3
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -26,7 +29,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
-from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.errors import ErrorName, permanent, transient
 from metalflow.api.join import (
     KUBEADM_CLEANUP,
     KUBEADM_PREPARE_JOIN,
@@ -65,9 +68,18 @@ def ca_cert_hash(ca_pem: bytes) -> str:
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
-def _cluster(join: JoinSpec) -> k8s.ApiClient:
+@contextmanager
+def _cluster(join: JoinSpec) -> Iterator[k8s.ApiClient]:
+    """A client for the target cluster. Not reaching it (refused, reset, timed out) is a typed
+    failure Temporal retries, whose message names the server, not a bare urllib3 error."""
     kubeconfig = resolve(join.kubeconfig).require("kubeconfig", join.kubeconfig)
-    return api_client_from_kubeconfig(kubeconfig)
+    with api_client_from_kubeconfig(kubeconfig) as api:
+        try:
+            yield api
+        except urllib3.exceptions.HTTPError as err:
+            raise transient(
+                "ClusterUnreachable", f"cannot reach the target cluster {api.configuration.host}: {err}"
+            ) from None
 
 
 def _certificate_key(join: JoinSpec) -> str:

@@ -24,6 +24,7 @@ from kubernetes import config
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from bench.context import load, preamble
 from k8s_bridge import controller
 from k8s_bridge.controller import Bridge
 from metalflow.runtime.settings import Settings
@@ -70,6 +71,7 @@ def traced() -> tuple[dict[str, float], list[float]]:
 
 
 async def main(hosts: int, with_worker: bool, bridge_workers: int) -> None:
+    print(preamble("bench.bridge"), flush=True)
     picked, took = traced()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -159,6 +161,7 @@ async def main(hosts: int, with_worker: bool, bridge_workers: int) -> None:
                 kapi.stop()
         finally:
             temporal.stop()
+    print(f"after: {load()}")
 
 
 if __name__ == "__main__":

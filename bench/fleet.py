@@ -5,7 +5,8 @@ as its own process (`metalflow worker`, so its peak RSS is its own), sushy-emula
 with N systems, the boot server, and N emulated servers whose agents come up on their task
 queues (file-backed sparse disks) only when their BMC network-boots them. Every host is
 registered, inspected, cleaned, written with a real image over HTTP and booted from disk.
-Prints hosts/minute, p50/p99 per step, worker peak RSS and the dev server's CPU; asserts nothing.
+Prints hosts/minute (hosts that reached provisioned; failed and never-settled apart), p50/p99
+per step, worker peak RSS and the dev server's CPU, with the command and the load; asserts nothing.
 Run: .venv/bin/python -m bench.fleet --hosts 100 [--limit 20]
 """
 
@@ -26,7 +27,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from bench.context import load, preamble
 from metalflow.api.fleet import FLEET_WORKFLOW, LIMITER_REQUEST, FleetInput, FleetProgress
+from metalflow.api.models import ProvisioningState as S
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
 from testbed.processes import Process, free_port
@@ -46,6 +49,23 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def tally(result: FleetProgress, total: int) -> dict[str, int]:
+    """Each host counted once, by where it ended: only a host in `provisioned` without an error is
+    provisioned. FleetProgress.settled is not that: it counts hosts in error and hosts whose
+    workflow ended, and a timed-out fleet leaves hosts that never settled at all."""
+    out = {"provisioned": 0, "failed": 0, "never settled": total - len(result.hosts), "settled elsewhere": 0}
+    for host in result.hosts:
+        if host.error_type:
+            out["failed"] += 1
+        elif host.state == S.PROVISIONED:
+            out["provisioned"] += 1
+        elif not host.settled:
+            out["never settled"] += 1
+        else:
+            out["settled elsewhere"] += 1
+    return out
 
 
 def pct(values: list[float], p: int) -> float:
@@ -113,6 +133,7 @@ async def trace(client: Client, workflow_id: str) -> None:
 
 async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchronous: str) -> None:
     logging.getLogger("sushy").setLevel(logging.CRITICAL)
+    print(preamble("bench.fleet"), flush=True)
     with tempfile.TemporaryDirectory(prefix="metalflow-fleet-bench-") as tmp:
         root = Path(tmp)
         port = free_port()
@@ -151,7 +172,11 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchro
                 while not result_task.done():
                     await asyncio.wait({result_task}, timeout=10)
                     now = await handle.query("progress", result_type=FleetProgress)
-                    line = f"  {time.monotonic() - start:6.0f}s settled {now.settled}/{hosts} {now.by_state}"
+                    line = (
+                        f"  {time.monotonic() - start:6.0f}s provisioned "
+                        f"{now.by_state.get(S.PROVISIONED.value, 0)}/{hosts}, settled {now.settled} "
+                        f"(errors included) {now.by_state}"
+                    )
                     if line != last:
                         print(line, flush=True)
                         last = line
@@ -168,13 +193,14 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchro
         finally:
             worker.stop()
             temporal.stop()
-    ok = hosts - len(result.failed)
+    counts = tally(result, hosts)
     print(
         f"fleet: {hosts} hosts, limit {limit}, {image_mib} MiB raw image, {os.cpu_count()} cores, "
         f"dev server SQLite WAL synchronous={synchronous}"
     )
-    print(f"  datacenter setup {setup:.0f}s; fleet {elapsed:.0f}s -> {ok / (elapsed / 60):.0f} hosts/min")
-    print(f"  provisioned {ok}, failed {len(result.failed)}, timed out {result.timed_out}")
+    rate = counts["provisioned"] / (elapsed / 60)
+    print(f"  datacenter setup {setup:.0f}s; fleet {elapsed:.0f}s -> {rate:.0f} hosts/min provisioned")
+    print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"; fleet timed out: {result.timed_out}")
     for f in result.failed[:5]:
         print(f"    {f.name}: {f.error_type}: {f.error_message[:150]}")
     for name in (*STEPS, "wait for a slot", "host total"):
@@ -187,6 +213,7 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchro
         f"({100 * server_cpu / elapsed:.0f}% of one core)"
     )
     print(f"  sushy-emulator CPU {sushy_cpu:.0f}s; datacenter process (agents, boot) CPU {bench_cpu:.0f}s")
+    print(f"after: {load()}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.www import BROKEN
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -144,6 +145,17 @@ def test_missing_image_is_permanent(tmp_path: Path, www: tuple[Path, str], raw: 
     with pytest.raises(ApplicationError) as err:
         run(agent(tmp_path).write_image, WriteImageRequest(image=image(f"{www[1]}/nope.img", raw.sha256)))
     assert err.value.type == "ImageUnavailable" and err.value.non_retryable and "404" in err.value.message
+
+
+def test_a_download_that_breaks_off_is_retried_not_a_checksum_error(
+    tmp_path: Path, www: tuple[Path, str], raw: BuiltImage
+) -> None:
+    """The stream's own errors (urllib3's, not requests') are a transient ImageFetchError."""
+    with pytest.raises(ApplicationError, match="the image download broke off") as err:
+        run(
+            agent(tmp_path).write_image, WriteImageRequest(image=image(f"{www[1]}{BROKEN}os.img", raw.sha256))
+        )
+    assert err.value.type == "ImageFetchError" and not err.value.non_retryable
 
 
 def test_root_device_hints_choose_and_explain(tmp_path: Path, www: tuple[Path, str], raw: BuiltImage) -> None:

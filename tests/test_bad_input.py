@@ -12,14 +12,19 @@ the disk (test_agent), missing credentials secret in a workflow and a rejected u
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from fixtures.www import NO_LENGTH
 from history_scan import assert_no_secret_in, failure_of, scan_message
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -47,10 +52,11 @@ from metalflow.api.validation import SpecError
 from metalflow.client.hostfile import load_hosts
 from metalflow.client.operations import check_spec
 from testbed.datacenter import write_secret
-from testbed.images import BuiltImage, build_raw_image
+from testbed.images import BuiltImage, build_raw_image, convert_to_qcow2, sha256_of
 from testbed.processes import free_port
 
 GIB = 1 << 30
+needs_qemu_img = pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img (qemu-utils) missing")
 SECRET: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "Secret",
@@ -225,13 +231,51 @@ def raw(www: tuple[Path, str]) -> BuiltImage:
 
 
 OLD_OS = b"OLD-OS-STILL-HERE"
+BLOCK = 64 << 10
 
 
-def agent_with_old_os(tmp_path: Path, size: int = 8 * GIB) -> tuple[AgentActivities, Path]:
-    """One sparse disk that already holds an OS: a failed write must not leave it half-overwritten."""
+def fingerprint(path: Path) -> str:
+    """sha256 of every byte of a sparse file (holes read as zeros) without reading its holes.
+
+    Each non-zero BLOCK-aligned block inside a data extent is hashed once with its offset, so
+    the digest depends on the bytes only, not on how the file system laid them out.
+    """
+    h = hashlib.sha256()
+    size, pos = path.stat().st_size, 0
+    h.update(size.to_bytes(8, "big"))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while pos < size:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: nothing but a hole from pos on
+                break
+            start, end = max(data // BLOCK * BLOCK, pos), os.lseek(fd, data, os.SEEK_HOLE)
+            while start < end:
+                block = os.pread(fd, BLOCK, start)
+                if block.strip(b"\0"):
+                    h.update(start.to_bytes(8, "big") + block)
+                start += BLOCK
+            pos = start
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class OldDisk:
+    path: Path
+    before: str  # fingerprint() when the test began
+
+
+def agent_with_old_os(tmp_path: Path, size: int = 8 * GIB) -> tuple[AgentActivities, OldDisk]:
+    """One sparse disk that already holds an OS at both ends (where a metadata wipe zeroes):
+    a failed write must leave every byte of it as it was."""
     disk = tmp_path / "disk0.img"
     with disk.open("wb") as f:
         f.truncate(size)
+        f.write(OLD_OS)
+        f.seek(size - len(OLD_OS))
         f.write(OLD_OS)
     a = AgentActivities(
         AgentConfig(
@@ -239,12 +283,11 @@ def agent_with_old_os(tmp_path: Path, size: int = 8 * GIB) -> tuple[AgentActivit
             disks=[FileDisk(name="/dev/sda", path=disk, size_bytes=size, serial="SER0", hctl="0:0:0:0")],
         )
     )
-    return a, disk
+    return a, OldDisk(disk, fingerprint(disk))
 
 
-def untouched(disk: Path) -> bool:
-    with disk.open("rb") as f:
-        return f.read(len(OLD_OS)) == OLD_OS
+def untouched(disk: OldDisk) -> bool:
+    return fingerprint(disk.path) == disk.before
 
 
 def fails(fn: Any, *args: Any, secrets: Sequence[str] = ()) -> ApplicationError:
@@ -289,7 +332,7 @@ def test_checksum_url_404_leaves_the_disk_as_it_was(tmp_path: Path, www: tuple[P
     spec = ImageSpec(
         url=f"{www[1]}/os.img", checksum=f"{www[1]}/nope.sha256", checksum_type=ChecksumType.SHA256
     )
-    err = fails(a.write_image, WriteImageRequest(image=spec))
+    err = write_fails(a, spec)
     assert err.type == "ImageUnavailable" and "404" in err.message and "checksum" in err.message
     assert untouched(disk)
 
@@ -299,7 +342,7 @@ def test_image_url_404_leaves_the_disk_as_it_was(
 ) -> None:
     a, disk = agent_with_old_os(tmp_path)
     spec = ImageSpec(url=f"{www[1]}/missing.img", checksum=raw.sha256, checksum_type=ChecksumType.SHA256)
-    err = fails(a.write_image, WriteImageRequest(image=spec))
+    err = write_fails(a, spec)
     assert err.type == "ImageUnavailable" and "fix spec.image (url)" in err.message
     assert untouched(disk)
 
@@ -325,29 +368,106 @@ def test_live_iso_is_not_written_to_disk(tmp_path: Path, www: tuple[Path, str]) 
     assert untouched(disk)
 
 
+def sha256_image(url: str, checksum: str, **more: Any) -> ImageSpec:
+    return ImageSpec(url=url, checksum=checksum, checksum_type=ChecksumType.SHA256, **more)
+
+
+def write_fails(a: AgentActivities, spec: ImageSpec) -> ApplicationError:
+    """Write onto /dev/sda by name: without hints a disk under 4 GiB is never chosen."""
+    hints = RootDeviceHints(device_name="sda")
+    return fails(a.write_image, WriteImageRequest(image=spec, root_device_hints=hints))
+
+
 def test_image_larger_than_the_disk(tmp_path: Path, www: tuple[Path, str], raw: BuiltImage) -> None:
-    a, _ = agent_with_old_os(tmp_path, size=2 << 20)
-    spec = ImageSpec(url=f"{www[1]}/os.img", checksum=raw.sha256, checksum_type=ChecksumType.SHA256)
-    err = fails(
-        a.write_image, WriteImageRequest(image=spec, root_device_hints=RootDeviceHints(device_name="sda"))
-    )
-    assert err.type == "ImageFormatError" and "larger than /dev/sda" in err.message
+    """Content-Length says it before a byte is written."""
+    a, disk = agent_with_old_os(tmp_path, size=2 << 20)
+    spec = sha256_image(f"{www[1]}/os.img", raw.sha256)
+    err = write_fails(a, spec)
+    assert err.type == "ImageTooLarge"
+    assert f"{raw.size} bytes" in err.message and "/dev/sda (2097152 bytes)" in err.message
+    assert untouched(disk)
+
+
+def test_image_without_content_length_stops_at_the_end_of_the_disk(
+    tmp_path: Path, www: tuple[Path, str]
+) -> None:
+    """No Content-Length: the size shows only while streaming. The write stops before the first
+    byte past the device's end (the file disk does not grow) and the device is wiped."""
+    big = build_raw_image(www[0] / "big.img", size_mib=24, label="too-big")
+    size = 12 << 20  # more than the first chunk (read before the wipe), less than the image
+    a, disk = agent_with_old_os(tmp_path, size=size)
+    err = write_fails(a, sha256_image(f"{www[1]}{NO_LENGTH}big.img", big.sha256))
+    assert err.type == "ImageTooLarge" and f"/dev/sda ({size} bytes)" in err.message
+    assert "no Content-Length" in err.message and "wiped" in err.message
+    assert disk.path.stat().st_size == size, "nothing may be written past the end of the device"
+    with disk.path.open("rb") as f:
+        assert f.read(1 << 20) == bytes(1 << 20), "a partly written image must not stay bootable"
 
 
 def test_declared_qcow2_that_is_raw_is_a_format_error_not_a_retry(
     tmp_path: Path, www: tuple[Path, str], raw: BuiltImage
 ) -> None:
-    a, _ = agent_with_old_os(tmp_path)
-    spec = ImageSpec(
-        url=f"{www[1]}/os.img",
-        checksum=raw.sha256,
-        checksum_type=ChecksumType.SHA256,
-        format=ImageFormat.QCOW2,
-    )
-    err = fails(a.write_image, WriteImageRequest(image=spec))
-    assert (
-        err.type == "ImageFormatError" and "not qcow2" in err.message and "spec.image.format" in err.message
-    )
+    a, disk = agent_with_old_os(tmp_path)
+    spec = sha256_image(f"{www[1]}/os.img", raw.sha256, format=ImageFormat.QCOW2)
+    err = write_fails(a, spec)
+    assert err.type == "ImageFormatError"
+    assert "declared qcow2" in err.message and "raw" in err.message and "spec.image.format" in err.message
+    assert untouched(disk)
+
+
+@needs_qemu_img
+def test_declared_raw_that_is_qcow2_is_not_written_as_raw_bytes(
+    tmp_path: Path, www: tuple[Path, str], raw: BuiltImage
+) -> None:
+    q = convert_to_qcow2(raw, www[0] / "os.qcow2")
+    a, disk = agent_with_old_os(tmp_path)
+    spec = sha256_image(f"{www[1]}/os.qcow2", q.sha256, format=ImageFormat.RAW)
+    err = write_fails(a, spec)
+    assert err.type == "ImageFormatError"
+    assert "declared raw" in err.message and "qcow2" in err.message and "spec.image.format" in err.message
+    assert untouched(disk)
+
+
+@needs_qemu_img
+def test_qcow2_larger_than_the_disk(tmp_path: Path, www: tuple[Path, str], raw: BuiltImage) -> None:
+    """The qcow2 header's virtual size says it from the first chunk, before the download."""
+    q = convert_to_qcow2(raw, www[0] / "os.qcow2")
+    a, disk = agent_with_old_os(tmp_path, size=2 << 20)
+    err = write_fails(a, sha256_image(f"{www[1]}/os.qcow2", q.sha256))
+    assert err.type == "ImageTooLarge" and "virtual size" in err.message
+    assert f"{raw.size} bytes" in err.message and "/dev/sda (2097152 bytes)" in err.message
+    assert untouched(disk)
+
+
+@needs_qemu_img
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [(["-b", "{raw}", "-F", "raw"], "backing file"), (["-o", "data_file={raw}.data"], "external data file")],
+    ids=["backing file", "external data file"],
+)
+def test_qcow2_that_reads_another_file_is_refused(
+    tmp_path: Path, www: tuple[Path, str], raw: BuiltImage, options: list[str], named: str
+) -> None:
+    """qemu-img would copy that file from the agent's own file system onto the disk."""
+    over = www[0] / "overlay.qcow2"
+    args = [o.format(raw=raw.path) for o in options]
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *args, str(over), "4M"], check=True)
+    a, disk = agent_with_old_os(tmp_path)
+    err = write_fails(a, sha256_image(f"{www[1]}/overlay.qcow2", sha256_of(over)))
+    assert err.type == "ImageFormatError" and named in err.message and "self-contained" in err.message
+    assert untouched(disk)
+
+
+@needs_qemu_img
+def test_qcow2_checksum_mismatch_is_found_before_the_disk_is_touched(
+    tmp_path: Path, www: tuple[Path, str], raw: BuiltImage
+) -> None:
+    """qcow2 is downloaded and verified before the device is wiped (raw is verified after)."""
+    convert_to_qcow2(raw, www[0] / "os.qcow2")
+    a, disk = agent_with_old_os(tmp_path)
+    err = write_fails(a, sha256_image(f"{www[1]}/os.qcow2", "0" * 64))
+    assert err.type == "ImageChecksumMismatch" and "/dev/sda was not touched" in err.message
+    assert untouched(disk)
 
 
 def test_unknown_cleaning_mode_reaching_the_agent(tmp_path: Path) -> None:

@@ -98,6 +98,7 @@ async def test_flaky_bmcs_still_provision_and_a_dead_bmc_is_a_power_management_e
         proxies[BROKEN].clear()
         proxies[BROKEN].add(Rule(Fault.UNAUTHORIZED))
         await operations.signal(client, broken.ref, "retry")
+        # (the wait is the check that errorCount went on to 2: asserting it again would restate it)
         seen.append(await wait_status(client, broken.ref, lambda s: s.error_count == 2, timeout=150))
         proxies[BROKEN].clear()  # the BMC is fixed for real
         await operations.signal(client, broken.ref, "retry")
@@ -147,7 +148,7 @@ async def test_flaky_bmcs_still_provision_and_a_dead_bmc_is_a_power_management_e
     )
     assert f"127.0.0.1:{proxies[BROKEN].port} failed with HTTP 503 (attempt 6)" in first.error_message
     assert "BMCServerError" in first.error_message
-    assert second.error_type == ErrorType.POWER_MANAGEMENT and second.error_count == 2
+    assert second.error_type == ErrorType.POWER_MANAGEMENT
     assert "rejected the credentials" in second.error_message and "BMCAuthError" in second.error_message
     assert recovered.error_count == 0 and recovered.operational_status == OperationalStatus.OK
     power = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_a_failed_build_leaves_nothing_behind(cache: Path) -> None:
         (out / "half").write_text("x")
         raise RuntimeError("download failed")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="download failed"):
         ensure_artefact("kernel", "v1", build)
     assert list((cache / "kernel").iterdir()) == []
 
@@ -54,5 +55,5 @@ def test_a_build_that_loses_a_race_keeps_the_winner(cache: Path) -> None:
 
 @pytest.mark.parametrize("key", ["", "../escape", ".hidden", "a/b"])
 def test_keys_stay_inside_the_cache(key: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(f"not a cache path component: {key!r}")):
         artefact_dir("kernel", key)

@@ -4,6 +4,7 @@ Ready ends with the last conditions seen."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -29,16 +30,18 @@ def join_spec(tmp_path: Path, kubeconfig_text: str, timeout: int = 1800) -> Join
 
 
 async def test_unreachable_cluster_is_a_retryable_failure(tmp_path: Path) -> None:
+    port = free_port()
     kubeconfig = (
         "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
-        f"clusters: [{{name: x, cluster: {{server: 'http://127.0.0.1:{free_port()}'}}}}]\n"
+        f"clusters: [{{name: x, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
         "users: [{name: x, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: x, user: x}}]\n"
     )
     req = JoinRequest(host=REF, join=join_spec(tmp_path, kubeconfig))
-    with pytest.raises(Exception) as err:
+    server = re.escape(f"cannot reach the target cluster http://127.0.0.1:{port}")
+    with pytest.raises(ApplicationError, match=f"{server}: .*Connection refused") as err:
         await asyncio.to_thread(ActivityEnvironment().run, prepare_join, req)
-    # not a non-retryable ApplicationError: Temporal retries it with backoff
-    assert not (isinstance(err.value, ApplicationError) and err.value.non_retryable)
+    # typed, and not non-retryable: Temporal retries it with backoff
+    assert err.value.type == "ClusterUnreachable" and not err.value.non_retryable
 
 
 async def test_node_never_ready_reports_its_conditions(tmp_path: Path) -> None:

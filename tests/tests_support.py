@@ -148,6 +148,16 @@ def activity_results(histories: dict[str, list[HistoryEvent]], name: str, result
     return out
 
 
+def workflow_workers(histories: dict[str, list[HistoryEvent]]) -> set[str]:
+    """The identities (pid@host) of the workers whose workflow tasks the histories record."""
+    return {
+        e.workflow_task_completed_event_attributes.identity
+        for events in histories.values()
+        for e in events
+        if e.HasField("workflow_task_completed_event_attributes")
+    }
+
+
 async def eventually(fn: Callable[[], Any], what: str, timeout: float = 180) -> Any:
     """Poll a blocking read until it returns something truthy; fail naming WHAT and the last value."""
     deadline = asyncio.get_running_loop().time() + timeout

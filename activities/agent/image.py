@@ -1,10 +1,15 @@
 """The image writer: stream over HTTP straight onto the root device, hashing as it goes.
 
+Nothing touches the device until the image has said what it is: the first chunk of the download
+shows its format (qcow2's magic) and, with Content-Length or the qcow2 header's virtual size,
+whether it fits. A declared format the bytes contradict is an ImageFormatError, an image larger
+than the device an ImageTooLarge; both are permanent and leave every byte of the device as it was.
+
 Raw images are never held whole in memory or on disk: each chunk is hashed and written, and
-only the checksum at the end decides whether the disk keeps them. qcow2 needs random access,
-so it alone goes to a temporary file, is verified, then `qemu-img convert -n` writes it onto
-the device. A mismatch wipes the device's partition tables and signatures, so a half-right
-image can never boot.
+only the checksum at the end decides whether the disk keeps them; a mismatch wipes the device's
+partition tables and signatures, so a half-right image can never boot. qcow2 needs random
+access, so it goes to a temporary file and is verified (checksum, `qemu-img info`) before the
+device is wiped and `qemu-img convert -n` writes it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import subprocess
 import tempfile
 import time
@@ -21,6 +27,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
+from temporalio.exceptions import ApplicationError
 
 from activities.agent import cleaning
 from activities.agent.devices import BlockDevice
@@ -29,6 +37,7 @@ from metalflow.api.models import ChecksumType, ImageFormat, ImageSpec
 
 CHUNK = 8 << 20
 QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_EXTERNAL_DATA = 1 << 2  # incompatible feature bit: the guest data lives in another file
 _LENGTHS = {32: ChecksumType.MD5, 64: ChecksumType.SHA256, 128: ChecksumType.SHA512}
 
 Progress = Callable[[int, int], None]
@@ -87,6 +96,19 @@ def expected_checksum(image: ImageSpec) -> tuple[str, ChecksumType]:
     return value, kind
 
 
+@dataclass(frozen=True)
+class _Head:
+    """What the response and its first chunk tell before anything is written."""
+
+    first: bytes
+    format: ImageFormat
+    length: int  # Content-Length; 0 when the server sent none
+
+
+class _PastTheEnd(Exception):
+    """The stream went on past the device's end, which no Content-Length had said in advance."""
+
+
 def write_image(
     image: ImageSpec, dev: BlockDevice, progress: Progress, workdir: Path | None = None
 ) -> Written:
@@ -98,92 +120,169 @@ def write_image(
     want, kind = expected_checksum(image)
     # Open the download first: an image that is not there leaves the disk as it was.
     resp = _get(image.url, "image", stream=True)
-    # A retried attempt starts from a clean device: no stale table from a half-written try.
-    try:
-        cleaning.wipe_metadata(dev)
-    except BaseException:
-        resp.close()
-        raise
-    total = int(resp.headers.get("Content-Length") or 0)
     digest = hashlib.new(kind.value)
     try:
-        first = resp.raw.read(CHUNK)
-        fmt = image.format or (ImageFormat.QCOW2 if first.startswith(QCOW2_MAGIC) else ImageFormat.RAW)
-        if fmt == ImageFormat.QCOW2:
+        head = _inspect(resp, image, dev)
+        if head.format == ImageFormat.QCOW2:
             with tempfile.NamedTemporaryFile(dir=workdir, suffix=".qcow2") as tmp:
-                size = _copy(resp, first, digest, tmp.fileno(), total, progress)
-                _verify(digest, want, kind, image, dev)
+                size = _copy(resp, head, digest, tmp.fileno(), progress)
+                _verify(digest, want, kind, image, dev, written=False)
+                _qemu_img_check(tmp.name, image, dev)
+                # A retried attempt starts from a clean device: no stale table from a half-written try.
+                cleaning.wipe_metadata(dev)
                 _qemu_img_convert(tmp.name, dev)
         else:
-            if total and total > dev.size_bytes:
-                raise permanent(
-                    ErrorName.IMAGE_FORMAT,
-                    f"the image ({total} bytes) is larger than {dev.name} ({dev.size_bytes} bytes)",
-                )
-            fd = os.open(dev.path, os.O_WRONLY)
-            try:
-                size = _copy(resp, first, digest, fd, total, progress)
-            finally:
-                os.close(fd)
-            _verify(digest, want, kind, image, dev)
-    except requests.RequestException as err:
+            size = _write_raw(resp, head, digest, image, dev, progress)
+            _verify(digest, want, kind, image, dev, written=True)
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
+        # urllib3's own errors too: resp.raw.read raises them, not requests' wrappers
         raise transient("ImageFetchError", f"the image download broke off: {err}") from None
     finally:
         resp.close()
     return Written(size, want, kind)
 
 
-def _copy(
-    resp: requests.Response, first: bytes, digest: hashlib._Hash, fd: int, total: int, progress: Progress
+def _inspect(resp: requests.Response, image: ImageSpec, dev: BlockDevice) -> _Head:
+    """Read the first chunk; check the format against spec.image.format and the size against the device."""
+    length = int(resp.headers.get("Content-Length") or 0)
+    first = resp.raw.read(CHUNK)
+    found = ImageFormat.QCOW2 if first.startswith(QCOW2_MAGIC) else ImageFormat.RAW
+    if image.format and image.format != found:
+        shows = "qcow2's magic" if found == ImageFormat.QCOW2 else "no qcow2 header"
+        raise permanent(
+            ErrorName.IMAGE_FORMAT,
+            f"image {image.url} is declared {image.format.value} but is {found.value} (its first bytes "
+            f"show {shows}); fix spec.image.format (or leave it unset to detect it)",
+        )
+    if found == ImageFormat.QCOW2:
+        virtual = _qcow2_virtual_size(first, image)
+        if virtual > dev.size_bytes:
+            raise _too_large(image, f"{virtual} bytes (its qcow2 virtual size)", dev)
+    elif length > dev.size_bytes:
+        raise _too_large(image, f"{length} bytes (its Content-Length)", dev)
+    elif len(first) > dev.size_bytes:
+        raise _too_large(image, f"over {dev.size_bytes} bytes (no Content-Length; its first chunk)", dev)
+    return _Head(first, found, length)
+
+
+def _qcow2_virtual_size(first: bytes, image: ImageSpec) -> int:
+    """The virtual size from the header (big-endian u64 at offset 24).
+
+    A backing file or an external data file is refused: `qemu-img convert` would read it from
+    the agent's own file system onto the disk (Ironic refuses them for the same reason).
+    """
+    if len(first) < 32:
+        raise permanent(ErrorName.IMAGE_FORMAT, f"image {image.url} ends inside its qcow2 header")
+    version, backing = struct.unpack_from(">IQ", first, 4)
+    incompatible = struct.unpack_from(">Q", first, 72)[0] if version >= 3 and len(first) >= 80 else 0
+    if backing or incompatible & QCOW2_EXTERNAL_DATA:
+        raise permanent(
+            ErrorName.IMAGE_FORMAT,
+            f"image {image.url} is a qcow2 with a {'backing' if backing else 'external data'} file; "
+            "publish a self-contained image (qemu-img convert -O qcow2 IN OUT)",
+        )
+    return int(struct.unpack_from(">Q", first, 24)[0])
+
+
+def _too_large(image: ImageSpec, size: str, dev: BlockDevice) -> ApplicationError:
+    return permanent(
+        ErrorName.IMAGE_TOO_LARGE,
+        f"image {image.url} is {size}, larger than {dev.name} ({dev.size_bytes} bytes); "
+        "choose a larger disk with spec.rootDeviceHints or a smaller image",
+    )
+
+
+def _write_raw(
+    resp: requests.Response,
+    head: _Head,
+    digest: hashlib._Hash,
+    image: ImageSpec,
+    dev: BlockDevice,
+    progress: Progress,
 ) -> int:
-    """Hash and write every chunk as it arrives; report progress about once a second."""
-    written, last, chunk = 0, 0.0, first
+    """Wipe, then stream onto the device.
+
+    With Content-Length an oversized image is refused before the wipe (`_inspect`). Without it
+    the size shows only while streaming: the write then stops before the first byte past the
+    device's end (a file disk never grows, a block device never sees a short write) and the
+    device is wiped. What is guaranteed then is a typed permanent error and no bootable half
+    image, not an untouched disk.
+    """
+    # A retried attempt starts from a clean device: no stale table from a half-written try.
+    cleaning.wipe_metadata(dev)
+    fd = os.open(dev.path, os.O_WRONLY)
+    try:
+        return _copy(resp, head, digest, fd, progress, limit=dev.size_bytes)
+    except _PastTheEnd:
+        cleaning.wipe_metadata(dev)
+        seen = f"over {dev.size_bytes} bytes (no Content-Length: writing stopped at the end; wiped)"
+        raise _too_large(image, seen, dev) from None
+    finally:
+        os.close(fd)
+
+
+def _copy(
+    resp: requests.Response,
+    head: _Head,
+    digest: hashlib._Hash,
+    fd: int,
+    progress: Progress,
+    limit: int | None = None,
+) -> int:
+    """Hash and write every chunk as it arrives; report progress about once a second.
+
+    With a limit, no chunk that would end past it is written (`_PastTheEnd` instead).
+    """
+    written, last, chunk = 0, 0.0, head.first
     while chunk:
+        if limit is not None and written + len(chunk) > limit:
+            raise _PastTheEnd
         digest.update(chunk)
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view) :]
         written += len(chunk)
         if time.monotonic() - last > 1:
-            progress(written, total)
+            progress(written, head.length)
             last = time.monotonic()
         chunk = resp.raw.read(CHUNK)
     os.fsync(fd)
-    progress(written, total)
+    progress(written, head.length)
     return written
 
 
-def _verify(digest: hashlib._Hash, want: str, kind: ChecksumType, image: ImageSpec, dev: BlockDevice) -> None:
+def _verify(
+    digest: hashlib._Hash, want: str, kind: ChecksumType, image: ImageSpec, dev: BlockDevice, written: bool
+) -> None:
+    """A mismatch is permanent; a device already written is wiped first so the image cannot boot."""
     got = digest.hexdigest()
-    if got != want:
+    if got == want:
+        return
+    if written:
         cleaning.wipe_metadata(dev)
+    raise permanent(
+        ErrorName.IMAGE_CHECKSUM,
+        f"image {image.url} has {kind.value} {got}, expected {want}; {dev.name} was "
+        f"{'wiped' if written else 'not touched'}. Fix spec.image.checksum or the image",
+    )
+
+
+def _qemu_img_check(src: str, image: ImageSpec, dev: BlockDevice) -> None:
+    """qemu-img's reading of the whole downloaded file must agree with the header's: qcow2 that fits."""
+    info = subprocess.run(
+        ["qemu-img", "info", "--output=json", "-f", "qcow2", src], capture_output=True, text=True, check=False
+    )
+    if info.returncode != 0:
         raise permanent(
-            ErrorName.IMAGE_CHECKSUM,
-            f"image {image.url} has {kind.value} {got}, expected {want}; {dev.name} was wiped. "
-            "Fix spec.image.checksum or the image",
+            ErrorName.IMAGE_FORMAT, f"image {image.url} is not a valid qcow2: {info.stderr.strip()}"
         )
+    virtual = int(json.loads(info.stdout).get("virtual-size", 0))
+    if virtual > dev.size_bytes:
+        raise _too_large(image, f"{virtual} bytes (its qcow2 virtual size)", dev)
 
 
 def _qemu_img_convert(src: str, dev: BlockDevice) -> None:
     """qcow2 -> raw onto the existing device (-n: never recreate or truncate the target)."""
-    info = subprocess.run(
-        ["qemu-img", "info", "--output=json", src], capture_output=True, text=True, check=False
-    )
-    if info.returncode != 0:
-        raise permanent(ErrorName.IMAGE_FORMAT, f"the image is not a valid qcow2: {info.stderr.strip()}")
-    described = json.loads(info.stdout)
-    if described.get("format") != "qcow2":
-        raise permanent(
-            ErrorName.IMAGE_FORMAT,
-            f"the image is {described.get('format') or 'of unknown format'}, not qcow2; "
-            "fix spec.image.format (or leave it unset to detect it)",
-        )
-    virtual = int(described.get("virtual-size", 0))
-    if virtual > dev.size_bytes:
-        raise permanent(
-            ErrorName.IMAGE_FORMAT,
-            f"the image's virtual size ({virtual} bytes) exceeds {dev.name} ({dev.size_bytes} bytes)",
-        )
     done = subprocess.run(
         ["qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", src, str(dev.path)],
         capture_output=True,

@@ -20,6 +20,7 @@ class ErrorName(StrEnum):
     IMAGE_CHECKSUM = "ImageChecksumMismatch"
     IMAGE_UNAVAILABLE = "ImageUnavailable"
     IMAGE_FORMAT = "ImageFormatError"
+    IMAGE_TOO_LARGE = "ImageTooLarge"
     NO_ROOT_DEVICE = "NoRootDeviceMatch"
     CLUSTER_INFO_MISSING = "ClusterInfoMissing"
     NODE_NOT_READY = "NodeNotReady"
