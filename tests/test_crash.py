@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from tests_support import activity_runs, step_histories
+from tests_support import activity_runs, at_rest, step_histories
 
 from metalflow.api.models import BMCDetails, HostStatus
 from metalflow.api.models import ProvisioningState as S
@@ -175,7 +175,12 @@ async def test_killed_worker_and_dev_server_neither_stop_nor_repeat_provisioning
         assert st.error_type is None, st.error_message
         return st.provisioning.state == S.PROVISIONED
 
-    await until("provisioned after the crashes", provisioned, timeout=180)
+    async def provisioned_at_rest() -> bool:
+        # the query may answer before the transition's workflow task (and its status.publish)
+        # is in the history: wait until the host workflow has nothing in flight
+        return await provisioned() and await at_rest(client, host.ref.workflow_id)
+
+    await until("provisioned and at rest after the crashes", provisioned_at_rest, timeout=180)
 
     # the histories (read back from the restarted server) tell what ran, and how often
     runs = activity_runs(await step_histories(client, host.ref.workflow_id))
