@@ -44,6 +44,8 @@ class EmulatedHost:
     poll_interval: float = 0.25
     boots: list[BootRecord] = field(default_factory=list)
     _powered: bool = False
+    _pushed: int = 0  # changes pushed by the emulator's notifier so far
+    _firmware: asyncio.Lock = field(default_factory=asyncio.Lock)  # one power change at a time
     _agent: asyncio.Task[None] | None = None
     _watch: asyncio.Task[None] | None = None
 
@@ -92,7 +94,12 @@ class EmulatedHost:
             self._agent = None
 
     async def _read(self, session: aiohttp.ClientSession) -> None:
-        """A Redfish GET: the fake driver applies pending power changes when a system is read."""
+        """A Redfish GET: the fake driver applies pending power changes when a system is read.
+
+        A read that a pushed change overtook is dropped: its answer may be older than the push
+        (a reboot's "Off", read before the "On" was pushed, would be a second boot). The next
+        read repeats it; the poll is the safety net, the notifier the order of events."""
+        pushed = self._pushed
         async with session.get(self.system_url) as resp:
             resp.raise_for_status()
             body = await resp.json()
@@ -100,10 +107,17 @@ class EmulatedHost:
         target = boot.get("BootSourceOverrideTarget") or "Hdd"
         if boot.get("BootSourceOverrideEnabled") == "Disabled":
             target = "Hdd"
-        await self.observe(body.get("PowerState", "Off"), target)
+        async with self._firmware:
+            if self._pushed == pushed:
+                await self._power_seen(body.get("PowerState", "Off"), target)
 
     async def observe(self, power: str, target: str) -> None:
-        """A power state seen (by a poll, or pushed by the emulator's notifier): act like firmware."""
+        """A power state pushed by the emulator's notifier: act like firmware."""
+        self._pushed += 1
+        async with self._firmware:
+            await self._power_seen(power, target)
+
+    async def _power_seen(self, power: str, target: str) -> None:
         if power == "On" and not self._powered:
             network = target in NETWORK_BOOT_TARGETS
             self.boots.append(BootRecord(target=target, agent=network))

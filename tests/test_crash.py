@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 import requests
 from temporalio.client import Client
-from tests_support import activity_results, activity_runs, step_histories, workflow_workers
+from tests_support import activity_results, activity_runs, at_rest, step_histories, workflow_workers
 
 from metalflow.api.configdrive import ConfigDriveStaged
 from metalflow.api.models import BMCDetails, HostStatus
@@ -189,7 +189,12 @@ async def test_killed_worker_and_dev_server_neither_stop_nor_repeat_provisioning
         assert st.error_type is None, st.error_message
         return st.provisioning.state == S.PROVISIONED
 
-    await until("provisioned after the crashes", provisioned, timeout=180)
+    async def provisioned_at_rest() -> bool:
+        # the query may answer before the transition's workflow task (and its status.publish)
+        # is in the history: wait until the host workflow has nothing in flight
+        return await provisioned() and await at_rest(client, host.ref.workflow_id)
+
+    await until("provisioned and at rest after the crashes", provisioned_at_rest, timeout=180)
 
     # the histories (read back from the restarted server) tell what ran, and how often
     histories = await step_histories(client, host.ref.workflow_id)

@@ -103,6 +103,17 @@ async def step_histories(client: Client, workflow_id: str) -> dict[str, list[His
     return out
 
 
+async def at_rest(client: Client, workflow_id: str) -> bool:
+    """Nothing of the workflow is in flight at the server: no workflow task, activity or child.
+
+    A query answers from the worker's state, which can be ahead of the history: a host can
+    report its new state while the workflow task that made the change (and schedules the
+    `status.publish` for it) is still being completed. A test that reads histories after a
+    query waits for this too, or it may read an activity that is still running."""
+    desc = (await client.get_workflow_handle(workflow_id).describe()).raw_description
+    return not (desc.HasField("pending_workflow_task") or desc.pending_activities or desc.pending_children)
+
+
 def activity_runs(histories: dict[str, list[HistoryEvent]]) -> list[ActivityRun]:
     runs: list[ActivityRun] = []
     for wid, events in histories.items():
