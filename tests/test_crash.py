@@ -232,5 +232,6 @@ async def test_killed_worker_and_dev_server_neither_stop_nor_repeat_provisioning
         pvd = f.read(80)
     assert disk.startswith(MARKER) and disk == dc.image.path.read_bytes()
     assert pvd[1:6] == b"CD001" and pvd[40:48] == b"config-2"
-    # ... and by whom: each of the six worker processes (five killed, the last) ran workflow tasks
-    assert len(workflow_workers(histories)) == 6, workflow_workers(histories)
+    # ... and by more than one worker process: the work outlived the processes it started on
+    # (how many took part varies: a worker killed while it is still starting runs nothing)
+    assert len(workflow_workers(histories)) >= 2, workflow_workers(histories)
