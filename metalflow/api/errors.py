@@ -36,3 +36,9 @@ def permanent(name: ErrorName, message: str) -> ApplicationError:
 def transient(name: str, message: str) -> ApplicationError:
     """A failure worth retrying with backoff (timeouts, 5xx, connection resets)."""
     return ApplicationError(message, type=name, non_retryable=False)
+
+
+class BMCAddressError(ValueError):
+    """A BMC address that cannot be used; the message names what is wrong and what to write.
+
+    Raised by metalflow.api.bmc_address (pure); activities carry it as ErrorName.BMC_ADDRESS."""
