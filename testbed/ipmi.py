@@ -1,5 +1,10 @@
 """An IPMI BMC on loopback: pyghmi's own BMC server (pyghmi.ipmi.bmc.Bmc) with real RMCP+ auth.
 
+Like a real BMC it keeps each session's privilege level (the one the client asked for in RAKP 1
+and Set Session Privilege Level), answers Get Session Info with it, and refuses the commands the
+IPMI 2.0 spec (appendix G) reserves for Operator, chassis control and set boot options, to a
+User-level session with completion code D4h (insufficient privilege).
+
 Run as a subprocess (`python -m testbed.ipmi`), because pyghmi's server and client
 share process-wide session tables. Power and boot device are kept in memory, like a BMC's.
 """
@@ -10,14 +15,30 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from testbed.processes import Process, free_port
+
+_OPERATOR = 3
+_OPERATOR_COMMANDS = {(0x00, 0x02), (0x00, 0x08)}  # (netfn, command): chassis control, set boot options
+_GET_SESSION_INFO = (0x06, 0x3D)
 
 
 def _serve(port: int, username: str, password: str) -> None:
     from pyghmi.ipmi import bmc
 
     class EmulatedBmc(bmc.Bmc):  # type: ignore[misc]
+        def handle_raw_request(self, request: dict[str, Any], session: Any) -> None:
+            # The level the session holds: set by Set Session Privilege Level, else RAKP 1's.
+            level = int(getattr(session, "clientpriv", getattr(session, "maxpriv", 4)))
+            key = (request["netfn"], request["command"])
+            if key == _GET_SESSION_INFO:  # handle, slots, active, user id, privilege, channel
+                session.send_ipmi_response(data=[1, 1, 1, 1, level & 0x0F, 1])
+            elif key in _OPERATOR_COMMANDS and level < _OPERATOR:
+                session.send_ipmi_response(code=0xD4)
+            else:
+                super().handle_raw_request(request, session)
+
         def __init__(self) -> None:
             super().__init__({username: password}, port=port, address="127.0.0.1")
             self.powerstate = "off"

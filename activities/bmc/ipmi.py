@@ -22,7 +22,7 @@ from pyghmi.ipmi.private import session as ipmi_session
 
 from activities.bmc.driver import BaseDriver, SystemCheck
 from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
-from metalflow.api.bmc_address import BMCAddress
+from metalflow.api.bmc_address import PRIVILEGE_LEVELS, BMCAddress
 from metalflow.api.errors import ErrorName, permanent, transient
 from metalflow.api.models import BootMode, HardwareDetails, HardwareSystemVendor
 
@@ -54,7 +54,14 @@ _lock = threading.Lock()
 def classify(err: Exception, addr: BMCAddress, username: str, secret: str) -> Exception:
     text = str(err)
     lowered = text.lower()
-    if any(s in lowered for s in ("password", "unauthorized name", "rakp", "integrity", "privilege")):
+    if "privilege" in lowered:
+        return permanent(
+            ErrorName.BMC_AUTH,
+            f"the IPMI BMC at {addr.host}:{addr.port} refused user {username!r} at privilege level "
+            f"{addr.privilege_level} ({text}); grant the user that level in {secret}, or lower "
+            "?privilegelevel= in the BMC address",
+        )
+    if any(s in lowered for s in ("password", "unauthorized name", "rakp", "integrity")):
         return permanent(
             ErrorName.BMC_AUTH,
             f"the IPMI BMC at {addr.host}:{addr.port} rejected user {username!r} ({text}); fix {secret}",
@@ -76,8 +83,20 @@ def session(addr: BMCAddress, username: str, password: str, secret: str) -> Iter
         try:
             yield connect(addr, username, password, secret)
         except pyghmi_exc.IpmiException as err:
-            _sessions.pop(key, None)
+            cmd = _sessions.get(key)
+            if cmd is None or cmd.ipmi_session.broken:  # a refused command leaves the session usable
+                _sessions.pop(key, None)
             raise classify(err, addr, username, secret) from None
+
+
+def _end_session(cmd: command.Command, host: str, username: str, password: str, port: int) -> None:
+    """Log a session out so the next Command logs in afresh (at another privilege level).
+
+    pyghmi leaves a logged-out session registered as still logging in, under the arguments its
+    Command was made with, and would hand it to the next Command for the same BMC and user
+    (which then fails), so that entry goes too."""
+    cmd.ipmi_session.logout()
+    ipmi_session.Session.initting_sessions.pop((host, username, password, port, None), None)
 
 
 def connect(addr: BMCAddress, username: str, password: str, secret: str) -> command.Command:
@@ -85,15 +104,26 @@ def connect(addr: BMCAddress, username: str, password: str, secret: str) -> comm
 
     pyghmi is built for long-lived sessions: a second Command for the same BMC and user while
     the first lives waits on the first's login forever, so sessions are shared, never remade.
+    The session asks for the address's privilege level (?privilegelevel=, ADMINISTRATOR by
+    default, as Ironic's ipmi_priv_level). pyghmi hands back a live session for the same BMC
+    and user whatever its level, so an address asking another level logs the old one out first.
     """
     key = (addr.host, addr.port, username, hashlib.sha256(password.encode()).hexdigest())
+    level = PRIVILEGE_LEVELS[addr.privilege_level or "ADMINISTRATOR"]
     with _lock:
-        cmd = _sessions.get(key)
+        cmd = _sessions.pop(key, None)
         if cmd is not None and not cmd.ipmi_session.broken:
-            return cmd
+            if cmd.ipmi_session.privlevel == level:
+                _sessions[key] = cmd
+                return cmd
+            _end_session(cmd, addr.host.strip("[]"), username, password, addr.port)
         try:
             cmd = command.Command(
-                bmc=addr.host.strip("[]"), userid=username, password=password, port=addr.port
+                bmc=addr.host.strip("[]"),
+                userid=username,
+                password=password,
+                port=addr.port,
+                privlevel=level,
             )
         except pyghmi_exc.IpmiException as err:
             raise classify(err, addr, username, secret) from None

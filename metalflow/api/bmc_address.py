@@ -376,8 +376,8 @@ def _upstream_parsed_url(address: str) -> _GoURL:
     hostname = url.split_host_port()[0]
     if hostname and not _is_ip(hostname) and not _DNS_NAME.fullmatch(hostname):
         raise BMCAddressError(
-            f"BMC address {address!r}: host {hostname!r} is neither an IP address nor a DNS name "
-            "(letters, digits and inner hyphens, dot-separated)"
+            f"BMC address {address!r} has no valid host: {hostname!r} is neither an IP address nor a "
+            "DNS name (letters, digits and inner hyphens, dot-separated)"
         )
     return url
 
@@ -480,7 +480,10 @@ def parse_bmc_address(address: str, disable_certificate_verification: bool = Fal
         )
     hostname, port_text = url.split_host_port()
     if not hostname:
-        raise BMCAddressError(f"BMC address {address!r} has no host; accepted forms: {ACCEPTED_FORMS}")
+        raise BMCAddressError(
+            f"BMC address {address!r} has no valid host (nothing before the port or path); "
+            f"accepted forms: {ACCEPTED_FORMS}"
+        )
     port = int(port_text) if port_text else _DEFAULT_PORT[scheme.transport]
     if not 0 < port < 65536:
         raise BMCAddressError(f"BMC address {address!r} has an invalid port {port_text}: write 1 to 65535")
