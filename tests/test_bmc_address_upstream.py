@@ -21,6 +21,8 @@ import pytest
 
 from metalflow.api.bmc_address import BMCAddress, parse_bmc_address
 from metalflow.api.errors import BMCAddressError
+from metalflow.api.models import HostSpec
+from metalflow.api.validation import SpecError, validate_spec
 
 # ---- TestParse and the webhook's address checks: verdict, then Go's URL fields ----
 # (address, accepted, type, hostname (URL.Hostname), netloc (URL.Host), port as written,
@@ -433,3 +435,24 @@ def test_random_garbage_gets_a_verdict_never_a_stray_exception() -> None:
             except BMCAddressError:
                 pass
     assert accepted > 100, "the generator should also reach accepted addresses"
+
+
+@pytest.mark.parametrize(
+    ("address", "verdict"),
+    [
+        ("[1.2.3.4]:6233", None),  # upstream: host:port fallback, an IPv4 host (Python's urlsplit raises)
+        ("ipmi:192.168.122.1", None),
+        ("redfish://u:p@h/redfish/v1/Systems/1", "must not carry credentials"),
+        ("[fe80::fc33:62ff:fe33:8xff]:6223", "no valid host"),
+    ],
+)
+def test_spec_validation_gives_the_parser_verdict(address: str, verdict: str | None) -> None:
+    spec = HostSpec.model_validate(
+        {"bmc": {"address": address, "credentials": {"name": "bmc"}}, "bootMACAddress": "52:54:00:00:00:01"}
+    )
+    if verdict is None:
+        validate_spec(spec)
+        return
+    with pytest.raises(SpecError, match=verdict) as err:
+        validate_spec(spec)
+    assert str(err.value).startswith("spec.bmc.address: ")

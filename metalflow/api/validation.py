@@ -6,8 +6,6 @@ names the field and what to write instead.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from metalflow.api.bmc_address import BMCAddressError, parse_bmc_address
 from metalflow.api.models import HostSpec, ProvisioningState
 
@@ -21,12 +19,7 @@ def validate_spec(spec: HostSpec) -> None:
         address = parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification)
     except BMCAddressError as err:
         raise SpecError(f"spec.bmc.address: {err}") from None
-    netloc = urlsplit(spec.bmc.address if "://" in spec.bmc.address else "//" + spec.bmc.address).netloc
-    if "@" in netloc:
-        raise SpecError(
-            "spec.bmc.address must not carry credentials (user:password@); "
-            "put them in the Secret named by spec.bmc.credentials"
-        )
+    # parse_bmc_address refuses credentials in the address (user:password@) itself.
     if not address.virtual_media and not spec.boot_mac_address and not spec.externally_provisioned:
         raise SpecError(
             f"spec.bootMACAddress is required to network-boot with a {address.scheme}:// BMC; "
