@@ -222,6 +222,8 @@ class Verdict:
             out["waiting"] = self.waiting
         if self.host is not None:
             out["spec"] = manifest_from_host(self.host)["spec"]
+            if self.host.spec.join is not None:  # metalflow's addition, kept too
+                out["spec"]["join"] = self.host.spec.join.model_dump(mode="json", by_alias=True)
         return out
 
 
@@ -235,7 +237,10 @@ def admit(obj: dict[str, Any], locate: SecretLocator | None = None) -> Verdict:
     except HostNeedsBMC as err:
         return Verdict(name, namespace, True, waiting=str(err))
     except ManifestError as err:
-        return Verdict(name, namespace, False, [str(err)])
+        prefix = f"BareMetalHost {namespace}/{name} is invalid: "
+        message = str(err)
+        reasons = message.removeprefix(prefix).split("; ") if message.startswith(prefix) else [message]
+        return Verdict(name, namespace, False, reasons)
     try:
         problems = spec_problems(host.spec, namespace=namespace)
     except SpecError as err:
