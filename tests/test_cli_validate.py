@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from metalflow.api.bmh import FIRMWARE_REFUSED
+
 SECRET_VALUE = "validate-must-not-print-this"
 DOCS: list[dict[str, Any]] = [
     {
@@ -83,9 +85,7 @@ def test_report_gives_every_verdict_and_the_kept_spec(tmp_path: Path, fmt: str) 
         "name": "refused",
         "namespace": "rack-2",
         "verdict": "rejected",
-        "reasons": [
-            "spec.firmware: the Firmware field is no longer supported, use HostFirmwareSettings resource instead"
-        ],
+        "reasons": [f"spec.firmware: {FIRMWARE_REFUSED}"],
     }
     assert discovered["verdict"] == "accepted" and "spec.bmc" in discovered["waiting"]
     assert "spec" not in discovered
@@ -116,7 +116,8 @@ def test_several_reasons_are_all_reported(tmp_path: Path) -> None:
     reasons = json.loads(done.stdout)["hosts"][0]["reasons"]
     assert reasons == [
         "spec.bootMode: BMC driver ipmi does not support secure boot",
-        "spec.disablePowerOff: node can't simultaneously have online set to false and have power off disabled",
+        "spec.disablePowerOff: node can't simultaneously have online set to false "
+        "and have power off disabled",
     ]
 
 
