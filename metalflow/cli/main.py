@@ -139,14 +139,15 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     if not hosts:
         raise ManifestError(f"{path} holds no {KIND} documents")
     verdicts = [admit(o).as_dict() for o in hosts]
-    report = {
+    rejected = sum(v["verdict"] == "rejected" for v in verdicts)
+    report: dict[str, Any] = {
         "apiVersion": "metalflow.io/v1alpha1",
         "kind": "ValidationReport",
         "file": str(path),
         "summary": {
             "hosts": len(verdicts),
             "accepted": sum(v["verdict"] == "accepted" for v in verdicts),
-            "rejected": sum(v["verdict"] == "rejected" for v in verdicts),
+            "rejected": rejected,
             "waiting": sum("waiting" in v for v in verdicts),
         },
         "hosts": verdicts,
@@ -155,7 +156,7 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
         sys.stdout.write(yaml.safe_dump(report, sort_keys=False))
-    return 1 if report["summary"]["rejected"] else 0
+    return 1 if rejected else 0
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
