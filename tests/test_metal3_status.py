@@ -21,6 +21,7 @@ from k8s_bridge.reconcile import Plan
 from metalflow.api.models import (
     CPU,
     NIC,
+    CredentialsStatus,
     ErrorType,
     HardwareDetails,
     HostStatus,
@@ -28,6 +29,7 @@ from metalflow.api.models import (
     OperationalStatus,
     ProvisioningState,
     ProvisionStatus,
+    SecretRef,
     Storage,
 )
 from metalflow.api.status import bmh_status
@@ -45,6 +47,14 @@ STATUSES = {
     "fresh": HostStatus(),
     "registering": HostStatus(
         last_updated=NOW, provisioning=ProvisionStatus(state=ProvisioningState.REGISTERING)
+    ),
+    "registered from a local Secret file": HostStatus(
+        last_updated=NOW,
+        provisioning=ProvisionStatus(state=ProvisioningState.INSPECTING),
+        good_credentials=CredentialsStatus(
+            credentials=SecretRef(name="bmc", namespace="rack-1", path="/var/lib/metalflow/secrets/bmc.yaml"),
+            credentials_version="7",
+        ),
     ),
     "registration error": HostStatus(
         last_updated=NOW,

@@ -79,6 +79,10 @@ def bmh_status(status: HostStatus) -> dict[str, Any]:
     body["provisioning"].setdefault("state", status.provisioning.state.value)
     body["provisioning"].setdefault("ID", status.provisioning.id)
     # error_type None is already left out by exclude_none: no `errorType: ""` is ever written
+    for tried in ("goodCredentials", "triedCredentials"):  # a Secret reference is name + namespace only
+        ref = body.get(tried, {}).get("credentials")
+        if ref:
+            ref.pop("path", None)
     hardware = body.get("hardware")
     if hardware:
         for disk in hardware.get("storage", []):
