@@ -4,7 +4,8 @@ Through the real Temporal dev server, sushy-emulator and an emulated server (tes
 - `raid`: applied while preparing; the Redfish driver builds no RAID yet, so preparing fails
   with metal3's "RAID configuration is not supported by the <driver> driver" in status and the
   host never becomes available (never deployed without its RAID);
-- `disablePowerOff`: where metalflow would power the host off it reboots it instead.
+- `disablePowerOff`: where metalflow would power the host off it reboots it instead;
+- `inspectionMode`: `fast` inspects through the BMC's Redfish inventory alone, `disabled` not at all.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from metalflow.api.models import (
+    CleaningMode,
     ErrorType,
     HardwareRAIDVolume,
     HostRef,
     HostStatus,
+    InspectionMode,
     OperationalStatus,
     RAIDConfig,
     SoftwareRAIDVolume,
@@ -97,3 +100,28 @@ async def test_disable_power_off_reboots_instead(client: Client, settings: Setti
     assert len(dc.emulated[0].boots) == boots[0] + 1, "rebooted instead of powered off"
     assert results[1].deleted and not results[1].powered_on, "without it the host is powered off"
     assert len(dc.emulated[1].boots) == boots[1]
+
+
+async def test_inspection_mode_fast_and_disabled(client: Client, settings: Settings, dc: Datacenter) -> None:
+    """`fast` inspects through Redfish alone; `disabled` inspects nothing; neither boots the host."""
+    no_clean = {"automated_cleaning_mode": CleaningMode.DISABLED, "image": None}
+    fast = dc.host(0, inspection_mode=InspectionMode.FAST, **no_clean)
+    disabled = dc.host(1, inspection_mode=InspectionMode.DISABLED, **no_clean)
+    for host in (fast, disabled):
+        await operations.apply(client, host, settings)
+    done = [
+        await wait_status(client, h.ref, lambda s: s.provisioning.state == S.AVAILABLE or s.error_type)
+        for h in (fast, disabled)
+    ]
+    for st in done:
+        assert st.error_type is None, st.error_message
+    hardware = done[0].hardware
+    assert hardware is not None, "fast inspection reported no hardware"
+    # what sushy-emulator's system reports out of band (the agent would report the worker's own
+    # CPUs and the emulated disk): the emulator's vendor name and the system's NIC
+    assert hardware.system_vendor.manufacturer == "Sushy Emulator"
+    assert [n.mac for n in hardware.nics] == [dc.systems[0].mac]
+    assert done[0].operation_history.inspect.end is not None
+    assert done[1].hardware is None, "inspection disabled: nothing inspected"
+    for emu in dc.emulated:
+        assert emu.boots == [], f"inspection booted the host: {emu.boots}"

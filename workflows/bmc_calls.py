@@ -6,6 +6,7 @@ from temporalio import workflow
 
 from metalflow.api.bmc import (
     BMC_CONFIGURE_RAID,
+    BMC_INVENTORY,
     BMC_POWER,
     BMC_SET_BOOT_DEVICE,
     BMC_VALIDATE,
@@ -18,7 +19,7 @@ from metalflow.api.bmc import (
     PowerResult,
     RAIDRequest,
 )
-from metalflow.api.models import HostSpec
+from metalflow.api.models import HardwareDetails, HostSpec
 from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 
 
@@ -94,4 +95,17 @@ async def configure_raid(spec: HostSpec) -> None:
         heartbeat_timeout=BMC_HEARTBEAT,
         retry_policy=BMC_RETRY,
         summary="configure RAID (spec.raid)",
+    )
+
+
+async def inventory(spec: HostSpec) -> HardwareDetails:
+    """The hardware as the BMC reports it, out of band (no ramdisk boot)."""
+    return await workflow.execute_activity(
+        BMC_INVENTORY,
+        target_of(spec),
+        result_type=HardwareDetails,
+        start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary="collect hardware inventory (out-of-band)",
     )

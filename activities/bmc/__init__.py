@@ -22,6 +22,7 @@ from metalflow.api.bmc import (
     BMC_CONFIGURE_RAID,
     BMC_EJECT_MEDIA,
     BMC_INSERT_MEDIA,
+    BMC_INVENTORY,
     BMC_POWER,
     BMC_SET_BOOT_DEVICE,
     BMC_VALIDATE,
@@ -33,6 +34,7 @@ from metalflow.api.bmc import (
     PowerResult,
     RAIDRequest,
 )
+from metalflow.api.models import HardwareDetails
 
 F = TypeVar("F", bound=Callable[..., Any])
 HEARTBEAT_EVERY = 2.0
@@ -123,4 +125,11 @@ def configure_raid(req: RAIDRequest) -> None:
     open_driver(req.target).configure_raid(volumes)
 
 
-ACTIVITIES = [validate, power, set_boot_device, insert_media, eject_media, configure_raid]
+@activity.defn(name=BMC_INVENTORY)
+@_keepalive
+def inventory(target: BMCTarget) -> HardwareDetails:
+    """Out-of-band inspection (metal3's inspectionMode: fast): what the BMC reports, no boot."""
+    return open_driver(target).inventory()
+
+
+ACTIVITIES = [validate, power, set_boot_device, insert_media, eject_media, configure_raid, inventory]

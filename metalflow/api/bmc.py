@@ -22,6 +22,7 @@ BMC_SET_BOOT_DEVICE = "bmc.set_boot_device"
 BMC_INSERT_MEDIA = "bmc.insert_media"
 BMC_EJECT_MEDIA = "bmc.eject_media"
 BMC_CONFIGURE_RAID = "bmc.configure_raid"
+BMC_INVENTORY = "bmc.inventory"
 
 
 # ---- BMC ----
