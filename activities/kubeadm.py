@@ -14,7 +14,7 @@ import os
 import secrets as pysecrets
 import string
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +39,7 @@ from metalflow.api.join import (
     NodeInfo,
     WaitNodeRequest,
 )
-from metalflow.api.models import HostRef, JoinSpec, SecretRef
+from metalflow.api.models import HostRef, JoinSpec, SecretRef, Taint
 from metalflow.runtime.kube import api_client, api_client_from_kubeconfig
 from metalflow.runtime.secrets import load_yaml, resolve, secret_key
 from metalflow.runtime.settings import get_settings
@@ -147,6 +147,7 @@ def render_user_data(
     user_data: str | None,
     certificate_key: str = "",
     user_data_source: str = "spec.userData",
+    taints: Sequence[Taint] = (),
 ) -> str:
     """cloud-init that runs kubeadm join, merged with the user's own #cloud-config
     (`user_data_source` names where that came from in errors, see `secret_key`)."""
@@ -164,6 +165,7 @@ def render_user_data(
         provider_id=provider_id(ref),
         control_plane=join.control_plane,
         node_labels=join.node_labels,
+        taints=list(taints),  # metal3's spec.taints: kubeadm registers the Node with them
         certificate_key=certificate_key,
     )
     ours: dict[str, Any] = yaml.safe_load(rendered)
@@ -225,7 +227,7 @@ def prepare_join(req: JoinRequest) -> JoinPlan:
         key = "userData" if resolved.data.get("userData") else "value"
         own, source = resolved.data.get(key), secret_key(req.user_data, key)
     rendered = render_user_data(
-        req.host, req.join, endpoint, token, ca_hash, own, _certificate_key(req.join), source
+        req.host, req.join, endpoint, token, ca_hash, own, _certificate_key(req.join), source, req.taints
     )
     user_data = _store_user_data(req.host, rendered)
     activity.logger.info("join of %s prepared with token %s", req.host.host_id, token_id)

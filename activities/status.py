@@ -6,28 +6,16 @@ attributes are the status, and this activity only logs the transition.
 
 from __future__ import annotations
 
-from typing import Any
-
 from temporalio import activity
 
 from metalflow.api.host import STATUS_PUBLISH, StatusUpdate
 from metalflow.api.kube_names import BMH_PLURAL, METAL3_GROUP, METAL3_VERSION
-from metalflow.api.models import HostStatus
+from metalflow.api.status import bmh_status
 from metalflow.runtime import metrics
 from metalflow.runtime.kube import api_client
 from metalflow.runtime.settings import get_settings
 
-# metalflow's own fields are not part of metal3's status schema.
-_METALFLOW_ONLY = {"bmc_driver", "current_step", "paused", "detached", "deleted"}
-
-
-def bmh_status(status: HostStatus) -> dict[str, Any]:
-    """The metal3-shaped status document (camelCase, metal3 fields only)."""
-    body = status.model_dump(mode="json", by_alias=True, exclude=_METALFLOW_ONLY, exclude_none=True)
-    body["provisioning"].setdefault("state", status.provisioning.state.value)
-    body.setdefault("errorType", "")
-    body.setdefault("hardwareProfile", "unknown")  # required by metal3's schema
-    return body
+__all__ = ["ACTIVITIES", "bmh_status", "publish_status"]
 
 
 @activity.defn(name=STATUS_PUBLISH)

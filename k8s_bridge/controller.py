@@ -23,7 +23,15 @@ from temporalio.client import Client
 
 from k8s_bridge.reconcile import FINALIZER, Fingerprint, Plan, fingerprint, reconcile
 from metalflow.api.kube_names import BMH_PLURAL, METAL3_GROUP, METAL3_VERSION
-from metalflow.api.models import HostRef
+from metalflow.api.models import (
+    ErrorType,
+    HostRef,
+    HostStatus,
+    OperationalStatus,
+    ProvisioningState,
+    ProvisionStatus,
+)
+from metalflow.api.status import bmh_status
 from metalflow.client import operations
 from metalflow.runtime import metrics
 from metalflow.runtime.settings import Settings
@@ -301,20 +309,10 @@ class Bridge(Controller):
                 self._api.patch_namespaced_custom_object(
                     self.group, self.version, ns, self.plural, name, patch
                 )
-            if plan.status_error is not None:
+            status = _plan_status(plan)
+            if status is not None:
                 self._api.patch_namespaced_custom_object_status(
-                    self.group,
-                    self.version,
-                    ns,
-                    self.plural,
-                    name,
-                    {
-                        "status": {
-                            "operationalStatus": "error",
-                            "errorType": "registration error",
-                            "errorMessage": plan.status_error,
-                        }
-                    },
+                    self.group, self.version, ns, self.plural, name, {"status": status}
                 )
         except ApiException as exc:
             if exc.status == 404:
@@ -322,3 +320,23 @@ class Bridge(Controller):
             if exc.status == 409:  # stale: a newer event for this object is on its way
                 return
             raise
+
+
+def _plan_status(plan: Plan) -> dict[str, Any] | None:
+    """The whole metal3-shaped status for a host the bridge did not start (never `errorType: ""`)."""
+    if plan.status_error is not None:
+        return bmh_status(
+            HostStatus(
+                operational_status=OperationalStatus.ERROR,
+                error_type=ErrorType.REGISTRATION,
+                error_message=plan.status_error,
+            )
+        )
+    if plan.waiting_for_bmc is not None:
+        return bmh_status(
+            HostStatus(
+                operational_status=OperationalStatus.DISCOVERED,
+                provisioning=ProvisionStatus(state=ProvisioningState.UNMANAGED),
+            )
+        )
+    return None

@@ -16,7 +16,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from metalflow.api.bmh import ManifestError, host_from_manifest
+from metalflow.api.bmh import HostNeedsBMC, ManifestError, host_from_manifest
 from metalflow.api.models import Host, HostRef
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
@@ -38,6 +38,7 @@ class Plan:
     remove_finalizer: bool = False
     remove_annotations: list[str] = field(default_factory=list)
     status_error: str | None = None
+    waiting_for_bmc: str | None = None  # no spec.bmc: metal3's unmanaged/discovered host
     signals: list[str] = field(default_factory=list)
     apply: bool = False
 
@@ -83,10 +84,15 @@ async def _workflow_state(client: Client, ref: HostRef) -> tuple[WorkflowExecuti
 
 
 def _parse(obj: dict[str, Any]) -> tuple[Host | None, str]:
-    """The host the manifest describes, or why it is not valid (for status.errorMessage)."""
+    """The host the manifest describes, or why it is not valid (for status.errorMessage).
+
+    A host without spec.bmc raises `HostNeedsBMC`: not an error, the caller waits for one.
+    """
     try:
         host = host_from_manifest(obj)
         operations.check_spec(host.spec)
+    except HostNeedsBMC:
+        raise
     except (ManifestError, ValueError) as err:
         return None, str(err)
     return host, ""
@@ -101,6 +107,20 @@ def _start_options(meta: dict[str, Any], annotations: dict[str, str]) -> operati
 
 async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> Plan:
     """Decide and perform the workflow side; return the Kubernetes-side patches to make."""
+    try:
+        return await _reconcile(obj, client, settings)
+    except HostNeedsBMC as waiting:
+        # metal3 accepts a BareMetalHost without spec.bmc and shows it unmanaged/discovered;
+        # nothing starts until spec.bmc is set (a deleted one has nothing to deprovision).
+        meta = obj.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return Plan(remove_finalizer=FINALIZER in (meta.get("finalizers") or []))
+        return Plan(
+            add_finalizer=FINALIZER not in (meta.get("finalizers") or []), waiting_for_bmc=str(waiting)
+        )
+
+
+async def _reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> Plan:
     meta = obj.get("metadata") or {}
     ref = HostRef(namespace=meta.get("namespace") or "default", name=meta["name"])
     annotations: dict[str, str] = meta.get("annotations") or {}

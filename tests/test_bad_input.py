@@ -145,8 +145,22 @@ SPEC_CASES = {
     "bootMACAddress malformed": case(
         _set("bootMACAddress", "52:54:00:zz:00:01"), ManifestError, "bootMACAddress", "00:11:22:33:44:55"
     ),
-    "bootMACAddress missing for PXE": case(
-        _set("bootMACAddress", _DELETE), SpecError, "spec.bootMACAddress is required", "virtualmedia"
+    # metal3 needs a MAC only for libvirt:// or with inspection disabled (a PXE boot without one
+    # fails at boot with a clear error: activities/boot); tests/test_metal3_admission.py has both.
+    "bootMACAddress missing with inspection disabled": case(
+        lambda d: [
+            d[0],
+            {
+                **d[1],
+                "spec": {
+                    **{k: v for k, v in spec_of(d).items() if k != "bootMACAddress"},
+                    "inspectionMode": "disabled",
+                },
+            },
+        ],
+        SpecError,
+        "spec.bootMACAddress",
+        "requires a BootMACAddress value",
     ),
     "duplicate boot MAC": case(
         lambda d: second_host(d, name="node-1"), ManifestError, "52:54:00:00:00:01 is used by both"
@@ -169,7 +183,7 @@ SPEC_CASES = {
         _set("image.checksum", "a" * 32), ManifestError, "32 hex digits", "sha256 needs 64"
     ),
     "checksum not hex": case(_set("image.checksum", "z" * 64), ManifestError, "hex digest"),
-    "unsupported image format": case(_set("image.format", "vmdk"), ManifestError, "image.format", "qcow2"),
+    "unsupported image format": case(_set("image.format", "vhd"), ManifestError, "image.format", "qcow2"),
     "negative root disk size": case(
         _set("rootDeviceHints", {"minSizeGigabytes": -1}),
         ManifestError,

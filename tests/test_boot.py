@@ -16,13 +16,14 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.boot import cleanup_boot, dnsmasq, ipxe, prepare_boot
 from metalflow.api.bmc_address import BootMethod
-from metalflow.api.boot import BootPrepareRequest, BootPurpose
+from metalflow.api.boot import ARCHITECTURES, BootPrepareRequest, BootPurpose
 from metalflow.api.models import HostRef
 from metalflow.runtime.settings import Settings
 from testbed.processes import Process, free_port, wait_for
 from worker.boot_server import start_boot_server
 
 MAC = "52:54:00:12:34:56"
+ARM_MAC = "52:54:00:12:34:57"
 REF = HostRef(namespace="metal3", name="worker-0")
 needs_dnsmasq = pytest.mark.skipif(not shutil.which("dnsmasq"), reason="dnsmasq (dnsmasq-base) missing")
 
@@ -229,6 +230,8 @@ def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
     hosts = dnsmasq.hosts_dir(boot_settings)
     hosts.mkdir(parents=True)
     (hosts / "metal3.worker-0").write_text(dnsmasq.host_entry(MAC, "worker-0", "192.0.2.55"))
+    arm = ARCHITECTURES["aarch64"]  # spec.architecture: aarch64 (tests/test_metal3_boot_fields.py)
+    (hosts / "metal3.arm-0").write_text(dnsmasq.host_entry(ARM_MAC, "arm-0", "192.0.2.56", arch=arm))
     server = Process(
         "dnsmasq",
         ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(conf)],
@@ -251,6 +254,11 @@ def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
         assert _dhcp(cli, iface, MAC, script, out, ipxe_client=False)
         lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
         assert lease["boot_file"] == "undionly.kpxe"
+
+        # an aarch64 host's firmware is sent the arm64 iPXE binary, an x86 one never is
+        assert _dhcp(cli, iface, ARM_MAC, script, out, ipxe_client=False)
+        lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+        assert lease["boot_file"] == "ipxe-arm64.efi"
 
         # an unknown MAC gets nothing at all
         assert not _dhcp(cli, iface, "52:54:00:99:99:99", script, out, ipxe_client=True)

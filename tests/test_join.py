@@ -20,7 +20,7 @@ from kubernetes import config
 from temporalio.client import Client
 from tests_support import make_ca, malformed_yaml, record
 
-from metalflow.api.models import ErrorType, Host, HostStatus, JoinSpec, SecretRef
+from metalflow.api.models import ErrorType, Host, HostStatus, JoinSpec, SecretRef, Taint
 from metalflow.api.models import ProvisioningState as S
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
@@ -100,7 +100,11 @@ async def kubelet(emu: EmulatedHost, kubeconfig: Path) -> str:
     )
     node = k8s.V1Node(
         metadata=k8s.V1ObjectMeta(name=join["nodeRegistration"]["name"]),
-        spec=k8s.V1NodeSpec(provider_id=args["provider-id"]),
+        spec=k8s.V1NodeSpec(
+            provider_id=args["provider-id"],
+            # kubeadm registers the Node with nodeRegistration.taints (metal3's spec.taints)
+            taints=[k8s.V1Taint(**t) for t in join["nodeRegistration"].get("taints", [])] or None,
+        ),
         status=k8s.V1NodeStatus(
             conditions=[k8s.V1NodeCondition(type="Ready", status="True", reason="KubeletReady")]
         ),
@@ -122,7 +126,7 @@ async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_his
     write_secret(secret, {"kubeconfig": kubeconfig.read_text()})
     join = JoinSpec(kubeconfig=SecretRef(name="target", path=str(secret)), node_labels={"role": "worker"})
     async with Datacenter(settings, hosts=1, prefix="join", namespace=ns) as dc:
-        host = dc.host(0, join=join)
+        host = dc.host(0, join=join, taints=[Taint(key="dedicated", value="storage", effect="NoSchedule")])
         with ThreadPoolExecutor(max_workers=16) as executor:
             async with build_worker(client, settings, executor):
                 helper = asyncio.create_task(kubelet(dc.emulated[0], kubeconfig))
@@ -138,6 +142,7 @@ async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_his
     node = await asyncio.to_thread(core.read_node, "join-0")
     assert node.metadata.labels == {"role": "worker", "metalflow.io/host": f"{ns}.join-0"}
     assert node.spec.provider_id == f"metalflow://{ns}/join-0"
+    assert [(t.key, t.value, t.effect) for t in node.spec.taints] == [("dedicated", "storage", "NoSchedule")]
     tokens = await asyncio.to_thread(core.list_namespaced_secret, "kube-system")
     assert tokens.items == [], "the bootstrap token is deleted once the Node is Ready"
     c.close()

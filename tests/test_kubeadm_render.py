@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from tests_support import make_ca
 
 from activities.kubeadm import ca_cert_hash, render_user_data
-from metalflow.api.models import HostRef, JoinSpec, SecretRef
+from metalflow.api.models import HostRef, JoinSpec, SecretRef, Taint
 
 
 @pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")
@@ -75,3 +75,21 @@ def test_non_cloud_config_user_data_is_rejected_with_the_fix() -> None:
     with pytest.raises(ApplicationError, match="must be #cloud-config") as err:
         render_user_data(REF, JOIN, "https://h:6443", "t", "sha256:ff", "#!/bin/sh\necho hi\n")
     assert err.value.non_retryable
+
+
+def test_metal3_taints_are_registered_with_the_node() -> None:
+    """spec.taints (metal3) go into kubeadm's nodeRegistration.taints: the Node is created with them."""
+    taints = [
+        Taint(key="dedicated", value="storage", effect="NoSchedule"),
+        Taint(key="example.com/drain", effect="NoExecute"),
+    ]
+    out = render_user_data(REF, JOIN, "https://10.0.0.1:6443", "t", "sha256:ff", None, taints=taints)
+    join_cfg = yaml.safe_load(yaml.safe_load(out)["write_files"][0]["content"])
+    assert join_cfg["nodeRegistration"]["taints"] == [
+        {"key": "dedicated", "value": "storage", "effect": "NoSchedule"},
+        {"key": "example.com/drain", "effect": "NoExecute"},
+    ]
+    plain = render_user_data(REF, JOIN, "https://10.0.0.1:6443", "t", "sha256:ff", None)
+    assert (
+        "taints" not in yaml.safe_load(yaml.safe_load(plain)["write_files"][0]["content"])["nodeRegistration"]
+    )

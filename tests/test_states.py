@@ -260,6 +260,6 @@ def test_every_workflow_the_table_names_is_registered() -> None:
 def test_a_worker_refuses_a_table_naming_an_unknown_workflow(monkeypatch: pytest.MonkeyPatch) -> None:
     import workflows
 
-    monkeypatch.setattr(workflows, "step_workflows", lambda: step_workflows() | {"ConfigureRAID"})
-    with pytest.raises(RuntimeError, match="ConfigureRAID"):
+    monkeypatch.setattr(workflows, "step_workflows", lambda: step_workflows() | {"ConfigureBIOS"})
+    with pytest.raises(RuntimeError, match="ConfigureBIOS"):
         all_workflows()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 from metalflow.api.bmc import (
+    BMC_CONFIGURE_RAID,
+    BMC_INVENTORY,
     BMC_POWER,
     BMC_SET_BOOT_DEVICE,
     BMC_VALIDATE,
@@ -15,8 +17,9 @@ from metalflow.api.bmc import (
     PowerAction,
     PowerRequest,
     PowerResult,
+    RAIDRequest,
 )
-from metalflow.api.models import HostSpec
+from metalflow.api.models import HardwareDetails, HostSpec
 from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 
 
@@ -29,8 +32,20 @@ def target_of(spec: HostSpec) -> BMCTarget:
     )
 
 
+DISABLE_POWER_OFF_PATCH = "disable-power-off"
+
+
 async def power(spec: HostSpec, action: PowerAction) -> bool:
-    """Drive power and return whether the host is on afterwards."""
+    """Drive power and return whether the host is on afterwards.
+
+    With spec.disablePowerOff the host is never powered off: metal3 reboots it instead.
+    """
+    if (
+        spec.disable_power_off
+        and action in (PowerAction.OFF, PowerAction.SOFT_OFF)
+        and workflow.patched(DISABLE_POWER_OFF_PATCH)
+    ):
+        action = PowerAction.REBOOT
     result = await workflow.execute_activity(
         BMC_POWER,
         PowerRequest(target=target_of(spec), action=action),
@@ -67,4 +82,30 @@ async def set_boot_device(spec: HostSpec, device: BootDevice, persistent: bool =
         heartbeat_timeout=BMC_HEARTBEAT,
         retry_policy=BMC_RETRY,
         summary=f"boot device {device.value}{' (persistent)' if persistent else ' (once)'}",
+    )
+
+
+async def configure_raid(spec: HostSpec) -> None:
+    """Apply spec.raid through the BMC; a driver without RAID fails it, non-retryable."""
+    assert spec.raid is not None
+    await workflow.execute_activity(
+        BMC_CONFIGURE_RAID,
+        RAIDRequest(target=target_of(spec), raid=spec.raid),
+        start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary="configure RAID (spec.raid)",
+    )
+
+
+async def inventory(spec: HostSpec) -> HardwareDetails:
+    """The hardware as the BMC reports it, out of band (no ramdisk boot)."""
+    return await workflow.execute_activity(
+        BMC_INVENTORY,
+        target_of(spec),
+        result_type=HardwareDetails,
+        start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary="collect hardware inventory (out-of-band)",
     )

@@ -60,7 +60,7 @@ class DeployHost:
         if spec.join is not None:
             plan = await workflow.execute_activity(
                 KUBEADM_PREPARE_JOIN,
-                JoinRequest(host=step.ref, join=spec.join, user_data=spec.user_data),
+                JoinRequest(host=step.ref, join=spec.join, user_data=spec.user_data, taints=spec.taints),
                 result_type=JoinPlan,
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=LOCAL_RETRY,

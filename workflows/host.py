@@ -274,9 +274,16 @@ class HostWorkflow:
         )
         if metric is not None and (metric.start is None or metric.end is not None):
             metric.start, metric.end = workflow.now(), None
+        if state == S.PROVISIONING:
+            # metal3: a new image starts the fail count afresh; status only, no new command
+            if self._status.last_attempted_image != self._spec.image:
+                self._status.provisioning_fail_count = 0
+            self._status.last_attempted_image = self._spec.image
         try:
             await self._run_stages(state, step)
         except ChildWorkflowError as err:
+            if state == S.PROVISIONING:
+                self._status.provisioning_fail_count += 1
             return await self._failed(step.error_type, self._status.current_step or step.workflow, err)
         if metric is not None:
             metric.end = workflow.now()

@@ -51,6 +51,8 @@ async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, power
             purpose=purpose,
             boot_mode=spec.boot_mode,
             boot_method=address.boot_method,
+            architecture=spec.architecture,
+            preprovisioning_network_data_name=spec.preprovisioning_network_data_name,
         ),
         result_type=BootPrepareResult,
         start_to_close_timeout=LOCAL_TIMEOUT,

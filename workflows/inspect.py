@@ -1,4 +1,8 @@
-"""InspectHost: boot the deploy ramdisk and let its agent report the hardware."""
+"""InspectHost: boot the deploy ramdisk and let its agent report the hardware.
+
+spec.inspectionMode as in metal3: `agent` (or unset) is this in-band inspection; `fast` asks
+the BMC alone (Redfish inventory, no boot); `disabled` inspects nothing (hardware stays unset).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,23 @@ from temporalio import workflow
 from metalflow.api.agent import AGENT_INVENTORY
 from metalflow.api.boot import BootPurpose
 from metalflow.api.host import INSPECT_HOST, StepInput, StepResult
-from metalflow.api.models import HardwareDetails
+from metalflow.api.models import HardwareDetails, InspectionMode
+from workflows import bmc_calls
 from workflows.inband import boot_ramdisk, run_on_host
 from workflows.options import AGENT_SHORT_TIMEOUT
+
+INSPECTION_MODE_PATCH = "inspection-mode"
 
 
 @workflow.defn(name=INSPECT_HOST)
 class InspectHost:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
+        mode = step.spec.inspection_mode
+        if mode in (InspectionMode.DISABLED, InspectionMode.FAST) and workflow.patched(INSPECTION_MODE_PATCH):
+            if mode == InspectionMode.DISABLED:
+                return StepResult(powered_on=step.powered_on, hardware=None)
+            return StepResult(powered_on=step.powered_on, hardware=await bmc_calls.inventory(step.spec))
         # Inspection always boots a fresh ramdisk: whatever runs now may be a stale image.
         await boot_ramdisk(step.ref, step.spec, BootPurpose.INSPECT, step.powered_on)
         hardware = await run_on_host(

@@ -19,8 +19,10 @@ from temporalio import activity
 
 from activities.bmc.registry import open_driver
 from metalflow.api.bmc import (
+    BMC_CONFIGURE_RAID,
     BMC_EJECT_MEDIA,
     BMC_INSERT_MEDIA,
+    BMC_INVENTORY,
     BMC_POWER,
     BMC_SET_BOOT_DEVICE,
     BMC_VALIDATE,
@@ -30,7 +32,9 @@ from metalflow.api.bmc import (
     MediaRequest,
     PowerRequest,
     PowerResult,
+    RAIDRequest,
 )
+from metalflow.api.models import HardwareDetails
 
 F = TypeVar("F", bound=Callable[..., Any])
 HEARTBEAT_EVERY = 2.0
@@ -109,4 +113,23 @@ def eject_media(req: MediaRequest) -> None:
     open_driver(req.target).eject_media()
 
 
-ACTIVITIES = [validate, power, set_boot_device, insert_media, eject_media]
+@activity.defn(name=BMC_CONFIGURE_RAID)
+@_keepalive
+def configure_raid(req: RAIDRequest) -> None:
+    """Hardware and software volumes alike go to the driver: none builds RAID yet, so each
+    refuses with metal3's "RAID configuration is not supported by the <driver> driver"."""
+    volumes = [
+        v.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for v in [*(req.raid.hardware_raid_volumes or []), *(req.raid.software_raid_volumes or [])]
+    ]
+    open_driver(req.target).configure_raid(volumes)
+
+
+@activity.defn(name=BMC_INVENTORY)
+@_keepalive
+def inventory(target: BMCTarget) -> HardwareDetails:
+    """Out-of-band inspection (metal3's inspectionMode: fast): what the BMC reports, no boot."""
+    return open_driver(target).inventory()
+
+
+ACTIVITIES = [validate, power, set_boot_device, insert_media, eject_media, configure_raid, inventory]

@@ -114,4 +114,9 @@ class BaseDriver:
         self.unsupported("firmware update support", "firmware updates are not built yet")
 
     def configure_raid(self, volumes: Sequence[Mapping[str, Any]]) -> None:
-        self.unsupported("RAID support", "RAID configuration is not built yet")
+        # metal3's wording for a BMC without RAID support; preparing fails with it in status
+        raise permanent(
+            ErrorName.BMC_UNSUPPORTED,
+            f"RAID configuration is not supported by the {self.name} driver "
+            f"({self.addr.scheme}://); remove spec.raid or use a BMC whose driver builds RAID volumes",
+        )

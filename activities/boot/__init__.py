@@ -17,7 +17,14 @@ from temporalio import activity
 from activities.boot import dnsmasq, ipxe
 from activities.boot.render import mac_file_name, write_atomically
 from metalflow.api.bmc_address import BootMethod
-from metalflow.api.boot import BOOT_CLEANUP, BOOT_PREPARE, BootPrepareRequest, BootPrepareResult
+from metalflow.api.boot import (
+    BOOT_CLEANUP,
+    BOOT_PREPARE,
+    BootPrepareRequest,
+    BootPrepareResult,
+    UnknownArchitecture,
+    architecture,
+)
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.models import HostRef
 from metalflow.runtime.settings import Settings, get_settings
@@ -31,13 +38,27 @@ def ipxe_dir(settings: Settings) -> Path:
 def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     settings = get_settings()
     base = settings.boot_server_url.rstrip("/")
-    iso_url = f"{base}/images/deploy.iso"
     if req.boot_method == BootMethod.UEFI_HTTP:
         raise permanent(
             ErrorName.BOOT_METHOD_NOT_BUILT,
             f"{req.host.namespace}/{req.host.name}: UEFI HTTP boot (redfish-uefihttp://) is not built yet; "
             "use redfish:// (PXE) or redfish-virtualmedia://",
         )
+    if req.preprovisioning_network_data_name:
+        # metal3 puts this Secret's network config on the host's own ramdisk image; metalflow
+        # boots one shared ramdisk until the per-host ISO exists: refuse rather than ignore it.
+        raise permanent(
+            ErrorName.PREPROVISIONING_NETWORK_DATA,
+            f"{req.host.namespace}/{req.host.name}: spec.preprovisioningNetworkDataName "
+            f"({req.preprovisioning_network_data_name!r}) needs a per-host deploy ramdisk carrying that "
+            "network configuration, which metalflow does not build yet; remove the field to boot the "
+            "shared ramdisk with DHCP on the boot NIC",
+        )
+    try:
+        arch = architecture(req.architecture)
+    except UnknownArchitecture as err:
+        raise permanent(ErrorName.INVALID_SPEC, f"{req.host.namespace}/{req.host.name}: {err}") from None
+    iso_url = f"{base}/images/deploy{arch.suffix}.iso"
     if req.boot_method == BootMethod.VIRTUAL_MEDIA and not req.boot_mac_address:
         return BootPrepareResult(iso_url=iso_url)  # nothing to tell DHCP: the BMC mounts the ISO
     if not req.boot_mac_address:
@@ -46,13 +67,13 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
             f"{req.host.namespace}/{req.host.name} has no spec.bootMACAddress; network boot needs the MAC "
             "of the NIC that PXE-boots (or use a *-virtualmedia:// BMC address)",
         )
-    text = ipxe.script(req.host, req.boot_mac_address, req.purpose, settings)
+    text = ipxe.script(req.host, req.boot_mac_address, req.purpose, settings, arch)
     mac_name = mac_file_name(req.boot_mac_address)
     write_atomically(ipxe_dir(settings) / f"{mac_name}.ipxe", text)
     write_atomically(ipxe_dir(settings) / f"{req.host.host_id}.ipxe", text)
     changed = write_atomically(
         dnsmasq.hosts_dir(settings) / req.host.host_id,
-        dnsmasq.host_entry(req.boot_mac_address, req.host.name),
+        dnsmasq.host_entry(req.boot_mac_address, req.host.name, arch=arch),
     )
     if changed:
         dnsmasq.reload(settings)

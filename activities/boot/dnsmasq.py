@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activities.boot.render import render
+from metalflow.api.boot import ARCHITECTURES, Architecture
 from metalflow.runtime.settings import Settings
 
 
@@ -48,11 +49,15 @@ def base_config(net: BootNetwork, settings: Settings) -> str:
         pid_file=net.pid_file,
         lease_file=net.lease_file,
         run_as=net.run_as,
+        other_archs=[a for a in ARCHITECTURES.values() if a.name != "x86_64"],
     )
 
 
-def host_entry(mac: str, hostname: str, ip: str = "") -> str:
-    return render("dnsmasq-host.j2", mac=mac.lower(), hostname=hostname, ip=ip)
+def host_entry(mac: str, hostname: str, ip: str = "", arch: Architecture | None = None) -> str:
+    """One host's DHCP entry; a host of another architecture than x86_64 is tagged with it, so
+    its firmware is sent that architecture's iPXE binary (dnsmasq.conf.j2)."""
+    tag = arch.dhcp_tag if arch is not None and arch.name != "x86_64" else ""
+    return render("dnsmasq-host.j2", mac=mac.lower(), hostname=hostname, ip=ip, arch_tag=tag)
 
 
 def reload(settings: Settings) -> bool:

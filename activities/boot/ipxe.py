@@ -6,7 +6,7 @@ Kernel arguments carry only addresses, names and the task queue: never credentia
 from __future__ import annotations
 
 from activities.boot.render import render
-from metalflow.api.boot import BootPurpose
+from metalflow.api.boot import Architecture, BootPurpose, architecture
 from metalflow.api.models import HostRef
 from metalflow.runtime.settings import Settings
 
@@ -14,15 +14,19 @@ from metalflow.runtime.settings import Settings
 IPXE_COMMANDS = frozenset({"kernel", "initrd", "boot", "echo", "sleep", "chain", "goto", "imgfree", "dhcp"})
 
 
-def script(ref: HostRef, mac: str, purpose: BootPurpose, settings: Settings) -> str:
+def script(
+    ref: HostRef, mac: str, purpose: BootPurpose, settings: Settings, arch: Architecture | None = None
+) -> str:
+    arch = arch or architecture(None)
     return render(
         "host.ipxe.j2",
         purpose=purpose.value,
         host_id=ref.host_id,
         mac=mac,
+        arch=arch.name,
         base_url=settings.boot_server_url.rstrip("/"),
-        kernel=settings.kernel_name,
-        initrd=settings.initrd_name,
+        kernel=settings.kernel_name + arch.suffix,
+        initrd=settings.initrd_name + arch.suffix,
         kernel_args=settings.kernel_args,
         temporal=settings.agent_temporal_address or settings.temporal_address,
         namespace=settings.temporal_namespace,

@@ -12,6 +12,7 @@ from pydantic import Field
 from metalflow.api.models import (
     BootMode,
     Model,
+    RAIDConfig,
     SecretRef,
 )
 
@@ -20,6 +21,8 @@ BMC_POWER = "bmc.power"
 BMC_SET_BOOT_DEVICE = "bmc.set_boot_device"
 BMC_INSERT_MEDIA = "bmc.insert_media"
 BMC_EJECT_MEDIA = "bmc.eject_media"
+BMC_CONFIGURE_RAID = "bmc.configure_raid"
+BMC_INVENTORY = "bmc.inventory"
 
 
 # ---- BMC ----
@@ -82,3 +85,10 @@ class BootDeviceRequest(Model):
 class MediaRequest(Model):
     target: BMCTarget
     image_url: str = ""
+
+
+class RAIDRequest(Model):
+    """Apply spec.raid through the host's BMC driver (metal3 does it while preparing)."""
+
+    target: BMCTarget
+    raid: RAIDConfig

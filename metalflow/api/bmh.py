@@ -7,29 +7,25 @@ scripts) turns them into paths. Values are never read here.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from metalflow.api.kube_names import BMH_KIND as KIND
 from metalflow.api.kube_names import METAL3_API_VERSION as API_VERSION
-from metalflow.api.models import Host, HostRef, HostSpec, SecretRef
+from metalflow.api.models import Host, HostRef, HostSpec, InspectionMode, SecretRef
+from metalflow.api.validation import SpecError, spec_problems
 
-# metal3 spec fields metalflow accepts but does not act on (yet): kept out of HostSpec.
-IGNORED_SPEC_FIELDS = frozenset(
-    {
-        "raid",
-        "firmware",
-        "hardwareProfile",
-        "customDeploy",
-        "preprovisioningNetworkDataName",
-        "architecture",
-        "taints",
-        "bmcEventSubscriptions",
-        "hardwareData",
-    }
-)
+# Fields of BareMetalHost.spec that are not the host's spec: metal3's webhook refuses `firmware`.
+FIRMWARE_REFUSED = "the Firmware field is no longer supported, use HostFirmwareSettings resource instead"
+INSPECT_ANNOTATION = "inspect.metal3.io"
+HARDWARE_DETAILS_ANNOTATION = "inspect.metal3.io/hardwaredetails"
+REBOOT_ANNOTATION = "reboot.metal3.io"
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 SecretLocator = Callable[[str, str], str | None]
 """(namespace, name) -> local file holding that Secret's keys, or None for a Kubernetes Secret."""
@@ -39,6 +35,14 @@ class ManifestError(ValueError):
     """A manifest metalflow cannot use; the message names the field."""
 
 
+class HostNeedsBMC(ManifestError):
+    """A BareMetalHost without spec.bmc: accepted (as metal3 does) and left waiting for one.
+
+    metal3 shows such a host as provisioning state `unmanaged`, operationalStatus `discovered`;
+    the bridge writes the same status and starts nothing until spec.bmc is set.
+    """
+
+
 def _ref(name: str, namespace: str, locate: SecretLocator | None) -> SecretRef:
     return SecretRef(name=name, namespace=namespace, path=locate(namespace, name) if locate else None)
 
@@ -46,22 +50,105 @@ def _ref(name: str, namespace: str, locate: SecretLocator | None) -> SecretRef:
 def _secret_ref(value: Any, namespace: str, field: str, locate: SecretLocator | None) -> SecretRef:
     if not isinstance(value, dict) or not value.get("name"):
         raise ManifestError(f"spec.{field} must be {{name: <secret>, namespace: <ns>}}")
+    if value.get("namespace") and value["namespace"] != namespace:
+        # metal3's webhook: validateCrossNamespaceSecretReferences
+        raise ManifestError(f"spec.{field}: cross-namespace Secret references are not allowed")
     return _ref(value["name"], value.get("namespace") or namespace, locate)
 
 
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    """A field that must be a mapping; a placeholder (`spec: ...`) is named, not a crash."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ManifestError(
+            f"{where} must be a mapping of fields, got {type(value).__name__} {str(value)[:40]!r}; "
+            f"write the fields under {where} (or leave it out)"
+        )
+    return dict(value)
+
+
+def _check_annotations(meta: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    """metal3's webhook rules on the annotations it reads (validateAnnotations, validateInspectionMode)."""
+    problems: list[str] = []
+    annotations = _mapping(meta.get("annotations"), "metadata.annotations")
+    inspect = annotations.get(INSPECT_ANNOTATION)
+    mode = spec.get("inspectionMode")
+    if inspect is not None and inspect not in ("disabled", ""):
+        problems.append(
+            f"metadata.annotations[{INSPECT_ANNOTATION}]: invalid value for the {INSPECT_ANNOTATION} "
+            'annotation, allowed are "disabled" or ""'
+        )
+    if inspect and mode and (inspect == "disabled") != (mode == "disabled"):
+        problems.append(
+            "spec.inspectionMode: inspect.metal3.io annotation and inspectionMode field "
+            "have contradicting values"
+        )
+    if annotations.get(HARDWARE_DETAILS_ANNOTATION) and not (inspect == "disabled" or mode == "disabled"):
+        problems.append(
+            f"metadata.annotations[{HARDWARE_DETAILS_ANNOTATION}]: when hardware details are provided, "
+            "inspection must be disabled (either via inspect.metal3.io annotation or inspectionMode field)"
+        )
+    for key, value in annotations.items():
+        if (key == REBOOT_ANNOTATION or key.startswith(REBOOT_ANNOTATION + "/")) and value:
+            try:
+                mode_value = json.loads(value).get("mode", "")
+            except (ValueError, AttributeError):
+                problems.append(
+                    f"metadata.annotations[{key}]: failed to unmarshal the data from the "
+                    "reboot.metal3.io annotation"
+                )
+                continue
+            if mode_value not in ("hard", "soft", ""):
+                problems.append(
+                    f"metadata.annotations[{key}]: invalid mode in the reboot.metal3.io annotation, "
+                    'allowed are "hard", "soft" or ""'
+                )
+    return problems
+
+
 def host_from_manifest(obj: dict[str, Any], locate: SecretLocator | None = None) -> Host:
-    """Convert one BareMetalHost object (as parsed YAML/JSON) into a Host."""
+    """Convert one BareMetalHost object (as parsed YAML/JSON) into a Host.
+
+    Rejects what metal3's CRD schema rejects (and the webhook's manifest-level rules: firmware,
+    annotations, cross-namespace Secrets, UUID names), with their reason and the field;
+    `HostNeedsBMC` for a host without spec.bmc. An unknown field is an error naming it, as
+    `kubectl apply` (strict field validation) reports it. The spec-level webhook rules are
+    `validation.spec_problems`; `admit` runs both.
+    """
     if obj.get("kind") != KIND:
         raise ManifestError(f"expected kind {KIND}, got {obj.get('kind')!r}")
-    meta = obj.get("metadata") or {}
+    meta = _mapping(obj.get("metadata"), "metadata")
     namespace = meta.get("namespace") or "default"
     name = meta.get("name")
     if not name:
         raise ManifestError("metadata.name is required")
-    raw = dict(obj.get("spec") or {})
-    for key in IGNORED_SPEC_FIELDS:
-        raw.pop(key, None)
-    bmc = dict(raw.get("bmc") or {})
+    if _UUID.match(str(name)):
+        raise ManifestError("metadata.name: BareMetalHost resource name cannot be a UUID")
+    raw = _mapping(obj.get("spec"), "spec")
+    problems = _check_annotations(meta, raw)
+    if raw.get("firmware") is not None:
+        problems.append(f"spec.firmware: {FIRMWARE_REFUSED}")
+    raw.pop("firmware", None)
+    if problems:
+        raise ManifestError(f"BareMetalHost {namespace}/{name} is invalid: " + "; ".join(problems))
+    if "bmc" not in raw:
+        raise HostNeedsBMC(
+            f"BareMetalHost {namespace}/{name} has no spec.bmc: it waits (unmanaged) until "
+            "spec.bmc.address and spec.bmc.credentialsName are set"
+        )
+    if "online" not in raw:
+        raise ManifestError(
+            "spec.online: Required value (metal3's CRD requires it; write online: true or false)"
+        )
+    annotations = meta.get("annotations") or {}
+    if annotations.get(INSPECT_ANNOTATION) == "disabled" and not raw.get("inspectionMode"):
+        raw["inspectionMode"] = InspectionMode.DISABLED.value  # metal3: either form disables inspection
+    bmc = _mapping(raw.get("bmc"), "spec.bmc")
+    if not bmc.get("address"):
+        raise ManifestError(
+            "spec.bmc.address: Required value (the BMC's URL, e.g. redfish://10.0.0.5/redfish/v1/Systems/1)"
+        )
     credentials_name = bmc.pop("credentialsName", None)
     if not credentials_name:
         raise ManifestError(
@@ -69,11 +156,13 @@ def host_from_manifest(obj: dict[str, Any], locate: SecretLocator | None = None)
         )
     bmc["credentials"] = _ref(credentials_name, namespace, locate)
     raw["bmc"] = bmc
-    for field in ("userData", "networkData", "metaData"):
-        if raw.get(field) is not None:
-            raw[field] = _secret_ref(raw[field], namespace, field, locate)
-    if raw.get("image") is not None and not raw["image"].get("url"):
-        raw["image"] = None  # metal3 treats an image with an empty url as no image
+    for field_name in ("userData", "networkData", "metaData"):
+        if raw.get(field_name) is not None:
+            raw[field_name] = _secret_ref(raw[field_name], namespace, field_name, locate)
+    if raw.get("image") is not None:
+        raw["image"] = _mapping(raw["image"], "spec.image")
+        if not raw["image"].get("url"):
+            raw["image"] = None  # metal3 treats an image with an empty url as no image
     raw["labels"] = dict(meta.get("labels") or {})
     try:
         spec = HostSpec.model_validate(raw)
@@ -96,9 +185,9 @@ def manifest_from_host(host: Host) -> dict[str, Any]:
     spec = host.spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"labels", "join"})
     creds = spec["bmc"].pop("credentials")
     spec["bmc"]["credentialsName"] = creds["name"]
-    for field in ("userData", "networkData", "metaData"):
-        if field in spec:
-            spec[field] = {"name": spec[field]["name"], "namespace": spec[field]["namespace"]}
+    for ref in ("userData", "networkData", "metaData"):
+        if ref in spec:
+            spec[ref] = {"name": spec[ref]["name"], "namespace": spec[ref]["namespace"]}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -109,3 +198,51 @@ def manifest_from_host(host: Host) -> dict[str, Any]:
         },
         "spec": spec,
     }
+
+
+@dataclass
+class Verdict:
+    """metal3's admission verdict for one BareMetalHost, as `metalflow validate` reports it."""
+
+    name: str
+    namespace: str
+    accepted: bool
+    reasons: list[str] = field(default_factory=list)
+    waiting: str = ""  # accepted, but nothing happens until this is fixed (no spec.bmc)
+    host: Host | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "verdict": "accepted" if self.accepted else "rejected",
+            "reasons": list(self.reasons),
+        }
+        if self.waiting:
+            out["waiting"] = self.waiting
+        if self.host is not None:
+            out["spec"] = manifest_from_host(self.host)["spec"]
+            if self.host.spec.join is not None:  # metalflow's addition, kept too
+                out["spec"]["join"] = self.host.spec.join.model_dump(mode="json", by_alias=True)
+        return out
+
+
+def admit(obj: dict[str, Any], locate: SecretLocator | None = None) -> Verdict:
+    """The verdict metal3's CRD schema and webhook give this object, with metalflow's reading of it."""
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "default")
+    try:
+        host = host_from_manifest(obj, locate)
+    except HostNeedsBMC as err:
+        return Verdict(name, namespace, True, waiting=str(err))
+    except ManifestError as err:
+        prefix = f"BareMetalHost {namespace}/{name} is invalid: "
+        message = str(err)
+        reasons = message.removeprefix(prefix).split("; ") if message.startswith(prefix) else [message]
+        return Verdict(name, namespace, False, reasons)
+    try:
+        problems = spec_problems(host.spec, namespace=namespace)
+    except SpecError as err:
+        problems = [str(err)]
+    return Verdict(name, namespace, not problems, problems, host=host)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import model_validator
@@ -24,6 +25,45 @@ class BootPurpose(StrEnum):
     DEPLOY = "deploy"
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """What booting one CPU architecture takes: its ramdisk files and iPXE binaries.
+
+    metal3's spec.architecture (Ironic's cpu_arch) picks the row; unset means x86_64. The
+    kernel and initrd of another architecture sit next to the x86_64 ones with `-<name>`
+    appended; the DHCP tag sends that host's firmware the matching iPXE binary.
+    """
+
+    name: str
+    suffix: str  # appended to the boot server's kernel and initrd names
+    uefi_ipxe: str  # iPXE binary for UEFI firmware (TFTP)
+    bios_ipxe: str | None  # iPXE binary for BIOS firmware; None where there is no BIOS
+
+    @property
+    def dhcp_tag(self) -> str:
+        return f"arch-{self.name}"
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "x86_64": Architecture("x86_64", "", "ipxe.efi", "undionly.kpxe"),
+    "aarch64": Architecture("aarch64", "-aarch64", "ipxe-arm64.efi", None),
+}
+_ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64"}
+
+
+class UnknownArchitecture(ValueError):
+    """spec.architecture names an architecture metalflow has no ramdisk for."""
+
+
+def architecture(name: str | None) -> Architecture:
+    key = _ARCH_ALIASES.get((name or "x86_64").lower(), (name or "x86_64").lower())
+    if key not in ARCHITECTURES:
+        raise UnknownArchitecture(
+            f"spec.architecture {name!r}: no deploy ramdisk for it; known: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    return ARCHITECTURES[key]
+
+
 class BootPrepareRequest(Model):
     host: HostRef
     boot_mac_address: str | None
@@ -31,6 +71,8 @@ class BootPrepareRequest(Model):
     boot_mode: BootMode = BootMode.UEFI
     virtual_media: bool = False  # how requests said it before boot_method; no longer sent
     boot_method: BootMethod = BootMethod.PXE
+    architecture: str | None = None  # spec.architecture; None is x86_64
+    preprovisioning_network_data_name: str | None = None  # the Secret's name only, never its data
 
     @model_validator(mode="after")
     def _legacy_virtual_media(self) -> BootPrepareRequest:

@@ -14,6 +14,7 @@ class ErrorName(StrEnum):
     BMC_UNSUPPORTED = "BMCUnsupportedError"
     BMC_NOT_FOUND = "BMCSystemNotFound"
     BOOT_METHOD_NOT_BUILT = "BootMethodNotBuilt"
+    PREPROVISIONING_NETWORK_DATA = "PreprovisioningNetworkDataNotBuilt"
     SECRET_MISSING = "SecretNotFound"
     SECRET_INVALID = "SecretInvalid"
     SECRET_YAML = "SecretMalformedYAML"

@@ -30,6 +30,7 @@ CLEAN_HOST = "CleanHost"
 DEPLOY_HOST = "DeployHost"
 JOIN_CLUSTER = "JoinCluster"
 POWER_OFF_HOST = "PowerOffHost"
+CONFIGURE_RAID = "ConfigureRAID"
 
 
 class HostWorkflowInput(Model):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from metalflow.api.models import (
     HostRef,
     JoinSpec,
     Model,
     SecretRef,
+    Taint,
 )
 
 KUBEADM_PREPARE_JOIN = "kubeadm.prepare_join"
@@ -19,6 +22,7 @@ class JoinRequest(Model):
     host: HostRef
     join: JoinSpec
     user_data: SecretRef | None = None
+    taints: list[Taint] = Field(default_factory=list)  # metal3's spec.taints, put on the Node
 
 
 class JoinPlan(Model):

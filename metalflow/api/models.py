@@ -75,8 +75,12 @@ class ChecksumType(StrEnum):
 
 
 class ImageFormat(StrEnum):
+    """metal3's image formats (CRD enum raw;qcow2;vdi;vmdk;live-iso)."""
+
     RAW = "raw"
     QCOW2 = "qcow2"
+    VDI = "vdi"
+    VMDK = "vmdk"
     LIVE_ISO = "live-iso"
 
 
@@ -155,6 +159,99 @@ class ConsumerRef(Model):
     namespace: str | None = None
 
 
+# ---- metal3 spec fields metalflow keeps (issue 16): RAID, custom deploy, taints, NICs ----
+
+HardwareRAIDLevel = Literal["0", "1", "2", "5", "6", "1+0", "5+0", "6+0"]
+SoftwareRAIDLevel = Literal["0", "1", "1+0"]
+
+
+class HardwareRAIDVolume(Model):
+    """metal3's hardwareRAIDVolumes[]: a volume the RAID controller builds."""
+
+    size_gibibytes: int | None = Field(default=None, ge=0)
+    level: HardwareRAIDLevel
+    name: str | None = Field(default=None, max_length=64)
+    rotational: bool | None = None
+    number_of_physical_disks: int | None = Field(default=None, ge=1)
+    controller: str | None = None
+    physical_disks: list[str] = Field(default_factory=list)
+
+
+class SoftwareRAIDVolume(Model):
+    """metal3's softwareRAIDVolumes[]: a Linux software RAID built at deploy."""
+
+    size_gibibytes: int | None = Field(default=None, ge=0)
+    level: SoftwareRAIDLevel
+    physical_disks: list[RootDeviceHints] | None = Field(default=None, min_length=2)
+    root_volume: bool = False
+
+
+class RAIDConfig(Model):
+    """metal3's spec.raid. Kept and applied while preparing; never dropped."""
+
+    hardware_raid_volumes: list[HardwareRAIDVolume] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("hardwareRAIDVolumes", "hardware_raid_volumes"),
+        serialization_alias="hardwareRAIDVolumes",
+    )
+    software_raid_volumes: list[SoftwareRAIDVolume] | None = Field(
+        default=None,
+        max_length=2,
+        validation_alias=AliasChoices("softwareRAIDVolumes", "software_raid_volumes"),
+        serialization_alias="softwareRAIDVolumes",
+    )
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.hardware_raid_volumes or self.software_raid_volumes)
+
+
+class CustomDeploy(Model):
+    """metal3's spec.customDeploy: a named deploy method instead of writing spec.image."""
+
+    method: str = Field(min_length=1)
+
+
+class Taint(Model):
+    """A Kubernetes Node taint (core/v1 Taint), put on the Node at join."""
+
+    key: str = Field(min_length=1)
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+    time_added: str | None = None
+
+
+class InspectionMode(StrEnum):
+    """metal3's spec.inspectionMode (CRD enum disabled;agent;fast)."""
+
+    DISABLED = "disabled"
+    AGENT = "agent"
+    FAST = "fast"
+
+
+class NetworkAttachmentRef(Model):
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+
+class SwitchPort(Model):
+    switch_id: str = Field(alias="switchID", pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+    port_id: str = Field(alias="portID")
+
+
+class NetworkInterface(Model):
+    """metal3's spec.networkInterfaces[]: a NIC picked by name or MAC (exactly one)."""
+
+    name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9._-]+$")
+    mac_address: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+    host_network_attachment: NetworkAttachmentRef | None = None
+    switch_port: SwitchPort | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name or self.mac_address or ""
+
+
 class JoinSpec(Model):
     """metalflow's addition: the cluster a provisioned host joins with kubeadm."""
 
@@ -181,8 +278,22 @@ class HostSpec(Model):
     externally_provisioned: bool = False
     consumer_ref: ConsumerRef | None = None
     description: str | None = None
+    # metal3 fields kept as written (issue 16); see metalflow/api/validation.py for their rules.
+    raid: RAIDConfig | None = None
+    hardware_profile: str | None = Field(default=None, description="Informational, as in metal3.")
+    preprovisioning_network_data_name: str | None = None
+    custom_deploy: CustomDeploy | None = None
+    architecture: str | None = None
+    taints: list[Taint] = Field(default_factory=list)
+    disable_power_off: bool = False
+    inspection_mode: InspectionMode | None = None
+    network_interfaces: list[NetworkInterface] = Field(default_factory=list)
     join: JoinSpec | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def inspection_disabled(self) -> bool:
+        return self.inspection_mode == InspectionMode.DISABLED
 
     @field_validator("boot_mac_address")
     @classmethod
@@ -387,6 +498,8 @@ class HostStatus(Model):
     good_credentials: CredentialsStatus = Field(default_factory=CredentialsStatus)
     tried_credentials: CredentialsStatus = Field(default_factory=CredentialsStatus)
     operation_history: OperationHistory = Field(default_factory=OperationHistory)
+    provisioning_fail_count: int = Field(default=0, ge=0)
+    last_attempted_image: ImageSpec | None = None
     # metalflow additions
     bmc_driver: str = Field(default="", description="The BMC driver registration picked: redfish/idrac.")
     current_step: str = ""

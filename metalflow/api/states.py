@@ -37,6 +37,7 @@ from typing import Literal
 from metalflow.api.bmc import PowerAction
 from metalflow.api.host import (
     CLEAN_HOST,
+    CONFIGURE_RAID,
     DEPLOY_HOST,
     INSPECT_HOST,
     JOIN_CLUSTER,
@@ -178,6 +179,11 @@ def image_set(f: Facts) -> bool:
     return f.spec.image is not None
 
 
+def raid_requested(f: Facts) -> bool:
+    """spec.raid names volumes to build (an empty list asks for none)."""
+    return f.spec.raid is not None and f.spec.raid.requested
+
+
 def power_on_wanted(f: Facts) -> bool:
     return f.spec.online and not f.status.powered_on
 
@@ -239,7 +245,11 @@ STEPS: dict[S, Step] = {
         metric="inspect",
     ),
     S.PREPARING: Step(
-        CLEAN_HOST, Event.PREPARED, ErrorType.PREPARATION, "clean disks per automatedCleaningMode"
+        CLEAN_HOST,
+        Event.PREPARED,
+        ErrorType.PREPARATION,
+        "clean disks per automatedCleaningMode",
+        then=(Stage(CONFIGURE_RAID, "apply spec.raid", when=raid_requested),),
     ),
     S.PROVISIONING: Step(
         DEPLOY_HOST,

@@ -1,0 +1,127 @@
+"""After admission, metalflow follows metal3 (issue 16): fields are acted on, never ignored.
+
+Through the real Temporal dev server, sushy-emulator and an emulated server (testbed/hosts.py):
+- `raid`: applied while preparing; the Redfish driver builds no RAID yet, so preparing fails
+  with metal3's "RAID configuration is not supported by the <driver> driver" in status and the
+  host never becomes available (never deployed without its RAID);
+- `disablePowerOff`: where metalflow would power the host off it reboots it instead;
+- `inspectionMode`: `fast` inspects through the BMC's Redfish inventory alone, `disabled` not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest_asyncio
+from temporalio.client import Client
+
+from metalflow.api.models import (
+    CleaningMode,
+    ErrorType,
+    HardwareRAIDVolume,
+    HostRef,
+    HostStatus,
+    InspectionMode,
+    OperationalStatus,
+    RAIDConfig,
+    SoftwareRAIDVolume,
+)
+from metalflow.api.models import ProvisioningState as S
+from metalflow.api.status import bmh_status
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter
+from worker.control import build_worker
+
+SCHEMA = json.loads((Path(__file__).parent / "data" / "metal3-bmh-status.schema.json").read_text())
+
+
+@pytest_asyncio.fixture
+async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
+    async with Datacenter(settings, hosts=2, namespace=ns, image_mib=4) as datacenter:
+        with ThreadPoolExecutor(max_workers=8) as executor:
+            async with build_worker(client, settings, executor):
+                yield datacenter
+
+
+async def wait_status(
+    client: Client, ref: HostRef, pred: Callable[[HostStatus], Any], timeout: float = 240
+) -> HostStatus:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred(st := await operations.status(client, ref)):
+        assert asyncio.get_running_loop().time() < deadline, f"not reached; last: {st.model_dump_json()}"
+        await asyncio.sleep(0.3)
+    return st
+
+
+async def test_raid_fails_preparing_with_metal3s_reason(
+    client: Client, settings: Settings, dc: Datacenter
+) -> None:
+    hardware = dc.host(0, raid=RAIDConfig(hardware_raid_volumes=[HardwareRAIDVolume(level="1", name="root")]))
+    software = dc.host(1, raid=RAIDConfig(software_raid_volumes=[SoftwareRAIDVolume(level="1")]))
+    for host in (hardware, software):
+        await operations.apply(client, host, settings)
+    for host in (hardware, software):
+        st = await wait_status(client, host.ref, lambda s: s.error_type is not None)
+        assert st.error_type == ErrorType.PREPARATION and st.provisioning.state == S.PREPARING
+        assert st.operational_status == OperationalStatus.ERROR
+        assert "RAID configuration is not supported by the redfish driver" in st.error_message
+        assert "(BMCUnsupportedError)" in st.error_message
+        doc = bmh_status(st)
+        jsonschema.validate(doc, SCHEMA)
+        assert doc["errorType"] == "preparation error"
+    # never deployed without its RAID: no boot from disk, nothing written
+    for emu in dc.emulated:
+        assert all(b.target != "Hdd" for b in emu.boots), emu.boots
+
+
+async def test_disable_power_off_reboots_instead(client: Client, settings: Settings, dc: Datacenter) -> None:
+    """Deleting an adopted host powers it off first; with disablePowerOff it is rebooted instead."""
+    kept_on = dc.host(0, disable_power_off=True, externally_provisioned=True, image=None)
+    control = dc.host(1, externally_provisioned=True, image=None)
+    for host in (kept_on, control):
+        await operations.apply(client, host, settings)
+    for host in (kept_on, control):
+        # adopted, then powered on at rest because online is true
+        await wait_status(
+            client, host.ref, lambda s: s.provisioning.state == S.EXTERNALLY_PROVISIONED and s.powered_on
+        )
+    boots = [len(emu.boots) for emu in dc.emulated]
+    for host in (kept_on, control):
+        await operations.signal(client, host.ref, "delete")
+    results = [await operations.handle_for(client, h.ref).result() for h in (kept_on, control)]
+    assert results[0].deleted and results[0].powered_on, "disablePowerOff: still on after the delete"
+    assert len(dc.emulated[0].boots) == boots[0] + 1, "rebooted instead of powered off"
+    assert results[1].deleted and not results[1].powered_on, "without it the host is powered off"
+    assert len(dc.emulated[1].boots) == boots[1]
+
+
+async def test_inspection_mode_fast_and_disabled(client: Client, settings: Settings, dc: Datacenter) -> None:
+    """`fast` inspects through Redfish alone; `disabled` inspects nothing; neither boots the host."""
+    no_clean = {"automated_cleaning_mode": CleaningMode.DISABLED, "image": None}
+    fast = dc.host(0, inspection_mode=InspectionMode.FAST, **no_clean)
+    disabled = dc.host(1, inspection_mode=InspectionMode.DISABLED, **no_clean)
+    for host in (fast, disabled):
+        await operations.apply(client, host, settings)
+    done = [
+        await wait_status(client, h.ref, lambda s: s.provisioning.state == S.AVAILABLE or s.error_type)
+        for h in (fast, disabled)
+    ]
+    for st in done:
+        assert st.error_type is None, st.error_message
+    hardware = done[0].hardware
+    assert hardware is not None, "fast inspection reported no hardware"
+    # what sushy-emulator's system reports out of band (the agent would report the worker's own
+    # CPUs and the emulated disk): the emulator's vendor name and the system's NIC
+    assert hardware.system_vendor.manufacturer == "Sushy Emulator"
+    assert [n.mac for n in hardware.nics] == [dc.systems[0].mac]
+    assert done[0].operation_history.inspect.end is not None
+    assert done[1].hardware is None, "inspection disabled: nothing inspected"
+    for emu in dc.emulated:
+        assert emu.boots == [], f"inspection booted the host: {emu.boots}"
