@@ -151,7 +151,9 @@ class Registry:
                 raise self._auth_error(401)
             return _basic(self.creds)
         if scheme.lower() != "bearer" or not params.get("realm"):
-            raise transient("OciRegistryError", f"registry {self.ref.registry} sent an unknown challenge {scheme!r}")
+            raise transient(
+                "OciRegistryError", f"registry {self.ref.registry} sent an unknown challenge {scheme!r}"
+            )
         query = {"scope": f"repository:{self.ref.repository}:pull"}
         if params.get("service"):
             query["service"] = params["service"]
@@ -163,14 +165,18 @@ class Registry:
         if resp.status_code in (401, 403):
             raise self._auth_error(resp.status_code)
         if resp.status_code != 200:
-            raise transient("OciRegistryError", f"token service of {self.ref.registry} answered {resp.status_code}")
+            raise transient(
+                "OciRegistryError", f"token service of {self.ref.registry} answered {resp.status_code}"
+            )
         body = resp.json()
         token = body.get("token") or body.get("access_token")
         if not token:
             raise transient("OciRegistryError", f"token service of {self.ref.registry} sent no token")
         return f"Bearer {token}"
 
-    def get(self, path: str, accept: str | None = None, stream: bool = False, head: bool = False) -> requests.Response:
+    def get(
+        self, path: str, accept: str | None = None, stream: bool = False, head: bool = False
+    ) -> requests.Response:
         """GET (or HEAD) /v2/<repository>/<path>, answering one auth challenge; errors typed."""
         url = f"{self.base}/v2/{self.ref.repository}/{path}"
         for attempt in range(2):
@@ -182,7 +188,9 @@ class Registry:
                     "HEAD" if head else "GET", url, headers=headers, stream=stream, timeout=TIMEOUT
                 )
             except requests.RequestException as err:
-                raise transient("OciRegistryError", f"cannot reach registry {self.ref.registry}: {err}") from None
+                raise transient(
+                    "OciRegistryError", f"cannot reach registry {self.ref.registry}: {err}"
+                ) from None
             if resp.status_code == 401 and attempt == 0:
                 resp.close()
                 self._authorization = self._authenticate(resp.headers.get("WWW-Authenticate", ""))
@@ -201,7 +209,9 @@ class Registry:
             )
         if resp.status_code >= 400:
             resp.close()
-            raise transient("OciRegistryError", f"registry {self.ref.registry} answered {resp.status_code} for {path}")
+            raise transient(
+                "OciRegistryError", f"registry {self.ref.registry} answered {resp.status_code} for {path}"
+            )
         return resp
 
     def manifest(self, reference: str) -> tuple[dict[str, Any], str, str]:

@@ -52,13 +52,16 @@ class Registry:
 
 
 def start_registry(workdir: Path, user: str | None = None, password: str | None = None) -> Registry:
-    """docker-registry on 127.0.0.1:<free port>, storage under workdir; htpasswd (bcrypt) auth when a user is given."""
+    """docker-registry on 127.0.0.1:<free port>, storage under workdir; htpasswd (bcrypt) auth
+    when a user is given."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     auth = ""
     if user is not None:
         htpasswd = workdir / "htpasswd"
-        subprocess.run(["htpasswd", "-Bbc", str(htpasswd), user, password or ""], check=True, capture_output=True)
+        subprocess.run(
+            ["htpasswd", "-Bbc", str(htpasswd), user, password or ""], check=True, capture_output=True
+        )
         auth = f"auth:\n  htpasswd:\n    realm: metalflow-test\n    path: {htpasswd}\n"
     config = workdir / "config.yml"
     config.write_text(
@@ -104,9 +107,11 @@ class Layout:
         container: bool = False,
     ) -> dict[str, Any]:
         """An image manifest; returns its descriptor (mediaType, digest, size)."""
-        config = {"mediaType": CONTAINER_CONFIG, **self.blob(b'{"architecture":"amd64","os":"linux"}')} if (
-            container
-        ) else {"mediaType": EMPTY_CONFIG, **self.blob(b"{}")}
+        config = (
+            {"mediaType": CONTAINER_CONFIG, **self.blob(b'{"architecture":"amd64","os":"linux"}')}
+            if (container)
+            else {"mediaType": EMPTY_CONFIG, **self.blob(b"{}")}
+        )
         doc: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": MANIFEST,
@@ -132,17 +137,28 @@ class Layout:
 
     def tag(self, name: str, desc: dict[str, Any]) -> None:
         self.refs[name] = desc
-        manifests = [{**d, "annotations": {"org.opencontainers.image.ref.name": n}} for n, d in self.refs.items()]
+        manifests = [
+            {**d, "annotations": {"org.opencontainers.image.ref.name": n}} for n, d in self.refs.items()
+        ]
         (self.path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}))
         (self.path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
 
 
 def push(layout: Layout, tag: str, registry: Registry, repository: str) -> None:
-    """`skopeo copy` the layout's tag to REGISTRY/REPOSITORY:TAG, digests kept, an index with all its manifests."""
+    """`skopeo copy` the layout's tag to REGISTRY/REPOSITORY:TAG, digests kept (an index with all
+    its manifests)."""
     creds = ["--dest-creds", f"{registry.user}:{registry.password}"] if registry.user else []
     subprocess.run(
-        ["skopeo", "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", *creds,
-         f"oci:{layout.path}:{tag}", f"docker://{registry.host}/{repository}:{tag}"],
+        [
+            "skopeo",
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            *creds,
+            f"oci:{layout.path}:{tag}",
+            f"docker://{registry.host}/{repository}:{tag}",
+        ],
         check=True,
         capture_output=True,
         text=True,

@@ -116,7 +116,9 @@ class ImageSpec(Model):
                 )
             return self
         if self.oci_auth is not None:
-            raise ValueError("image.ociAuthSecretName is for oci:// images only; remove it or use an oci:// URL")
+            raise ValueError(
+                "image.ociAuthSecretName is for oci:// images only; remove it or use an oci:// URL"
+            )
         if self.format != ImageFormat.LIVE_ISO and not self.checksum:
             raise ValueError(
                 "image.checksum is required (a hex digest or a URL to a checksum file) "

@@ -18,15 +18,15 @@ registry.rst), which metalflow follows:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
+from metalflow.api.agent import WriteImageRequest
 from metalflow.api.configdrive import ATTEMPT_PATTERN
 from metalflow.api.errors import ErrorName, permanent
-from metalflow.api.models import HostRef, ImageFormat, ImageSpec, Model
+from metalflow.api.models import ChecksumType, HostRef, ImageFormat, ImageSpec, Model, RootDeviceHints
 from metalflow.api.oci_ref import DIGEST, OciReference
 
 MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
@@ -201,3 +201,19 @@ class OciStaged(Model):
 class OciRemove(Model):
     host: HostRef
     attempt: str = Field(default="", pattern=ATTEMPT_PATTERN)
+
+
+def write_request(staged: OciStaged, hints: RootDeviceHints | None) -> WriteImageRequest:
+    """What the agent is asked to write: the boot server's URL for the blob, the layer digest as
+    its sha256, the format the annotation gave (else detected), the layer's compression."""
+    layer = staged.resolved.layer
+    return WriteImageRequest(
+        image=ImageSpec(
+            url=staged.url,
+            checksum=layer.digest.removeprefix("sha256:"),
+            checksum_type=ChecksumType.SHA256,
+            format=layer.format,
+        ),
+        root_device_hints=hints,
+        compression=layer.compression,
+    )
