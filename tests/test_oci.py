@@ -13,27 +13,38 @@ import asyncio
 import base64
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
+import requests
 from fixtures.registry import REGISTRY_PASSWORD, REGISTRY_USER
+from history_scan import assert_no_secret_in, assert_no_secret_in_histories
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from test_bad_input import OldDisk, agent_with_old_os, fails, untouched
+from test_lifecycle import wait_status
+from tests_support import activity_results, step_histories
 
 from activities.agent import AgentActivities
 from activities.oci import remove_oci, stage_oci
 from metalflow.api.models import HostRef, ImageFormat, ImageSpec, RootDeviceHints, SecretRef
-from metalflow.api.oci import OciRemove, OciStaged, OciStageRequest, write_request
+from metalflow.api.models import ProvisioningState as S
+from metalflow.api.oci import OCI_STAGE, OciRemove, OciStaged, OciStageRequest, write_request
 from metalflow.api.oci_ref import parse_oci_url
-from testbed.datacenter import write_secret
+from metalflow.client import operations
+from metalflow.runtime.settings import Settings
+from testbed.datacenter import Datacenter, write_secret
 from testbed.images import BuiltImage, build_raw_image, convert_to_qcow2, sha256_of
 from testbed.processes import free_port
 from testbed.registry import TAR_LAYER, Layout, Registry, gzipped, push
 from worker.boot_server import start_boot_server
+from worker.control import build_worker
 
 HOST = HostRef(name="h0")
 HINTS = RootDeviceHints(device_name="sda")
@@ -314,3 +325,40 @@ def stage_fails(
 ) -> ApplicationError:
     req = OciStageRequest(host=HOST, image=ImageSpec(url=image_url, oci_auth=auth), attempt="a1")
     return fails(stage_oci, req, secrets=secrets or [])
+
+
+# ---- a host through its whole lifecycle: Temporal, the BMC emulator, the agent, the boot server ----
+@pytest_asyncio.fixture
+async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
+    async with Datacenter(settings, hosts=1, namespace=ns) as datacenter:
+        with ThreadPoolExecutor(max_workers=16) as executor:
+            async with build_worker(client, settings, executor):
+                yield datacenter
+
+
+async def test_a_host_provisions_from_a_private_registry_and_records_the_digest(
+    client: Client, settings: Settings, dc: Datacenter, auth_registry: Registry, tmp_path: Path
+) -> None:
+    assert dc.image is not None
+    lay = Layout(tmp_path / "layout")
+    desc = lay.manifest([(dc.image.path.read_bytes(), OCTET)], disktype="raw")
+    lay.tag("v1", desc)
+    await asyncio.to_thread(push, lay, "v1", auth_registry, "lifecycle/os")
+    secret = dockerconfig(tmp_path, auth_registry.host, REGISTRY_USER, REGISTRY_PASSWORD)
+    host = dc.host(0, image=ImageSpec(url=url(auth_registry, "lifecycle/os:v1"), oci_auth=secret))
+    await operations.apply(client, host, settings)
+    st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.PROVISIONED or s.error_type)
+    assert st.error_type is None, st.error_message
+    assert st.provisioning.image == host.spec.image, "status keeps the spec's image (the tag)..."
+    assert st.provisioning.image_digest == f"oci://{auth_registry.host}/lifecycle/os@{desc['digest']}", (
+        "...and records the manifest it resolved to"
+    )
+    with dc.emulated[0].disk_path.open("rb") as f:
+        assert f.read(dc.image.size) == dc.image.path.read_bytes()
+    steps = await step_histories(client, host.ref.workflow_id)
+    [staged] = activity_results(steps, OCI_STAGE, OciStaged)
+    assert (await asyncio.to_thread(requests.get, staged.url, timeout=10)).status_code == 404, (
+        "the blob's grant is withdrawn once the image is written"
+    )
+    await assert_no_secret_in_histories(client, [REGISTRY_PASSWORD], host.ref.workflow_id, at_least=3)
+    assert_no_secret_in(st, [REGISTRY_PASSWORD], "the host's status")
