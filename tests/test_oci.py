@@ -320,6 +320,30 @@ def test_bad_credentials_and_none_at_all(
     assert untouched(disk)
 
 
+def test_bearer_tokens_from_the_registrys_realm(
+    tmp_path: Path, token_registry: Registry, env: tuple[Path, str]
+) -> None:
+    """The registry's challenge names a realm; the token asked there (with the Secret's password)
+    carries the pull scope, and the real registry checks its signature, issuer and scope."""
+    assert token_registry.tokens is not None
+    img = build_raw_image(tmp_path / "tok.img", size_mib=2, label="token")
+    lay = Layout(tmp_path / "layout")
+    lay.tag("v1", lay.manifest([(img.path.read_bytes(), OCTET)], disktype="raw"))
+    push(lay, "v1", token_registry, "bearer/disk")
+    a, disk = agent_with_old_os(tmp_path)
+    token_registry.tokens.issued.clear()
+    secret = dockerconfig(tmp_path, token_registry.host, REGISTRY_USER, REGISTRY_PASSWORD)
+    deploy(a, url(token_registry, "bearer/disk:v1"), auth=secret)
+    assert on_disk(disk, img)
+    assert token_registry.tokens.issued and set(token_registry.tokens.issued) == {
+        "repository:bearer/disk:pull"
+    }
+    _, disk = agent_with_old_os(subdir(tmp_path, "bad"))
+    bad = dockerconfig(subdir(tmp_path, "s"), token_registry.host, REGISTRY_USER, "wrong-token-pw")
+    err = stage_fails(url(token_registry, "bearer/disk:v1"), auth=bad, secrets=["wrong-token-pw"])
+    assert err.type == "OciAuthError" and "fix the username/password" in err.message and untouched(disk)
+
+
 def stage_fails(
     image_url: str, auth: SecretRef | None = None, secrets: list[str] | None = None
 ) -> ApplicationError:
