@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.oci import grant_path, open_granted_blob
 
-OCI_CHUNK = 1 << 20
+OCI_CHUNK = 4 << 20
 
 SUBDIRS = ("boot", "images", "configdrive")
 
