@@ -290,6 +290,9 @@ def stage_oci(req: OciStageRequest) -> OciStaged:
     attempt = req.attempt or activity.info().workflow_run_id
     mine = sorted(host_dir.glob(f"{attempt}.*.json"))
     name = mine[0].name if mine else f"{attempt}.{pysecrets.token_urlsafe(16)}.json"
+    for stale in host_dir.glob("*.json"):  # a host deploys once at a time: older attempts' grants go
+        if stale.name != name:
+            stale.unlink(missing_ok=True)
     grant = {
         "image": req.image.url,
         "registry": registry.ref.registry,

@@ -296,6 +296,16 @@ def test_basic_auth_from_a_dockerconfigjson_secret(
     assert REGISTRY_PASSWORD not in grant and "pull-secret" in grant, (
         "the grant names the Secret, not its value"
     )
+    left = ActivityEnvironment().run(
+        stage_oci,
+        OciStageRequest(host=HOST, image=ImageSpec(url=staged.resolved.image, oci_auth=secret)).model_copy(
+            update={"attempt": "old"}
+        ),
+    )
+    again = stage(
+        url(auth_registry, "private/disk:v1"), auth=secret
+    )  # a newer attempt sweeps the older grant
+    assert requests.get(left.url, timeout=10).status_code == 404 and requests.head(again.url, timeout=10).ok
     ActivityEnvironment().run(remove_oci, OciRemove(host=HOST, attempt="a1"))
     assert not list((env[0] / "oci").glob(f"{HOST.host_id}/*")), "the grant is withdrawn after the attempt"
 
