@@ -220,6 +220,8 @@ class Registry:
         body = resp.content
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         check_manifest_digest(self.ref, reference, digest)
+        # by tag: the digest the registry says it serves must be the one the bytes have
+        check_manifest_digest(self.ref, resp.headers.get("Docker-Content-Digest", ""), digest)
         try:
             doc = json.loads(body)
         except json.JSONDecodeError:

@@ -273,6 +273,27 @@ def test_a_corrupted_blob_fails_the_digest_check_and_leaves_no_bootable_image(
         )
 
 
+@pytest.mark.parametrize("by", ["digest", "tag"])
+def test_a_manifest_that_does_not_hash_to_its_digest_is_refused(
+    tmp_path: Path, registry: Registry, images: Images, env: tuple[Path, str], by: str
+) -> None:
+    """The registry serves what its storage holds (with the digest it was stored under): a
+    manifest edited there must not pass for the pinned (or tag-resolved) one."""
+    lay = Layout(tmp_path / "layout")
+    desc = lay.manifest([(b"an image of its own " + by.encode(), OCTET)], disktype="raw")
+    lay.tag("edited", desc)
+    push(lay, "edited", registry, f"disk/edited-{by}")
+    stored = registry.blob_file(desc["digest"])
+    stored.write_bytes(stored.read_bytes().replace(b'"raw"', b'"qcow2"'))
+    _, disk = agent_with_old_os(tmp_path)
+    ref = desc["digest"] if by == "digest" else "edited"
+    err = stage_fails(url(registry, f"disk/edited-{by}{'@' if by == 'digest' else ':'}{ref}"))
+    assert (
+        err.type == "ImageChecksumMismatch" and desc["digest"] in err.message and "hashes to" in err.message
+    )
+    assert untouched(disk)
+
+
 # ---- credentials: htpasswd (Basic) from a dockerconfigjson Secret ----
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory, auth_registry: Registry) -> BuiltImage:

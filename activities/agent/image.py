@@ -10,6 +10,9 @@ only the checksum at the end decides whether the disk keeps them; a mismatch wip
 partition tables and signatures, so a half-right image can never boot. qcow2 needs random
 access, so it goes to a temporary file and is verified (checksum, `qemu-img info`) before the
 device is wiped and `qemu-img convert -n` writes it.
+
+A gzip download (an `oci://` image's gzip layer, through the boot server) is inflated as it
+streams; the checksum is over the bytes as sent, which is the layer's digest.
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ def disk_layer(manifest: dict[str, Any], ref: OciReference, fmt: ImageFormat | N
 
 
 def check_manifest_digest(ref: OciReference, asked: str, got: str) -> None:
-    """A manifest fetched by digest must hash to that digest (the pin is the point)."""
+    """A manifest must hash to the digest it was asked for (the pin is the point) or that the
+    registry named for it (Docker-Content-Digest)."""
     if asked.startswith("sha256:") and asked != got:
         raise permanent(
             ErrorName.IMAGE_CHECKSUM,
