@@ -3,7 +3,8 @@
 # Installs what is missing when it can (root or sudo); otherwise says what to install.
 set -euo pipefail
 need=(qemu-utils:qemu-img dnsmasq-base:dnsmasq busybox:busybox iproute2:ip
-      gdisk:sgdisk curl:curl openssl:openssl cpio:cpio)
+      gdisk:sgdisk curl:curl openssl:openssl cpio:cpio
+      docker-registry:docker-registry skopeo:skopeo apache2-utils:htpasswd)  # oci:// image tests
 missing=()
 for pair in "${need[@]}"; do
   pkg=${pair%%:*}; cmd=${pair##*:}

@@ -8,6 +8,7 @@ pytest_plugins = [
     "fixtures.sushy",
     "fixtures.ipmi",
     "fixtures.www",
+    "fixtures.registry",
     "fixtures.vm",
     "fixtures.ci",  # under CI=true a skipped test fails, naming what was missing
 ]

@@ -10,6 +10,11 @@ import asyncio
 from pathlib import Path
 
 from aiohttp import web
+from temporalio.exceptions import ApplicationError
+
+from activities.oci import grant_path, open_granted_blob
+
+OCI_CHUNK = 4 << 20
 
 SUBDIRS = ("boot", "images", "configdrive")
 
@@ -28,12 +33,51 @@ def build_app(boot_dir: Path) -> web.Application:
             raise web.HTTPNotFound()
         return web.FileResponse(path)
 
+    async def oci_blob(request: web.Request) -> web.StreamResponse:
+        """An oci:// image's layer, pulled from its registry with the credentials only this side reads.
+
+        The grant (`activities/oci.py`, staged per deploy attempt under an unguessable name) names
+        one blob; the agent verifies its sha256 while writing it."""
+        grant = grant_path(boot_dir, request.match_info["host"], request.match_info["name"])
+        if grant is None or not grant.is_file():
+            raise web.HTTPNotFound()
+        try:
+            upstream = await asyncio.to_thread(open_granted_blob, grant)
+        except ApplicationError as err:  # typed, secret-free; the agent sees the status only
+            status = 403 if err.type in ("OciAuthError", "SecretInvalid", "SecretNotFound") else 404
+            if not err.non_retryable:
+                status = 502
+            raise _http_error(status, err.message) from None
+        try:
+            resp = web.StreamResponse()
+            length = upstream.headers.get("Content-Length")
+            if length:
+                resp.content_length = int(length)
+            resp.content_type = "application/octet-stream"
+            await resp.prepare(request)
+            while chunk := await asyncio.to_thread(upstream.raw.read, OCI_CHUNK):
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+        finally:
+            upstream.close()
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/oci/{host}/{name}", oci_blob)
     for sub in SUBDIRS:
         app.router.add_static(f"/{sub}/", boot_dir / sub, show_index=False, follow_symlinks=False)
     app.router.add_get("/{name}", kernel_or_initrd)
     return app
+
+
+def _http_error(status: int, message: str) -> web.HTTPException:
+    kinds: dict[int, type[web.HTTPException]] = {
+        403: web.HTTPForbidden,
+        404: web.HTTPNotFound,
+        502: web.HTTPBadGateway,
+    }
+    return kinds[status](text=message)
 
 
 async def start_boot_server(host: str, port: int, boot_dir: Path) -> web.AppRunner:

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def control_activities() -> list[Any]:
-    from activities import configdrive, fleet, kubeadm, pool, status
+    from activities import configdrive, fleet, kubeadm, oci, pool, status
     from activities.bmc import ACTIVITIES as BMC
     from activities.boot import ACTIVITIES as BOOT
 
@@ -27,6 +27,7 @@ def control_activities() -> list[Any]:
         *BMC,
         *BOOT,
         *configdrive.ACTIVITIES,
+        *oci.ACTIVITIES,
         *kubeadm.ACTIVITIES,
         *pool.ACTIVITIES,
         *fleet.ACTIVITIES,

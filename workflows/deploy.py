@@ -19,6 +19,16 @@ from metalflow.api.boot import BootPurpose
 from metalflow.api.configdrive import CONFIGDRIVE_STAGE, ConfigDriveRequest, ConfigDriveStaged
 from metalflow.api.host import DEPLOY_HOST, StepInput, StepResult
 from metalflow.api.join import KUBEADM_PREPARE_JOIN, JoinPlan, JoinRequest
+from metalflow.api.oci import (
+    DEFAULT_ARCHITECTURE,
+    OCI_PATCH,
+    OCI_REMOVE,
+    OCI_STAGE,
+    OciRemove,
+    OciStaged,
+    OciStageRequest,
+    write_request,
+)
 from workflows import bmc_calls
 from workflows.inband import CONFIGDRIVE_PATCH, cleanup_boot, remove_configdrives, run_on_host
 from workflows.options import (
@@ -43,19 +53,35 @@ class DeployHost:
         if spec.image is None:
             raise ApplicationError("DeployHost needs spec.image", non_retryable=True)
         ramdisk_timeout = timedelta(seconds=step.ramdisk_boot_timeout_seconds)
-        written = await run_on_host(
-            step.ref,
-            spec,
-            AGENT_WRITE_IMAGE,
-            WriteImageRequest(image=spec.image, root_device_hints=spec.root_device_hints),
-            WriteImageResult,
-            purpose=BootPurpose.DEPLOY,
-            powered_on=step.powered_on,
-            ramdisk_timeout=ramdisk_timeout,
-            start_to_close=IMAGE_WRITE_TIMEOUT,
-            heartbeat=IMAGE_WRITE_HEARTBEAT,
-            summary=f"write image {spec.image.url}",
-        )
+        request = WriteImageRequest(image=spec.image, root_device_hints=spec.root_device_hints)
+        oci: OciStaged | None = None
+        # oci:// URLs were refused before this branch existed, so no older history reaches it
+        if spec.image.url.startswith("oci://") and workflow.patched(OCI_PATCH):
+            oci = await self._stage_oci(step)
+            request = write_request(oci, spec.root_device_hints)
+        try:
+            written = await run_on_host(
+                step.ref,
+                spec,
+                AGENT_WRITE_IMAGE,
+                request,
+                WriteImageResult,
+                purpose=BootPurpose.DEPLOY,
+                powered_on=step.powered_on,
+                ramdisk_timeout=ramdisk_timeout,
+                start_to_close=IMAGE_WRITE_TIMEOUT,
+                heartbeat=IMAGE_WRITE_HEARTBEAT,
+                summary=f"write image {oci.resolved.pinned_url if oci else spec.image.url}",
+            )
+        finally:
+            if oci is not None:
+                await workflow.execute_activity(
+                    OCI_REMOVE,
+                    OciRemove(host=step.ref, attempt=workflow.info().run_id),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=LOCAL_RETRY,
+                    summary="withdraw the image blob's grant from the boot server",
+                )
         user_data, join_token = spec.user_data, None
         if spec.join is not None:
             plan = await workflow.execute_activity(
@@ -117,7 +143,23 @@ class DeployHost:
         return StepResult(
             powered_on=powered_on,
             image=spec.image,
+            image_digest=oci.resolved.pinned_url if oci else "",
             root_device=written.device,
             bytes_written=written.bytes_written,
             join_token=join_token,
+        )
+
+    async def _stage_oci(self, step: StepInput) -> OciStaged:
+        """Resolve the oci:// image in the control plane and grant its one blob to this attempt."""
+        assert step.spec.image is not None
+        arch = (step.hardware.cpu.arch if step.hardware else "") or DEFAULT_ARCHITECTURE
+        return await workflow.execute_activity(
+            OCI_STAGE,
+            OciStageRequest(
+                host=step.ref, image=step.spec.image, architecture=arch, attempt=workflow.info().run_id
+            ),
+            result_type=OciStaged,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=LOCAL_RETRY,
+            summary=f"resolve {step.spec.image.url}",
         )

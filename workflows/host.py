@@ -358,10 +358,12 @@ class HostWorkflow:
             self._status.hardware = result.hardware
         elif state == S.PROVISIONING:
             self._status.provisioning.image = result.image
+            self._status.provisioning.image_digest = result.image_digest
             self._status.provisioning.root_device_hints = self._spec.root_device_hints
             self._status.provisioning.boot_mode = self._spec.boot_mode
         elif state == S.DEPROVISIONING:
             self._status.provisioning.image = None
+            self._status.provisioning.image_digest = ""
             self._status.provisioning.root_device_hints = None
 
     # ---- errors, pause, the end ----

@@ -70,6 +70,7 @@ class AgentActivities:
             req.image,
             dev,
             lambda n, total: activity.heartbeat({"device": dev.name, "bytes_written": n, "total": total}),
+            compression=req.compression,
         )
         return WriteImageResult(
             device=dev.name,

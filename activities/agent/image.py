@@ -10,6 +10,9 @@ only the checksum at the end decides whether the disk keeps them; a mismatch wip
 partition tables and signatures, so a half-right image can never boot. qcow2 needs random
 access, so it goes to a temporary file and is verified (checksum, `qemu-img info`) before the
 device is wiped and `qemu-img convert -n` writes it.
+
+A gzip download (an `oci://` image's gzip layer, through the boot server) is inflated as it
+streams; the checksum is over the bytes as sent, which is the layer's digest.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import struct
 import subprocess
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +113,52 @@ class _PastTheEnd(Exception):
     """The stream went on past the device's end, which no Content-Length had said in advance."""
 
 
+class _Wire:
+    """The download as the writer reads it: every byte that arrives is hashed (so an OCI layer's
+    digest is checked on what the registry sent), then inflated when the layer is gzip.
+
+    Inflating is bounded per read (`unconsumed_tail`), so a small chunk of a highly compressed
+    image never becomes gigabytes in memory; concatenated gzip members are read one after another.
+    """
+
+    def __init__(self, resp: requests.Response, digest: hashlib._Hash, compression: str) -> None:
+        self.raw = resp.raw
+        self.digest = digest
+        self.gzip = compression == "gzip"
+        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def _wire(self, n: int) -> bytes:
+        data: bytes = self.raw.read(n)
+        self.digest.update(data)
+        return data
+
+    def read(self, n: int) -> bytes:
+        if not self.gzip:
+            return self._wire(n)
+        while True:
+            if self.inflate.unconsumed_tail:
+                out = self.inflate.decompress(self.inflate.unconsumed_tail, n)
+            elif self.inflate.eof:
+                rest = self.inflate.unused_data or self._wire(n)
+                if not rest:
+                    return b""
+                self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the next gzip member
+                out = self.inflate.decompress(rest, n)
+            else:
+                comp = self._wire(n)
+                if not comp:
+                    return self.inflate.flush()  # a cut-off stream: the digest check catches it
+                out = self.inflate.decompress(comp, n)
+            if out:
+                return out
+
+
 def write_image(
-    image: ImageSpec, dev: BlockDevice, progress: Progress, workdir: Path | None = None
+    image: ImageSpec,
+    dev: BlockDevice,
+    progress: Progress,
+    workdir: Path | None = None,
+    compression: str = "",
 ) -> Written:
     if image.format == ImageFormat.LIVE_ISO:
         raise permanent(
@@ -121,19 +169,29 @@ def write_image(
     # Open the download first: an image that is not there leaves the disk as it was.
     resp = _get(image.url, "image", stream=True)
     digest = hashlib.new(kind.value)
+    src = _Wire(resp, digest, compression)
+    head: _Head | None = None
     try:
-        head = _inspect(resp, image, dev)
+        head = _inspect(resp, src, image, dev)
         if head.format == ImageFormat.QCOW2:
             with tempfile.NamedTemporaryFile(dir=workdir, suffix=".qcow2") as tmp:
-                size = _copy(resp, head, digest, tmp.fileno(), progress)
+                size = _copy(src, head, tmp.fileno(), progress)
                 _verify(digest, want, kind, image, dev, written=False)
                 _qemu_img_check(tmp.name, image, dev)
                 # A retried attempt starts from a clean device: no stale table from a half-written try.
                 cleaning.wipe_metadata(dev)
                 _qemu_img_convert(tmp.name, dev)
         else:
-            size = _write_raw(resp, head, digest, image, dev, progress)
+            size = _write_raw(src, head, image, dev, progress)
             _verify(digest, want, kind, image, dev, written=True)
+    except zlib.error as err:
+        if head is not None and head.format == ImageFormat.RAW:
+            cleaning.wipe_metadata(dev)  # half written: never leave it bootable
+        raise permanent(
+            ErrorName.IMAGE_FORMAT,
+            f"image {image.url} is declared gzip-compressed but does not inflate ({err}); "
+            "fix the layer's media type or push it again",
+        ) from None
     except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
         # urllib3's own errors too: resp.raw.read raises them, not requests' wrappers
         raise transient("ImageFetchError", f"the image download broke off: {err}") from None
@@ -142,10 +200,11 @@ def write_image(
     return Written(size, want, kind)
 
 
-def _inspect(resp: requests.Response, image: ImageSpec, dev: BlockDevice) -> _Head:
+def _inspect(resp: requests.Response, src: _Wire, image: ImageSpec, dev: BlockDevice) -> _Head:
     """Read the first chunk; check the format against spec.image.format and the size against the device."""
-    length = int(resp.headers.get("Content-Length") or 0)
-    first = resp.raw.read(CHUNK)
+    # a compressed download's length says nothing about the image's size
+    length = 0 if src.gzip else int(resp.headers.get("Content-Length") or 0)
+    first = src.read(CHUNK)
     found = ImageFormat.QCOW2 if first.startswith(QCOW2_MAGIC) else ImageFormat.RAW
     if image.format and image.format != found:
         shows = "qcow2's magic" if found == ImageFormat.QCOW2 else "no qcow2 header"
@@ -193,9 +252,8 @@ def _too_large(image: ImageSpec, size: str, dev: BlockDevice) -> ApplicationErro
 
 
 def _write_raw(
-    resp: requests.Response,
+    src: _Wire,
     head: _Head,
-    digest: hashlib._Hash,
     image: ImageSpec,
     dev: BlockDevice,
     progress: Progress,
@@ -212,7 +270,7 @@ def _write_raw(
     cleaning.wipe_metadata(dev)
     fd = os.open(dev.path, os.O_WRONLY)
     try:
-        return _copy(resp, head, digest, fd, progress, limit=dev.size_bytes)
+        return _copy(src, head, fd, progress, limit=dev.size_bytes)
     except _PastTheEnd:
         cleaning.wipe_metadata(dev)
         seen = f"over {dev.size_bytes} bytes (no Content-Length: writing stopped at the end; wiped)"
@@ -222,14 +280,13 @@ def _write_raw(
 
 
 def _copy(
-    resp: requests.Response,
+    src: _Wire,
     head: _Head,
-    digest: hashlib._Hash,
     fd: int,
     progress: Progress,
     limit: int | None = None,
 ) -> int:
-    """Hash and write every chunk as it arrives; report progress about once a second.
+    """Write every chunk as it arrives (`src` hashes it); report progress about once a second.
 
     With a limit, no chunk that would end past it is written (`_PastTheEnd` instead).
     """
@@ -237,7 +294,6 @@ def _copy(
     while chunk:
         if limit is not None and written + len(chunk) > limit:
             raise _PastTheEnd
-        digest.update(chunk)
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view) :]
@@ -245,7 +301,7 @@ def _copy(
         if time.monotonic() - last > 1:
             progress(written, head.length)
             last = time.monotonic()
-        chunk = resp.raw.read(CHUNK)
+        chunk = src.read(CHUNK)
     os.fsync(fd)
     progress(written, head.length)
     return written

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from metalflow.api.configdrive import ConfigDriveStaged
@@ -32,6 +34,9 @@ class CleanResult(Model):
 class WriteImageRequest(Model):
     image: ImageSpec
     root_device_hints: RootDeviceHints | None = None
+    compression: Literal["", "gzip"] = Field(
+        default="", description="How the download is compressed (an OCI layer's media type); hashed as sent."
+    )
 
 
 class WriteImageResult(Model):

@@ -163,6 +163,10 @@ def host_from_manifest(obj: dict[str, Any], locate: SecretLocator | None = None)
         raw["image"] = _mapping(raw["image"], "spec.image")
         if not raw["image"].get("url"):
             raw["image"] = None  # metal3 treats an image with an empty url as no image
+    if raw.get("image") is not None and raw["image"].get("ociAuthSecretName"):
+        image = dict(raw["image"])  # the registry credentials: a dockerconfigjson Secret, by reference
+        image["ociAuth"] = _ref(image.pop("ociAuthSecretName"), namespace, locate)
+        raw["image"] = image
     raw["labels"] = dict(meta.get("labels") or {})
     try:
         spec = HostSpec.model_validate(raw)
@@ -188,6 +192,8 @@ def manifest_from_host(host: Host) -> dict[str, Any]:
     for ref in ("userData", "networkData", "metaData"):
         if ref in spec:
             spec[ref] = {"name": spec[ref]["name"], "namespace": spec[ref]["namespace"]}
+    if "ociAuth" in spec.get("image", {}):
+        spec["image"]["ociAuthSecretName"] = spec["image"].pop("ociAuth")["name"]
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -68,6 +68,7 @@ class StepResult(Model):
     credentials_version: str = ""
     bmc_driver: str = ""  # registration: the driver the BMC address picked (BMCValidation.driver_label)
     image: ImageSpec | None = None
+    image_digest: str = ""  # an oci:// image: the pinned manifest it resolved to
     root_device: str = ""
     bytes_written: int = 0
     join_token: SecretRef | None = None

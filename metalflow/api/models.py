@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from metalflow.api.oci_ref import parse_oci_url
+
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -85,22 +87,42 @@ class ImageFormat(StrEnum):
 
 
 class ImageSpec(Model):
-    """The image to write: metal3's spec.image. `checksum` is a value or a URL to a checksum file."""
+    """The image to write: metal3's spec.image. `checksum` is a value or a URL to a checksum file.
+
+    An `oci://` image's checksum is its layer's digest, from the registry; `ociAuth` is the
+    registry credentials Secret (a kubernetes.io/dockerconfigjson, metal3's
+    `image.ociAuthSecretName`)."""
 
     url: str = Field(min_length=1)
     checksum: str | None = None
     checksum_type: ChecksumType = ChecksumType.AUTO
     format: ImageFormat | None = None
+    oci_auth: SecretRef | None = None
 
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, v: str) -> str:
+        if v.startswith("oci://"):
+            parse_oci_url(v)
+            return v
         if not re.match(r"^(https?|file)://\S+$", v):
-            raise ValueError(f"image.url {v!r} must be an http://, https:// or file:// URL")
+            raise ValueError(f"image.url {v!r} must be an http://, https://, file:// or oci:// URL")
         return v
 
     @model_validator(mode="after")
     def _checksum_needed(self) -> ImageSpec:
+        if self.url.startswith("oci://"):
+            if self.checksum or self.format == ImageFormat.LIVE_ISO:
+                raise ValueError(
+                    "an oci:// image takes its checksum from the registry (the layer digest) and its "
+                    "format from the disktype annotation or its bytes: remove image.checksum (pin a "
+                    "digest in the URL with @sha256:...) and a live-iso format"
+                )
+            return self
+        if self.oci_auth is not None:
+            raise ValueError(
+                "image.ociAuthSecretName is for oci:// images only; remove it or use an oci:// URL"
+            )
         if self.format != ImageFormat.LIVE_ISO and not self.checksum:
             raise ValueError(
                 "image.checksum is required (a hex digest or a URL to a checksum file) "
@@ -480,6 +502,9 @@ class ProvisionStatus(Model):
     state: ProvisioningState = ProvisioningState.NONE
     id: str = Field(default="", alias="ID")
     image: ImageSpec | None = None
+    image_digest: str = Field(
+        default="", description="oci:// images: the manifest the URL resolved to, oci://REGISTRY/REPO@sha256:..."
+    )
     root_device_hints: RootDeviceHints | None = None
     boot_mode: BootMode | None = None
 

@@ -28,6 +28,7 @@ from metalflow.api.models import HostRef
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.images import BuiltImage
+from testbed.registry import Layout, Registry, push
 from testbed.vm import (
     NET_ADDRESS,
     Domain,
@@ -41,9 +42,16 @@ G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
 
 
 def host_docs(
-    tb: VMTestBed, dom: Domain, ns: str, image: BuiltImage, marker: str, bmc_address: str
+    tb: VMTestBed, dom: Domain, ns: str, image: BuiltImage, marker: str, bmc_address: str, oci_url: str = ""
 ) -> list[dict[str, Any]]:
-    """Secret (BMC), Secret (userData) and the BareMetalHost, as metal3 takes them."""
+    """Secret (BMC), Secret (userData) and the BareMetalHost, as metal3 takes them; with `oci_url`
+    the image comes from a registry (its checksum is the layer's digest, its format the annotation)."""
+    image_spec: dict[str, Any] = {
+        "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/os.img",
+        "checksum": image.sha256,
+        "checksumType": "sha256",
+        "format": "raw",
+    }
     return [
         {
             "apiVersion": "v1",
@@ -67,12 +75,7 @@ def host_docs(
                 "bootMode": "legacy",  # SeaBIOS: the VM has no OVMF firmware
                 "bmc": {"address": bmc_address, "credentialsName": "bmc"},
                 "rootDeviceHints": {"deviceName": "/dev/vda"},
-                "image": {
-                    "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/os.img",
-                    "checksum": image.sha256,
-                    "checksumType": "sha256",
-                    "format": "raw",
-                },
+                "image": {"url": oci_url} if oci_url else image_spec,
                 "userData": {"name": "user-data", "namespace": ns},
             },
         },
@@ -89,7 +92,9 @@ async def wait_console(dom: Domain, text: str, timeout: float) -> None:
         await asyncio.sleep(0.5)
 
 
-def assert_booted_through_our_network(tb: VMTestBed, dom: Domain, ns: str) -> None:
+def assert_booted_through_our_network(
+    tb: VMTestBed, dom: Domain, ns: str, image_path: str = "/images/os.img"
+) -> None:
     """The VM's iPXE asked our dnsmasq (user class iPXE, a known MAC) and was sent our per-host
     script; the kernel it then booted carries that script's arguments and its agent did the work."""
     log = (tb.workdir / "dnsmasq.log").read_text()
@@ -98,7 +103,9 @@ def assert_booted_through_our_network(tb: VMTestBed, dom: Domain, ns: str) -> No
     console = dom.console()
     assert f"BOOTIF=01-{dom.mac.replace(':', '-')}" in console
     assert f"metalflow: agent for {ns}.{dom.name} on {NET_ADDRESS}:" in console, console[-3000:]
-    assert "/images/os.img to /dev/vda" in console and "config drive written to /dev/vda" in console
+    assert (
+        image_path in console and " to /dev/vda" in console and "config drive written to /dev/vda" in console
+    )
 
 
 async def agent_steps(client: Client, workflow_id: str) -> list[str]:
@@ -149,11 +156,13 @@ async def provision_with_cli(
 
 
 async def provision_with_bmh(
-    tb: VMTestBed, kube_api: k8s.ApiClient, dom: Domain, image: BuiltImage, marker: str
+    tb: VMTestBed, kube_api: k8s.ApiClient, dom: Domain, image: BuiltImage, marker: str, oci_url: str
 ) -> tuple[dict[str, Any], float]:
-    """A BareMetalHost (and its Secrets) on the API server, BMC over IPMI (virtualbmc); the bridge
-    drives it. Returns the object once its status says provisioned, and the seconds it took."""
-    docs = host_docs(tb, dom, "default", image, marker, await asyncio.to_thread(tb.ipmi_address, dom))
+    """A BareMetalHost (and its Secrets) on the API server, BMC over IPMI (virtualbmc), its image
+    an oci:// one; the bridge drives it. Returns the object once its status says provisioned, and
+    the seconds it took."""
+    bmc = await asyncio.to_thread(tb.ipmi_address, dom)
+    docs = host_docs(tb, dom, "default", image, marker, bmc, oci_url=oci_url)
     co, core = k8s.CustomObjectsApi(kube_api), k8s.CoreV1Api(kube_api)
     for secret in docs[:2]:
         body = k8s.V1Secret(
@@ -186,13 +195,20 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
     tmp_path: Path,
     ns: str,
     marker_image: tuple[BuiltImage, str],
+    registry: Registry,
 ) -> None:
     """Two servers at once, one per way in: the CLI with a Redfish BMC (sushy-emulator's libvirt
-    driver), and a BareMetalHost through the bridge with an IPMI BMC (virtualbmc). Both run the
+    driver) and an image over HTTP, and a BareMetalHost through the bridge with an IPMI BMC
+    (virtualbmc) and an oci:// image from a loopback registry (docker-registry). Both run the
     whole lifecycle at the same time, which also keeps the test within its time budget."""
     tb, _ = bed
     settings = Settings()  # the bed's settings plus the kubeconfig and status publishing
     image, marker = marker_image
+    layout = Layout(tmp_path / "oci-layout")
+    pushed = layout.manifest([(image.path.read_bytes(), "application/octet-stream")], disktype="raw")
+    layout.tag("e2e", pushed)
+    await asyncio.to_thread(push, layout, "e2e", registry, "metalflow/os")
+    oci_url = f"oci://{registry.host}/metalflow/os:e2e"
     vm_redfish = await asyncio.to_thread(tb.add_domain, "vm-redfish")
     vm_ipmi = await asyncio.to_thread(tb.add_domain, "vm-ipmi")
     bridge = Bridge(kube_api, client, settings, resync_seconds=5)
@@ -202,7 +218,7 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
             try:
                 cli_seconds, (obj, bmh_seconds) = await asyncio.gather(
                     provision_with_cli(tb, tmp_path, ns, vm_redfish, image, marker),
-                    provision_with_bmh(tb, kube_api, vm_ipmi, image, marker),
+                    provision_with_bmh(tb, kube_api, vm_ipmi, image, marker, oci_url),
                 )
             finally:
                 bridge.stop()
@@ -239,8 +255,11 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
         f.seek(vm_redfish.disk_bytes - (64 << 20))
         assert marker.encode() in f.read(64 << 20)
 
-    # the BareMetalHost, IPMI-driven server: the same facts, read from the object's status
-    assert_booted_through_our_network(tb, vm_ipmi, "default")
+    # the BareMetalHost, IPMI-driven server: the same facts, read from the object's status; its
+    # image came from the registry through the boot server, and the status names the manifest
+    assert_booted_through_our_network(
+        tb, vm_ipmi, "default", image_path=f"/oci/{HostRef(namespace='default', name=vm_ipmi.name).host_id}/"
+    )
     status = obj["status"]
     assert status["operationalStatus"] == "OK" and status["poweredOn"] is True
     assert any(n["mac"] == vm_ipmi.mac for n in status["hardware"]["nics"])
@@ -248,5 +267,8 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
         d["name"] == "/dev/vda" and d["sizeBytes"] == vm_ipmi.disk_bytes
         for d in status["hardware"]["storage"]
     )
-    assert status["provisioning"]["image"]["checksum"] == image.sha256
+    assert status["provisioning"]["image"]["url"] == oci_url
+    assert status["provisioning"]["imageDigest"] == f"oci://{registry.host}/metalflow/os@{pushed['digest']}"
+    with vm_ipmi.disk.open("rb") as f:
+        assert f.read(image.size) == image.path.read_bytes()
     assert tb.password not in str(obj)
