@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install system-deps demo test lint bench e2e clean
+.PHONY: install system-deps demo test lint bench e2e clean stack test-stack
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ bench: install system-deps  # prints figures; never part of make test
 e2e: install system-deps
 	scripts/e2e-deps.sh $(VENV)
 	$(BIN)/pytest -q -rs -m e2e tests/e2e
+
+# The production-shaped engine (README: "Running in production"): temporal-server built from its Go
+# module (scripts/build-temporal.sh, cached in ${METALFLOW_CACHE:-~/.cache/metalflow}) on Debian's
+# PostgreSQL, two workers, the boot server. `make stack` runs it in the foreground.
+stack: install system-deps
+	scripts/build-temporal.sh >/dev/null
+	$(PY) -m testbed.stack
+
+test-stack: install system-deps
+	scripts/build-temporal.sh >/dev/null
+	$(BIN)/pytest -q -m stack tests/test_stack.py
 
 clean:
 	rm -rf .metalflow

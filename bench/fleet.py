@@ -7,7 +7,8 @@ queues (file-backed sparse disks) only when their BMC network-boots them. Every 
 registered, inspected, cleaned, written with a real image over HTTP and booted from disk.
 Prints hosts/minute (hosts that reached provisioned; failed and never-settled apart), p50/p99
 per step, worker peak RSS and the dev server's CPU, with the command and the load; asserts nothing.
-Run: .venv/bin/python -m bench.fleet --hosts 100 [--limit 20]
+Run: .venv/bin/python -m bench.fleet --hosts 100 [--limit 20] [--stack: then on temporal-server +
+PostgreSQL (testbed/stack.py), and both side by side: hosts/min, server + database CPU per host]
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
@@ -39,9 +42,11 @@ STEPS = ("RegisterHost", "InspectHost", "CleanHost", "DeployHost")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime (and, with `children`, that of its exited, reaped children: cutime + cstime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    own = int(fields[11]) + int(fields[12])
+    return (own + (int(fields[13]) + int(fields[14]) if children else 0)) / TICKS
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -131,9 +136,57 @@ async def trace(client: Client, workflow_id: str) -> None:
                 print(f"    {t:6.2f}s completed")
 
 
-async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchronous: str) -> None:
-    logging.getLogger("sushy").setLevel(logging.CRITICAL)
-    print(preamble("bench.fleet"), flush=True)
+@dataclass
+class Engine:
+    """The Temporal engine a run uses: the dev server (SQLite) or the stack (temporal-server on
+    PostgreSQL); `cpu()` is its processes' CPU seconds so far (PostgreSQL's backends included)."""
+
+    name: str
+    pids: Callable[[], list[int]]
+    stop: Callable[[], None]
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(pid, children=True) for pid in self.pids())
+
+
+def start_engine(kind: str, root: Path, port: int, synchronous: str) -> Engine:
+    if kind == "dev":
+        pragmas = ("journal_mode=wal", f"synchronous={synchronous}")
+        temporal = start_dev_server(root, port=port, ui_port=None, pragmas=pragmas)
+        return Engine(
+            f"dev server (SQLite WAL, synchronous={synchronous})", lambda: [temporal.pid], temporal.stop
+        )
+    from testbed.stack import Stack
+
+    stack = Stack.start(root / "stack", frontend_port=port)
+
+    def pids() -> list[int]:
+        assert stack.server.proc is not None
+        return [
+            stack.server.proc.pid,
+            stack.pg.postmaster_pid(),
+            *postgres_backends(stack.pg.postmaster_pid()),
+        ]
+
+    return Engine("temporal-server on PostgreSQL", pids, stack.stop)
+
+
+def postgres_backends(postmaster: int) -> list[int]:
+    """PostgreSQL's live backends and helpers (the postmaster's children)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            out.append(int(stat.parent.name))
+    return out
+
+
+async def run(
+    kind: str, hosts: int, limit: int, image_mib: int, show_trace: bool, synchronous: str
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="metalflow-fleet-bench-") as tmp:
         root = Path(tmp)
         port = free_port()
@@ -147,8 +200,7 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchro
         }
         os.environ.update(env)
         settings = Settings()
-        pragmas = ("journal_mode=wal", f"synchronous={synchronous}")
-        temporal = start_dev_server(root, port=port, ui_port=None, pragmas=pragmas)
+        engine = start_engine(kind, root, port, synchronous)
         worker = Process("worker", [sys.executable, "-m", "metalflow", "worker"], root / "worker.log", env)
         try:
             client = await Client.connect(settings.temporal_address, data_converter=pydantic_data_converter)
@@ -157,7 +209,7 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchro
                 setup = time.monotonic() - t_setup
                 assert dc.sushy is not None
                 sushy_pid = dc.sushy.process.pid
-                server_cpu0, bench_cpu0 = cpu_seconds(temporal.pid), time.process_time()
+                server_cpu0, bench_cpu0 = engine.cpu(), time.process_time()
                 sushy_cpu0 = cpu_seconds(sushy_pid)
                 start = time.monotonic()
                 handle = await client.start_workflow(
@@ -173,7 +225,7 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchro
                     await asyncio.wait({result_task}, timeout=10)
                     now = await handle.query("progress", result_type=FleetProgress)
                     line = (
-                        f"  {time.monotonic() - start:6.0f}s provisioned "
+                        f"  [{kind}] {time.monotonic() - start:6.0f}s provisioned "
                         f"{now.by_state.get(S.PROVISIONED.value, 0)}/{hosts}, settled {now.settled} "
                         f"(errors included) {now.by_state}"
                     )
@@ -182,7 +234,7 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchro
                         last = line
                 result = result_task.result()
                 elapsed = time.monotonic() - start
-                server_cpu = cpu_seconds(temporal.pid) - server_cpu0
+                server_cpu = engine.cpu() - server_cpu0
                 bench_cpu = time.process_time() - bench_cpu0
                 sushy_cpu = cpu_seconds(sushy_pid) - sushy_cpu0
                 worker_rss = peak_rss_mib(worker.pid)
@@ -192,11 +244,11 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchro
                 await trace(client, f"host/default/bench-{hosts - 1}")
         finally:
             worker.stop()
-            temporal.stop()
+            engine.stop()
     counts = tally(result, hosts)
     print(
-        f"fleet: {hosts} hosts, limit {limit}, {image_mib} MiB raw image, {os.cpu_count()} cores, "
-        f"dev server SQLite WAL synchronous={synchronous}"
+        f"fleet on {engine.name}: {hosts} hosts, limit {limit}, {image_mib} MiB raw image, "
+        f"{os.cpu_count()} cores"
     )
     rate = counts["provisioned"] / (elapsed / 60)
     print(f"  datacenter setup {setup:.0f}s; fleet {elapsed:.0f}s -> {rate:.0f} hosts/min provisioned")
@@ -209,11 +261,31 @@ async def main(hosts: int, limit: int, image_mib: int, show_trace: bool, synchro
             print(f"  {name:16s} p50 {pct(values, 50):6.2f}s  p99 {pct(values, 99):6.2f}s  (n={len(values)})")
     print(f"  worker peak RSS {worker_rss:.0f} MiB, worker CPU {worker_cpu:.0f}s")
     print(
-        f"  Temporal dev server CPU {server_cpu:.0f}s over {elapsed:.0f}s "
+        f"  {engine.name} CPU {server_cpu:.0f}s over {elapsed:.0f}s "
         f"({100 * server_cpu / elapsed:.0f}% of one core)"
     )
     print(f"  sushy-emulator CPU {sushy_cpu:.0f}s; datacenter process (agents, boot) CPU {bench_cpu:.0f}s")
-    print(f"after: {load()}")
+    print(f"after: {load()}", flush=True)
+    done = max(counts["provisioned"], 1)
+    return {"rate": rate, "server_cpu_per_host": server_cpu / done, "worker_cpu_per_host": worker_cpu / done}
+
+
+async def main(
+    hosts: int, limit: int, image_mib: int, show_trace: bool, synchronous: str, stack: bool
+) -> None:
+    logging.getLogger("sushy").setLevel(logging.CRITICAL)
+    print(preamble("bench.fleet"), flush=True)
+    figures = {}
+    for kind in ("dev", "stack") if stack else ("dev",):
+        figures[kind] = await run(kind, hosts, limit, image_mib, show_trace, synchronous)
+    if stack:
+        print("side by side (same fleet, one after the other in this run):")
+        for kind, label in (("dev", "dev server, SQLite"), ("stack", "temporal-server, PostgreSQL")):
+            f = figures[kind]
+            print(
+                f"  {label:28s} {f['rate']:5.0f} hosts/min; server+database CPU "
+                f"{f['server_cpu_per_host']:.2f} s/host; worker CPU {f['worker_cpu_per_host']:.2f} s/host"
+            )
 
 
 if __name__ == "__main__":
@@ -228,5 +300,10 @@ if __name__ == "__main__":
         default="FULL",
         help="the dev server's SQLite synchronous pragma (NORMAL: no fsync per commit in WAL mode)",
     )
+    p.add_argument(
+        "--stack",
+        action="store_true",
+        help="then the same fleet on temporal-server + PostgreSQL (testbed/stack.py), side by side",
+    )
     a = p.parse_args()
-    asyncio.run(main(a.hosts, a.limit, a.image_mib, a.trace, a.synchronous))
+    asyncio.run(main(a.hosts, a.limit, a.image_mib, a.trace, a.synchronous, a.stack))

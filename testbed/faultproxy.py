@@ -62,13 +62,14 @@ class Rule:
     times: int | None = None
     stall_seconds: float = 10.0
     hold_after_bytes: int = 0
+    body: bytes = b""  # and, when set, a substring of the request body (e.g. b'"Hdd"' in a PATCH)
     matched: int = 0
     applied: int = 0
 
-    def take(self, method: str, path: str) -> bool:
+    def take(self, method: str, path: str, body: bytes = b"") -> bool:
         if self.method and method.upper() != self.method.upper():
             return False
-        if self.path not in path:
+        if self.path not in path or self.body not in body:
             return False
         if self.times is not None and self.applied >= self.times:
             return False
@@ -86,6 +87,7 @@ class Entry:
     path: str
     fault: Fault | None
     status: int | None = None
+    body: bytes = b""  # the request body's first 1 KiB: what a PATCH or POST asked the BMC to do
 
 
 @dataclass
@@ -125,12 +127,15 @@ class FaultProxy:
         """Requests (or responses) waiting for release() right now."""
         return self._held
 
-    def count(self, method: str | None = None, path: str = "", fault: Fault | str | None = "any") -> int:
+    def count(
+        self, method: str | None = None, path: str = "", fault: Fault | str | None = "any", body: bytes = b""
+    ) -> int:
         return sum(
             1
             for e in self.log
             if (method is None or e.method == method)
             and path in e.path
+            and body in e.body
             and (fault == "any" or e.fault == fault)
         )
 
@@ -159,9 +164,9 @@ class FaultProxy:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _pick(self, method: str, path: str) -> Rule | None:
+    def _pick(self, method: str, path: str, body: bytes = b"") -> Rule | None:
         for rule in self.rules:
-            if rule.take(method, path):
+            if rule.take(method, path, body):
                 return rule
         return None
 
@@ -173,8 +178,11 @@ class FaultProxy:
             self._held -= 1
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        rule = self._pick(request.method, request.path_qs)
-        entry = Entry(time.monotonic(), request.method, request.path_qs, rule.fault if rule else None)
+        body = await request.read()
+        rule = self._pick(request.method, request.path_qs, body)
+        entry = Entry(
+            time.monotonic(), request.method, request.path_qs, rule.fault if rule else None, body=body[:1024]
+        )
         self.log.append(entry)
         fault = rule.fault if rule else None
         if fault == Fault.UNAVAILABLE:
@@ -194,7 +202,6 @@ class FaultProxy:
             await asyncio.sleep(rule.stall_seconds)
         if fault == Fault.HOLD:
             await self._wait_release()
-        body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         assert self._session is not None
         async with self._session.request(
