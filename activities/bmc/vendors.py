@@ -11,12 +11,12 @@ from activities.bmc.redfish import RedfishDriver
 
 
 class IDRACRedfishDriver(RedfishDriver):
-    """Dell iDRAC (idrac-redfish://, idrac-virtualmedia://)."""
+    """Dell iDRAC (idrac-redfish://, idrac-virtualmedia://, each also +http/+https)."""
 
     vendor = "idrac"
 
 
 class ILO5RedfishDriver(RedfishDriver):
-    """HPE iLO 5 (ilo5-redfish://, ilo5-virtualmedia://)."""
+    """HPE iLO 5 (ilo5-redfish://, ilo5-virtualmedia://, each also +http/+https)."""
 
     vendor = "ilo5"
