@@ -25,6 +25,9 @@ def bmh_status(status: HostStatus) -> dict[str, Any]:
     """The metal3-shaped status document (camelCase, metal3 fields only)."""
     body = status.model_dump(mode="json", by_alias=True, exclude=_METALFLOW_ONLY, exclude_none=True)
     body["provisioning"].setdefault("state", status.provisioning.state.value)
+    image = body["provisioning"].get("image") or {}
+    if "ociAuth" in image:  # metal3's shape: the Secret's name, as in the spec
+        image["ociAuthSecretName"] = image.pop("ociAuth")["name"]
     body.setdefault("errorType", "")
     body.setdefault("hardwareProfile", "unknown")  # required by metal3's schema
     return body
