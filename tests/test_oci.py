@@ -71,6 +71,10 @@ def images(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Imag
     lay.tag("raw", raw_desc)
     lay.tag("qcow2", lay.manifest([(qcow2.path.read_bytes(), OCTET)], disktype="qcow2"))
     lay.tag("gzip", lay.manifest([(gzipped(raw.path.read_bytes()), "application/gzip")]))
+    half = len(raw.path.read_bytes()) // 2  # two gzip members back to back, as pigz --independent writes
+    members = gzipped(raw.path.read_bytes()[:half]) + gzipped(raw.path.read_bytes()[half:])
+    lay.tag("gzip-members", lay.manifest([(members, "application/gzip")], disktype="raw"))
+    lay.tag("gzip-cut", lay.manifest([(gzipped(raw.path.read_bytes())[:-4096], "application/gzip")]))
     lay.tag("gzip-qcow2", lay.manifest([(gzipped(qcow2.path.read_bytes()), TAR_LAYER + "+gzip")]))
     lay.tag("zstd", lay.manifest([(b"(\xb5/\xfd not really zstd", "application/zstd")]))
     arm_desc = lay.manifest([(arm.path.read_bytes(), OCTET)], disktype="raw")
@@ -193,6 +197,9 @@ def test_gzip_layers_are_inflated_while_the_compressed_bytes_are_hashed(
     assert staged.resolved.layer.compression == "gzip"
     assert written.checksum == staged.resolved.layer.digest.removeprefix("sha256:") != images.raw.sha256
     assert on_disk(disk, images.raw)
+    a, disk = agent_with_old_os(subdir(tmp_path, "m"))
+    staged, _ = deploy(a, url(registry, "disk/gzip-members:gzip-members"))
+    assert staged.resolved.layer.compression == "gzip" and on_disk(disk, images.raw)
     a, disk = agent_with_old_os(subdir(tmp_path, "q"))
     staged, _ = deploy(a, url(registry, "disk/gzip-qcow2:gzip-qcow2"))
     assert staged.resolved.layer.compression == "gzip" and on_disk(disk, images.raw)
@@ -220,6 +227,19 @@ def test_no_manifest_for_the_architecture(
         ),
     )
     assert err.type == "OciImageNotFound" and "ppc64le" in err.message and "amd64, arm64" in err.message
+
+
+def test_a_gzip_layer_cut_short_is_refused_though_its_digest_matches(
+    tmp_path: Path, registry: Registry, images: Images, env: tuple[Path, str]
+) -> None:
+    """The publisher pushed a truncated .gz: the registry's digest is of those bytes, so only the
+    missing end-of-stream marker tells; the raw image half written is wiped, never left bootable."""
+    a, disk = agent_with_old_os(tmp_path)
+    staged = stage(url(registry, "disk/gzip-cut:gzip-cut"))
+    err = fails(a.write_image, write_request(staged, HINTS))
+    assert err.type == "ImageFormatError" and "cut-off" in err.message and "wiped" in err.message
+    with disk.path.open("rb") as f:
+        assert f.read(4096) == bytes(4096)
 
 
 @pytest.mark.parametrize("tag", ["container", "container-index"])

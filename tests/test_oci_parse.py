@@ -10,8 +10,9 @@ import pytest
 from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 
+from activities.status import bmh_status
 from metalflow.api.bmh import host_from_manifest, manifest_from_host
-from metalflow.api.models import ImageFormat, ImageSpec
+from metalflow.api.models import HostStatus, ImageFormat, ImageSpec, ProvisionStatus
 from metalflow.api.oci import candidates, disk_layer
 from metalflow.api.oci_ref import parse_oci_url
 
@@ -92,6 +93,11 @@ def test_metal3_oci_auth_secret_name_becomes_a_reference_and_back() -> None:
         back["spec"]["image"]["ociAuthSecretName"] == "pull-secret" and "ociAuth" not in back["spec"]["image"]
     )
     assert host_from_manifest(back).spec == host.spec
+    status = HostStatus(
+        provisioning=ProvisionStatus(image=host.spec.image, image_digest=f"oci://quay.io/metal/disk@{D}")
+    )
+    published = bmh_status(status)["provisioning"]
+    assert published["image"] == back["spec"]["image"] and published["imageDigest"].endswith(D)
 
 
 def entry(digest: str, arch: str | None, disktype: str | None) -> dict[str, Any]:

@@ -55,7 +55,9 @@ def build_app(boot_dir: Path) -> web.Application:
                 resp.content_length = int(length)
             resp.content_type = "application/octet-stream"
             await resp.prepare(request)
-            while chunk := await asyncio.to_thread(upstream.raw.read, OCI_CHUNK):
+            while request.method != "HEAD" and (
+                chunk := await asyncio.to_thread(upstream.raw.read, OCI_CHUNK)
+            ):
                 await resp.write(chunk)
             await resp.write_eof()
             return resp

@@ -152,6 +152,11 @@ class _Wire:
             if out:
                 return out
 
+    def cut_short(self) -> bool:
+        """A gzip stream that ended inside a member: its digest may match (the publisher's file
+        was cut), but the image is not all there."""
+        return self.gzip and not self.inflate.eof
+
 
 def write_image(
     image: ImageSpec,
@@ -176,6 +181,7 @@ def write_image(
         if head.format == ImageFormat.QCOW2:
             with tempfile.NamedTemporaryFile(dir=workdir, suffix=".qcow2") as tmp:
                 size = _copy(src, head, tmp.fileno(), progress)
+                _whole(src, image, dev, written=False)
                 _verify(digest, want, kind, image, dev, written=False)
                 _qemu_img_check(tmp.name, image, dev)
                 # A retried attempt starts from a clean device: no stale table from a half-written try.
@@ -183,6 +189,7 @@ def write_image(
                 _qemu_img_convert(tmp.name, dev)
         else:
             size = _write_raw(src, head, image, dev, progress)
+            _whole(src, image, dev, written=True)
             _verify(digest, want, kind, image, dev, written=True)
     except zlib.error as err:
         if head is not None and head.format == ImageFormat.RAW:
@@ -305,6 +312,18 @@ def _copy(
     os.fsync(fd)
     progress(written, head.length)
     return written
+
+
+def _whole(src: _Wire, image: ImageSpec, dev: BlockDevice, written: bool) -> None:
+    if not src.cut_short():
+        return
+    if written:
+        cleaning.wipe_metadata(dev)
+    raise permanent(
+        ErrorName.IMAGE_FORMAT,
+        f"image {image.url}: its gzip stream ends before its end-of-stream marker (a cut-off file); "
+        f"{dev.name} was {'wiped' if written else 'not touched'}. Push the whole compressed image",
+    )
 
 
 def _verify(

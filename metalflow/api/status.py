@@ -78,6 +78,9 @@ def bmh_status(status: HostStatus) -> dict[str, Any]:
     body = status.model_dump(mode="json", by_alias=True, exclude=_METALFLOW_ONLY, exclude_none=True)
     body["provisioning"].setdefault("state", status.provisioning.state.value)
     body["provisioning"].setdefault("ID", status.provisioning.id)
+    image = body["provisioning"].get("image") or {}
+    if "ociAuth" in image:  # metal3's shape: the Secret's name, as in the spec
+        image["ociAuthSecretName"] = image.pop("ociAuth")["name"]
     # error_type None is already left out by exclude_none: no `errorType: ""` is ever written
     for tried in ("goodCredentials", "triedCredentials"):  # a Secret reference is name + namespace only
         ref = body.get(tried, {}).get("credentials")
