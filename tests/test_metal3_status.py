@@ -32,7 +32,7 @@ from metalflow.api.models import (
     SecretRef,
     Storage,
 )
-from metalflow.api.status import bmh_status
+from metalflow.api.status import METAL3_EXTENSIONS, bmh_status
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "metal3-bmh-status.schema.json").read_text())
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
@@ -40,7 +40,23 @@ IMAGE = ImageSpec(url="http://192.0.2.1/os.img", checksum="a" * 64)
 
 
 def check(doc: dict[str, Any]) -> None:
+    """Validate as an API server with upstream's CRD would: metalflow's one extension pruned."""
+    doc = json.loads(json.dumps(doc))
+    for parent, field in METAL3_EXTENSIONS:
+        doc.get(parent, {}).pop(field, None)
     jsonschema.validate(doc, SCHEMA, format_checker=jsonschema.FormatChecker())
+
+
+def test_the_only_extension_is_the_oci_digest_and_only_when_set() -> None:
+    plain = bmh_status(HostStatus(provisioning=ProvisionStatus(state=ProvisioningState.PROVISIONED)))
+    assert "imageDigest" not in plain["provisioning"]
+    pinned = HostStatus(
+        provisioning=ProvisionStatus(
+            state=ProvisioningState.PROVISIONED, image_digest="oci://r.example/os@sha256:" + "a" * 64
+        )
+    )
+    assert bmh_status(pinned)["provisioning"]["imageDigest"].endswith("a" * 64)
+    check(bmh_status(pinned))  # what upstream's CRD keeps of it still validates
 
 
 STATUSES = {

@@ -65,6 +65,9 @@ def metal3_conditions(status: HostStatus) -> list[dict[str, Any]]:
 
 
 # metalflow's own fields are not part of metal3's status schema.
+# One extension is written: provisioning.imageDigest (oci:// images only), kept by metalflow's CRD
+# and pruned (not refused) by an API server serving upstream's CRD. See METAL3_EXTENSIONS.
+METAL3_EXTENSIONS = (("provisioning", "imageDigest"),)
 _METALFLOW_ONLY = {"bmc_driver", "current_step", "paused", "detached", "deleted"}
 
 
@@ -78,6 +81,8 @@ def bmh_status(status: HostStatus) -> dict[str, Any]:
     body = status.model_dump(mode="json", by_alias=True, exclude=_METALFLOW_ONLY, exclude_none=True)
     body["provisioning"].setdefault("state", status.provisioning.state.value)
     body["provisioning"].setdefault("ID", status.provisioning.id)
+    if not status.provisioning.image_digest:
+        body["provisioning"].pop("imageDigest", None)
     image = body["provisioning"].get("image") or {}
     if "ociAuth" in image:  # metal3's shape: the Secret's name, as in the spec
         image["ociAuthSecretName"] = image.pop("ociAuth")["name"]
