@@ -152,7 +152,9 @@ class DeployHost:
     async def _stage_oci(self, step: StepInput) -> OciStaged:
         """Resolve the oci:// image in the control plane and grant its one blob to this attempt."""
         assert step.spec.image is not None
-        arch = (step.hardware.cpu.arch if step.hardware else "") or DEFAULT_ARCHITECTURE
+        # spec.architecture (metal3's field) wins over what inspection found, as for the ramdisk
+        inspected = step.hardware.cpu.arch if step.hardware else ""
+        arch = step.spec.architecture or inspected or DEFAULT_ARCHITECTURE
         return await workflow.execute_activity(
             OCI_STAGE,
             OciStageRequest(
