@@ -8,8 +8,10 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from metalflow.api.agent import (
+    AGENT_CUSTOM_DEPLOY,
     AGENT_WRITE_CONFIGDRIVE,
     AGENT_WRITE_IMAGE,
+    CustomDeployRequest,
     WriteConfigDriveRequest,
     WriteImageRequest,
     WriteImageResult,
@@ -35,26 +37,40 @@ with workflow.unsafe.imports_passed_through():
     from metalflow.api.bmc_address import parse_bmc_address
 
 
+CUSTOM_DEPLOY_PATCH = "custom-deploy"
+
+
 @workflow.defn(name=DEPLOY_HOST)
 class DeployHost:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
         spec = step.spec
-        if spec.image is None:
+        custom = spec.custom_deploy is not None and workflow.patched(CUSTOM_DEPLOY_PATCH)
+        if spec.image is None and not custom:
             raise ApplicationError("DeployHost needs spec.image", non_retryable=True)
         ramdisk_timeout = timedelta(seconds=step.ramdisk_boot_timeout_seconds)
+        request: CustomDeployRequest | WriteImageRequest
+        if custom and spec.custom_deploy is not None:  # metal3's customDeploy: the agent's named method
+            activity_name, summary = AGENT_CUSTOM_DEPLOY, f"deploy method {spec.custom_deploy.method}"
+            request = CustomDeployRequest(
+                method=spec.custom_deploy.method, image=spec.image, root_device_hints=spec.root_device_hints
+            )
+        else:
+            assert spec.image is not None
+            activity_name, summary = AGENT_WRITE_IMAGE, f"write image {spec.image.url}"
+            request = WriteImageRequest(image=spec.image, root_device_hints=spec.root_device_hints)
         written = await run_on_host(
             step.ref,
             spec,
-            AGENT_WRITE_IMAGE,
-            WriteImageRequest(image=spec.image, root_device_hints=spec.root_device_hints),
+            activity_name,
+            request,
             WriteImageResult,
             purpose=BootPurpose.DEPLOY,
             powered_on=step.powered_on,
             ramdisk_timeout=ramdisk_timeout,
             start_to_close=IMAGE_WRITE_TIMEOUT,
             heartbeat=IMAGE_WRITE_HEARTBEAT,
-            summary=f"write image {spec.image.url}",
+            summary=summary,
         )
         user_data, join_token = spec.user_data, None
         if spec.join is not None:
