@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 import pytest_asyncio
 from temporalio.client import Client
+from tests_support import record
 
 from metalflow.api.models import (
     CleaningMode,
@@ -81,6 +82,7 @@ async def test_raid_fails_preparing_with_metal3s_reason(
     # never deployed without its RAID: no boot from disk, nothing written
     for emu in dc.emulated:
         assert all(b.target != "Hdd" for b in emu.boots), emu.boots
+    await record(client, hardware.ref.workflow_id, "metal3-raid")
 
 
 async def test_disable_power_off_reboots_instead(client: Client, settings: Settings, dc: Datacenter) -> None:
@@ -102,6 +104,7 @@ async def test_disable_power_off_reboots_instead(client: Client, settings: Setti
     assert len(dc.emulated[0].boots) == boots[0] + 1, "rebooted instead of powered off"
     assert results[1].deleted and not results[1].powered_on, "without it the host is powered off"
     assert len(dc.emulated[1].boots) == boots[1]
+    await record(client, kept_on.ref.workflow_id, "metal3-disable-power-off")
 
 
 async def test_inspection_mode_fast_and_disabled(client: Client, settings: Settings, dc: Datacenter) -> None:
@@ -127,6 +130,8 @@ async def test_inspection_mode_fast_and_disabled(client: Client, settings: Setti
     assert done[1].hardware is None, "inspection disabled: nothing inspected"
     for emu in dc.emulated:
         assert emu.boots == [], f"inspection booted the host: {emu.boots}"
+    await record(client, fast.ref.workflow_id, "metal3-inspection-fast")
+    await record(client, disabled.ref.workflow_id, "metal3-inspection-disabled")
 
 
 async def test_custom_deploy_selects_a_named_method_of_the_agent(
@@ -152,3 +157,5 @@ async def test_custom_deploy_selects_a_named_method_of_the_agent(
     assert failed.provisioning_fail_count == 1 and failed.last_attempted_image == unknown.spec.image
     with dc.emulated[1].disk_path.open("rb") as f:
         assert not f.read(1 << 20).strip(b"\0"), "an unknown method wrote nothing"
+    await record(client, known.ref.workflow_id, "metal3-custom-deploy")
+    await record(client, unknown.ref.workflow_id, "metal3-custom-deploy-unknown")
