@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 
 from metalflow.api.model_base import Model
 
@@ -44,6 +44,11 @@ class HardwareRAIDVolume(Model):
     number_of_physical_disks: int | None = Field(default=None, ge=1)
     controller: str | None = None
     physical_disks: list[str] = Field(default_factory=list)
+
+    @field_validator("physical_disks", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: object) -> object:
+        return [] if v is None else v  # Go's JSON writes an empty list as null
 
 
 class SoftwareRAIDVolume(Model):

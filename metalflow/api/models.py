@@ -182,6 +182,12 @@ class HostSpec(Model):
     join: JoinSpec | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("taints", "network_interfaces", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: object) -> object:
+        """null for an empty list, as Go's JSON (the temporal CLI, kubectl) writes it."""
+        return [] if v is None else v
+
     @property
     def inspection_disabled(self) -> bool:
         return self.inspection_mode == InspectionMode.DISABLED
