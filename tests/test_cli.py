@@ -178,7 +178,11 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                 assert (await query(f"host/{ns}/cli-1"))["paused"] is True
                 await signal_host("cli-1", "resume")
                 assert (await query(f"host/{ns}/cli-1"))["paused"] is False
-                bad = inp.spec.model_dump(mode="json", by_alias=True) | {"bootMACAddress": None}
+                # metal3 needs a MAC once inspection is disabled (tests/test_metal3_admission.py)
+                bad = inp.spec.model_dump(mode="json", by_alias=True) | {
+                    "bootMACAddress": None,
+                    "inspectionMode": "disabled",
+                }
                 (tmp_path / "bad.json").write_text(json.dumps(bad))
                 rejected = await run(
                     *tctl,
@@ -196,7 +200,7 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                 )
                 assert (
                     rejected.returncode != 0
-                    and "bootMACAddress is required" in rejected.stderr + rejected.stdout
+                    and "requires a BootMACAddress value" in rejected.stderr + rejected.stdout
                 )
 
                 async def update_spec(wid: str, spec: dict[str, Any], check: bool = True) -> Any:

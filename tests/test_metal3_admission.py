@@ -452,3 +452,21 @@ def test_host_without_bmc_is_accepted_and_waits(obj: dict[str, Any]) -> None:
     verdict = admit(obj)
     assert verdict.accepted and verdict.host is None
     assert "spec.bmc" in verdict.waiting and "waits" in verdict.waiting
+
+
+def test_null_lists_from_go_clients_read_as_empty() -> None:
+    """The temporal CLI (and kubectl) write an empty list as null: an update round-tripped
+    through them must still validate (found by tests/test_cli.py)."""
+    from metalflow.api.models import HostSpec
+
+    spec = HostSpec.model_validate(
+        {
+            "bmc": {"address": "ipmi://192.0.2.13", "credentials": {"name": "b"}},
+            "taints": None,
+            "networkInterfaces": None,
+            "raid": {"hardwareRAIDVolumes": [{"level": "1", "physicalDisks": None}]},
+        }
+    )
+    assert spec.taints == [] and spec.network_interfaces == []
+    assert spec.raid is not None and spec.raid.hardware_raid_volumes is not None
+    assert spec.raid.hardware_raid_volumes[0].physical_disks == []

@@ -5,6 +5,7 @@ Through the real Temporal dev server, sushy-emulator and an emulated server (tes
   with metal3's "RAID configuration is not supported by the <driver> driver" in status and the
   host never becomes available (never deployed without its RAID);
 - `disablePowerOff`: where metalflow would power the host off it reboots it instead;
+- `customDeploy.method`: a named deploy method of the agent's registry, unknown ones refused;
 - `inspectionMode`: `fast` inspects through the BMC's Redfish inventory alone, `disabled` not at all.
 """
 
@@ -20,9 +21,11 @@ from typing import Any
 import jsonschema
 import pytest_asyncio
 from temporalio.client import Client
+from tests_support import record
 
 from metalflow.api.models import (
     CleaningMode,
+    CustomDeploy,
     ErrorType,
     HardwareRAIDVolume,
     HostRef,
@@ -79,6 +82,7 @@ async def test_raid_fails_preparing_with_metal3s_reason(
     # never deployed without its RAID: no boot from disk, nothing written
     for emu in dc.emulated:
         assert all(b.target != "Hdd" for b in emu.boots), emu.boots
+    await record(client, hardware.ref.workflow_id, "metal3-raid")
 
 
 async def test_disable_power_off_reboots_instead(client: Client, settings: Settings, dc: Datacenter) -> None:
@@ -100,6 +104,7 @@ async def test_disable_power_off_reboots_instead(client: Client, settings: Setti
     assert len(dc.emulated[0].boots) == boots[0] + 1, "rebooted instead of powered off"
     assert results[1].deleted and not results[1].powered_on, "without it the host is powered off"
     assert len(dc.emulated[1].boots) == boots[1]
+    await record(client, kept_on.ref.workflow_id, "metal3-disable-power-off")
 
 
 async def test_inspection_mode_fast_and_disabled(client: Client, settings: Settings, dc: Datacenter) -> None:
@@ -125,3 +130,32 @@ async def test_inspection_mode_fast_and_disabled(client: Client, settings: Setti
     assert done[1].hardware is None, "inspection disabled: nothing inspected"
     for emu in dc.emulated:
         assert emu.boots == [], f"inspection booted the host: {emu.boots}"
+    await record(client, fast.ref.workflow_id, "metal3-inspection-fast")
+    await record(client, disabled.ref.workflow_id, "metal3-inspection-disabled")
+
+
+async def test_custom_deploy_selects_a_named_method_of_the_agent(
+    client: Client, settings: Settings, dc: Datacenter
+) -> None:
+    """metal3's spec.customDeploy: a known method deploys; an unknown one is a provisioning error
+    naming the known ones (never a silent fall-back to writing spec.image)."""
+    known = dc.host(0, custom_deploy=CustomDeploy(method="write_image"))
+    unknown = dc.host(1, custom_deploy=CustomDeploy(method="install_coreos"))
+    for host in (known, unknown):
+        await operations.apply(client, host, settings)
+    done = await wait_status(
+        client, known.ref, lambda s: s.provisioning.state == S.PROVISIONED or s.error_type
+    )
+    assert done.error_type is None, done.error_message
+    assert dc.image is not None
+    with dc.emulated[0].disk_path.open("rb") as f:
+        assert f.read(dc.image.size) == dc.image.path.read_bytes(), "write_image wrote spec.image"
+    failed = await wait_status(client, unknown.ref, lambda s: s.error_type is not None)
+    assert failed.error_type == ErrorType.PROVISIONING and failed.provisioning.state == S.PROVISIONING
+    assert "spec.customDeploy.method 'install_coreos' is not a deploy method" in failed.error_message
+    assert "known: write_image" in failed.error_message and "(UnknownDeployMethod)" in failed.error_message
+    assert failed.provisioning_fail_count == 1 and failed.last_attempted_image == unknown.spec.image
+    with dc.emulated[1].disk_path.open("rb") as f:
+        assert not f.read(1 << 20).strip(b"\0"), "an unknown method wrote nothing"
+    await record(client, known.ref.workflow_id, "metal3-custom-deploy")
+    await record(client, unknown.ref.workflow_id, "metal3-custom-deploy-unknown")

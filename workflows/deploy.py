@@ -8,8 +8,10 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from metalflow.api.agent import (
+    AGENT_CUSTOM_DEPLOY,
     AGENT_WRITE_CONFIGDRIVE,
     AGENT_WRITE_IMAGE,
+    CustomDeployRequest,
     WriteConfigDriveRequest,
     WriteImageRequest,
     WriteImageResult,
@@ -45,25 +47,39 @@ with workflow.unsafe.imports_passed_through():
     from metalflow.api.bmc_address import parse_bmc_address
 
 
+CUSTOM_DEPLOY_PATCH = "custom-deploy"
+
+
 @workflow.defn(name=DEPLOY_HOST)
 class DeployHost:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
         spec = step.spec
-        if spec.image is None:
+        custom = spec.custom_deploy is not None and workflow.patched(CUSTOM_DEPLOY_PATCH)
+        if spec.image is None and not custom:
             raise ApplicationError("DeployHost needs spec.image", non_retryable=True)
         ramdisk_timeout = timedelta(seconds=step.ramdisk_boot_timeout_seconds)
-        request = WriteImageRequest(image=spec.image, root_device_hints=spec.root_device_hints)
+        request: CustomDeployRequest | WriteImageRequest
         oci: OciStaged | None = None
-        # oci:// URLs were refused before this branch existed, so no older history reaches it
-        if spec.image.url.startswith("oci://") and workflow.patched(OCI_PATCH):
-            oci = await self._stage_oci(step)
-            request = write_request(oci, spec.root_device_hints)
+        if custom and spec.custom_deploy is not None:  # metal3's customDeploy: the agent's named method
+            activity_name, summary = AGENT_CUSTOM_DEPLOY, f"deploy method {spec.custom_deploy.method}"
+            request = CustomDeployRequest(
+                method=spec.custom_deploy.method, image=spec.image, root_device_hints=spec.root_device_hints
+            )
+        else:
+            assert spec.image is not None
+            activity_name = AGENT_WRITE_IMAGE
+            request = WriteImageRequest(image=spec.image, root_device_hints=spec.root_device_hints)
+            # oci:// URLs were refused before this branch existed, so no older history reaches it
+            if spec.image.url.startswith("oci://") and workflow.patched(OCI_PATCH):
+                oci = await self._stage_oci(step)
+                request = write_request(oci, spec.root_device_hints)
+            summary = f"write image {oci.resolved.pinned_url if oci else spec.image.url}"
         try:
             written = await run_on_host(
                 step.ref,
                 spec,
-                AGENT_WRITE_IMAGE,
+                activity_name,
                 request,
                 WriteImageResult,
                 purpose=BootPurpose.DEPLOY,
@@ -71,7 +87,7 @@ class DeployHost:
                 ramdisk_timeout=ramdisk_timeout,
                 start_to_close=IMAGE_WRITE_TIMEOUT,
                 heartbeat=IMAGE_WRITE_HEARTBEAT,
-                summary=f"write image {oci.resolved.pinned_url if oci else spec.image.url}",
+                summary=summary,
             )
         finally:
             if oci is not None:

@@ -11,17 +11,19 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.agent import cleaning, configdrive, image, inventory
+from activities.agent import cleaning, configdrive, deploy_methods, image, inventory
 from activities.agent.config import AgentConfig
 from activities.agent.devices import BlockDevice, list_devices
 from activities.agent.hints import choose_root_device
 from metalflow.api.agent import (
     AGENT_CLEAN,
+    AGENT_CUSTOM_DEPLOY,
     AGENT_INVENTORY,
     AGENT_WRITE_CONFIGDRIVE,
     AGENT_WRITE_IMAGE,
     CleanRequest,
     CleanResult,
+    CustomDeployRequest,
     WriteConfigDriveRequest,
     WriteImageRequest,
     WriteImageResult,
@@ -79,6 +81,11 @@ class AgentActivities:
             checksum_type=written.checksum_type.value,
         )
 
+    @activity.defn(name=AGENT_CUSTOM_DEPLOY)
+    def custom_deploy(self, req: CustomDeployRequest) -> WriteImageResult:
+        """spec.customDeploy: the named method from the registry (deploy_methods.py)."""
+        return deploy_methods.deploy_method(req.method)(self, req)
+
     @activity.defn(name=AGENT_WRITE_CONFIGDRIVE)
     def write_configdrive(self, req: WriteConfigDriveRequest) -> None:
         dev = self._device(req.device)
@@ -92,4 +99,4 @@ def _heartbeat_erase(name: str) -> Callable[[int], None]:
 
 def agent_activities(config: AgentConfig) -> list[Any]:
     acts = AgentActivities(config)
-    return [acts.inventory, acts.clean, acts.write_image, acts.write_configdrive]
+    return [acts.inventory, acts.clean, acts.write_image, acts.custom_deploy, acts.write_configdrive]

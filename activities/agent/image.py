@@ -41,6 +41,23 @@ from metalflow.api.models import ChecksumType, ImageFormat, ImageSpec
 
 CHUNK = 8 << 20
 QCOW2_MAGIC = b"QFI\xfb"
+VMDK_MAGIC = b"KDMV"  # a hosted sparse extent with its descriptor embedded (monolithicSparse)
+VDI_SIGNATURE = b"\x7f\x10\xda\xbe"  # little-endian 0xbeda107f at offset 0x40
+# Formats qemu-img reads from a downloaded file and converts to raw on the device.
+CONVERTED = (ImageFormat.QCOW2, ImageFormat.VDI, ImageFormat.VMDK)
+
+
+def detect_format(first: bytes) -> ImageFormat:
+    """The image's format from its first bytes; anything without a known header is raw."""
+    if first.startswith(QCOW2_MAGIC):
+        return ImageFormat.QCOW2
+    if first.startswith(VMDK_MAGIC):
+        return ImageFormat.VMDK
+    if first[0x40:0x44] == VDI_SIGNATURE:
+        return ImageFormat.VDI
+    return ImageFormat.RAW
+
+
 QCOW2_EXTERNAL_DATA = 1 << 2  # incompatible feature bit: the guest data lives in another file
 _LENGTHS = {32: ChecksumType.MD5, 64: ChecksumType.SHA256, 128: ChecksumType.SHA512}
 
@@ -168,7 +185,7 @@ def write_image(
     if image.format == ImageFormat.LIVE_ISO:
         raise permanent(
             ErrorName.IMAGE_FORMAT,
-            "a live-iso image is booted from virtual media, not written; use a raw or qcow2 image",
+            "a live-iso image is booted from virtual media, not written; use a raw, qcow2, vdi or vmdk image",
         )
     want, kind = expected_checksum(image)
     # Open the download first: an image that is not there leaves the disk as it was.
@@ -178,15 +195,15 @@ def write_image(
     head: _Head | None = None
     try:
         head = _inspect(resp, src, image, dev)
-        if head.format == ImageFormat.QCOW2:
-            with tempfile.NamedTemporaryFile(dir=workdir, suffix=".qcow2") as tmp:
+        if head.format in CONVERTED:
+            with tempfile.NamedTemporaryFile(dir=workdir, suffix=f".{head.format.value}") as tmp:
                 size = _copy(src, head, tmp.fileno(), progress)
                 _whole(src, image, dev, written=False)
                 _verify(digest, want, kind, image, dev, written=False)
-                _qemu_img_check(tmp.name, image, dev)
+                _qemu_img_check(tmp.name, image, dev, head.format)
                 # A retried attempt starts from a clean device: no stale table from a half-written try.
                 cleaning.wipe_metadata(dev)
-                _qemu_img_convert(tmp.name, dev)
+                _qemu_img_convert(tmp.name, dev, head.format)
         else:
             size = _write_raw(src, head, image, dev, progress)
             _whole(src, image, dev, written=True)
@@ -212,9 +229,9 @@ def _inspect(resp: requests.Response, src: _Wire, image: ImageSpec, dev: BlockDe
     # a compressed download's length says nothing about the image's size
     length = 0 if src.gzip else int(resp.headers.get("Content-Length") or 0)
     first = src.read(CHUNK)
-    found = ImageFormat.QCOW2 if first.startswith(QCOW2_MAGIC) else ImageFormat.RAW
+    found = detect_format(first)
     if image.format and image.format != found:
-        shows = "qcow2's magic" if found == ImageFormat.QCOW2 else "no qcow2 header"
+        shows = f"{found.value}'s header" if found != ImageFormat.RAW else "no qcow2, vdi or vmdk header"
         raise permanent(
             ErrorName.IMAGE_FORMAT,
             f"image {image.url} is declared {image.format.value} but is {found.value} (its first bytes "
@@ -224,6 +241,8 @@ def _inspect(resp: requests.Response, src: _Wire, image: ImageSpec, dev: BlockDe
         virtual = _qcow2_virtual_size(first, image)
         if virtual > dev.size_bytes:
             raise _too_large(image, f"{virtual} bytes (its qcow2 virtual size)", dev)
+    elif found in CONVERTED:
+        pass  # vdi/vmdk: qemu-img reads the virtual size once the file is here (_qemu_img_check)
     elif length > dev.size_bytes:
         raise _too_large(image, f"{length} bytes (its Content-Length)", dev)
     elif len(first) > dev.size_bytes:
@@ -342,24 +361,38 @@ def _verify(
     )
 
 
-def _qemu_img_check(src: str, image: ImageSpec, dev: BlockDevice) -> None:
-    """qemu-img's reading of the whole downloaded file must agree with the header's: qcow2 that fits."""
+def _qemu_img_check(
+    src: str, image: ImageSpec, dev: BlockDevice, fmt: ImageFormat = ImageFormat.QCOW2
+) -> None:
+    """qemu-img's reading of the whole downloaded file must agree with its header: one
+    self-contained image of that format that fits the device."""
     info = subprocess.run(
-        ["qemu-img", "info", "--output=json", "-f", "qcow2", src], capture_output=True, text=True, check=False
+        ["qemu-img", "info", "--output=json", "-f", fmt.value, src],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if info.returncode != 0:
         raise permanent(
-            ErrorName.IMAGE_FORMAT, f"image {image.url} is not a valid qcow2: {info.stderr.strip()}"
+            ErrorName.IMAGE_FORMAT, f"image {image.url} is not a valid {fmt.value}: {info.stderr.strip()}"
         )
-    virtual = int(json.loads(info.stdout).get("virtual-size", 0))
+    doc = json.loads(info.stdout)
+    extents = (doc.get("format-specific", {}).get("data", {}) or {}).get("extents", [])
+    if doc.get("backing-filename") or any(e.get("filename") != src for e in extents):
+        raise permanent(
+            ErrorName.IMAGE_FORMAT,
+            f"image {image.url} refers to other files (backing file or extents); publish a "
+            f"self-contained image (qemu-img convert -O {fmt.value} IN OUT)",
+        )
+    virtual = int(doc.get("virtual-size", 0))
     if virtual > dev.size_bytes:
-        raise _too_large(image, f"{virtual} bytes (its qcow2 virtual size)", dev)
+        raise _too_large(image, f"{virtual} bytes (its {fmt.value} virtual size)", dev)
 
 
-def _qemu_img_convert(src: str, dev: BlockDevice) -> None:
-    """qcow2 -> raw onto the existing device (-n: never recreate or truncate the target)."""
+def _qemu_img_convert(src: str, dev: BlockDevice, fmt: ImageFormat = ImageFormat.QCOW2) -> None:
+    """qcow2/vdi/vmdk -> raw onto the existing device (-n: never recreate or truncate the target)."""
     done = subprocess.run(
-        ["qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", src, str(dev.path)],
+        ["qemu-img", "convert", "-n", "-f", fmt.value, "-O", "raw", src, str(dev.path)],
         capture_output=True,
         text=True,
         check=False,

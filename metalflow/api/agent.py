@@ -19,6 +19,7 @@ AGENT_INVENTORY = "agent.inventory"
 AGENT_CLEAN = "agent.clean"
 AGENT_WRITE_IMAGE = "agent.write_image"
 AGENT_WRITE_CONFIGDRIVE = "agent.write_configdrive"
+AGENT_CUSTOM_DEPLOY = "agent.custom_deploy"
 
 
 # ---- in-band agent ----
@@ -45,6 +46,14 @@ class WriteImageResult(Model):
     checksum: str
     checksum_type: str
 
+
+class CustomDeployRequest(Model):
+    """metal3's spec.customDeploy: run the named deploy method of the agent's registry
+    (activities/agent/deploy_methods.py) instead of the default image write."""
+
+    method: str
+    image: ImageSpec | None = None
+    root_device_hints: RootDeviceHints | None = None
 
 
 class WriteConfigDriveRequest(Model):

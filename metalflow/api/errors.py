@@ -31,6 +31,7 @@ class ErrorName(StrEnum):
     NODE_NOT_READY = "NodeNotReady"
     RAMDISK_TIMEOUT = "RamdiskNeverBooted"
     INVALID_SPEC = "InvalidSpec"
+    UNKNOWN_DEPLOY_METHOD = "UnknownDeployMethod"
 
 
 def permanent(name: ErrorName, message: str) -> ApplicationError:

@@ -176,7 +176,8 @@ def image_changed(f: Facts) -> bool:
 
 
 def image_set(f: Facts) -> bool:
-    return f.spec.image is not None
+    """Something to deploy: spec.image, or a spec.customDeploy method (metal3 needs either)."""
+    return f.spec.image is not None or f.spec.custom_deploy is not None
 
 
 def raid_requested(f: Facts) -> bool:

@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 
 from metalflow.api.bmh import ManifestError
 from metalflow.api.models import Host, HostRef, HostStatus
+from metalflow.cli import validate
 from metalflow.client import operations
 from metalflow.client.hostfile import load_hosts
 from metalflow.runtime.settings import Settings, get_settings
@@ -101,62 +102,6 @@ async def cmd_provision(args: argparse.Namespace, settings: Settings) -> int:
     statuses = await watch_until_settled(settings, hosts, args.timeout)
     failed = [w for w, st in statuses.items() if st.error_type is not None]
     return 1 if failed else 0
-
-
-VALIDATE_FORMAT = """`metalflow validate FILE [-o yaml|json]`: metal3's admission verdict, no side effects.
-
-Reads every BareMetalHost in FILE (YAML or JSON documents, `kind: List` too); contacts nothing,
-stores no Secret. Prints one document (stable; scripts may rely on it):
-
-  apiVersion: metalflow.io/v1alpha1
-  kind: ValidationReport
-  file: <FILE>
-  summary: {hosts: N, accepted: A, rejected: R, waiting: W}
-  hosts:                       # in file order
-  - name: <metadata.name>
-    namespace: <metadata.namespace or default>
-    verdict: accepted | rejected
-    reasons: [<field>: <metal3's reason>, ...]   # empty when accepted
-    waiting: <why nothing happens yet>           # only for a host without spec.bmc (accepted)
-    spec: {...}                                  # only when accepted with a BMC: the normalized
-                                                 # spec metalflow acts on, every kept field shown
-Exit status: 0 every host accepted, 1 any host rejected, 2 FILE unreadable or holds no host.
-"""
-
-
-async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from metalflow.api.bmh import KIND, admit
-
-    path = Path(args.file)
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    except (OSError, yaml.YAMLError) as err:
-        raise ManifestError(f"{path} cannot be read as YAML: {err}") from None
-    items: list[Any] = []
-    for doc in docs:
-        items.extend(doc.get("items") or [] if isinstance(doc, dict) and doc.get("kind") == "List" else [doc])
-    hosts = [o for o in items if isinstance(o, dict) and o.get("kind") == KIND]
-    if not hosts:
-        raise ManifestError(f"{path} holds no {KIND} documents")
-    verdicts = [admit(o).as_dict() for o in hosts]
-    rejected = sum(v["verdict"] == "rejected" for v in verdicts)
-    report: dict[str, Any] = {
-        "apiVersion": "metalflow.io/v1alpha1",
-        "kind": "ValidationReport",
-        "file": str(path),
-        "summary": {
-            "hosts": len(verdicts),
-            "accepted": sum(v["verdict"] == "accepted" for v in verdicts),
-            "rejected": rejected,
-            "waiting": sum("waiting" in v for v in verdicts),
-        },
-        "hosts": verdicts,
-    }
-    if args.output == "json":
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        sys.stdout.write(yaml.safe_dump(report, sort_keys=False))
-    return 1 if rejected else 0
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -386,12 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser(
         "validate",
         help="dry run: metal3's verdict for every BareMetalHost in FILE and the spec metalflow keeps",
-        description=VALIDATE_FORMAT,
+        description=validate.VALIDATE_FORMAT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sp.add_argument("file")
     sp.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
-    sp.set_defaults(run=cmd_validate)
+    sp.set_defaults(run=validate.cmd_validate)
 
     sp = host_cmd("status", "one host's status (metal3 fields)")
     sp.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
