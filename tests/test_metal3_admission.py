@@ -42,6 +42,22 @@ IMAGE = "image: {url: 'http://192.0.2.150/jammy.img', checksum: 'http://192.0.2.
 
 # ---- hosts metal3 accepts: (upstream source, manifest) ----
 ACCEPTED: dict[str, tuple[str, dict[str, Any]]] = {
+    "oci image by tag with root device hints": (
+        "DOCS docs/user-guide/src/bmo/provisioning.md (OCI images, short form with a tag)",
+        bmh(
+            f"online: true\nbootMACAddress: '80:c1:6e:7a:e8:10'\n{IPMI}\n"
+            "image: {url: 'oci://registry.example.com/project/myimage:1.2.3'}\n"
+            "rootDeviceHints: {wwn: '0x55cd2e415652abcd'}\nuserData: {name: host-0-userdata}"
+        ),
+    ),
+    "oci image pinned by digest with registry credentials": (
+        "DOCS docs/user-guide/src/bmo/provisioning.md (OCI images, digest form) + BMO image.ociAuthSecretName",
+        bmh(
+            f"online: true\n{IPMI}\n"
+            "image: {url: 'oci://registry.example.com/project/myimage@sha256:" + "0" * 64 + "', "
+            "ociAuthSecretName: registry-pull}"
+        ),
+    ),
     "ipmi host without MAC": ("BMO examples/example-host.yaml", bmh(f"online: true\n{IPMI}")),
     "externally provisioned with consumerRef": (
         "BMO examples/demo-hosts.yaml (demo-externally-provisioned)",

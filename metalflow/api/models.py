@@ -23,7 +23,6 @@ from metalflow.api.metal3_fields import RootDeviceHints as RootDeviceHints
 from metalflow.api.metal3_fields import SoftwareRAIDVolume as SoftwareRAIDVolume
 from metalflow.api.metal3_fields import Taint as Taint
 from metalflow.api.model_base import Model as Model
-
 from metalflow.api.oci_ref import parse_oci_url
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
