@@ -24,11 +24,20 @@ mkdir -p "$cache/bin" "$GOMODCACHE" "$GOCACHE"
 work=$(mktemp -d "$cache/bin/.kubernetes-$version.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "build-kube: building Kubernetes $version (${cmds[*]}) into $out; the first build takes minutes" >&2
+# The version the binaries report (kubeadm compares it with the control plane's and the kubelet's),
+# set the way Kubernetes' own build does; it changes only the link step, not the compiled packages.
+minor=${version#v1.}; minor=${minor%%.*}
+ldflags="-s -w"
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+done
 pkgs=()
 for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
 # One `go build` for all four: the shared packages are compiled once, the link steps run in turn.
-(cd "$mod" && go build -tags providerless -trimpath -ldflags='-s -w' -o "$work/" "${pkgs[@]}")
+(cd "$mod" && go build -tags providerless -trimpath -ldflags="$ldflags" -o "$work/" "${pkgs[@]}")
 for c in "${cmds[@]}"; do [ -x "$work/$c" ] || { echo "build-kube: $c was not built" >&2; exit 1; }; done
-"$work/kube-apiserver" --version >&2
+got=$("$work/kube-apiserver" --version)
+[ "$got" = "Kubernetes $version" ] || { echo "build-kube: kube-apiserver says '$got', not $version" >&2; exit 1; }
+chmod 755 "$work"
 mv -T "$work" "$out" 2>/dev/null || [ -d "$out" ]
 echo "$out"
