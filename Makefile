@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install system-deps demo test lint bench e2e clean stack test-stack
+.PHONY: install system-deps kube-binaries demo test lint bench e2e clean stack test-stack
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ system-deps:
 demo: install system-deps
 	$(PY) -m testbed.demo
 
-test: install system-deps
+# The real kube-apiserver, kube-controller-manager, kubeadm and kubelet of the test bed, built from
+# the k8s.io/kubernetes Go module once per version and machine (minutes), then reused (milliseconds).
+kube-binaries:
+	@scripts/build-kube.sh >/dev/null
+
+test: install system-deps kube-binaries
 	$(BIN)/pytest -q
 
 lint: install
@@ -29,14 +34,14 @@ lint: install
 	$(BIN)/lint-imports
 
 # as modules, like the demo: the test bed (testbed/) is importable from the checkout only
-bench: install system-deps  # prints figures; never part of make test
+bench: install system-deps kube-binaries  # prints figures; never part of make test
 	$(PY) -m bench.image_write
 	$(PY) -m bench.fleet --hosts 100 --limit 20
 	$(PY) -m bench.bridge --hosts 1000
 
 # The QEMU test bed (README: "metal3-dev-env on one laptop"); installs libvirt/QEMU on first use.
 # Its kernel is kept in the build cache, ${METALFLOW_CACHE:-~/.cache/metalflow} (testbed/cache.py).
-e2e: install system-deps
+e2e: install system-deps kube-binaries
 	scripts/e2e-deps.sh $(VENV)
 	$(BIN)/pytest -q -rs -m e2e tests/e2e
 

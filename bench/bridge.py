@@ -1,8 +1,9 @@
 """Bridge throughput: create N BareMetalHosts, time until every HostWorkflow has started.
 
 Runs the real parts on loopback: the Temporal dev server, the control-plane worker and the
-test API server (each in its own process, as deployed) and the bridge. The hosts carry the paused
-annotation, so their workflows start (the figure measured) and then wait without BMC traffic.
+test bed's real kube-apiserver with etcd and the controller manager (testbed/kube.py; each in
+its own process, as deployed) and the bridge, with rbac.yaml's ServiceAccount token. The hosts
+carry the paused annotation, so their workflows start (the figure measured) and then wait without BMC traffic.
 Prints figures; asserts nothing.
 Run: .venv/bin/python -m bench.bridge [--hosts 1000]
 """
@@ -28,8 +29,11 @@ from bench.context import load, preamble
 from k8s_bridge import controller
 from k8s_bridge.controller import Bridge
 from metalflow.runtime.settings import Settings
-from testbed.processes import Process, free_port, wait_for
+from testbed.kube import ControlPlane, install_metalflow
+from testbed.processes import Process, free_port
 from testbed.temporal import start_dev_server
+
+NS = "bench"
 
 
 def manifest(i: int) -> dict[str, Any]:
@@ -60,7 +64,7 @@ def traced() -> tuple[dict[str, float], list[float]]:
 
     async def wrapper(obj: dict[str, Any], *args: Any) -> Any:
         t0 = time.time()
-        first.setdefault(f"host/default/{obj['metadata']['name']}", t0)
+        first.setdefault(f"host/{NS}/{obj['metadata']['name']}", t0)
         try:
             return await inner(obj, *args)
         finally:
@@ -80,22 +84,13 @@ async def main(hosts: int, with_worker: bool, bridge_workers: int) -> None:
         try:
             settings = Settings(temporal_address=f"127.0.0.1:{port}", state_dir=root, task_queue="bench")
             client = await Client.connect(settings.temporal_address, data_converter=pydantic_data_converter)
-            # The API server in its own process, as in a cluster: it does not share the bridge's GIL.
-            kubeconfig = root / "kubeconfig"
-            kapi = Process(
-                "test API server",
-                [sys.executable, "-m", "testbed.kapi", str(kubeconfig), str(hosts * 4)],
-                root / "kapi.log",
-            )
-
-            def listening() -> bool:
-                kapi.check_alive()
-                return kubeconfig.exists()
-
-            wait_for(listening, 30, "the test API server")
+            cp = ControlPlane(root / "control-plane").__enter__()
             try:
-                kc = config.new_client_from_config(str(kubeconfig))
-                co = k8s.CustomObjectsApi(kc)
+                bridge_kubeconfig, _ = install_metalflow(cp, root)
+                admin = config.new_client_from_config(str(cp.admin_kubeconfig))
+                k8s.CoreV1Api(admin).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
+                kc = config.new_client_from_config(str(bridge_kubeconfig))
+                co = k8s.CustomObjectsApi(admin)
                 bridge = Bridge(kc, client, settings, workers=bridge_workers, resync_seconds=600)
                 # Without the worker the figures isolate the bridge: no workflow runs compete.
                 worker = Process(
@@ -118,11 +113,11 @@ async def main(hosts: int, with_worker: bool, bridge_workers: int) -> None:
                             co.create_namespaced_custom_object,
                             "metal3.io",
                             "v1alpha1",
-                            "default",
+                            NS,
                             "baremetalhosts",
                             m,
                         )
-                        created[f"host/default/{m['metadata']['name']}"] = time.time()
+                        created[f"host/{NS}/{m['metadata']['name']}"] = time.time()
                     created_all = time.time() - start
                     started: dict[str, float] = {}
                     while len(started) < hosts:
@@ -133,7 +128,7 @@ async def main(hosts: int, with_worker: bool, bridge_workers: int) -> None:
                     all_started = max(started.values()) - start
                     lat = [max(started[w] - created[w], 0.0) for w in created]
                     print(
-                        f"bridge: {hosts} BareMetalHosts (2 cores, dev server, test API server, "
+                        f"bridge: {hosts} BareMetalHosts (2 cores, dev server, kube-apiserver {cp.version}, "
                         f"{'with' if with_worker else 'no'} worker)"
                     )
                     print(
@@ -157,8 +152,9 @@ async def main(hosts: int, with_worker: bool, bridge_workers: int) -> None:
                 finally:
                     worker.stop()
                 kc.close()
+                admin.close()
             finally:
-                kapi.stop()
+                cp.stop()
         finally:
             temporal.stop()
     print(f"after: {load()}")

@@ -1,6 +1,6 @@
 """Every test can use the fixtures of tests/fixtures/, one module per real component (see its
 __init__ for how to add one): one Temporal dev server for the whole session, emulated BMCs, the
-test Kubernetes API server, a loopback web server, the VM test bed."""
+real Kubernetes control plane (one per session), a loopback web server, the VM test bed."""
 
 pytest_plugins = [
     "fixtures.temporal",

@@ -1,7 +1,7 @@
 """The bridge over real HTTP: a metal3 BareMetalHost drives its workflow; status flows back.
 
-Runs against the test API server (or a real cluster when METALFLOW_TEST_KUBECONFIG is set
-and the CRD is installed there).
+Runs against the test bed's real kube-apiserver (or a real cluster when METALFLOW_TEST_KUBECONFIG
+is set and the CRD is installed there); the bridge with the ServiceAccount token of rbac.yaml.
 """
 
 from __future__ import annotations
@@ -103,31 +103,31 @@ def test_manifests_parse_and_rbac_is_least_privilege() -> None:
 
 
 async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
-    client: Client, settings: Settings, kube: tuple[Path, k8s.ApiClient]
+    client: Client, settings: Settings, kube: tuple[Path, k8s.ApiClient], bridge_api: k8s.ApiClient, ns: str
 ) -> None:
     _, api = kube
     settings = Settings()  # picks up the kubeconfig and status publishing from the environment
     co, core = k8s.CustomObjectsApi(api), k8s.CoreV1Api(api)
-    async with Datacenter(settings, hosts=1, prefix="bmh") as dc:
+    async with Datacenter(settings, hosts=1, prefix="bmh", namespace=ns) as dc:
         await asyncio.to_thread(
             core.create_namespaced_secret,
-            "default",
+            ns,
             k8s.V1Secret(
                 metadata=k8s.V1ObjectMeta(name="bmc"),
                 string_data={"username": "admin", "password": dc.password},
             ),
         )
         manifest = manifest_from_host(dc.host(0))
-        bridge = Bridge(api, client, settings, resync_seconds=5)
+        bridge = Bridge(bridge_api, client, settings, resync_seconds=5)  # rbac.yaml's rights only
         with ThreadPoolExecutor(max_workers=16) as executor:
             async with build_worker(client, settings, executor):
                 runner = asyncio.create_task(bridge.run())
                 try:
-                    await asyncio.to_thread(co.create_namespaced_custom_object, G, V, "default", P, manifest)
-                    ref = HostRef(name="bmh-0")
+                    await asyncio.to_thread(co.create_namespaced_custom_object, G, V, ns, P, manifest)
+                    ref = HostRef(namespace=ns, name="bmh-0")
 
                     def get() -> dict[str, Any]:
-                        return co.get_namespaced_custom_object(G, V, "default", P, "bmh-0")  # type: ignore[return-value]
+                        return co.get_namespaced_custom_object(G, V, ns, P, "bmh-0")  # type: ignore[return-value]
 
                     obj = await eventually(
                         lambda: (
@@ -156,7 +156,7 @@ async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
                         co.patch_namespaced_custom_object,
                         G,
                         V,
-                        "default",
+                        ns,
                         P,
                         "bmh-0",
                         {"metadata": {"annotations": {PAUSED: ""}}},
@@ -166,7 +166,7 @@ async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
                         co.patch_namespaced_custom_object,
                         G,
                         V,
-                        "default",
+                        ns,
                         P,
                         "bmh-0",
                         {"metadata": {"annotations": {PAUSED: None}}},
@@ -181,7 +181,7 @@ async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
                         co.patch_namespaced_custom_object,
                         G,
                         V,
-                        "default",
+                        ns,
                         P,
                         "bmh-0",
                         {"metadata": {"annotations": {"reboot.metal3.io": ""}}},
@@ -199,7 +199,7 @@ async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
                     )
 
                     # delete: deprovision (metadata cleaning), then the finalizer goes and so does the object
-                    await asyncio.to_thread(co.delete_namespaced_custom_object, G, V, "default", P, "bmh-0")
+                    await asyncio.to_thread(co.delete_namespaced_custom_object, G, V, ns, P, "bmh-0")
 
                     def gone() -> bool:
                         try:

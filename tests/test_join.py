@@ -5,20 +5,20 @@ authenticates with the bootstrap token it finds there, and registers the Node.""
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pycdlib
-import pytest_asyncio
+import pytest
 import yaml
+from fixtures.kubeapi import KubeCluster
 from history_scan import assert_no_secret_in, assert_no_secret_in_histories
 from kubernetes import client as k8s
 from kubernetes import config
 from temporalio.client import Client
-from tests_support import make_ca, malformed_yaml, record
+from tests_support import malformed_yaml, record
 
 from metalflow.api.models import ErrorType, Host, HostStatus, JoinSpec, SecretRef, Taint
 from metalflow.api.models import ProvisioningState as S
@@ -26,45 +26,23 @@ from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter, write_secret
 from testbed.hosts import EmulatedHost
-from testbed.kapi import KubeAPIServer
 from worker.control import build_worker
 
 
-@pytest_asyncio.fixture
-async def target_cluster(tmp_path: Path) -> AsyncIterator[tuple[KubeAPIServer, Path, bytes]]:
-    async with KubeAPIServer() as api:
-        kubeconfig = api.write_kubeconfig(tmp_path / "target-kubeconfig")
-        ca = make_ca()
-        cluster_info = yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "",
-                        "cluster": {
-                            "server": "https://192.0.2.10:6443",
-                            "certificate-authority-data": base64.b64encode(ca).decode(),
-                        },
-                    }
-                ],
-            }
-        )
-        c = config.new_client_from_config(str(kubeconfig))
-        await asyncio.to_thread(
-            k8s.CoreV1Api(c).create_namespaced_config_map,
-            "kube-public",
-            k8s.V1ConfigMap(
-                metadata=k8s.V1ObjectMeta(name="cluster-info"), data={"kubeconfig": cluster_info}
-            ),
-        )
-        c.close()
-        yield api, kubeconfig, ca
+@pytest.fixture
+def target_cluster(kube_cluster: KubeCluster) -> Iterator[tuple[KubeCluster, Path, bytes]]:
+    """The session's real control plane as the cluster hosts join: its kubeconfig (the
+    super-admin's client certificate) and CA; cluster-info as `kubeadm init phase
+    bootstrap-token` published it. The Nodes a test registered are deleted after it."""
+    yield kube_cluster, kube_cluster.admin_kubeconfig, kube_cluster.control_plane.ca_pem
+    with kube_cluster.admin_client() as api:
+        k8s.CoreV1Api(api).delete_collection_node()
 
 
 def kubeconfig_token(kubeconfig: Path) -> str:
-    """The target cluster's credential in the join kubeconfig Secret."""
-    return str(yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"])
+    """The target cluster's credential in the join kubeconfig Secret (a token or a client key)."""
+    user = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]
+    return str(user.get("token") or user["client-key-data"])
 
 
 def read_user_data(disk: Path) -> str:
@@ -80,48 +58,34 @@ def read_user_data(disk: Path) -> str:
     return out.getvalue().decode()
 
 
-async def kubelet(emu: EmulatedHost, kubeconfig: Path) -> str:
-    """Wait for the host to boot its OS, then join as kubeadm would; return the token used."""
+async def kubelet(emu: EmulatedHost, cluster: KubeCluster) -> str:
+    """Wait for the host to boot its OS, then join as kubeadm's kubelet would, with the bootstrap
+    token it finds in the user-data: a CSR approved and signed by the controller manager, then
+    the Node registered with that certificate (ControlPlane.register_node); return the token."""
     while not (emu.boots and emu.boots[-1].target == "Hdd"):
         await asyncio.sleep(0.2)
     user_data = yaml.safe_load(read_user_data(emu.disk_path))
     join = yaml.safe_load(user_data["write_files"][0]["content"])
     token = join["discovery"]["bootstrapToken"]["token"]
-    token_id, token_secret = token.split(".")
     args = {a["name"]: a["value"] for a in join["nodeRegistration"]["kubeletExtraArgs"]}
-    c = config.new_client_from_config(str(kubeconfig))
-    core = k8s.CoreV1Api(c)
-    secret = await asyncio.to_thread(
-        core.read_namespaced_secret, f"bootstrap-token-{token_id}", "kube-system"
+    await asyncio.to_thread(
+        cluster.control_plane.register_node,
+        token,
+        join["nodeRegistration"]["name"],
+        args["provider-id"],
+        join["nodeRegistration"].get("taints"),  # kubeadm registers them (metal3's spec.taints)
     )
-    assert secret.type == "bootstrap.kubernetes.io/token"
-    assert base64.b64decode(secret.data["token-secret"]).decode() == token_secret, (
-        "the API server would refuse"
-    )
-    node = k8s.V1Node(
-        metadata=k8s.V1ObjectMeta(name=join["nodeRegistration"]["name"]),
-        spec=k8s.V1NodeSpec(
-            provider_id=args["provider-id"],
-            # kubeadm registers the Node with nodeRegistration.taints (metal3's spec.taints)
-            taints=[k8s.V1Taint(**t) for t in join["nodeRegistration"].get("taints", [])] or None,
-        ),
-        status=k8s.V1NodeStatus(
-            conditions=[k8s.V1NodeCondition(type="Ready", status="True", reason="KubeletReady")]
-        ),
-    )
-    await asyncio.to_thread(core.create_node, node)
-    c.close()
-    return token
+    return str(token)
 
 
 async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_history(
     client: Client,
     settings: Settings,
-    target_cluster: tuple[KubeAPIServer, Path, bytes],
+    target_cluster: tuple[KubeCluster, Path, bytes],
     tmp_path: Path,
     ns: str,
 ) -> None:
-    _, kubeconfig, _ = target_cluster
+    cluster, kubeconfig, _ = target_cluster
     secret = tmp_path / "target.yaml"
     write_secret(secret, {"kubeconfig": kubeconfig.read_text()})
     join = JoinSpec(kubeconfig=SecretRef(name="target", path=str(secret)), node_labels={"role": "worker"})
@@ -129,7 +93,7 @@ async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_his
         host = dc.host(0, join=join, taints=[Taint(key="dedicated", value="storage", effect="NoSchedule")])
         with ThreadPoolExecutor(max_workers=16) as executor:
             async with build_worker(client, settings, executor):
-                helper = asyncio.create_task(kubelet(dc.emulated[0], kubeconfig))
+                helper = asyncio.create_task(kubelet(dc.emulated[0], cluster))
                 await operations.apply(client, host, settings)
                 token = await asyncio.wait_for(helper, 240)
                 deadline = asyncio.get_running_loop().time() + 120
@@ -143,7 +107,9 @@ async def test_provisioned_host_joins_the_cluster_and_the_token_stays_out_of_his
     assert node.metadata.labels == {"role": "worker", "metalflow.io/host": f"{ns}.join-0"}
     assert node.spec.provider_id == f"metalflow://{ns}/join-0"
     assert [(t.key, t.value, t.effect) for t in node.spec.taints] == [("dedicated", "storage", "NoSchedule")]
-    tokens = await asyncio.to_thread(core.list_namespaced_secret, "kube-system")
+    tokens = await asyncio.to_thread(
+        core.list_namespaced_secret, "kube-system", label_selector=f"metalflow.io/host={ns}.join-0"
+    )
     assert tokens.items == [], "the bootstrap token is deleted once the Node is Ready"
     c.close()
     secrets = [token, token.split(".")[1], kubeconfig_token(kubeconfig), dc.password]
@@ -165,16 +131,37 @@ async def first_error(client: Client, settings: Settings, host: Host) -> HostSta
 
 
 async def test_missing_cluster_info_fails_with_the_fix(
-    client: Client, settings: Settings, tmp_path: Path, ns: str
+    client: Client,
+    settings: Settings,
+    tmp_path: Path,
+    ns: str,
+    target_cluster: tuple[KubeCluster, Path, bytes],
 ) -> None:
-    async with KubeAPIServer() as api:
+    """A cluster where `kubeadm init phase bootstrap-token` has not run: cluster-info is taken
+    away for this test, then put back by running that very command."""
+    cluster, kubeconfig, _ = target_cluster
+    with cluster.admin_client() as api:
+        await asyncio.to_thread(
+            k8s.CoreV1Api(api).delete_namespaced_config_map, "cluster-info", "kube-public"
+        )
+    try:
         secret = tmp_path / "target.yaml"
-        write_secret(secret, {"kubeconfig": api.write_kubeconfig(tmp_path / "kc").read_text()})
+        write_secret(secret, {"kubeconfig": kubeconfig.read_text()})
         join = JoinSpec(kubeconfig=SecretRef(name="target", path=str(secret)))
         async with Datacenter(settings, hosts=1, prefix="nojoin", namespace=ns) as dc:
             host = dc.host(0, join=join)
             st = await first_error(client, settings, host)
-        secrets = [kubeconfig_token(tmp_path / "kc"), dc.password]
+        secrets = [kubeconfig_token(kubeconfig), dc.password]
+    finally:
+        cp = cluster.control_plane
+        await asyncio.to_thread(
+            cp.kubeadm,
+            "init",
+            "phase",
+            "bootstrap-token",
+            f"--config={cp.config}",
+            f"--kubeconfig={cp.admin_kubeconfig}",
+        )
     assert st.error_type == ErrorType.PROVISIONING
     assert (
         "ClusterInfoMissing" in st.error_message and "kubeadm init phase bootstrap-token" in st.error_message
@@ -186,7 +173,7 @@ async def test_missing_cluster_info_fails_with_the_fix(
 async def test_malformed_user_data_is_a_typed_error_and_no_line_of_it_reaches_history(
     client: Client,
     settings: Settings,
-    target_cluster: tuple[KubeAPIServer, Path, bytes],
+    target_cluster: tuple[KubeCluster, Path, bytes],
     tmp_path: Path,
     ns: str,
 ) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from pathlib import Path
 
 import pytest
+from fixtures.kubeapi import KubeCluster
 from kubernetes import client as k8s
-from kubernetes import config
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -17,7 +18,6 @@ from activities.kubeadm import prepare_join, wait_node
 from metalflow.api.join import JoinRequest, WaitNodeRequest
 from metalflow.api.models import HostRef, JoinSpec, SecretRef
 from testbed.datacenter import write_secret
-from testbed.kapi import KubeAPIServer
 from testbed.processes import free_port
 
 REF = HostRef(name="w0")
@@ -44,27 +44,28 @@ async def test_unreachable_cluster_is_a_retryable_failure(tmp_path: Path) -> Non
     assert err.value.type == "ClusterUnreachable" and not err.value.non_retryable
 
 
-async def test_node_never_ready_reports_its_conditions(tmp_path: Path) -> None:
-    async with KubeAPIServer() as api:
-        kc = api.write_kubeconfig(tmp_path / "kc")
-        c = config.new_client_from_config(str(kc))
-        node = k8s.V1Node(
-            metadata=k8s.V1ObjectMeta(name="w0"),
-            status=k8s.V1NodeStatus(
-                conditions=[
-                    k8s.V1NodeCondition(type="Ready", status="False", reason="KubeletNotReady"),
-                    k8s.V1NodeCondition(type="DiskPressure", status="True", reason="KubeletHasDiskPressure"),
-                ]
-            ),
-        )
-        await asyncio.to_thread(k8s.CoreV1Api(c).create_node, node)
-        c.close()
-        req = WaitNodeRequest(host=REF, join=join_spec(tmp_path, kc.read_text(), timeout=3))
+async def test_node_never_ready_reports_its_conditions(tmp_path: Path, kube_cluster: KubeCluster) -> None:
+    name = f"w0-{uuid.uuid4().hex[:6]}"  # Nodes are cluster-wide: the session's API server is shared
+    with kube_cluster.admin_client() as c:
+        core = k8s.CoreV1Api(c)
+        await asyncio.to_thread(core.create_node, k8s.V1Node(metadata=k8s.V1ObjectMeta(name=name)))
+        conditions = [
+            {"type": "Ready", "status": "False", "reason": "KubeletNotReady"},
+            {"type": "DiskPressure", "status": "True", "reason": "KubeletHasDiskPressure"},
+        ]
+        await asyncio.to_thread(core.patch_node_status, name, {"status": {"conditions": conditions}})
+    try:
+        ref = HostRef(name=name)
+        kc = kube_cluster.admin_kubeconfig
+        req = WaitNodeRequest(host=ref, join=join_spec(tmp_path, kc.read_text(), timeout=3))
         beats: list[object] = []
         env = ActivityEnvironment()
         env.on_heartbeat = lambda *d: beats.extend(d)
         with pytest.raises(ApplicationError) as err:
             await asyncio.to_thread(env.run, wait_node, req)
+    finally:
+        with kube_cluster.admin_client() as c:
+            await asyncio.to_thread(k8s.CoreV1Api(c).delete_node, name)
     assert err.value.type == "NodeNotReady" and err.value.non_retryable
     assert "Ready=False (KubeletNotReady)" in err.value.message and "DiskPressure=True" in err.value.message
     assert beats, "waiting heartbeats so a lost worker is noticed"

@@ -8,6 +8,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from fixtures.kubeapi import KubeCluster
+from kubernetes import client as k8s
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowExecutionStatus
 
@@ -15,7 +17,6 @@ from metalflow.api.models import HostRef, ProvisioningState
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
-from testbed.kapi import KubeAPIServer
 from testbed.processes import Process, free_port
 
 
@@ -92,11 +93,16 @@ async def assert_every_command_has_a_summary(client: Client, workflow_id: str) -
 
 
 async def test_bridge_exports_reconcile_metrics(
-    client: Client, settings: Settings, tmp_path: Path, ns: str
+    client: Client,
+    settings: Settings,
+    tmp_path: Path,
+    ns: str,
+    kube_cluster: KubeCluster,
+    kube_api: k8s.ApiClient,
 ) -> None:
     port, sdk_port = free_port(), free_port()
-    async with KubeAPIServer() as api:
-        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    if True:  # the bridge process runs with rbac.yaml's ServiceAccount token on the real API server
+        kubeconfig = kube_cluster.bridge_kubeconfig
         bridge = Process(
             "metalflow bridge",
             [sys.executable, "-m", "metalflow", "bridge"],
@@ -122,7 +128,14 @@ async def test_bridge_exports_reconcile_metrics(
                     },
                 },
             }
-            await api.create(api.kind_of("metal3.io/v1alpha1", "baremetalhosts"), ns, bmh)
+            await asyncio.to_thread(
+                k8s.CustomObjectsApi(kube_api).create_namespaced_custom_object,
+                "metal3.io",
+                "v1alpha1",
+                ns,
+                "baremetalhosts",
+                bmh,
+            )
 
             def reconciled() -> dict[str, float] | None:
                 bridge.check_alive()

