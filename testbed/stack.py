@@ -412,17 +412,10 @@ class TemporalServer:
             60,
             f"namespace {ns}",
         )
-        for kind in sorted({k for _, k in self.config.search_attributes}):  # one call per type
-            names = [n for n, k in self.config.search_attributes if k == kind]
+        # one call per attribute: with SQL visibility, a call naming several registered only the first
+        for name, kind in self.config.search_attributes:
             self.cli(
-                "operator",
-                "search-attribute",
-                "create",
-                "--namespace",
-                ns,
-                "--type",
-                kind,
-                *(a for n in names for a in ("--name", n)),
+                "operator", "search-attribute", "create", "--namespace", ns, "--name", name, "--type", kind
             )
 
     def kill(self) -> None:

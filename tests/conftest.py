@@ -9,5 +9,6 @@ pytest_plugins = [
     "fixtures.ipmi",
     "fixtures.www",
     "fixtures.vm",
+    "fixtures.stack",  # temporal-server on PostgreSQL, the workers (make test-stack)
     "fixtures.ci",  # under CI=true a skipped test fails, naming what was missing
 ]
