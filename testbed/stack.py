@@ -412,11 +412,26 @@ class TemporalServer:
             60,
             f"namespace {ns}",
         )
-        # one call per attribute: with SQL visibility, a call naming several registered only the first
+        # one call per attribute: with SQL visibility, a call naming several registered only the first;
+        # retried while the frontend's namespace cache has not seen the new namespace yet
         for name, kind in self.config.search_attributes:
-            self.cli(
-                "operator", "search-attribute", "create", "--namespace", ns, "--name", name, "--type", kind
+            argv = (
+                "operator",
+                "search-attribute",
+                "create",
+                "--namespace",
+                ns,
+                "--name",
+                name,
+                "--type",
+                kind,
             )
+
+            def created(argv: tuple[str, ...] = argv) -> bool:
+                done = self.cli(*argv, check=False)
+                return done.returncode == 0 or "already" in done.stderr
+
+            wait_for(created, 60, f"search attribute {name} in namespace {ns}", interval=1)
 
     def kill(self) -> None:
         assert self.proc is not None
