@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -295,6 +297,20 @@ DYNAMIC_CONFIG: dict[str, Any] = {
 }
 
 
+def low_port() -> int:
+    """A free loopback port below 32768: Temporal's PostgreSQL schema keeps membership ports in a
+    smallint (a port from the ephemeral range, 32768 and up, fails its first heartbeat)."""
+    for _ in range(200):
+        port = random.randint(20000, 32767)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise StackError("no free loopback port between 20000 and 32767")
+
+
 class TemporalServer:
     """temporal-server (all four services in one process) on the stack's PostgreSQL."""
 
@@ -304,8 +320,8 @@ class TemporalServer:
         self.root = root
         self.bin = server_binaries()
         names = ("frontend", "history", "matching", "worker")
-        self.ports = {n: free_port() for n in names} | {f"{n}-membership": free_port() for n in names}
-        self.ports["frontend-http"] = free_port()
+        self.ports = {n: low_port() for n in names} | {f"{n}-membership": low_port() for n in names}
+        self.ports["frontend-http"] = low_port()
         if frontend_port:
             self.ports["frontend"] = frontend_port
         self.config_file = root / "temporal-server.yaml"
@@ -396,10 +412,26 @@ class TemporalServer:
             60,
             f"namespace {ns}",
         )
-        args = ["operator", "search-attribute", "create", "--namespace", ns, "--yes"]
+        # one call per attribute: with SQL visibility, a call naming several registered only the first;
+        # retried while the frontend's namespace cache has not seen the new namespace yet
         for name, kind in self.config.search_attributes:
-            args += ["--name", name, "--type", kind]
-        self.cli(*args)
+            argv = (
+                "operator",
+                "search-attribute",
+                "create",
+                "--namespace",
+                ns,
+                "--name",
+                name,
+                "--type",
+                kind,
+            )
+
+            def created(argv: tuple[str, ...] = argv) -> bool:
+                done = self.cli(*argv, check=False)
+                return done.returncode == 0 or "already" in done.stderr
+
+            wait_for(created, 60, f"search attribute {name} in namespace {ns}", interval=1)
 
     def kill(self) -> None:
         assert self.proc is not None

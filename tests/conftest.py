@@ -10,5 +10,6 @@ pytest_plugins = [
     "fixtures.www",
     "fixtures.registry",
     "fixtures.vm",
+    "fixtures.stack",  # temporal-server on PostgreSQL, the workers (make test-stack)
     "fixtures.ci",  # under CI=true a skipped test fails, naming what was missing
 ]
