@@ -20,7 +20,8 @@ copy_exec() {  # a binary and the shared libraries it needs, as initramfs-tools 
 busybox_root() {
     copy_exec "$(command -v busybox)"
     mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/dev" "$root/lib/metalflow"
-    for applet in sh mount cat tr echo ip udhcpc modprobe insmod sleep mkdir ln chroot poweroff cut date; do
+    for applet in sh mount cat tr echo ip udhcpc modprobe insmod sleep mkdir ln chroot poweroff cut date \
+                  seq grep awk readlink kill sort cp; do
         ln -sf "$(command -v busybox)" "$root/bin/$applet"
     done
     install -D -m 0755 "$here/udhcpc.script" "$root/etc/udhcpc/default.script"
