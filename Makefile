@@ -38,7 +38,7 @@ bench: install system-deps  # prints figures; never part of make test
 # Its kernel is kept in the build cache, ${METALFLOW_CACHE:-~/.cache/metalflow} (testbed/cache.py).
 e2e: install system-deps
 	scripts/e2e-deps.sh $(VENV)
-	$(BIN)/pytest -q -rs -m e2e tests/e2e
+	$(BIN)/pytest -q -rsP -m e2e tests/e2e  # -P: the per-VM figures the e2e prints
 
 clean:
 	rm -rf .metalflow

@@ -11,8 +11,9 @@ another script. Two cache layers (testbed/cache.py, outside the clone):
   local wheels' hashes (the checkout's own wheel changes with every commit; the Debian layer is
   reused).
 
-Each build writes `manifest.json`: Debian package versions (dpkg-query on the root), the wheels'
-sha256, and the metalflow version. Rebuilding from the same inputs gives the same manifest (the
+Each build writes `manifest.json`: Debian package versions (dpkg-query on the root), each wheel's
+content digest (sha256 over its members, so a rebuilt wheel of the same source matches), and the
+metalflow version. Rebuilding from the same inputs gives the same manifest (the
 bytes of the root are not expected to be identical: mmdebstrap stamps times and machine ids).
 """
 
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +75,7 @@ class DebianImage:
             {
                 "debian": self.debian_key(),
                 "requirements": sorted(self.requirements),
-                "local_wheels": sorted(sha256_file(w) for w in self.local_wheels),
+                "local_wheels": sorted(wheel_digest(w) for w in self.local_wheels),
                 "python": f"{sys.version_info.major}.{sys.version_info.minor}",
             }
         )
@@ -88,6 +90,16 @@ def sha256_file(path: Path) -> str:
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def wheel_digest(path: Path) -> str:
+    """sha256 of a wheel's contents (member names and bytes), not of the zip: a wheel rebuilt from
+    the same source has the same digest even where the archive's timestamps differ."""
+    h = hashlib.sha256()
+    with zipfile.ZipFile(path) as zf:
+        for name in sorted(zf.namelist()):
+            h.update(name.encode() + b"\0" + hashlib.sha256(zf.read(name)).digest())
     return h.hexdigest()
 
 
@@ -252,7 +264,7 @@ def build_image(image: DebianImage) -> Path:
             "debian_key": image.debian_key(),
             "key": image.key(),
             "debian_packages": json.loads((base / "packages.json").read_text()),
-            "wheels": {w.name: sha256_file(w) for w in sorted(wheels, key=lambda w: w.name)},
+            "wheels": {w.name: wheel_digest(w) for w in sorted(wheels, key=lambda w: w.name)},
             "metalflow_version": _wheel_version(wheels, "metalflow"),
         }
         shutil.rmtree(out / "wheels", ignore_errors=True)

@@ -88,7 +88,7 @@ MODULES = (
     "mpt3sas",
     "sd_mod",
     "sr_mod",
-    "iso9660",
+    "isofs",
     "vfat",
     "nls_cp437",
     "nls_iso8859_1",
@@ -182,6 +182,7 @@ def build_ramdisk(kernel_root: Path) -> Path:
         shutil.copy2(RAMDISK_DIR / "cmdline.sh", root / "lib" / "metalflow" / "cmdline.sh")
         (root / "etc" / "udhcpc").mkdir(parents=True, exist_ok=True)
         shutil.copy2(RAMDISK_DIR / "udhcpc.script", root / "etc" / "udhcpc" / "default.script")
+        (root / "etc" / "udhcpc" / "default.script").chmod(0o755)
         launcher = root / "usr" / "local" / "bin" / "metalflow"
         launcher.write_text('#!/bin/sh\nPYTHONPATH=/opt/ramdisk-root exec python3 -m metalflow "$@"\n')
         launcher.chmod(0o755)
@@ -206,7 +207,7 @@ def build_ramdisk(kernel_root: Path) -> Path:
         )
         shutil.copy2(next(kernel_root.glob("boot/vmlinuz-*")), out / "vmlinuz")
         cpio = subprocess.run(
-            "find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet | zstd -q -T0 -15 -o ../initrd.img",
+            "find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet | zstd -q -T0 -6 -o ../initrd.img",
             shell=True,
             cwd=root,
             capture_output=True,
