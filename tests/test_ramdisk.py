@@ -61,6 +61,34 @@ def test_test_ramdisk_builds_and_its_init_parses_the_ipxe_kernel_args(tmp_path: 
         text=True,
     ).stdout.strip()
     assert parsed == "metal3.worker-0|192.0.2.1:7233|metal|0|host-metal3.worker-0|52:54:00:12:34:56"
+    # with TLS: the CA's URL and the server name reach the init's variables
+    tls_settings = settings.model_copy(
+        update={
+            "agent_temporal_tls": True,
+            "agent_temporal_tls_ca_url": "http://192.0.2.1:8088/ca.pem",
+            "agent_temporal_tls_server_name": "temporal.metal.example",
+        }
+    )
+    script = ipxe.script(
+        HostRef(namespace="metal3", name="worker-0"), "52:54:00:12:34:56", BootPurpose.DEPLOY, tls_settings
+    )
+    kernel_line = next(line for line in script.splitlines() if line.startswith("kernel "))
+    parsed = subprocess.run(
+        [
+            "busybox",
+            "sh",
+            "-c",
+            '. ./lib/metalflow/cmdline.sh && parse_cmdline "$1" && '
+            'echo "$MF_TLS|$MF_TLS_CA|$MF_TLS_SERVER_NAME"',
+            "sh",
+            kernel_line.split(" ", 2)[2].split(" || ")[0],
+        ],
+        cwd=unpacked,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert parsed == "1|http://192.0.2.1:8088/ca.pem|temporal.metal.example"
     missing = subprocess.run(
         ["busybox", "sh", "-c", '. ./lib/metalflow/cmdline.sh && parse_cmdline "quiet"'],
         cwd=unpacked,

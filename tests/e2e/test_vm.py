@@ -35,11 +35,13 @@ from testbed.vm import (
     ConsoleClock,
     Domain,
     VMTestBed,
+    ramdisk_boot_budget,
     virsh,
 )
 from worker.control import build_worker
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+BUDGET = ramdisk_boot_budget() + 60  # seconds to provisioned
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET + 120)]
 G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
 KERNEL_START, AGENT_POLLING, OS_BOOTED = "Linux version", " polling host-", ": booted from the written disk"
 
@@ -202,13 +204,13 @@ async def provision_with_cli(
     path = tmp_path / "hosts.yaml"
     path.write_text(yaml.safe_dump_all(host_docs(tb, dom, ns, image, marker, tb.redfish_address(dom))))
     started = time.monotonic()
-    argv = [sys.executable, "-m", "metalflow", "provision", str(path), "--wait", "--timeout", "300"]
+    argv = [sys.executable, "-m", "metalflow", "provision", str(path), "--wait", "--timeout", str(BUDGET)]
     done = await asyncio.to_thread(
         subprocess.run,
         [*argv, "--secrets-dir", str(tmp_path / "secrets")],
         capture_output=True,
         text=True,
-        timeout=330,
+        timeout=BUDGET + 30,
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nconsole:\n{dom.console()[-3000:]}"
@@ -239,9 +241,9 @@ async def provision_with_bmh(
             raise AssertionError(f"{status}\nconsole:\n{dom.console()[-3000:]}")
         return obj if status.get("provisioning", {}).get("state") == "provisioned" else None
 
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + BUDGET
     while (obj := await asyncio.to_thread(provisioned)) is None:
-        assert time.monotonic() < deadline, f"not provisioned in 300s:\n{dom.console()[-3000:]}"
+        assert time.monotonic() < deadline, f"not provisioned in {BUDGET}s:\n{dom.console()[-3000:]}"
         await asyncio.sleep(1)
     elapsed = time.monotonic() - started
     await wait_console(dom, f"{marker}: booted from the written disk", 120)
