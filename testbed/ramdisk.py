@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from testbed.cache import ensure_artefact
+from testbed.cache import cache_root, ensure_artefact
 from testbed.debian_image import (
     REPO,
     DebianImage,
@@ -254,9 +254,28 @@ def build_ramdisk(kernel_root: Path) -> Path:
         (out / "build.json").write_text(json.dumps({"seconds": round(time.monotonic() - started, 1)}))
 
     try:
-        return ensure_artefact("ramdisk", key, build)
+        built = ensure_artefact("ramdisk", key, build)
     finally:
         shutil.rmtree(wheel_dir, ignore_errors=True)
+    for name in ("ramdisk", image.name):  # every commit is a new key: keep the newest few only
+        prune_cache(name, keep=KEEP_BUILDS)
+    return built
+
+
+KEEP_BUILDS = 3
+
+
+def prune_cache(name: str, keep: int) -> None:
+    """Delete all but the `keep` newest finished entries of cache artefact NAME (a ramdisk and
+    its image are hundreds of MiB, and the checkout's wheel changes their key at every commit)."""
+    parent = cache_root() / name
+    entries = sorted(
+        (p for p in parent.glob("*") if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _depmod(root: Path, version: str) -> None:

@@ -95,3 +95,19 @@ def test_test_ramdisk_builds_and_its_init_parses_the_ipxe_kernel_args(tmp_path: 
         capture_output=True,
     )
     assert missing.returncode != 0, "no agent settings: init must not start an agent"
+
+
+def test_old_ramdisk_builds_are_pruned_newest_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit is a new ramdisk key (the checkout's wheel): only the newest few stay cached,
+    and a build in progress (a dot directory) is never touched."""
+    import os
+
+    from testbed.ramdisk import prune_cache
+
+    monkeypatch.setenv("METALFLOW_CACHE", str(tmp_path))
+    for age, key in enumerate(("newest", "middle", "oldest", "ancient")):
+        (tmp_path / "ramdisk" / key).mkdir(parents=True)
+        os.utime(tmp_path / "ramdisk" / key, (1_700_000_000 - age * 60, 1_700_000_000 - age * 60))
+    (tmp_path / "ramdisk" / ".building.x").mkdir()
+    prune_cache("ramdisk", keep=2)
+    assert sorted(p.name for p in (tmp_path / "ramdisk").iterdir()) == [".building.x", "middle", "newest"]
