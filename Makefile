@@ -43,7 +43,7 @@ bench: install system-deps kube-binaries  # prints figures; never part of make t
 # Its kernel is kept in the build cache, ${METALFLOW_CACHE:-~/.cache/metalflow} (testbed/cache.py).
 e2e: install system-deps kube-binaries
 	scripts/e2e-deps.sh $(VENV)
-	$(BIN)/pytest -q -rs -m e2e tests/e2e
+	$(BIN)/pytest -q -rsP -m e2e tests/e2e  # -P: the per-VM figures the e2e prints
 
 # The production-shaped engine (README: "Running in production"): temporal-server built from its Go
 # module (scripts/build-temporal.sh, cached in ${METALFLOW_CACHE:-~/.cache/metalflow}) on Debian's

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build the metalflow deploy ramdisk (initramfs) from Debian packages.
 #   ramdisk/build.sh --test OUT      small busybox ramdisk (init + parser, no agent): what CI builds
-#   ramdisk/build.sh --full OUT      Debian bookworm minbase + python3 + the metalflow wheel + kernel
 #   ramdisk/build.sh --vm OUT KROOT  busybox + virtio/9p modules from an extracted Debian kernel
-#                                    (KROOT = dpkg -x of linux-image-*): the e2e test bed's ramdisk,
+#                                    (KROOT = dpkg -x of linux-image-*): the developer fast loop,
 #                                    whose agent runs from the host's Python shared read-only over 9p
-# OUT receives initrd.img (and vmlinuz with --full). Copy both into the boot server's directory.
+#                                    (METALFLOW_E2E_RAMDISK=9p-dev; never what `make e2e` boots)
+# The self-contained ramdisk a server boots: `python -m testbed.ramdisk --out DIR` (README.md).
 set -euo pipefail
-mode=${1:?--test or --full}; out=${2:?output directory}
+mode=${1:?--test or --vm}; out=${2:?output directory}
 here=$(cd "$(dirname "$0")" && pwd); repo=$(dirname "$here")
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 root=$(mktemp -d); trap 'rm -rf "$root"' EXIT
@@ -20,7 +20,8 @@ copy_exec() {  # a binary and the shared libraries it needs, as initramfs-tools 
 busybox_root() {
     copy_exec "$(command -v busybox)"
     mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/dev" "$root/lib/metalflow"
-    for applet in sh mount cat tr echo ip udhcpc modprobe insmod sleep mkdir ln chroot poweroff cut date; do
+    for applet in sh mount cat tr echo ip udhcpc modprobe insmod sleep mkdir ln chroot poweroff cut date \
+                  seq grep awk readlink kill sort cp sed; do
         ln -sf "$(command -v busybox)" "$root/bin/$applet"
     done
     install -D -m 0755 "$here/udhcpc.script" "$root/etc/udhcpc/default.script"
@@ -44,16 +45,6 @@ case "$mode" in
         cp "$ko" "$root/lib/modules/metalflow/"
         echo "$m" >> "$root/lib/modules/metalflow/order"
     done
-    ;;
---full)
-    command -v debootstrap >/dev/null || { echo "install debootstrap first" >&2; exit 1; }
-    debootstrap --variant=minbase --include=python3,python3-venv,iproute2,udhcpc,kmod,linux-image-amd64,qemu-utils,gdisk \
-        bookworm "$root"
-    (cd "$repo" && python3 -m pip wheel --no-deps -q -w "$root/tmp/wheel" .)
-    chroot "$root" sh -c 'python3 -m venv /opt/metalflow && /opt/metalflow/bin/pip install -q /tmp/wheel/*.whl \
-        && ln -s /opt/metalflow/bin/metalflow /usr/local/bin/metalflow && rm -rf /tmp/wheel'
-    cp "$root"/boot/vmlinuz-* "$out/vmlinuz"
-    mkdir -p "$root/lib/metalflow"
     ;;
 *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac

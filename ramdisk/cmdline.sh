@@ -7,6 +7,8 @@ parse_cmdline() {
             metalflow.temporal=*) MF_TEMPORAL=${arg#*=} ;;
             metalflow.namespace=*) MF_NAMESPACE=${arg#*=} ;;
             metalflow.tls=*) MF_TLS=${arg#*=} ;;
+            metalflow.tls_ca=*) MF_TLS_CA=${arg#*=} ;;   # http(s) URL or a path on the boot medium
+            metalflow.tls_server_name=*) MF_TLS_SERVER_NAME=${arg#*=} ;;
             metalflow.task_queue=*) MF_TASK_QUEUE=${arg#*=} ;;
             metalflow.9p=*) MF_9P=${arg#*=} ;;   # tag:/path,... (test bed: agent code over 9p)
             metalflow.agent=*) MF_AGENT=${arg#*=} ;;

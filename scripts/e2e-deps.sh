@@ -15,7 +15,8 @@ need=(libvirt-daemon:libvirtd libvirt-daemon-driver-qemu:/usr/lib/x86_64-linux-g
       libvirt-clients:virsh libvirt-dev:/usr/include/libvirt/libvirt.h pkg-config:pkg-config gcc:gcc
       qemu-system-x86:qemu-system-x86_64 ipxe-qemu:/usr/lib/ipxe/qemu/pxe-virtio.rom
       syslinux:syslinux syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32 mtools:mcopy
-      dosfstools:mkfs.fat busybox:busybox dnsmasq-base:dnsmasq iproute2:ip)
+      dosfstools:mkfs.fat busybox:busybox dnsmasq-base:dnsmasq iproute2:ip
+      mmdebstrap:mmdebstrap zstd:zstd cpio:cpio)  # the last three: the self-contained deploy ramdisk
 missing=()
 for pair in "${need[@]}"; do
     pkg=${pair%%:*}; what=${pair#*:}
@@ -49,3 +50,7 @@ id libvirt-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /us
 # the build cache outside the clone (testbed/cache.py), keyed by the kernel package's version.
 kernel=$("$venv/bin/python" -m testbed.kernel)
 echo "e2e: kernel in $kernel"
+
+# The self-contained deploy ramdisk the VMs boot (testbed/ramdisk.py): mmdebstrap + the agent's
+# wheels + that kernel's modules, in the build cache keyed by its inputs (minutes cold, seconds warm).
+"$venv/bin/python" -m testbed.ramdisk

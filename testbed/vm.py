@@ -3,9 +3,10 @@
 A network namespace holds a bridge, dnsmasq and libvirtd (so the VM's tap is created inside
 it); a forwarder makes the Temporal dev server and the boot server on this host's loopback
 reachable at the namespace's own address. Nothing is sent outside loopback and the namespace.
-The deploy ramdisk is a busybox initramfs with Debian's virtio/9p modules; the agent's Python
-and code come read-only from this host over virtio-9p (the test bed's way of shipping the
-agent: PXE, iPXE, kernel and initrd are the real boot path).
+The VM boots the self-contained deploy ramdisk (testbed/ramdisk.py: Debian's kernel and modules,
+the agent and its Python inside) over PXE; nothing is mounted from this host. The older busybox
+ramdisk whose agent's Python and code come read-only from this host over virtio-9p survives as a
+developer loop only (METALFLOW_E2E_RAMDISK=9p, refused under CI: never what `make e2e` boots).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +34,22 @@ NET_PREFIX = 24
 NET6_ADDRESS = "fd00:6d66::1"
 REPO = Path(__file__).resolve().parents[1]  # the checkout: testbed/ is never installed
 RAMDISK_BUILD = REPO / "ramdisk" / "build.sh"
+DEV_LOOP = "9p"  # METALFLOW_E2E_RAMDISK value for the 9p developer loop
+SELF_CONTAINED_KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8"
+
+
+def dev_loop_ramdisk() -> bool:
+    """The 9p developer loop asked for (refused under CI: `make e2e` boots the real ramdisk)."""
+    asked = os.environ.get("METALFLOW_E2E_RAMDISK") == DEV_LOOP
+    if asked and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise VMTestBedUnavailable("METALFLOW_E2E_RAMDISK=9p is a developer loop; CI boots the real ramdisk")
+    return asked
+
+
+def ramdisk_boot_budget() -> int:
+    """Seconds from power-on to the agent polling that the e2e allows (schedule-to-start): two TCG
+    VMs on this loaded machine took 195-211 s with either ramdisk."""
+    return 600
 
 
 class VMTestBedUnavailable(RuntimeError):
@@ -43,11 +62,14 @@ def missing_requirements(kernel_root: Path | None) -> list[str]:
     missing = []
     if os.geteuid() != 0:
         missing.append("root (network namespaces, libvirtd)")
-    if not Path("/lib").is_symlink():
-        missing.append("a merged-/usr host (the ramdisk mounts /usr and links /lib to it)")
+    dev_loop = dev_loop_ramdisk()
+    if dev_loop and not Path("/lib").is_symlink():
+        missing.append("a merged-/usr host (the 9p ramdisk mounts /usr and links /lib to it)")
     if not Path("/dev/net/tun").exists():
         missing.append("/dev/net/tun")
-    for tool in ("libvirtd", "virsh", "qemu-system-x86_64", "dnsmasq", "ip", "busybox", "syslinux", "mcopy"):
+    tools = ["libvirtd", "virsh", "qemu-system-x86_64", "dnsmasq", "ip", "syslinux", "mcopy"]
+    tools += ["busybox"] if dev_loop else ["mmdebstrap", "zstd", "cpio"]  # the ramdisk's build
+    for tool in tools:
         if not (shutil.which(tool) or Path("/usr/sbin", tool).exists()):
             missing.append(tool)
     if kernel_root is None or not list(kernel_root.glob("boot/vmlinuz-*")):
@@ -153,7 +175,7 @@ class Domain:
     console_log: Path
     shares: list[Share]
     bridge: str
-    memory_mib: int = 1024
+    memory_mib: int = 1024  # the self-contained ramdisk lives in RAM (about 280 MiB unpacked)
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def xml(self, kvm: bool) -> str:
@@ -204,14 +226,49 @@ class Domain:
         return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
 
 
-def build_deploy_ramdisk(kernel_root: Path, boot_dir: Path) -> None:
-    """vmlinuz + initrd.img into the boot server's directory (ramdisk/build.sh --vm)."""
+def build_deploy_ramdisk(kernel_root: Path, boot_dir: Path) -> Path | None:
+    """vmlinuz + initrd.img into the boot server's directory: the self-contained ramdisk (built
+    or taken from the cache; its directory is returned), or the 9p developer loop's."""
+    if not dev_loop_ramdisk():
+        from testbed.ramdisk import build_ramdisk, install_into
+
+        ramdisk = build_ramdisk(kernel_root)
+        install_into(ramdisk, boot_dir)
+        return ramdisk
     subprocess.run(
         ["bash", str(RAMDISK_BUILD), "--vm", str(boot_dir), str(kernel_root)],
         check=True,
         capture_output=True,
         timeout=120,
     )
+    return None
+
+
+class ConsoleClock:
+    """When each text first appeared on each domain's serial console (wall-clock seconds): a
+    thread reads the console logs while the test runs."""
+
+    def __init__(self, domains: list[Domain], texts: list[str]) -> None:
+        self.domains, self.texts = domains, texts
+        self.seen: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            for dom in self.domains:
+                console = dom.console()
+                for text in self.texts:
+                    if (dom.name, text) not in self.seen and text in console:
+                        self.seen[(dom.name, text)] = time.time()
+
+    def __enter__(self) -> ConsoleClock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _alive_and(proc: Process, condition: Callable[[], bool]) -> bool:
@@ -241,6 +298,7 @@ class VMTestBed:
     domains: list[Domain] = field(default_factory=list)
     procs: list[Process] = field(default_factory=list)
     sushy_port: int = 0
+    ramdisk: Path | None = None  # the self-contained ramdisk's cache directory (None: 9p loop)
 
     @property
     def accel(self) -> str:
@@ -300,7 +358,7 @@ class VMTestBed:
             disk=self.workdir / "disks" / f"{name}.img",
             disk_bytes=disk_bytes,
             console_log=self.workdir / "console" / f"{name}.log",
-            shares=agent_shares(),
+            shares=agent_shares() if dev_loop_ramdisk() else [],
             bridge=self.ns.bridge,
         )
         self.domains.append(dom)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
@@ -27,10 +27,30 @@ def agent_config_from_args(host_id: str, config_file: Path | None) -> AgentConfi
     return AgentConfig(host_id=host_id)
 
 
-async def run_agent(config: AgentConfig, temporal_address: str, namespace: str = "default") -> None:
+def agent_tls(enabled: bool, ca_file: Path | None, server_name: str | None) -> TLSConfig | bool:
+    """The agent's TLS to the Temporal frontend: off, on with the system CAs, or pinned to a CA
+    file and/or a server name (from the ramdisk's kernel command line)."""
+    if not (enabled or ca_file or server_name):
+        return False
+    ca = None
+    if ca_file is not None:
+        try:
+            ca = ca_file.read_bytes()
+        except OSError as err:
+            raise ValueError(
+                f"--tls-ca {ca_file}: cannot read the CA certificate ({err.strerror}); give a PEM file"
+            ) from None
+        if b"-----BEGIN CERTIFICATE-----" not in ca:
+            raise ValueError(f"--tls-ca {ca_file}: not a PEM certificate; give the CA's PEM file")
+    return TLSConfig(server_root_ca_cert=ca, domain=server_name or None)
+
+
+async def run_agent(
+    config: AgentConfig, temporal_address: str, namespace: str = "default", tls: TLSConfig | bool = False
+) -> None:
     """Serve in-band work for one host until cancelled."""
     client = await Client.connect(
-        temporal_address, namespace=namespace, data_converter=pydantic_data_converter
+        temporal_address, namespace=namespace, data_converter=pydantic_data_converter, tls=tls
     )
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"agent-{config.host_id}") as executor:
         worker = Worker(

@@ -31,6 +31,8 @@ def script(
         temporal=settings.agent_temporal_address or settings.temporal_address,
         namespace=settings.temporal_namespace,
         tls=settings.agent_temporal_tls,
+        tls_ca=settings.agent_temporal_tls_ca_url if settings.agent_temporal_tls else "",
+        tls_server_name=settings.agent_temporal_tls_server_name if settings.agent_temporal_tls else "",
         task_queue=ref.agent_task_queue,
     )
 

@@ -244,10 +244,11 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agent import agent_config_from_args, run_agent
+    from worker.agent import agent_config_from_args, agent_tls, run_agent
 
     config = agent_config_from_args(args.host_id, Path(args.config) if args.config else None)
-    await run_agent(config, args.temporal or settings.temporal_address, args.temporal_namespace)
+    tls = agent_tls(args.tls, Path(args.tls_ca) if args.tls_ca else None, args.tls_server_name)
+    await run_agent(config, args.temporal or settings.temporal_address, args.temporal_namespace, tls)
     return 0
 
 
@@ -404,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--temporal", help="Temporal frontend address host:port")
     sp.add_argument("--temporal-namespace", default="default")
     sp.add_argument("--config", help="agent config YAML (emulated disks/NICs)")
+    sp.add_argument("--tls", action="store_true", help="TLS to the Temporal frontend")
+    sp.add_argument(
+        "--tls-ca", help="PEM CA certificate the frontend's certificate must chain to (implies --tls)"
+    )
+    sp.add_argument("--tls-server-name", help="name to check the frontend's certificate for (implies --tls)")
     sp.set_defaults(run=cmd_agent)
 
     sp = sub.add_parser("boot-server", help="serve iPXE scripts, kernel, ramdisk and images")

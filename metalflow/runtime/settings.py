@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         default=None, description="Temporal address as the ramdisk reaches it; default temporal_address"
     )
     agent_temporal_tls: bool = False
+    agent_temporal_tls_ca_url: str = Field(
+        default="", description="Where the ramdisk fetches the Temporal frontend's CA certificate (public)"
+    )
+    agent_temporal_tls_server_name: str = Field(
+        default="", description="The name the ramdisk checks the frontend's certificate for"
+    )
     kernel_name: str = "vmlinuz"
     initrd_name: str = "initrd.img"
     kernel_args: str = "console=ttyS0,115200n8"
