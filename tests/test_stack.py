@@ -321,15 +321,17 @@ async def test_worker_cut_off_past_the_heartbeat_timeout_power_on_retried_elsewh
             async def retried_by_b() -> bool:
                 histories = await step_histories(w.client, host.ref.workflow_id)
                 inspect = [wid for wid in histories if wid.endswith("-InspectHost")]
+                # attempt 2, or a later one: a poll A had open at the server before the cut can
+                # still be handed attempt 2, which then times out unseen (seen on a quiet machine)
                 if any(
-                    att == 2 and ident.startswith(f"{b.pid}@")
+                    att >= 2 and ident.startswith(f"{b.pid}@")
                     for att, ident in started_by(histories[inspect[0]], "bmc.power")
                 ):
                     return True  # done already
                 desc = (await w.client.get_workflow_handle(inspect[0]).describe()).raw_description
                 return any(
                     p.activity_type.name == "bmc.power"
-                    and p.attempt == 2
+                    and p.attempt >= 2
                     and p.last_worker_identity.startswith(f"{b.pid}@")
                     for p in desc.pending_activities
                 )
@@ -344,9 +346,9 @@ async def test_worker_cut_off_past_the_heartbeat_timeout_power_on_retried_elsewh
         assert_provisioned_once(runs, dc, 0)
         [inspect] = [e for wid, e in histories.items() if wid.endswith("-InspectHost")]
         power = [r for r in runs if r.name == "bmc.power" and r.workflow_id.endswith("InspectHost")]
-        assert (power[0].attempt, power[0].outcome) == (2, "completed"), power
+        assert power[0].attempt >= 2 and power[0].outcome == "completed", power
         powers = started_by(inspect, "bmc.power")
-        assert powers[0][0] == 2 and powers[0][1].startswith(f"{b.pid}@"), powers
+        assert powers[0][0] >= 2 and powers[0][1].startswith(f"{b.pid}@"), powers
         # one completion recorded for it, B's: A's late one was refused by the server
         scheduled = {
             e.event_id
