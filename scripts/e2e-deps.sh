@@ -30,16 +30,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     timeout 300 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# libvirt as the test bed runs it: QEMU as root, no security driver (no AppArmor/SELinux here).
-conf=/etc/libvirt/qemu.conf
-if [ ! -e "$conf" ] || grep -q '^# metalflow e2e' "$conf"; then
-    mkdir -p /etc/libvirt
-    printf '%s\n' '# metalflow e2e: QEMU runs as root without a security driver (test bed only)' \
-        'user = "root"' 'group = "root"' 'security_driver = "none"' 'dynamic_ownership = 0' \
-        'remember_owner = 0' 'stdio_handler = "file"' > "$conf"
-else
-    echo "e2e: $conf exists and is not ours; leaving it (QEMU must run as root, security_driver none)" >&2
-fi
+# libvirt: each test bed runs its own libvirtd over its own /etc/libvirt (testbed/vm.py QEMU_CONF:
+# QEMU as root, no security driver, no cgroups); this machine's libvirt configuration is not touched.
 id libvirt-qemu >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
 
 # Python side: libvirt bindings (sushy-emulator's libvirt driver, virtualbmc).

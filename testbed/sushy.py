@@ -92,7 +92,7 @@ def start_sushy(
 
 
 def start_sushy_libvirt(
-    workdir: Path, username: str, password: str, uri: str = "qemu:///system", port: int | None = None
+    workdir: Path, username: str, password: str, uri: str, port: int | None = None
 ) -> SushyEmulator:
     """The emulator's libvirt driver: every libvirt domain is a Redfish System (the e2e test bed).
     SUSHY_EMULATOR_ALLOWED_INSTANCES stays unset: the test bed's libvirtd holds only its own VMs.

@@ -1,6 +1,6 @@
 """virtualbmc for one libvirt domain: the test bed's IPMI BMC.
 
-    METALFLOW_VBMC_PASSWORD=... python -m testbed.vbmc DOMAIN USERNAME PORT
+    METALFLOW_VBMC_PASSWORD=... python -m testbed.vbmc DOMAIN USERNAME PORT LIBVIRT_URI
 
 One process per domain, without vbmcd's config directory and ZeroMQ control socket; the
 password comes from the environment, never the command line. A reset is a cold restart, as on
@@ -17,7 +17,7 @@ from pathlib import Path
 from testbed.processes import Process, free_port
 
 
-def main(domain: str, username: str, port: int) -> None:
+def main(domain: str, username: str, port: int, uri: str) -> None:
     import libvirt
     from virtualbmc import utils
     from virtualbmc.vbmc import VirtualBMC
@@ -34,18 +34,16 @@ def main(domain: str, username: str, port: int) -> None:
                     return 0xC0  # node busy: the client retries
             return None
 
-    bmc = ColdResetBMC(
-        username, os.environ["METALFLOW_VBMC_PASSWORD"], port, "127.0.0.1", domain, "qemu:///system"
-    )
+    bmc = ColdResetBMC(username, os.environ["METALFLOW_VBMC_PASSWORD"], port, "127.0.0.1", domain, uri)
     print(f"virtualbmc for {domain} on 127.0.0.1:{port}", flush=True)
     bmc.listen(timeout=30)
 
 
-def start_vbmc(workdir: Path, domain: str, username: str, password: str) -> tuple[Process, int]:
+def start_vbmc(workdir: Path, domain: str, username: str, password: str, uri: str) -> tuple[Process, int]:
     port = free_port()
     proc = Process(
         f"virtualbmc {domain}",
-        [sys.executable, "-m", "testbed.vbmc", domain, username, str(port)],
+        [sys.executable, "-m", "testbed.vbmc", domain, username, str(port), uri],
         workdir / f"vbmc-{domain}.log",
         env={"METALFLOW_VBMC_PASSWORD": password},
     )
@@ -53,4 +51,4 @@ def start_vbmc(workdir: Path, domain: str, username: str, password: str) -> tupl
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])

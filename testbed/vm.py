@@ -1,8 +1,12 @@
 """The QEMU test bed: one VM as the bare-metal server ("metal3-dev-env on one laptop").
 
 A network namespace holds a bridge, dnsmasq and libvirtd (so the VM's tap is created inside
-it); a forwarder makes the Temporal dev server and the boot server on this host's loopback
-reachable at the namespace's own address. Nothing is sent outside loopback and the namespace.
+it). That libvirtd also has a private mount namespace in which /etc/libvirt, /run/libvirt,
+/var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt are directories of this test bed: its
+configuration, domains, sockets and logs are its own, several test beds run side by side, and
+nothing of this machine's libvirt is read or left behind. A forwarder makes the Temporal dev
+server and the boot server on this host's loopback reachable at the namespace's own address.
+Nothing is sent outside loopback and the namespace.
 The VM boots the self-contained deploy ramdisk (testbed/ramdisk.py: Debian's kernel and modules,
 the agent and its Python inside) over PXE; nothing is mounted from this host. The older busybox
 ramdisk whose agent's Python and code come read-only from this host over virtio-9p survives as a
@@ -28,7 +32,26 @@ from xml.sax.saxutils import escape
 
 from testbed.processes import Process, wait_for
 
-LIBVIRT_URI = "qemu:///system"
+# libvirt's system-mode directories, each bound to one of the test bed's inside libvirtd's namespace
+LIBVIRT_DIRS = {
+    "etc": "/etc/libvirt",
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "log": "/var/log/libvirt",
+    "cache": "/var/cache/libvirt",
+}
+LIBVIRT_ROOT = Path("/run/metalflow-libvirt")  # short: a unix socket path holds 107 bytes at most
+# QEMU as root without a security driver or cgroups (no AppArmor/SELinux/systemd here; cgroups are
+# machine-wide, so two test beds' "qemu-1-vm" would collide); console and logs go to files.
+QEMU_CONF = """# the metalflow test bed's own libvirt (testbed/vm.py)
+user = "root"
+group = "root"
+security_driver = "none"
+dynamic_ownership = 0
+remember_owner = 0
+stdio_handler = "file"
+cgroup_controllers = [ ]
+"""
 NET_ADDRESS = "192.0.2.1"  # TEST-NET-1, only ever inside the namespace this test bed creates
 NET_PREFIX = 24
 NET6_ADDRESS = "fd00:6d66::1"
@@ -120,19 +143,36 @@ class Namespace:
         return ["ip", "netns", "exec", self.name, *argv]
 
 
-def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return _run("virsh", "-q", "-c", LIBVIRT_URI, *args, check=check)
+def virsh(uri: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return _run("virsh", "-q", "-c", uri, *args, check=check)
+
+
+def libvirt_root(ns: Namespace) -> Path:
+    return LIBVIRT_ROOT / ns.name
+
+
+def libvirt_uri(ns: Namespace) -> str:
+    """The test bed's libvirtd, reached through its own socket (not this machine's)."""
+    return f"qemu:///system?socket={libvirt_root(ns) / 'run' / 'libvirt-sock'}"
 
 
 def start_libvirtd(ns: Namespace, workdir: Path) -> Process:
-    """libvirtd inside the namespace, so QEMU and its tap devices are there too."""
-    if _run("virsh", "-c", LIBVIRT_URI, "version", check=False).returncode == 0:
-        raise VMTestBedUnavailable("a libvirtd is already running here; the test bed runs its own")
-    proc = Process("libvirtd", ns.exec_argv("libvirtd"), workdir / "libvirtd.log")
+    """libvirtd inside the network namespace, so QEMU and its tap devices are there too, and in a
+    private mount namespace over the test bed's own libvirt directories (LIBVIRT_DIRS)."""
+    root = libvirt_root(ns)
+    binds = []
+    for sub, target in LIBVIRT_DIRS.items():
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        binds.append(f"mkdir -p {target} && mount --bind {root / sub} {target}")
+    (root / "etc" / "qemu.conf").write_text(QEMU_CONF)
+    script = " && ".join([*binds, "exec libvirtd --pid-file /run/libvirt/libvirtd.pid"])
+    argv = ns.exec_argv("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+    proc = Process("libvirtd", argv, workdir / "libvirtd.log")
+    uri = libvirt_uri(ns)
 
     def up() -> bool:
         proc.check_alive()
-        return _run("virsh", "-c", LIBVIRT_URI, "version", check=False).returncode == 0
+        return _run("virsh", "-c", uri, "version", check=False).returncode == 0
 
     try:
         wait_for(up, 60, "libvirtd", interval=0.3)
@@ -175,6 +215,7 @@ class Domain:
     console_log: Path
     shares: list[Share]
     bridge: str
+    libvirt_uri: str
     memory_mib: int = 1024  # the self-contained ramdisk lives in RAM (about 280 MiB unpacked)
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -215,12 +256,15 @@ class Domain:
         with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
             f.write(self.xml(kvm))
             f.flush()
-            virsh("define", f.name)
+            self.virsh("define", f.name)
+
+    def virsh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """virsh against the test bed's libvirtd, which holds this domain."""
+        return virsh(self.libvirt_uri, *args, check=check)
 
     def undefine(self) -> None:
-        virsh("destroy", self.name, check=False)
-        virsh("undefine", self.name, check=False)
-        Path(f"/var/log/libvirt/qemu/{self.name}.log").unlink(missing_ok=True)
+        self.virsh("destroy", self.name, check=False)
+        self.virsh("undefine", "--nvram", self.name, check=False)
 
     def console(self) -> str:
         return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
@@ -344,7 +388,9 @@ class VMTestBed:
             wait_for(
                 lambda: _alive_and(fwd, lambda: "forwarding" in fwd.log_path.read_text()), 20, "forwarder"
             )
-            sushy = start_sushy_libvirt(self.workdir / "sushy", "admin", self.password)
+            sushy = start_sushy_libvirt(
+                self.workdir / "sushy", "admin", self.password, uri=libvirt_uri(self.ns)
+            )
             self.procs.append(sushy.process)
             self.sushy_port = sushy.port
         except BaseException:
@@ -360,6 +406,7 @@ class VMTestBed:
             console_log=self.workdir / "console" / f"{name}.log",
             shares=agent_shares() if dev_loop_ramdisk() else [],
             bridge=self.ns.bridge,
+            libvirt_uri=libvirt_uri(self.ns),
         )
         self.domains.append(dom)
         dom.define(self.kvm)
@@ -369,7 +416,7 @@ class VMTestBed:
         """Start virtualbmc for `dom` (same credentials as the Redfish BMC); its IPMI address."""
         from testbed.vbmc import start_vbmc
 
-        proc, port = start_vbmc(self.workdir, dom.name, "admin", self.password)
+        proc, port = start_vbmc(self.workdir, dom.name, "admin", self.password, libvirt_uri(self.ns))
         self.procs.append(proc)
         wait_for(lambda: _alive_and(proc, lambda: "virtualbmc for" in proc.log_path.read_text()), 30, "vbmc")
         return f"ipmi://127.0.0.1:{port}"
@@ -381,17 +428,13 @@ class VMTestBed:
         """What of this test bed is still on the machine after `stop()` (empty when clean)."""
         left = [f"network namespace {self.ns.name}"] if Path(f"/run/netns/{self.ns.name}").exists() else []
         left += [f"{p.name} (pid {p.pid})" for p in self.procs if p.alive()]
-        for dom in self.domains:
-            for path in (
-                Path(f"/etc/libvirt/qemu/{dom.name}.xml"),
-                Path(f"/var/log/libvirt/qemu/{dom.name}.log"),
-            ):
-                if path.exists():
-                    left.append(str(path))
+        if libvirt_root(self.ns).exists():
+            left.append(f"libvirt directories {libvirt_root(self.ns)}")
+        disks = [str(d.disk).encode() for d in self.domains]
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             with contextlib.suppress(OSError):
                 args = cmdline.read_bytes().split(b"\0")
-                if any(f"guest={d.name}".encode() in a for d in self.domains for a in args):
+                if any(disk in a for disk in disks for a in args):  # this test bed's QEMU, no other's
                     left.append(f"QEMU process {cmdline.parent.name}")
         return left
 
@@ -404,3 +447,4 @@ class VMTestBed:
             with contextlib.suppress(Exception):
                 proc.stop()
         self.ns.delete()
+        shutil.rmtree(libvirt_root(self.ns), ignore_errors=True)

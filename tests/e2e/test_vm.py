@@ -37,7 +37,6 @@ from testbed.vm import (
     Domain,
     VMTestBed,
     ramdisk_boot_budget,
-    virsh,
 )
 from worker.control import build_worker
 
@@ -195,7 +194,7 @@ def print_vm_timings(
 
 def boots_from_disk_only(dom: Domain) -> bool:
     """The domain's persistent definition boots /dev/vda alone (Hdd, set after deploy)."""
-    xml = ET.fromstring(virsh("dumpxml", "--inactive", dom.name).stdout)
+    xml = ET.fromstring(dom.virsh("dumpxml", "--inactive", dom.name).stdout)
     os_boot = [b.get("dev") for b in xml.findall("os/boot")]
     disk_order = [d for d in xml.findall("devices/disk") if d.find("boot") is not None]
     nic_order = [i for i in xml.findall("devices/interface") if i.find("boot") is not None]
@@ -326,9 +325,9 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
         assert (
             ran.index("agent.clean") < ran.index("agent.write_image") < ran.index("agent.write_configdrive")
         )
-        assert boots_from_disk_only(vm), virsh("dumpxml", "--inactive", vm.name).stdout
+        assert boots_from_disk_only(vm), vm.virsh("dumpxml", "--inactive", vm.name).stdout
         if tb.ramdisk is not None:  # the self-contained ramdisk: nothing from this host is mounted
-            domain_xml = ET.fromstring(virsh("dumpxml", vm.name).stdout)
+            domain_xml = ET.fromstring(vm.virsh("dumpxml", vm.name).stdout)
             assert domain_xml.findall("devices/filesystem") == [], "the VM shares a host directory"
             assert "metalflow: drivers loaded at" in vm.console() and "metalflow.9p" not in vm.console()
 
