@@ -24,6 +24,21 @@ _OPERATOR_COMMANDS = {(0x00, 0x02), (0x00, 0x08)}  # (netfn, command): chassis c
 _GET_SESSION_INFO = (0x06, 0x3D)
 
 
+def serve_forever(bmc: Any, timeout: float = 30) -> None:
+    """pyghmi's `Bmc.listen`, surviving the packets it cannot route: a retransmitted sessionless
+    request that lands on a server session raises AttributeError (`sessionless_data` exists only on
+    the server) and would end the whole BMC. Seen under load in the e2e; a real BMC drops such a
+    packet and the client retransmits, which is what carrying on here does."""
+    import traceback
+
+    while True:
+        try:
+            bmc.listen(timeout=timeout)
+        except AttributeError:
+            traceback.print_exc()
+            print("ipmi bmc: dropped a packet pyghmi could not route; still serving", flush=True)
+
+
 def _serve(port: int, username: str, password: str) -> None:
     from pyghmi.ipmi import bmc
 
@@ -75,7 +90,7 @@ def _serve(port: int, username: str, password: str) -> None:
             return self.powerstate == "on"
 
     print(f"ipmi bmc listening on 127.0.0.1:{port}", flush=True)
-    EmulatedBmc().listen()
+    serve_forever(EmulatedBmc())
 
 
 @dataclass

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from testbed.ipmi import serve_forever
 from testbed.processes import Process, free_port
 
 
@@ -36,7 +37,7 @@ def main(domain: str, username: str, port: int, uri: str) -> None:
 
     bmc = ColdResetBMC(username, os.environ["METALFLOW_VBMC_PASSWORD"], port, "127.0.0.1", domain, uri)
     print(f"virtualbmc for {domain} on 127.0.0.1:{port}", flush=True)
-    bmc.listen(timeout=30)
+    serve_forever(bmc)
 
 
 def start_vbmc(workdir: Path, domain: str, username: str, password: str, uri: str) -> tuple[Process, int]:
