@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.context import load, preamble
 from testbed.images import build_raw_image
-from testbed.processes import Process, free_port, port_open, wait_for
+from testbed.processes import boot_server, free_port
 
 WRITER = r"""
 import json, resource, sys, time
@@ -98,24 +98,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", "/var/tmp")) as tmp:
         root = Path(tmp)
         port = free_port()
-        server = Process(
-            "boot server",
-            [
-                sys.executable,
-                "-m",
-                "metalflow",
-                "boot-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--boot-dir",
-                str(root / "boot"),
-            ],
-            root / "boot-server.log",
-        )
+        server = boot_server(root / "boot", port, root / "boot-server.log")
         try:
-            wait_for(lambda: port_open("127.0.0.1", port), 30, "the boot server")
             target = root / "disk.img"
             disk_size = (args.mib + 64) << 20
             with target.open("wb") as f:

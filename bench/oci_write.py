@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.context import load, preamble
 from testbed.images import build_raw_image
-from testbed.processes import Process, free_port, port_open, wait_for
+from testbed.processes import boot_server, free_port
 from testbed.registry import Layout, push, start_registry
 
 
@@ -43,25 +42,9 @@ def main() -> None:
         from metalflow.api.models import ChecksumType, HostRef, ImageFormat, ImageSpec
         from metalflow.api.oci import OciStageRequest, write_request
 
-        server = Process(
-            "boot server",
-            [
-                sys.executable,
-                "-m",
-                "metalflow",
-                "boot-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--boot-dir",
-                str(root / "boot"),
-            ],
-            root / "boot-server.log",
-        )
+        server = boot_server(root / "boot", port, root / "boot-server.log")
         registry = start_registry(root / "registry")
         try:
-            wait_for(lambda: port_open("127.0.0.1", port), 30, "the boot server")
             img = build_raw_image(root / "boot" / "images" / "os.img", size_mib=args.mib, label="bench")
             lay = Layout(root / "layout")
             lay.tag("v1", lay.manifest([(img.path.read_bytes(), "application/octet-stream")], disktype="raw"))

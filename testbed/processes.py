@@ -78,3 +78,17 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=10)
+
+
+def boot_server(boot_dir: Path, port: int, log: Path) -> Process:
+    """`metalflow boot-server` on 127.0.0.1:PORT serving BOOT_DIR, started and waited for."""
+    import sys
+
+    argv = [sys.executable, "-m", "metalflow", "boot-server", "--host", "127.0.0.1", "--port", str(port)]
+    proc = Process("boot server", [*argv, "--boot-dir", str(boot_dir)], log)
+    try:
+        wait_for(lambda: port_open("127.0.0.1", port), 30, "the boot server")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
