@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from kubernetes import client as k8s
+
 from k8s_bridge.controller import Bridge
 from k8s_bridge.pools import ClaimController, SetController
 from metalflow.runtime import metrics
@@ -11,13 +13,18 @@ from metalflow.runtime.kube import api_client
 from metalflow.runtime.settings import Settings
 from metalflow.runtime.temporal import connect
 
+WORKERS = 16  # concurrent reconciles per controller
+CONTROLLERS = (Bridge, ClaimController, SetController)
+
+
+def bridge_api_client(settings: Settings) -> k8s.ApiClient:
+    """One client for the three controllers: a kept connection for each reconcile thread and
+    for each controller's open watch."""
+    return api_client(settings, connections=len(CONTROLLERS) * (WORKERS + 1))
+
 
 async def run_bridge(settings: Settings) -> None:
     temporal = await connect(settings, runtime=metrics.sdk_runtime(settings.sdk_metrics_address))
     metrics.serve(settings.metrics_address)
-    with api_client(settings) as api:
-        await asyncio.gather(
-            Bridge(api, temporal, settings).run(),
-            ClaimController(api, temporal, settings).run(),
-            SetController(api, temporal, settings).run(),
-        )
+    with bridge_api_client(settings) as api:
+        await asyncio.gather(*(c(api, temporal, settings, workers=WORKERS).run() for c in CONTROLLERS))

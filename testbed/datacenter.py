@@ -32,7 +32,7 @@ from metalflow.runtime.settings import Settings
 from testbed.hosts import EmulatedHost
 from testbed.images import BuiltImage, build_raw_image
 from testbed.processes import free_port
-from testbed.sushy import FakeSystem, SushyEmulator, start_sushy
+from testbed.sushy import FakeSystem, SushyEmulator, power_delay_from_env, start_sushy
 
 DISK_BYTES = 8 << 30  # sparse
 
@@ -52,6 +52,8 @@ class Datacenter:
     prefix: str = "node"
     namespace: str = "default"
     image_mib: int = 32
+    # the emulator's power delay (testbed/sushy.py): its own 1-11 s unless the environment says
+    power_delay: tuple[int, int] | None = field(default_factory=power_delay_from_env)
     sushy: SushyEmulator | None = None
     image: BuiltImage | None = None
     emulated: list[EmulatedHost] = field(default_factory=list)
@@ -89,7 +91,15 @@ class Datacenter:
         self._notify = await self._start_notify_receiver()
         notify_url = f"http://127.0.0.1:{self._notify_port}/"
         self.sushy = await asyncio.to_thread(
-            start_sushy, self.state / "sushy", self.systems, "admin", self.password, None, "full", notify_url
+            start_sushy,
+            self.state / "sushy",
+            self.systems,
+            "admin",
+            self.password,
+            None,
+            "full",
+            notify_url,
+            self.power_delay,
         )
         boot_dir = self.settings.boot_dir.resolve()
         self.image = await asyncio.to_thread(

@@ -2,10 +2,17 @@
 
 Basic auth is on (bcrypt htpasswd, as sushy-tools requires), so wrong passwords really fail.
 bcrypt runs at its lowest cost: the emulator checks the hash on every request.
+
+The fake driver applies a power change 1-11 whole seconds after it is asked for (a random
+`randint(1, 11)` added to the current whole second), on the next read. `power_delay=(lo, hi)`
+runs the same emulator with that draw made from lo..hi instead: still late, still random, only
+shorter. The suite's emulated fleets use 1..2 (METALFLOW_TESTBED_POWER_DELAY, set in
+tests/conftest.py): a host's lifecycle is a dozen power changes, each waited for.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -47,7 +54,40 @@ class SushyEmulator:
         self.process.stop()
 
 
-def _executable() -> list[str]:
+POWER_DELAY_ENV = "METALFLOW_TESTBED_POWER_DELAY"  # "LO-HI" seconds, e.g. "1-2"
+
+# sushy-emulator's own main, its fake driver drawing the power delay from argv[1]..argv[2].
+_WITH_POWER_DELAY = """import random, sys
+from sushy_tools.emulator.resources.systems import fakedriver
+from sushy_tools.emulator.main import main
+lo, hi = int(sys.argv[1]), int(sys.argv[2])
+class _Draw:
+    @staticmethod
+    def randint(a, b):
+        return random.randint(lo, hi)
+fakedriver.random = _Draw
+sys.argv = ["sushy-emulator", *sys.argv[3:]]
+sys.exit(main())
+"""
+
+
+def power_delay_from_env() -> tuple[int, int] | None:
+    """METALFLOW_TESTBED_POWER_DELAY="LO-HI" as (LO, HI); None (the emulator's 1-11 s) if unset."""
+    value = os.environ.get(POWER_DELAY_ENV, "")
+    if not value:
+        return None
+    lo, sep, hi = value.partition("-")
+    if not (sep and lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi)):
+        raise ValueError(
+            f'{POWER_DELAY_ENV}={value!r}: want "LO-HI", whole seconds 1 <= LO <= HI, e.g. "1-2"'
+        )
+    return int(lo), int(hi)
+
+
+def _executable(power_delay: tuple[int, int] | None = None) -> list[str]:
+    if power_delay is not None:
+        lo, hi = power_delay
+        return [sys.executable, "-c", _WITH_POWER_DELAY, str(lo), str(hi)]
     beside = Path(sys.executable).parent / "sushy-emulator"
     found = str(beside) if beside.exists() else shutil.which("sushy-emulator")
     if not found:
@@ -63,9 +103,11 @@ def start_sushy(
     port: int | None = None,
     feature_set: str = "full",
     notify_url: str | None = None,
+    power_delay: tuple[int, int] | None = None,
 ) -> SushyEmulator:
     """Start the emulator; with `notify_url`, every system change is PUT there as JSON
-    (sushy-tools' external notifier), so watchers see each power transition, however short."""
+    (sushy-tools' external notifier), so watchers see each power transition, however short;
+    `power_delay`: see the module doc."""
     fake = [
         {
             "uuid": s.uuid,
@@ -88,6 +130,7 @@ def start_sushy(
         username,
         password,
         port,
+        power_delay,
     )
 
 
@@ -111,7 +154,12 @@ def start_sushy_libvirt(
 
 
 def _launch(
-    workdir: Path, driver_lines: list[str], username: str, password: str, port: int | None
+    workdir: Path,
+    driver_lines: list[str],
+    username: str,
+    password: str,
+    port: int | None,
+    power_delay: tuple[int, int] | None = None,
 ) -> SushyEmulator:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -132,7 +180,7 @@ def _launch(
     )
     proc = Process(
         "sushy-emulator",
-        [*_executable(), "--config", str(config), "-i", "127.0.0.1", "-p", str(port)],
+        [*_executable(power_delay), "--config", str(config), "-i", "127.0.0.1", "-p", str(port)],
         workdir / "sushy-emulator.log",
     )
     emulator = SushyEmulator(proc, port, username, password)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -13,6 +16,9 @@ import yaml
 from fixtures.kubeapi import KubeCluster
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+
+from k8s_bridge.main import CONTROLLERS, WORKERS, bridge_api_client
+from metalflow.runtime.settings import Settings
 
 G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
 
@@ -115,3 +121,26 @@ def test_bridge_service_account_is_held_to_rbac_yaml(
         with pytest.raises(ApiException) as err:
             forbidden()
         assert err.value.status == 403, err.value.body
+
+
+def test_bridge_client_keeps_a_connection_for_each_reconcile_thread(
+    kube_cluster: KubeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`metalflow bridge`'s one client, used by every reconcile thread of its three controllers
+    at once, keeps a TLS connection for each: none is opened for one request and discarded
+    (urllib3's "Connection pool is full"), as with the client's default pool of 5 per CPU."""
+    settings = Settings(kubeconfig=kube_cluster.bridge_kubeconfig)
+    threads = len(CONTROLLERS) * WORKERS
+    start = threading.Barrier(threads)
+
+    def reconcile_like(_: int) -> bool:
+        start.wait(timeout=60)  # all requests in flight together, as in a burst of events
+        return "items" in co.list_cluster_custom_object(G, V, P)
+
+    caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
+    with bridge_api_client(settings) as api, ThreadPoolExecutor(threads) as pool:
+        co = k8s.CustomObjectsApi(api)
+        for _ in range(3):
+            assert all(pool.map(reconcile_like, range(threads)))
+    discarded = [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
+    assert not discarded, f"{len(discarded)} connections opened for one request and thrown away"

@@ -41,7 +41,8 @@ from testbed.vm import (
 from worker.control import build_worker
 
 BUDGET = ramdisk_boot_budget() + 60  # seconds to provisioned
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET + 120)]
+# vm_kernel first: without a kernel the test skips at once, before any server starts
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET + 120), pytest.mark.usefixtures("vm_kernel")]
 G, V, P = "metal3.io", "v1alpha1", "baremetalhosts"
 KERNEL_START, AGENT_POLLING, OS_BOOTED = "Linux version", " polling host-", ": booted from the written disk"
 
