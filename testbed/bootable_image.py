@@ -1,10 +1,10 @@
 """A raw disk image that really boots, for the QEMU test bed to write and then boot.
 
-GPT with one EFI System Partition (FAT) that BIOS boots through syslinux (gptmbr.bin in the MBR,
-syslinux in the partition's boot sector) and UEFI through \\EFI\\BOOT\\BOOTX64.EFI (standalone GRUB), a kernel, and a busybox
-initramfs whose /init prints a marker on the serial console: seeing the marker proves the VM
-booted the disk the agent wrote. Built without loop devices (syslinux and mtools work on the
-file), so it needs no privileges.
+GPT with one EFI System Partition (FAT): BIOS boots it through syslinux (gptmbr.bin in the MBR,
+syslinux in the partition's boot sector), UEFI through \\EFI\\BOOT\\BOOTX64.EFI (a standalone
+GRUB). Both start a kernel and a busybox initramfs whose /init prints a marker on the serial
+console: seeing the marker proves the VM booted the disk the agent wrote. Built without loop
+devices (sfdisk, syslinux and mtools work on files), so it needs no privileges.
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ def build_marker_image(path: Path, kernel: Path, marker: str, size_mib: int = 48
         (t / "grub.cfg").write_text(GRUB_CFG)
         _grub_efi(t / "BOOTX64.EFI", t / "grub.cfg")
         shutil.copy(kernel, t / "vmlinuz")
-        with path.open("wb") as f:
-            os.truncate(f.fileno(), total)
+        with path.open("wb") as new:
+            os.truncate(new.fileno(), total)
         table = (
             "label: gpt\n"
             f'start={ESP_START_SECTOR}, size={esp_sectors}, type={ESP_TYPE}, name="ESP", '
@@ -126,8 +126,8 @@ def build_marker_image(path: Path, kernel: Path, marker: str, size_mib: int = 48
         subprocess.run(
             ["sfdisk", "--quiet", str(path)], input=table, text=True, check=True, capture_output=True
         )
-        with path.open("r+b") as f:  # the MBR's boot code only: sfdisk's protective table stays
-            f.write(GPTMBR.read_bytes()[:440])
+        with path.open("r+b") as mbr:  # the MBR's boot code only: sfdisk's protective table stays
+            mbr.write(GPTMBR.read_bytes()[:440])
         esp = t / "esp.img"
         subprocess.run(
             [

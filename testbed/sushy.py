@@ -96,22 +96,31 @@ def start_sushy_libvirt(
 ) -> SushyEmulator:
     """The emulator's libvirt driver: every libvirt domain is a Redfish System (the e2e test bed).
     SUSHY_EMULATOR_ALLOWED_INSTANCES stays unset: the test bed's libvirtd holds only its own VMs.
-    Legacy boot names SeaBIOS explicitly: libvirt refuses a ROM loader without a path."""
-    loaders = {
-        "UEFI": {"x86_64": "/usr/share/OVMF/OVMF_CODE.fd"},
-        "Legacy": {"x86_64": "/usr/share/seabios/bios-256k.bin"},
-    }
+    BootSourceOverrideMode switches the domain's loader (the driver rewrites <loader>/<nvram>):
+    UEFI is Debian's 2 MiB OVMF without secure boot, whose variables template
+    (/usr/share/OVMF/OVMF_VARS.fd) is the driver's own default; libvirt puts the NVRAM copy in
+    the test bed's /var/lib/libvirt. Legacy names SeaBIOS explicitly: libvirt refuses a ROM loader
+    without a path. Run through testbed.sushy_uefihttp: the driver plus the UefiHttp boot target."""
+    from testbed.vm import OVMF_CODE, SEABIOS
+
+    loaders = {"UEFI": {"x86_64": str(OVMF_CODE)}, "Legacy": {"x86_64": str(SEABIOS)}}
     return _launch(
         workdir,
         [f"SUSHY_EMULATOR_LIBVIRT_URI = {uri!r}", f"SUSHY_EMULATOR_BOOT_LOADER_MAP = {loaders!r}"],
         username,
         password,
         port,
+        executable=[sys.executable, "-m", "testbed.sushy_uefihttp"],
     )
 
 
 def _launch(
-    workdir: Path, driver_lines: list[str], username: str, password: str, port: int | None
+    workdir: Path,
+    driver_lines: list[str],
+    username: str,
+    password: str,
+    port: int | None,
+    executable: list[str] | None = None,
 ) -> SushyEmulator:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -132,8 +141,9 @@ def _launch(
     )
     proc = Process(
         "sushy-emulator",
-        [*_executable(), "--config", str(config), "-i", "127.0.0.1", "-p", str(port)],
+        [*(executable or _executable()), "--config", str(config), "-i", "127.0.0.1", "-p", str(port)],
         workdir / "sushy-emulator.log",
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])} if executable else None,
     )
     emulator = SushyEmulator(proc, port, username, password)
 
