@@ -16,6 +16,9 @@ import requests
 
 from testbed.processes import Process, free_port, wait_for
 
+# sushy-emulator with the UefiHttp boot target (testbed/sushy_uefihttp.py)
+UEFI_HTTP_EMULATOR = [sys.executable, "-m", "testbed.sushy_uefihttp"]
+
 
 @dataclass(frozen=True)
 class FakeSystem:
@@ -88,6 +91,7 @@ def start_sushy(
         username,
         password,
         port,
+        executable=UEFI_HTTP_EMULATOR,  # a UefiHttp boot target is kept as such, not made Pxe
     )
 
 
@@ -110,7 +114,7 @@ def start_sushy_libvirt(
         username,
         password,
         port,
-        executable=[sys.executable, "-m", "testbed.sushy_uefihttp"],
+        executable=UEFI_HTTP_EMULATOR,
     )
 
 

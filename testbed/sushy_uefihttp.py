@@ -8,6 +8,7 @@ through fw_cfg (`opt/org.tianocore/IPv4PXESupport`, `IPv6PXESupport` = n, libvir
 `<sysinfo type='fwcfg'>`) not to create its PXE boot options, so the NIC's first boot option is
 "UEFI HTTPv4": the firmware's own HTTP boot client (Debian's OVMF has it built in) asks DHCP as
 `HTTPClient` and fetches the boot URL it is given. Any other boot target removes those entries.
+The fake driver (emulated fleets) stores the target as given, so emulated hosts see UefiHttp.
 
 The driver is a subclass and the PATCH handler is wrapped, not copied:
 
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flask
+import libvirt
 from sushy_tools.emulator import constants
 from sushy_tools.emulator import main as emulator
 from sushy_tools.emulator.resources.systems import libvirtdriver
@@ -67,7 +69,8 @@ class UefiHttpLibvirtDriver(libvirtdriver.LibvirtDriver):  # type: ignore[misc]
     def get_boot_device(self, identity: str) -> str | None:
         device: str | None = super().get_boot_device(identity)
         if device == constants.DEVICE_TYPE_PXE:
-            tree = ET.fromstring(self.get_xml_desc(self._get_domain(identity, readonly=True)))
+            domain = self._get_domain(identity, readonly=True)
+            tree = ET.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             if http_boot_set(tree):
                 return UEFI_HTTP
         return device
