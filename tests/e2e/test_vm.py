@@ -261,11 +261,19 @@ async def provision_with_bmh(
     started = time.monotonic()
     await asyncio.to_thread(co.create_namespaced_custom_object, G, V, NS_BMH, P, docs[2])
 
+    retried: list[str] = []
+
     def provisioned() -> dict[str, Any] | None:
         obj: dict[str, Any] = co.get_namespaced_custom_object(G, V, NS_BMH, P, dom.name)
         status = obj.get("status", {})
         if status.get("errorType"):
-            raise AssertionError(f"{status}\nconsole:\n{dom.console()[-3000:]}")
+            # an IPMI session lost to a loaded machine (UDP to virtualbmc) is the host workflow's
+            # to retry with back-off, as metal3 does; any other error fails the test
+            if "(BMCUnreachable)" not in status.get("errorMessage", ""):
+                raise AssertionError(f"{status}\nconsole:\n{dom.console()[-3000:]}")
+            if status["errorMessage"] not in retried:
+                retried.append(status["errorMessage"])
+                print(f"\n{dom.name}: retried after {status['errorType']}: {status['errorMessage']}")
         return obj if status.get("provisioning", {}).get("state") == "provisioned" else None
 
     deadline = time.monotonic() + BUDGET
