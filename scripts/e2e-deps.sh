@@ -17,6 +17,10 @@ need=(libvirt-daemon:libvirtd libvirt-daemon-driver-qemu:/usr/lib/x86_64-linux-g
       syslinux:syslinux syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32 mtools:mcopy
       dosfstools:mkfs.fat busybox:busybox dnsmasq-base:dnsmasq iproute2:ip
       mmdebstrap:mmdebstrap zstd:zstd cpio:cpio)  # the last three: the self-contained deploy ramdisk
+# UEFI (testbed/vm.py): OVMF, iPXE's EFI binaries for TFTP and UEFI HTTP boot (the TFTP root is
+# /usr/lib/ipxe), and the marker image's GPT + standalone GRUB (testbed/bootable_image.py)
+need+=(ovmf:/usr/share/OVMF/OVMF_CODE.fd ipxe:/usr/lib/ipxe/snponly.efi ipxe:/usr/lib/ipxe/undionly.kpxe
+       grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/linux.mod grub-common:grub-mkstandalone fdisk:sfdisk)
 missing=()
 for pair in "${need[@]}"; do
     pkg=${pair%%:*}; what=${pair#*:}
@@ -25,6 +29,7 @@ for pair in "${need[@]}"; do
 done
 export DEBIAN_FRONTEND=noninteractive
 if [ ${#missing[@]} -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "e2e: installing Debian packages: ${missing[*]}"
     timeout 120 apt-get update -qq
     timeout 300 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from metalflow.api.boot import ARCHITECTURES
 from metalflow.api.models import (
     BMCDetails,
     ChecksumType,
@@ -110,6 +111,8 @@ class Datacenter:
 
         iso = build_iso({"metalflow/README": b"emulated metalflow deploy ramdisk\n"}, label="mf-deploy")
         (boot_dir / "images" / "deploy.iso").write_bytes(iso)
+        # The EFI iPXE a UEFI HTTP boot is sent to (emulated firmware never runs it: bytes suffice).
+        (boot_dir / ARCHITECTURES["x86_64"].uefi_ipxe).write_bytes(b"MZ emulated EFI iPXE\n")
         port = int(self.settings.boot_server_url.rsplit(":", 1)[1])
         self._boot = await start_boot_server("127.0.0.1", port, boot_dir)
         for host, system in zip(self.all_hosts(), self.systems, strict=True):

@@ -41,6 +41,7 @@ def serve_forever(bmc: Any, timeout: float = 30) -> None:
 
 def _serve(port: int, username: str, password: str) -> None:
     from pyghmi.ipmi import bmc
+    from pyghmi.ipmi import command as ipmicommand
 
     class EmulatedBmc(bmc.Bmc):  # type: ignore[misc]
         def handle_raw_request(self, request: dict[str, Any], session: Any) -> None:
@@ -58,6 +59,22 @@ def _serve(port: int, username: str, password: str) -> None:
             super().__init__({username: password}, port=port, address="127.0.0.1")
             self.powerstate = "off"
             self.bootdevice: str | int = "default"
+            self.efi = False  # boot flags data 1, bit 5: "EFI boot" (IPMI 2.0, Boot Options parameter 5)
+
+        def set_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
+            if request["data"][0] == 5 and len(request["data"]) > 1:
+                self.efi = bool(request["data"][1] & 0x20)
+            super().set_system_boot_options(request, session)
+
+        def get_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
+            """pyghmi's answer (its device encoding kept as it is) plus the EFI bit it drops."""
+            if request["data"][0] != 5:
+                return super().get_system_boot_options(request, session)  # type: ignore[no-any-return]
+            device = self.get_boot_device()
+            code = device if isinstance(device, int) else ipmicommand.boot_devices.get(device, 0)
+            flags = 0b10000000 | (0b100000 if self.efi else 0)
+            session.send_ipmi_response(data=[1, 5, flags, code, 0, 0, 0])
+            return None
 
         def get_boot_device(self) -> str | int:
             return self.bootdevice

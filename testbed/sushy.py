@@ -23,6 +23,9 @@ import requests
 
 from testbed.processes import Process, free_port, wait_for
 
+# sushy-emulator with the UefiHttp boot target (testbed/sushy_uefihttp.py)
+UEFI_HTTP_EMULATOR = [sys.executable, "-m", "testbed.sushy_uefihttp"]
+
 
 @dataclass(frozen=True)
 class FakeSystem:
@@ -55,20 +58,8 @@ class SushyEmulator:
 
 
 POWER_DELAY_ENV = "METALFLOW_TESTBED_POWER_DELAY"  # "LO-HI" seconds, e.g. "1-2"
+POWER_DRAW_ENV = "METALFLOW_SUSHY_POWER_DRAW"  # the same, as testbed.sushy_uefihttp reads it
 
-# sushy-emulator's own main, its fake driver drawing the power delay from argv[1]..argv[2].
-_WITH_POWER_DELAY = """import random, sys
-from sushy_tools.emulator.resources.systems import fakedriver
-from sushy_tools.emulator.main import main
-lo, hi = int(sys.argv[1]), int(sys.argv[2])
-class _Draw:
-    @staticmethod
-    def randint(a, b):
-        return random.randint(lo, hi)
-fakedriver.random = _Draw
-sys.argv = ["sushy-emulator", *sys.argv[3:]]
-sys.exit(main())
-"""
 
 
 def power_delay_from_env() -> tuple[int, int] | None:
@@ -84,10 +75,7 @@ def power_delay_from_env() -> tuple[int, int] | None:
     return int(lo), int(hi)
 
 
-def _executable(power_delay: tuple[int, int] | None = None) -> list[str]:
-    if power_delay is not None:
-        lo, hi = power_delay
-        return [sys.executable, "-c", _WITH_POWER_DELAY, str(lo), str(hi)]
+def _executable() -> list[str]:
     beside = Path(sys.executable).parent / "sushy-emulator"
     found = str(beside) if beside.exists() else shutil.which("sushy-emulator")
     if not found:
@@ -131,6 +119,7 @@ def start_sushy(
         password,
         port,
         power_delay,
+        executable=UEFI_HTTP_EMULATOR,  # a UefiHttp boot target is kept as such, not made Pxe
     )
 
 
@@ -139,17 +128,21 @@ def start_sushy_libvirt(
 ) -> SushyEmulator:
     """The emulator's libvirt driver: every libvirt domain is a Redfish System (the e2e test bed).
     SUSHY_EMULATOR_ALLOWED_INSTANCES stays unset: the test bed's libvirtd holds only its own VMs.
-    Legacy boot names SeaBIOS explicitly: libvirt refuses a ROM loader without a path."""
-    loaders = {
-        "UEFI": {"x86_64": "/usr/share/OVMF/OVMF_CODE.fd"},
-        "Legacy": {"x86_64": "/usr/share/seabios/bios-256k.bin"},
-    }
+    BootSourceOverrideMode switches the domain's loader (the driver rewrites <loader>/<nvram>):
+    UEFI is Debian's 2 MiB OVMF without secure boot, whose variables template
+    (/usr/share/OVMF/OVMF_VARS.fd) is the driver's own default; libvirt puts the NVRAM copy in
+    the test bed's /var/lib/libvirt. Legacy names SeaBIOS explicitly: libvirt refuses a ROM loader
+    without a path. Run through testbed.sushy_uefihttp: the driver plus the UefiHttp boot target."""
+    from testbed.vm import OVMF_CODE, SEABIOS
+
+    loaders = {"UEFI": {"x86_64": str(OVMF_CODE)}, "Legacy": {"x86_64": str(SEABIOS)}}
     return _launch(
         workdir,
         [f"SUSHY_EMULATOR_LIBVIRT_URI = {uri!r}", f"SUSHY_EMULATOR_BOOT_LOADER_MAP = {loaders!r}"],
         username,
         password,
         port,
+        executable=UEFI_HTTP_EMULATOR,
     )
 
 
@@ -160,9 +153,15 @@ def _launch(
     password: str,
     port: int | None,
     power_delay: tuple[int, int] | None = None,
+    executable: list[str] | None = None,
 ) -> SushyEmulator:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])} if executable else {}
+    if power_delay is not None:
+        if not executable:
+            raise ValueError("power_delay needs the test bed's emulator (executable=UEFI_HTTP_EMULATOR)")
+        env[POWER_DRAW_ENV] = f"{power_delay[0]}-{power_delay[1]}"
     htpasswd = workdir / "htpasswd"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     htpasswd.write_text(f"{username}:{hashed}\n")
@@ -180,8 +179,9 @@ def _launch(
     )
     proc = Process(
         "sushy-emulator",
-        [*_executable(power_delay), "--config", str(config), "-i", "127.0.0.1", "-p", str(port)],
+        [*(executable or _executable()), "--config", str(config), "-i", "127.0.0.1", "-p", str(port)],
         workdir / "sushy-emulator.log",
+        env=env,
     )
     emulator = SushyEmulator(proc, port, username, password)
 

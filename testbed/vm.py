@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from metalflow.api.boot import ARCHITECTURES
 from testbed.processes import Process, wait_for
 
 # libvirt's system-mode directories, each bound to one of the test bed's inside libvirtd's namespace
@@ -59,6 +60,18 @@ REPO = Path(__file__).resolve().parents[1]  # the checkout: testbed/ is never in
 RAMDISK_BUILD = REPO / "ramdisk" / "build.sh"
 DEV_LOOP = "9p"  # METALFLOW_E2E_RAMDISK value for the 9p developer loop
 SELF_CONTAINED_KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8"
+# Debian's ovmf: the 2 MiB build without secure boot runs on the i440fx machine ("pc") SeaBIOS
+# uses (only the secure-boot builds need q35 with SMM). These are the paths sushy-emulator's
+# libvirt driver writes when it switches a domain to UEFI (testbed/sushy.py), so a domain keeps
+# the same firmware whichever of the two defined it.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+SEABIOS = Path("/usr/share/seabios/bios-256k.bin")
+FIRMWARES = ("bios", "uefi")
+# The TFTP root dnsmasq serves: Debian's ipxe package, holding the binaries dnsmasq.conf.j2 names
+# for x86_64 (BIOS: undionly.kpxe; UEFI: snponly.efi, also fetched over HTTP by UEFI HTTP boot).
+IPXE_DIR = Path("/usr/lib/ipxe")
+IPXE_FILES = (ARCHITECTURES["x86_64"].bios_ipxe or "undionly.kpxe", ARCHITECTURES["x86_64"].uefi_ipxe)
 
 
 def dev_loop_ramdisk() -> bool:
@@ -71,8 +84,10 @@ def dev_loop_ramdisk() -> bool:
 
 def ramdisk_boot_budget() -> int:
     """Seconds from power-on to the agent polling that the e2e allows (schedule-to-start): two TCG
-    VMs on this loaded machine took 195-211 s with either ramdisk."""
-    return 600
+    VMs on this loaded machine took 195-211 s with either ramdisk; three (two on OVMF, whose
+    snponly.efi fetches the 66 MiB initrd through the firmware's NIC driver) at load 17-20 took
+    ~2.5 min from power-on to the kernel and over 7 min to polling."""
+    return 900
 
 
 class VMTestBedUnavailable(RuntimeError):
@@ -90,7 +105,11 @@ def missing_requirements(kernel_root: Path | None) -> list[str]:
         missing.append("a merged-/usr host (the 9p ramdisk mounts /usr and links /lib to it)")
     if not Path("/dev/net/tun").exists():
         missing.append("/dev/net/tun")
-    tools = ["libvirtd", "virsh", "qemu-system-x86_64", "dnsmasq", "ip", "syslinux", "mcopy"]
+    tools = ["libvirtd", "virsh", "qemu-system-x86_64", "dnsmasq", "ip", "syslinux", "mcopy", "sfdisk"]
+    tools += ["grub-mkstandalone"]  # the marker image's BOOTX64.EFI
+    for path in (OVMF_CODE, OVMF_VARS, *(IPXE_DIR / f for f in IPXE_FILES)):
+        if not path.exists():
+            missing.append(f"{path} (scripts/e2e-deps.sh installs ovmf and ipxe)")
     tools += ["busybox"] if dev_loop else ["mmdebstrap", "zstd", "cpio"]  # the ramdisk's build
     for tool in tools:
         if not (shutil.which(tool) or Path("/usr/sbin", tool).exists()):
@@ -218,6 +237,27 @@ class Domain:
     libvirt_uri: str
     memory_mib: int = 1024  # the self-contained ramdisk lives in RAM (about 280 MiB unpacked)
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    firmware: str = "bios"  # "bios" (SeaBIOS) | "uefi" (OVMF, NVRAM of its own)
+    nic_rom: bool = True  # False: the firmware's own NIC driver (OVMF's VirtioNetDxe), not iPXE's ROM
+
+    def __post_init__(self) -> None:
+        if self.firmware not in FIRMWARES:
+            raise ValueError(f"Domain.firmware {self.firmware!r}: use one of {', '.join(FIRMWARES)}")
+
+    @property
+    def nvram(self) -> Path:
+        """The domain's UEFI variables, in the test bed's /var/lib/libvirt as libvirtd sees it
+        (libvirt copies OVMF_VARS there on first start; `undefine --nvram` deletes it)."""
+        return Path(LIBVIRT_DIRS["lib"]) / "qemu" / "nvram" / f"{self.name}_VARS.fd"
+
+    def _os_xml(self) -> str:
+        machine = "<type arch='x86_64' machine='pc'>hvm</type>"
+        if self.firmware == "uefi":
+            return (
+                f"<os>{machine}<loader readonly='yes' secure='no' type='pflash'>{OVMF_CODE}</loader>"
+                f"<nvram template='{OVMF_VARS}'>{self.nvram}</nvram><boot dev='hd'/></os>"
+            )
+        return f"<os>{machine}<boot dev='hd'/></os>"
 
     def xml(self, kvm: bool) -> str:
         fs = "".join(
@@ -230,7 +270,7 @@ class Domain:
   <uuid>{self.uuid}</uuid>
   <memory unit='MiB'>{self.memory_mib}</memory>
   <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  {self._os_xml()}
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
   <devices>
@@ -238,7 +278,7 @@ class Domain:
     <disk type='file' device='disk'><driver name='qemu' type='raw'/>
       <source file='{escape(str(self.disk))}'/><target dev='vda' bus='virtio'/></disk>
     <interface type='bridge'><mac address='{self.mac}'/><source bridge='{self.bridge}'/>
-      <model type='virtio'/></interface>
+      <model type='virtio'/>{"" if self.nic_rom else "<rom enabled='no'/>"}</interface>
     {fs}
     <serial type='file'><source path='{escape(str(self.console_log))}' append='on'/>
       <target port='0'/></serial>
@@ -397,8 +437,12 @@ class VMTestBed:
             self.stop()
             raise
 
-    def add_domain(self, name: str, disk_bytes: int = 2 << 30) -> Domain:
+    def add_domain(
+        self, name: str, disk_bytes: int = 2 << 30, firmware: str = "bios", nic_rom: bool = True
+    ) -> Domain:
         dom = Domain(
+            firmware=firmware,
+            nic_rom=nic_rom,
             name=name,
             mac=mac_for(f"{self.ns.name}/{name}"),
             disk=self.workdir / "disks" / f"{name}.img",

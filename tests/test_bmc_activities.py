@@ -154,3 +154,45 @@ def test_ipmi_power_bootdev_and_wrong_password(ipmi_bmc: IpmiBmc, tmp_path: Path
         env.run(bmc.validate, bad)
     assert err.value.type == "BMCAuthError" and err.value.non_retryable
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("mode", [BootMode.UEFI, BootMode.LEGACY])
+@pytest.mark.parametrize(
+    ("device", "redfish_target"),
+    [(BootDevice.PXE, "Pxe"), (BootDevice.UEFI_HTTP, "UefiHttp"), (BootDevice.DISK, "Hdd")],
+)
+def test_boot_target_and_mode_reach_the_redfish_bmc(
+    sushy: SushyEmulator, tmp_path: Path, device: BootDevice, redfish_target: str, mode: BootMode
+) -> None:
+    """Each boot device the workflows ask for, in each boot mode, is what the BMC then reports
+    (BootSourceOverrideTarget and Mode; UefiHttp kept as such: testbed/sushy_uefihttp.py)."""
+    t = target(sushy, tmp_path)
+    other = BootMode.LEGACY if mode == BootMode.UEFI else BootMode.UEFI
+    env.run(bmc.set_boot_device, BootDeviceRequest(target=t, device=BootDevice.CD, boot_mode=other))
+    if device == BootDevice.UEFI_HTTP and mode == BootMode.LEGACY:
+        # the BMC offers UefiHttp in UEFI mode only: a typed refusal, the BMC left as it was
+        with pytest.raises(ApplicationError) as err:
+            env.run(bmc.set_boot_device, BootDeviceRequest(target=t, device=device, boot_mode=mode))
+        assert err.value.type == "InvalidSpec" and "UEFI HTTP boot needs UEFI boot mode" in err.value.message
+        boot = requests.get(sushy.system_url(SYSTEMS[0].uuid), auth=("admin", PASSWORD), timeout=5).json()
+        assert boot["Boot"]["BootSourceOverrideTarget"] == "Cd"
+        return
+    # from Legacy, UefiHttp needs the mode switched first (the BMC offers it only in UEFI mode)
+    env.run(bmc.set_boot_device, BootDeviceRequest(target=t, device=device, boot_mode=mode))
+    boot = requests.get(sushy.system_url(SYSTEMS[0].uuid), auth=("admin", PASSWORD), timeout=5).json()["Boot"]
+    want = "UEFI" if mode == BootMode.UEFI else "Legacy"
+    assert (boot["BootSourceOverrideTarget"], boot["BootSourceOverrideMode"]) == (redfish_target, want)
+
+
+@pytest.mark.parametrize(("mode", "efi"), [(BootMode.UEFI, True), (BootMode.LEGACY, False), (None, True)])
+def test_ipmi_boot_flags_carry_the_boot_mode(
+    ipmi_bmc: IpmiBmc, tmp_path: Path, mode: BootMode | None, efi: bool
+) -> None:
+    """spec.bootMode reaches an IPMI BMC as the boot flags' EFI bit (unset: metal3's default,
+    UEFI), even when only the mode changes (the device and persistence already match)."""
+    t = BMCTarget(address=ipmi_bmc.address, credentials=creds(tmp_path, ipmi_bmc.password))
+    other = BootMode.UEFI if not efi else BootMode.LEGACY
+    env.run(bmc.set_boot_device, BootDeviceRequest(target=t, device=BootDevice.PXE, boot_mode=other))
+    env.run(bmc.set_boot_device, BootDeviceRequest(target=t, device=BootDevice.PXE, boot_mode=mode))
+    with open_driver(t)._session() as cmd:  # type: ignore[attr-defined]
+        assert cmd.get_bootdev()["uefimode"] is efi

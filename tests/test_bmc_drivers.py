@@ -1,6 +1,6 @@
 """The driver seam: every address scheme resolves to a registered driver, vendor drivers run
-against sushy-emulator and show in status, IPMI refuses virtual media, and a boot method not
-built yet (UEFI HTTP) fails at the host's first boot instead of being PXE-booted."""
+against sushy-emulator and show in status, IPMI refuses virtual media, and the boot method and
+mode pick what the BMC boots (PXE or UEFI HTTP, UEFI or legacy)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,19 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import requests
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from tests_support import record
 
 from activities.bmc.driver import BMCDriver, Credentials
 from activities.bmc.ipmi import IPMIDriver
 from activities.bmc.redfish import RedfishDriver
 from activities.bmc.registry import DRIVERS, driver_class
 from metalflow.api.bmc_address import SCHEMES, BootMethod, parse_bmc_address
-from metalflow.api.models import BMCDetails, ErrorType, HostRef, HostStatus, OperationalStatus
+from metalflow.api.models import BMCDetails, HostRef, HostSpec, HostStatus
 from metalflow.api.models import ProvisioningState as S
+from metalflow.api.validation import spec_problems
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
@@ -133,18 +136,51 @@ async def test_idrac_host_registers_and_status_shows_the_vendor_driver(
     assert dc.emulated[0].boots[0].target == "Cd" and dc.emulated[0].boots[0].agent
 
 
-async def test_uefi_http_host_registers_then_fails_at_its_first_boot(
-    client: Client, settings: Settings, dc: Datacenter
+@pytest.mark.parametrize(
+    ("scheme", "mode", "target"),
+    [("redfish", "UEFI", "Pxe"), ("redfish", "legacy", "Pxe"), ("redfish-uefihttp", "UEFI", "UefiHttp")],
+)
+async def test_boot_method_and_mode_pick_what_the_bmc_boots(
+    client: Client, settings: Settings, dc: Datacenter, scheme: str, mode: str, target: str
 ) -> None:
-    host = with_scheme(dc, "redfish-uefihttp")
+    """The scheme's boot method picks the boot target the BMC is asked for (UefiHttp for
+    redfish-uefihttp://, whose DHCP entry then answers HTTP boot only), spec.bootMode its mode;
+    the host is inspected either way. (A legacy redfish-uefihttp host is refused at admission:
+    tests/test_bad_input.py.)"""
+    host = with_scheme(dc, scheme, boot_mode=mode)
     await operations.apply(client, host, settings)
     st = await wait_status(client, host.ref, lambda s: s.error_type is not None or s.hardware is not None)
-    assert st.bmc_driver == "redfish" and st.good_credentials.credentials == dc.credentials, "registered"
-    doc = st.model_dump(mode="json", by_alias=True)
-    assert doc["errorType"] == ErrorType.INSPECTION.value
-    assert "UEFI HTTP boot (redfish-uefihttp://) is not built yet" in doc["errorMessage"]
-    assert "redfish-virtualmedia://" in doc["errorMessage"] and "(BootMethodNotBuilt)" in doc["errorMessage"]
-    assert st.operational_status == OperationalStatus.ERROR and st.provisioning.state == S.INSPECTING
-    # never silently network-booted: no boot at all, no DHCP entry
-    assert dc.emulated[0].boots == []
-    assert not (settings.boot_dir / "dnsmasq" / "hosts" / host.ref.host_id).exists()
+    assert st.error_type is None, st.error_message
+    first = dc.emulated[0].boots[0]
+    assert first.target == target and first.agent, dc.emulated[0].boots
+    system = dc.systems[0]
+    boot = requests.get(dc.sushy.system_url(system.uuid), auth=("admin", dc.password), timeout=5).json()[
+        "Boot"
+    ]
+    assert boot["BootSourceOverrideMode"] == ("UEFI" if mode == "UEFI" else "Legacy")
+    entry = (settings.boot_dir / "dnsmasq" / "hosts" / host.ref.host_id).read_text()
+    assert ("set:uefihttp" in entry) == (scheme == "redfish-uefihttp"), entry
+    if scheme == "redfish-uefihttp":  # the UefiHttp boot target's histories, for tests/test_replay.py
+        await record(client, host.ref.workflow_id, "uefi-http")
+
+
+@pytest.mark.parametrize(("mode", "refused"), [("legacy", True), ("UEFI", False), ("UEFISecureBoot", False)])
+def test_legacy_boot_mode_cannot_boot_by_uefi_http(mode: str, refused: bool) -> None:
+    """Refused at admission (metalflow's rule: firmware HTTP boot is a UEFI feature), naming the
+    field and the fix; a PXE host may be legacy."""
+    for scheme, want in (("redfish-uefihttp", refused), ("redfish", False)):
+        spec = HostSpec.model_validate(
+            {
+                "online": True,
+                "bootMode": mode,
+                "bootMACAddress": "52:54:00:00:00:01",
+                "bmc": {
+                    "address": f"{scheme}://192.0.2.1/redfish/v1/Systems/1",
+                    "credentials": {"name": "c"},
+                },
+            }
+        )
+        problems = [p for p in spec_problems(spec) if p.startswith("spec.bootMode")]
+        assert bool(problems) == want, (scheme, problems)
+        if want:
+            assert "UEFI HTTP" in problems[0] and "set bootMode UEFI" in problems[0]

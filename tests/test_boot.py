@@ -17,7 +17,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.boot import cleanup_boot, dnsmasq, ipxe, prepare_boot
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import ARCHITECTURES, BootPrepareRequest, BootPurpose
-from metalflow.api.models import HostRef
+from metalflow.api.models import BootMode, HostRef
 from metalflow.runtime.settings import Settings
 from testbed.processes import Process, free_port, wait_for
 from worker.boot_server import start_boot_server
@@ -93,13 +93,32 @@ def test_boot_method_picks_what_prepare_writes(boot_settings: Settings) -> None:
         {"host": {"name": "worker-0"}, "bootMacAddress": None, "purpose": "inspect", "virtualMedia": True}
     )
     assert legacy.boot_method == BootMethod.VIRTUAL_MEDIA
-    # UEFI HTTP boot is accepted in the spec but not built: refused, typed, nothing written
+    # UEFI HTTP boot: refused, typed, with nothing written, while the boot server lacks the EFI
+    # iPXE the firmware is sent to, or when the host boots legacy
+    entry = boot_settings.boot_dir / "dnsmasq" / "hosts" / REF.host_id
     uefi = vmedia.model_copy(update={"boot_mac_address": MAC, "boot_method": BootMethod.UEFI_HTTP})
     with pytest.raises(ApplicationError) as err:
         env.run(prepare_boot, uefi)
     assert err.value.type == "BootMethodNotBuilt" and err.value.non_retryable
-    assert "UEFI HTTP boot (redfish-uefihttp://) is not built yet" in err.value.message
-    assert not (boot_settings.boot_dir / "dnsmasq" / "hosts" / REF.host_id).exists()
+    served = boot_settings.boot_dir / "snponly.efi"
+    assert f"{served} does not exist; copy it there" in err.value.message
+    assert not entry.exists()
+    served.parent.mkdir(parents=True, exist_ok=True)
+    served.write_bytes(b"MZ placeholder: this test never runs it")
+    with pytest.raises(ApplicationError) as err:
+        env.run(prepare_boot, uefi.model_copy(update={"boot_mode": BootMode.LEGACY}))
+    assert (
+        err.value.type == "InvalidSpec"
+        and "spec.bootMode legacy cannot boot by UEFI HTTP" in err.value.message
+    )
+    assert not entry.exists()
+    # then the same iPXE script as PXE, and a DHCP entry that answers only HTTP boot and iPXE
+    done = env.run(prepare_boot, uefi)
+    assert done.ipxe_script_url == "http://192.0.2.1:8088/boot/52-54-00-12-34-56.ipxe"
+    assert entry.read_text().strip() == f"{MAC},set:known,set:uefihttp,worker-0"
+    pxe = env.run(prepare_boot, uefi.model_copy(update={"boot_method": BootMethod.PXE}))
+    assert pxe.ipxe_script_url == done.ipxe_script_url
+    assert entry.read_text().strip() == f"{MAC},set:known,worker-0"
 
 
 def test_generated_dnsmasq_config_passes_dnsmasq_test(boot_settings: Settings, tmp_path: Path) -> None:
@@ -176,7 +195,17 @@ def boot_net() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def _dhcp(cli: str, iface: str, mac: str, script: Path, out: Path, ipxe_client: bool) -> bool:
+# What OVMF sends: client architecture (option 93) 7 for PXE, 16 for HTTP boot (RFC 4578, IANA
+# "Processor Architecture Types"), and vendor class PXEClient / HTTPClient (option 60).
+EFI_PXE = ("-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007")
+HTTP_BOOT = ("-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010", "-O", "vendor")
+HTTP_MAC = "52:54:00:12:34:58"
+
+
+def _dhcp(
+    cli: str, iface: str, mac: str, script: Path, out: Path, ipxe_client: bool, firmware: tuple[str, ...] = ()
+) -> bool:
+    """One DHCP exchange with udhcpc; `firmware`: the options a UEFI client adds (EFI_PXE, HTTP_BOOT)."""
     subprocess.run(["ip", "netns", "exec", cli, "ip", "link", "set", iface, "down"], check=True)
     subprocess.run(["ip", "netns", "exec", cli, "ip", "link", "set", iface, "address", mac], check=True)
     subprocess.run(["ip", "netns", "exec", cli, "ip", "link", "set", iface, "up"], check=True)
@@ -204,6 +233,7 @@ def _dhcp(cli: str, iface: str, mac: str, script: Path, out: Path, ipxe_client: 
     ]
     if ipxe_client:
         cmd += ["-x", "0x4d:69505845"]  # option 77 (user class) = "iPXE", as iPXE sends it
+    cmd += list(firmware)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     return done.returncode == 0 and out.exists()
 
@@ -259,6 +289,33 @@ def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
         assert _dhcp(cli, iface, ARM_MAC, script, out, ipxe_client=False)
         lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
         assert lease["boot_file"] == "ipxe-arm64.efi"
+
+        # UEFI PXE firmware (arch 7) is told to chainload the EFI iPXE that uses the firmware's
+        # NIC driver, snponly.efi (the VM test bed checks its TFTP root holds it: testbed/vm.py)
+        assert _dhcp(cli, iface, MAC, script, out, ipxe_client=False, firmware=EFI_PXE)
+        lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+        assert lease["boot_file"] == "snponly.efi"
+
+        # a PXE host asking as an HTTP client is sent the URL too (its firmware chose HTTP boot)
+        assert _dhcp(cli, iface, MAC, script, out, ipxe_client=False, firmware=HTTP_BOOT)
+        lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+        assert lease["boot_file"] == "http://192.0.2.1:8088/snponly.efi"
+
+        # UEFI HTTP boot: a host whose entry says so is answered as HTTPClient only: the EFI
+        # iPXE's URL on the boot server and option 60 echoed; its firmware's PXE gets nothing,
+        # and the iPXE it then runs gets its script as any host's does
+        (hosts / "metal3.http-0").write_text(
+            dnsmasq.host_entry(HTTP_MAC, "http-0", "192.0.2.57", uefi_http=True)
+        )
+        assert _dhcp(cli, iface, HTTP_MAC, script, out, ipxe_client=False, firmware=HTTP_BOOT)
+        lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+        assert lease["boot_file"] == "http://192.0.2.1:8088/snponly.efi", lease
+        assert lease["ip"] == "192.0.2.57"
+        assert lease["vendor"] == "HTTPClient"  # option 60, which udhcpc exports as vendor
+        assert not _dhcp(cli, iface, HTTP_MAC, script, out, ipxe_client=False, firmware=EFI_PXE)
+        assert _dhcp(cli, iface, HTTP_MAC, script, out, ipxe_client=True, firmware=EFI_PXE)
+        lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+        assert lease["boot_file"] == "http://192.0.2.1:8088/boot/${mac:hexhyp}.ipxe"
 
         # an unknown MAC gets nothing at all
         assert not _dhcp(cli, iface, "52:54:00:99:99:99", script, out, ipxe_client=True)

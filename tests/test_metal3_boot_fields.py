@@ -55,7 +55,7 @@ def test_aarch64_host_gets_the_aarch64_ramdisk_and_ipxe_binary(boot_settings: Se
     assert entry == f"{MAC},set:known,set:arch-aarch64,arm-0"
     conf = dnsmasq.base_config(dnsmasq.BootNetwork("vs0", "192.0.2.50", "192.0.2.99"), boot_settings)
     assert "dhcp-boot=tag:!ipxe,tag:arch-aarch64,ipxe-arm64.efi" in conf.splitlines()
-    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!arch-aarch64,ipxe.efi" in conf.splitlines()
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!arch-aarch64,snponly.efi" in conf.splitlines()
 
 
 @pytest.mark.parametrize("name", [None, "x86_64", "amd64"])

@@ -31,13 +31,16 @@ from workflows.options import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from metalflow.api.bmc_address import parse_bmc_address
+    from metalflow.api.bmc_address import BootMethod, parse_bmc_address
 
 T = TypeVar("T")
 
 # Histories recorded before config drives lived only as long as their deploy attempt stage one
 # per host that is never removed (DeployHost) and remove none on deprovision (CleanHost).
 CONFIGDRIVE_PATCH = "configdrive-per-attempt"
+# Histories recorded before UEFI HTTP boot was built never got past preparing a redfish-uefihttp
+# host's boot; the BMC is now asked for the UefiHttp boot target instead of PXE.
+UEFI_HTTP_PATCH = "uefi-http-boot-target"
 
 
 async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, powered_on: bool) -> None:
@@ -69,6 +72,8 @@ async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, power
             summary="insert deploy ISO",
         )
         await bmc_calls.set_boot_device(spec, BootDevice.CD)
+    elif address.boot_method == BootMethod.UEFI_HTTP and workflow.patched(UEFI_HTTP_PATCH):
+        await bmc_calls.set_boot_device(spec, BootDevice.UEFI_HTTP)
     else:
         await bmc_calls.set_boot_device(spec, BootDevice.PXE)
     await bmc_calls.power(spec, PowerAction.REBOOT if powered_on else PowerAction.ON)

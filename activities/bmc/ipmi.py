@@ -165,7 +165,8 @@ def set_boot_device(cmd: command.Command, device: BootDevice, persistent: bool, 
     if bootdev is None:
         raise permanent(ErrorName.BMC_UNSUPPORTED, f"IPMI cannot boot from {device.value}")
     current = cmd.get_bootdev()
-    if current.get("bootdev") == bootdev and bool(current.get("persistent")) == persistent:
+    same = current.get("bootdev") == bootdev and bool(current.get("persistent")) == persistent
+    if same and bool(current.get("uefimode")) == uefi:  # the EFI bit is spec.bootMode
         return False
     cmd.set_bootdev(bootdev, persist=persistent, uefiboot=uefi)
     return True

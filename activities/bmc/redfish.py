@@ -204,6 +204,16 @@ def set_boot_device(system: Any, device: BootDevice, persistent: bool, mode: Boo
     boot = system.boot
     if boot.target == target and boot.enabled == enabled and (want_mode is None or boot.mode == want_mode):
         return False
+    if device == BootDevice.UEFI_HTTP:
+        if want_mode == sushy.BootSourceOverrideMode.LEGACY:
+            raise permanent(
+                ErrorName.INVALID_SPEC,
+                "UEFI HTTP boot needs UEFI boot mode; spec.bootMode is legacy (set UEFI, or boot by PXE)",
+            )
+        if boot.mode != sushy.BootSourceOverrideMode.UEFI:
+            # a BMC offers UefiHttp only while the system boots UEFI: switch the mode first
+            system.set_system_boot_options(mode=sushy.BootSourceOverrideMode.UEFI)
+            system.refresh()
     system.set_system_boot_options(target=target, enabled=enabled, mode=want_mode)
     return True
 

@@ -1,7 +1,8 @@
 """Network boot activities: per-host iPXE script and dnsmasq entry, written atomically.
 
-The boot method comes from the BMC address's scheme; one not built yet (UEFI HTTP) fails here,
-at the host's first boot, rather than being PXE-booted behind the operator's back.
+The boot method comes from the BMC address's scheme: PXE and UEFI HTTP boot share the per-host
+iPXE script; a UEFI HTTP host's DHCP entry answers only its firmware's HTTPClient requests
+(dnsmasq.conf.j2), and the BMC is asked for the UefiHttp boot target (workflows/inband.py).
 
 dnsmasq reads `dhcp-hostsdir` itself when files change; a SIGHUP (when its pid file is
 configured) makes it drop cached entries at once, e.g. after cleanup.
@@ -20,13 +21,14 @@ from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import (
     BOOT_CLEANUP,
     BOOT_PREPARE,
+    Architecture,
     BootPrepareRequest,
     BootPrepareResult,
     UnknownArchitecture,
     architecture,
 )
 from metalflow.api.errors import ErrorName, permanent
-from metalflow.api.models import HostRef
+from metalflow.api.models import BootMode, HostRef
 from metalflow.runtime.settings import Settings, get_settings
 
 
@@ -34,16 +36,30 @@ def ipxe_dir(settings: Settings) -> Path:
     return settings.boot_dir / "boot"
 
 
+def _check_uefi_http(req: BootPrepareRequest, settings: Settings, arch: Architecture) -> None:
+    """UEFI HTTP boot: the firmware fetches the EFI iPXE from the boot server (dnsmasq.conf.j2
+    sends it `<boot server>/<arch.uefi_ipxe>`), which chains the host's iPXE script as PXE does.
+    Refused before anything is written when the host is not UEFI or the binary is not served."""
+    who = f"{req.host.namespace}/{req.host.name}"
+    if req.boot_mode == BootMode.LEGACY:
+        raise permanent(
+            ErrorName.INVALID_SPEC,
+            f"{who}: spec.bootMode legacy cannot boot by UEFI HTTP (redfish-uefihttp://); set bootMode "
+            "UEFI, or use redfish:// (PXE) for a legacy host",
+        )
+    binary = settings.boot_dir / arch.uefi_ipxe
+    if not binary.is_file():
+        raise permanent(
+            ErrorName.BOOT_METHOD_NOT_BUILT,
+            f"{who}: UEFI HTTP boot serves {arch.uefi_ipxe} from the boot server, but {binary} does not "
+            f"exist; copy it there (Debian's ipxe package: /usr/lib/ipxe/{arch.uefi_ipxe})",
+        )
+
+
 @activity.defn(name=BOOT_PREPARE)
 def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     settings = get_settings()
     base = settings.boot_server_url.rstrip("/")
-    if req.boot_method == BootMethod.UEFI_HTTP:
-        raise permanent(
-            ErrorName.BOOT_METHOD_NOT_BUILT,
-            f"{req.host.namespace}/{req.host.name}: UEFI HTTP boot (redfish-uefihttp://) is not built yet; "
-            "use redfish:// (PXE) or redfish-virtualmedia://",
-        )
     if req.preprovisioning_network_data_name:
         # metal3 puts this Secret's network config on the host's own ramdisk image; metalflow
         # boots one shared ramdisk until the per-host ISO exists: refuse rather than ignore it.
@@ -67,13 +83,16 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
             f"{req.host.namespace}/{req.host.name} has no spec.bootMACAddress; network boot needs the MAC "
             "of the NIC that PXE-boots (or use a *-virtualmedia:// BMC address)",
         )
+    uefi_http = req.boot_method == BootMethod.UEFI_HTTP
+    if uefi_http:
+        _check_uefi_http(req, settings, arch)
     text = ipxe.script(req.host, req.boot_mac_address, req.purpose, settings, arch)
     mac_name = mac_file_name(req.boot_mac_address)
     write_atomically(ipxe_dir(settings) / f"{mac_name}.ipxe", text)
     write_atomically(ipxe_dir(settings) / f"{req.host.host_id}.ipxe", text)
     changed = write_atomically(
         dnsmasq.hosts_dir(settings) / req.host.host_id,
-        dnsmasq.host_entry(req.boot_mac_address, req.host.name, arch=arch),
+        dnsmasq.host_entry(req.boot_mac_address, req.host.name, arch=arch, uefi_http=uefi_http),
     )
     if changed:
         dnsmasq.reload(settings)

@@ -50,14 +50,20 @@ def base_config(net: BootNetwork, settings: Settings) -> str:
         lease_file=net.lease_file,
         run_as=net.run_as,
         other_archs=[a for a in ARCHITECTURES.values() if a.name != "x86_64"],
+        efi_ipxe=ARCHITECTURES["x86_64"].uefi_ipxe,
     )
 
 
-def host_entry(mac: str, hostname: str, ip: str = "", arch: Architecture | None = None) -> str:
+def host_entry(
+    mac: str, hostname: str, ip: str = "", arch: Architecture | None = None, uefi_http: bool = False
+) -> str:
     """One host's DHCP entry; a host of another architecture than x86_64 is tagged with it, so
-    its firmware is sent that architecture's iPXE binary (dnsmasq.conf.j2)."""
+    its firmware is sent that architecture's iPXE binary (dnsmasq.conf.j2). A host that boots by
+    UEFI HTTP is tagged `uefihttp`: only its firmware's HTTPClient requests are answered."""
     tag = arch.dhcp_tag if arch is not None and arch.name != "x86_64" else ""
-    return render("dnsmasq-host.j2", mac=mac.lower(), hostname=hostname, ip=ip, arch_tag=tag)
+    return render(
+        "dnsmasq-host.j2", mac=mac.lower(), hostname=hostname, ip=ip, arch_tag=tag, uefi_http=uefi_http
+    )
 
 
 def reload(settings: Settings) -> bool:

@@ -45,7 +45,9 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "x86_64": Architecture("x86_64", "", "ipxe.efi", "undionly.kpxe"),
+    # snponly.efi (Ironic's default for UEFI): iPXE over the firmware's own NIC driver (SNP), so
+    # any NIC the firmware can boot from works, and UEFI HTTP boot fetches the same binary
+    "x86_64": Architecture("x86_64", "", "snponly.efi", "undionly.kpxe"),
     "aarch64": Architecture("aarch64", "-aarch64", "ipxe-arm64.efi", None),
 }
 _ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64"}

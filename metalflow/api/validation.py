@@ -6,7 +6,7 @@ names the field and what to write instead.
 
 from __future__ import annotations
 
-from metalflow.api.bmc_address import BMCAddressError, parse_bmc_address
+from metalflow.api.bmc_address import BMCAddressError, BootMethod, parse_bmc_address
 from metalflow.api.models import BootMode, HostSpec, InspectionMode, ProvisioningState
 
 
@@ -113,6 +113,11 @@ def spec_problems(spec: HostSpec, namespace: str | None = None) -> list[str]:
         problems.append(f"spec.bootMACAddress: BMC driver {scheme} requires a BootMACAddress value")
     if spec.boot_mode == BootMode.UEFI_SECURE_BOOT and address.driver == "ipmi":
         problems.append(f"spec.bootMode: BMC driver {scheme} does not support secure boot")
+    if spec.boot_mode == BootMode.LEGACY and address.boot_method == BootMethod.UEFI_HTTP:
+        problems.append(
+            f"spec.bootMode: BMC driver {scheme} boots by UEFI HTTP, which legacy boot mode cannot do; "
+            "set bootMode UEFI or use redfish:// (PXE)"
+        )
     problems += _raid_problems(spec, address.driver, scheme)
     root = _root_device_problem(spec)
     if root:

@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--interface", required=True, help="the provisioning network interface")
     sp.add_argument("--range", required=True, help="DHCP range START,END")
     sp.add_argument("--netmask", default="255.255.255.0")
-    sp.add_argument("--tftp-root", default="/usr/lib/ipxe", help="holds undionly.kpxe and ipxe.efi")
+    sp.add_argument("--tftp-root", default="/usr/lib/ipxe", help="holds undionly.kpxe and snponly.efi")
     sp.add_argument("--config", help="where to write the rendered config (default <state_dir>/dnsmasq.conf)")
     sp.add_argument("--test", action="store_true", help="only check the rendered config (dnsmasq --test)")
     sp.set_defaults(run=cmd_dnsmasq)
