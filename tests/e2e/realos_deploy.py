@@ -1,7 +1,8 @@
 """A real OS deployed by metalflow consumes the config drive: checked from outside the VM.
 
 Not collected by `make e2e` yet (the file name does not match test_*.py): it has not passed
-here; run it by path: `pytest -m e2e tests/e2e/realos_deploy.py`.
+here (its one run, at load 21-22, hit the 600 s ramdisk boot budget before the deploy); run it
+by path: `CI=true pytest -q -rsP -m e2e tests/e2e/realos_deploy.py`.
 
 The VM (BIOS, SeaBIOS) PXE-boots the deploy ramdisk; `metalflow provision --wait` (Redfish BMC)
 writes the Debian OS image (testbed/os_image.py: GRUB, Debian's kernel, cloud-init with the
