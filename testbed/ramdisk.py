@@ -34,7 +34,8 @@ from testbed.debian_image import (
 )
 
 RAMDISK_DIR = REPO / "ramdisk"
-# What the agent runs (activities/agent): wipefs (util-linux, essential), sgdisk, qemu-img; the
+# What the agent runs (activities/agent): wipefs and blkid (util-linux, essential), sfdisk (fdisk:
+# the config drive's partition), sgdisk, qemu-img; the
 # init's needs: udev + kmod (modalias loading), iproute2, busybox's udhcpc, python3.
 PACKAGES = (
     "python3-minimal",
@@ -44,6 +45,7 @@ PACKAGES = (
     "iproute2",
     "udhcpc",
     "gdisk",
+    "fdisk",
     "qemu-utils",
 )
 # Only what `metalflow agent` imports (checked in the built root: an import error fails the build).

@@ -465,6 +465,24 @@ class VMTestBed:
         wait_for(lambda: _alive_and(proc, lambda: "virtualbmc for" in proc.log_path.read_text()), 30, "vbmc")
         return f"ipmi://127.0.0.1:{port}"
 
+    def forward(self, port: int) -> str:
+        """Expose a test's server on 127.0.0.1:PORT to the VMs at NET_ADDRESS:PORT (one more
+        forwarder, stopped with the bed); returns that address."""
+        fwd = Process(
+            f"nsforward-{port}",
+            [
+                sys.executable,
+                "-m",
+                "testbed.nsforward",
+                self.ns.name,
+                f"{NET_ADDRESS}:{port}=127.0.0.1:{port}",
+            ],
+            self.workdir / f"nsforward-{port}.log",
+        )
+        self.procs.append(fwd)
+        wait_for(lambda: _alive_and(fwd, lambda: "forwarding" in fwd.log_path.read_text()), 20, "forwarder")
+        return f"{NET_ADDRESS}:{port}"
+
     def redfish_address(self, dom: Domain) -> str:
         return f"redfish+http://127.0.0.1:{self.sushy_port}/redfish/v1/Systems/{dom.uuid}"
 

@@ -32,6 +32,7 @@ class ErrorName(StrEnum):
     RAMDISK_TIMEOUT = "RamdiskNeverBooted"
     INVALID_SPEC = "InvalidSpec"
     UNKNOWN_DEPLOY_METHOD = "UnknownDeployMethod"
+    CONFIG_DRIVE_PARTITION = "ConfigDrivePartitionError"
 
 
 def permanent(name: ErrorName, message: str) -> ApplicationError:

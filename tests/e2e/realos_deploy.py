@@ -1,0 +1,243 @@
+"""A real OS deployed by metalflow consumes the config drive: checked from outside the VM.
+
+Not collected by `make e2e` yet (the file name does not match test_*.py): it has not passed
+here (its one run, at load 21-22, hit the 600 s ramdisk boot budget before the deploy); run it
+by path: `CI=true pytest -q -rsP -m e2e tests/e2e/realos_deploy.py`.
+
+The VM (BIOS, SeaBIOS) PXE-boots the deploy ramdisk; `metalflow provision --wait` (Redfish BMC)
+writes the Debian OS image (testbed/os_image.py: GRUB, Debian's kernel, cloud-init with the
+ConfigDrive datasource only) and the config drive (a config-2 partition after the image's); the
+VM then boots the OS from its disk, and cloud-init, from the drive alone:
+- runs the userData (`#cloud-config`): a per-run marker on the serial console, and phone_home to a
+  loopback HTTP server of this test (reached at the namespace's address through the bed's
+  forwarder, testbed/nsforward.py);
+- sets the hostname and instance id from metaData (both in the phone-home request);
+- applies networkData (OpenStack network_data.json, as metal3 passes it): a static IPv4 address
+  (no DHCP in the OS: the phone home itself proves the address works), a route and a DNS server;
+  the test reaches the VM at its static address from the bed's namespace (ping), and the route
+  is printed on the console by the userData.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from temporalio.client import Client
+
+from metalflow.runtime.settings import Settings
+from testbed.debian_image import missing_tools
+from testbed.os_image import OSImage, os_image
+from testbed.vm import NET_ADDRESS, VMTestBed, ramdisk_boot_budget
+from worker.control import build_worker
+
+BUDGET = ramdisk_boot_budget() + 600  # seconds to provisioned: the OS image is about 1.4 GB
+OS_BUDGET = 1500  # seconds from provisioned to cloud-init's phone home (815 s seen at load 13)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET + OS_BUDGET + 600)]
+
+
+@pytest.fixture(scope="module")
+def real_os() -> OSImage:
+    missing = missing_tools() + [t for t in ("sfdisk", "mke2fs", "mcopy") if not shutil.which(t)]
+    if missing:
+        pytest.skip("cannot build the OS image here; missing: " + ", ".join(missing))
+    return os_image()
+
+
+class PhoneHome:
+    """A loopback HTTP server that records cloud-init's phone_home POSTs."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, list[str]]]] = []
+        seen = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                seen.append((self.path, urllib.parse.parse_qs(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> PhoneHome:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def phone_home() -> Iterator[PhoneHome]:
+    with PhoneHome() as server:
+        yield server
+
+
+STATIC_IP = "192.0.2.20"  # inside the bed's namespace only, below dnsmasq's range (.50-.99)
+ROUTE_NET = "198.51.100.0"  # TEST-NET-2: a route to it via the namespace's address; never used
+
+
+def network_data(mac: str) -> dict[str, Any]:
+    """OpenStack network_data.json, the shape metal3's networkData Secret carries."""
+    return {
+        "links": [{"id": "nic0", "type": "phy", "ethernet_mac_address": mac, "mtu": 1500}],
+        "networks": [
+            {
+                "id": "provisioning",
+                "type": "ipv4",
+                "link": "nic0",
+                "ip_address": STATIC_IP,
+                "netmask": "255.255.255.0",
+                "routes": [{"network": ROUTE_NET, "netmask": "255.255.255.0", "gateway": NET_ADDRESS}],
+                "network_id": "provisioning",
+            }
+        ],
+        "services": [{"type": "dns", "address": NET_ADDRESS}],
+    }
+
+
+def host_docs(
+    tb: VMTestBed, name: str, mac: str, bmc: str, ns: str, marker: str, phone_url: str, iid: str
+) -> list[dict[str, Any]]:
+    user_data = {
+        "runcmd": [
+            f'echo "{marker} hostname=$(hostname) instance=$(cat /var/lib/cloud/data/instance-id)'
+            f' route=$(ip -4 route show {ROUTE_NET}/24 | tr -s " " _)'
+            ' dns=$(cat /etc/systemd/network/*.network | grep -m1 ^DNS=)" > /dev/ttyS0'
+        ],
+        "phone_home": {
+            "url": phone_url + "/phone-home/$INSTANCE_ID",
+            "post": ["hostname", "instance_id"],
+            "tries": 20,
+        },
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "bmc", "namespace": ns},
+            "stringData": {"username": "admin", "password": tb.password},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "user-data", "namespace": ns},
+            "stringData": {"userData": "#cloud-config\n" + yaml.safe_dump(user_data)},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "meta-data", "namespace": ns},
+            "stringData": {"metaData": json.dumps({"uuid": iid, "hostname": f"{name}-os"})},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "network-data", "namespace": ns},
+            "stringData": {"networkData": json.dumps(network_data(mac))},
+        },
+        {
+            "apiVersion": "metal3.io/v1alpha1",
+            "kind": "BareMetalHost",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "online": True,
+                "bootMACAddress": mac,
+                "bootMode": "legacy",
+                "bmc": {"address": bmc, "credentialsName": "bmc"},
+                "rootDeviceHints": {"deviceName": "/dev/vda"},
+                "image": {
+                    "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/realos.raw",
+                    "checksum": "",  # set by the caller
+                    "checksumType": "sha256",
+                    "format": "raw",
+                },
+                "userData": {"name": "user-data", "namespace": ns},
+                "metaData": {"name": "meta-data", "namespace": ns},
+                "networkData": {"name": "network-data", "namespace": ns},
+            },
+        },
+    ]
+
+
+async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_drive(
+    client: Client,
+    bed: tuple[VMTestBed, Settings],
+    tmp_path: Path,
+    ns: str,
+    real_os: OSImage,
+    phone_home: PhoneHome,
+) -> None:
+    tb, _ = bed
+    settings = Settings()
+    served = tb.boot_dir / "images" / "realos.raw"
+    subprocess.run(["cp", "--sparse=always", str(real_os.raw), str(served)], check=True)
+    phone_url = "http://" + await asyncio.to_thread(tb.forward, phone_home.port)
+    marker = f"METALFLOW-REALOS-{uuid.uuid4().hex[:8]}"
+    iid = f"iid-{marker.lower()}"
+    dom = await asyncio.to_thread(tb.add_domain, "vm-realos", 4 << 30)
+    docs = host_docs(tb, dom.name, dom.mac, tb.redfish_address(dom), ns, marker, phone_url, iid)
+    docs[-1]["spec"]["image"]["checksum"] = real_os.raw_sha256
+    hostfile = tmp_path / "hosts.yaml"
+    hostfile.write_text(yaml.safe_dump_all(docs))
+    argv = [sys.executable, "-m", "metalflow", "provision", str(hostfile), "--wait", "--timeout", str(BUDGET)]
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        async with build_worker(client, settings, executor):
+            started = time.monotonic()
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [*argv, "--secrets-dir", str(tmp_path / "secrets")],
+                capture_output=True,
+                text=True,
+                timeout=BUDGET + 30,
+            )
+            provisioned = time.monotonic() - started
+            assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nconsole:\n{dom.console()[-3000:]}"
+            deadline = time.monotonic() + OS_BUDGET
+            while not (phone_home.posts and f"{marker} hostname=" in dom.console()):
+                assert time.monotonic() < deadline, (
+                    f"no phone home / marker in {OS_BUDGET}s: {phone_home.posts}\n{dom.console()[-4000:]}"
+                )
+                await asyncio.sleep(2)
+            booted = time.monotonic() - started
+    print(
+        f"\n{dom.name}: provisioned in {provisioned:.0f}s, cloud-init phoned home at {booted:.0f}s"
+        f" ({tb.accel})"
+    )
+    console = dom.console()
+    line = next(ln for ln in console.splitlines() if ln.startswith(marker))
+    assert f"hostname={dom.name}-os" in line and f"instance={iid}" in line, line
+    path, form = phone_home.posts[0]
+    assert path == f"/phone-home/{iid}"
+    assert form.get("hostname") == [f"{dom.name}-os"] and form.get("instance_id") == [iid], form
+    assert "config drive written to /dev/vda" in console
+    assert f"route={ROUTE_NET}/24_via_{NET_ADDRESS}" in line and f"dns=DNS={NET_ADDRESS}" in line, line
+    # the static address answers from the namespace
+    ping = await asyncio.to_thread(
+        subprocess.run,
+        tb.ns.exec_argv("ping", "-c", "3", "-W", "5", STATIC_IP),
+        capture_output=True,
+        text=True,
+    )
+    assert ping.returncode == 0, ping.stdout + ping.stderr
