@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,6 +364,7 @@ class VMTestBed:
         try:
             self.ns.create()
             self.procs.append(start_libvirtd(self.ns, self.workdir))
+            self.define_image_pool()
             conf = self.workdir / "dnsmasq.conf"
             conf.write_text(dnsmasq_conf)
             dnsmasq = Process(
@@ -396,6 +398,24 @@ class VMTestBed:
         except BaseException:
             self.stop()
             raise
+
+    def define_image_pool(self) -> None:
+        """libvirt's `default` directory pool: where sushy-emulator's libvirt driver uploads a
+        virtual-media image it fetched before attaching it as the domain's CD-ROM."""
+        pool = self.workdir / "pool"
+        pool.mkdir(parents=True, exist_ok=True)
+        uri = libvirt_uri(self.ns)
+        virsh(uri, "pool-define-as", "default", "dir", "--target", str(pool))
+        virsh(uri, "pool-start", "default")
+
+    def cdrom_sources(self, dom: Domain) -> list[str]:
+        """The images attached to the domain's CD-ROMs (its persistent definition)."""
+        xml = ET.fromstring(dom.virsh("dumpxml", "--inactive", dom.name).stdout)
+        return [
+            (d.find("source").get("file") or "") if d.find("source") is not None else ""  # type: ignore[union-attr]
+            for d in xml.findall("devices/disk")
+            if d.get("device") == "cdrom"
+        ]
 
     def add_domain(self, name: str, disk_bytes: int = 2 << 30) -> Domain:
         dom = Domain(
