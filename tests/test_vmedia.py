@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -293,3 +295,51 @@ def test_a_missing_base_iso_is_a_typed_error_naming_the_setting(
     assert err.value.type == "DeployISOMissing" and err.value.non_retryable
     assert "missing.iso" in err.value.message and "METALFLOW_DEPLOY_ISO" in err.value.message
     assert "python -m testbed.ramdisk" in err.value.message
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace of the test's own with a NIC (MAC_A; a veth, its peer up), and its own resolv.conf
+    (`ip netns exec` binds /etc/netns/NAME/resolv.conf over /etc/resolv.conf: the machine's is
+    never written)."""
+    name = f"mf-nd-{uuid.uuid4().hex[:6]}"
+    etc = Path("/etc/netns") / name
+    try:
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"cannot create a network namespace here: {err}")
+    try:
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text("# the test's own\n")
+        subprocess.run(
+            ["ip", "-n", name, "link", "add", "nic0", "address", MAC_A, "type", "veth", "peer", "name", "peer0"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.run(["ip", "-n", name, "link", "set", "peer0", "up"], check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        shutil.rmtree(etc, ignore_errors=True)
+
+
+def test_the_ramdisk_applies_the_network_data_it_finds_on_its_iso(
+    vm_settings: Settings, netns: str, tmp_path: Path
+) -> None:
+    """ramdisk/netdata.py (what the init runs on the ISO's network_data.json) in a namespace of the
+    test's own: the NIC with the link's MAC gets the address and the default route, DNS is set,
+    and the init is told which NIC needs no DHCP."""
+    write_secret(vm_settings, HOST_A, "a-preprov", {"networkData": json.dumps(NETWORK_DATA)})
+    url = ActivityEnvironment().run(prepare_boot, request(HOST_A, MAC_A, "a-preprov")).iso_url
+    on_iso = tmp_path / "network_data.json"
+    assert extract(iso_path(vm_settings, url), "/metalflow/network_data.json", on_iso) is not None
+    script = Path(__file__).resolve().parents[1] / "ramdisk" / "netdata.py"
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, "python3", str(script), str(on_iso)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["nic0"], "the init runs no DHCP on nic0"
+    addr = subprocess.run(["ip", "-n", netns, "-4", "addr", "show", "nic0"], capture_output=True, text=True)
+    assert "inet 198.51.100.23/24" in addr.stdout and "mtu 1500" in addr.stdout
+    routes = subprocess.run(["ip", "-n", netns, "-4", "route"], capture_output=True, text=True).stdout
+    assert "default via 198.51.100.1 dev nic0" in routes, routes
+    assert (Path("/etc/netns") / netns / "resolv.conf").read_text() == "nameserver 198.51.100.53\n"
