@@ -312,7 +312,8 @@ def netns() -> Iterator[str]:
         etc.mkdir(parents=True)
         (etc / "resolv.conf").write_text("# the test's own\n")
         subprocess.run(
-            ["ip", "-n", name, "link", "add", "nic0", "address", MAC_A, "type", "veth", "peer", "name", "peer0"],
+            ["ip", "-n", name, "link", "add", "nic0", "address", MAC_A,
+             "type", "veth", "peer", "name", "peer0"],
             check=True, capture_output=True,
         )  # fmt: skip
         subprocess.run(["ip", "-n", name, "link", "set", "peer0", "up"], check=True, capture_output=True)
