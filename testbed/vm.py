@@ -272,14 +272,20 @@ class Domain:
 
 
 def build_deploy_ramdisk(kernel_root: Path, boot_dir: Path) -> Path | None:
-    """vmlinuz + initrd.img into the boot server's directory: the self-contained ramdisk (built
-    or taken from the cache; its directory is returned), or the 9p developer loop's."""
+    """vmlinuz + initrd.img (+ deploy.iso) into the boot server's directory: the self-contained
+    ramdisk (built or taken from the cache; a directory holding its manifest is returned), or the
+    9p developer loop's."""
     if not dev_loop_ramdisk():
         from testbed.ramdisk import build_ramdisk, install_into
 
         ramdisk = build_ramdisk(kernel_root)
         install_into(ramdisk, boot_dir)
-        return ramdisk
+        # its manifest (for the size line) kept with the test bed: the cache keeps the newest few
+        # builds only, and another checkout's build may prune this entry while the test runs
+        kept = boot_dir.parent / "ramdisk" / ramdisk.name
+        kept.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ramdisk / "manifest.json", kept / "manifest.json")
+        return kept
     subprocess.run(
         ["bash", str(RAMDISK_BUILD), "--vm", str(boot_dir), str(kernel_root)],
         check=True,
@@ -343,7 +349,7 @@ class VMTestBed:
     domains: list[Domain] = field(default_factory=list)
     procs: list[Process] = field(default_factory=list)
     sushy_port: int = 0
-    ramdisk: Path | None = None  # the self-contained ramdisk's cache directory (None: 9p loop)
+    ramdisk: Path | None = None  # the self-contained ramdisk: its manifest's directory (None: 9p loop)
 
     @property
     def accel(self) -> str:

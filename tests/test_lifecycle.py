@@ -200,5 +200,17 @@ async def test_virtual_media_host_boots_the_deploy_iso_instead_of_pxe(
     assert not media["Inserted"], "the deploy ISO is ejected after deploy"
     host_isos = settings.boot_dir / "images" / "vmedia" / host.ref.host_id
     assert not host_isos.exists(), "the host's ISO is deleted after deploy"
+
+    # deprovision: the ramdisk boots from a new ISO of the host's, which is deleted and ejected after
+    await operations.deprovision(client, host.ref)
+    st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.AVAILABLE or s.error_type)
+    assert st.error_type is None, st.error_message
+    assert emu.boots[-1].target == "Cd" and emu.boots[-1].agent, "deprovisioning booted the ramdisk's ISO"
+    media = await asyncio.to_thread(
+        lambda: requests.get(emu.system_url + "/VirtualMedia/Cd", auth=("admin", dc.password)).json()
+    )
+    assert not media["Inserted"], "the deploy ISO is ejected after deprovisioning"
+    assert not host_isos.exists(), "the host's ISO is deleted after deprovisioning"
     await assert_no_bmc_password(client, dc, host.ref, at_least=5)
-    await assert_no_secret_in_histories(client, [dns_marker], host.ref.workflow_id, at_least=5)
+    await assert_no_secret_in_histories(client, [dns_marker], host.ref.workflow_id, at_least=6)
+    await record(client, host.ref.workflow_id, "vmedia-deprovision")
