@@ -39,6 +39,7 @@ pytestmark = pytest.mark.skipif(
     bool(missing_packages()), reason=f"Debian packages missing: {missing_packages()} (scripts/system-deps.sh)"
 )
 
+RAMDISK = Path(__file__).resolve().parents[1] / "ramdisk"
 HOST_A = HostRef(namespace="rack-1", name="server-a")
 HOST_B = HostRef(namespace="rack-1", name="server-b")
 MAC_A, MAC_B = "52:54:00:0a:00:01", "52:54:00:0b:00:02"
@@ -158,6 +159,13 @@ def test_each_host_gets_its_own_iso_bootable_by_bios_and_uefi(
             assert ("BOOTIF=01-52-54-00-0a-00-01" in line) == (mac is not None)
             assert other.name not in text, f"{me.name}'s ISO names {other.name}"
         assert extract(iso, "/metalflow/network_data.json", tmp_path / f"nd{n}") is None
+        # the ramdisk's own parser reads that command line as the host's
+        parsed = subprocess.run(
+            ["busybox", "sh", "-c", '. ./cmdline.sh && parse_cmdline "$1" && echo "$MF_HOST_ID|$MF_MEDIUM"',
+             "sh", line.split("APPEND ", 1)[-1].split("linux /boot/vmlinuz ", 1)[-1]],
+            cwd=RAMDISK, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        assert parsed == f"{me.host_id}|iso"
     # the base keeps no host's configuration
     base_cfg = (extract(base_iso, "/isolinux/isolinux.cfg", tmp_path / "base.cfg") or b"").decode()
     assert "metalflow.host_id" not in base_cfg and "metalflow.medium=iso" in base_cfg
@@ -333,7 +341,7 @@ def test_the_ramdisk_applies_the_network_data_it_finds_on_its_iso(
     url = ActivityEnvironment().run(prepare_boot, request(HOST_A, MAC_A, "a-preprov")).iso_url
     on_iso = tmp_path / "network_data.json"
     assert extract(iso_path(vm_settings, url), "/metalflow/network_data.json", on_iso) is not None
-    script = Path(__file__).resolve().parents[1] / "ramdisk" / "netdata.py"
+    script = RAMDISK / "netdata.py"
     done = subprocess.run(
         ["ip", "netns", "exec", netns, "python3", str(script), str(on_iso)], capture_output=True, text=True
     )
