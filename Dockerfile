@@ -1,8 +1,9 @@
 # The metalflow image: worker, bridge, boot server, dnsmasq and sushy-emulator (demo) in one.
 FROM python:3.11-slim
 # qemu-img converts qcow2 images; dnsmasq + iPXE binaries serve the boot network (TFTP root
-# /usr/lib/ipxe); gdisk/cpio for config drives and ramdisks.
-RUN apt-get update && apt-get install -y --no-install-recommends qemu-utils dnsmasq-base ipxe gdisk cpio \
+# /usr/lib/ipxe); gdisk/cpio for config drives and ramdisks. xorriso re-masters the base deploy ISO
+# per virtual-media host.
+RUN apt-get update && apt-get install -y --no-install-recommends qemu-utils dnsmasq-base ipxe gdisk cpio xorriso \
       && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -13,6 +13,12 @@ for pair in "${need[@]}"; do
 done
 # make stack / make test-stack (testbed/stack.py): Debian's PostgreSQL, run by the test bed itself
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql-15)
+# virtual-media deploy ISOs (testbed/deploy_iso.py builds the base; the worker re-masters it per host)
+for pair in xorriso:/usr/bin/xorriso isolinux:/usr/lib/ISOLINUX/isolinux.bin \
+            syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32 grub-common:/usr/bin/grub-mkstandalone \
+            grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/linux.mod mtools:/usr/bin/mcopy dosfstools:/usr/sbin/mkfs.vfat; do
+  [ -e "${pair#*:}" ] || missing+=("${pair%%:*}")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${missing[*]}"
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else

@@ -106,11 +106,12 @@ class Datacenter:
         self.image = await asyncio.to_thread(
             build_raw_image, boot_dir / "images" / "os.img", self.image_mib, "os"
         )
-        # The emulated deploy ISO for virtual-media boots (the BMC downloads it on insert).
+        # The emulated base deploy ISO: each virtual-media host's ISO is made from it (the BMC
+        # downloads that on insert; the emulated host does not read it).
         from activities.configdrive import build_iso
 
         iso = build_iso({"metalflow/README": b"emulated metalflow deploy ramdisk\n"}, label="mf-deploy")
-        (boot_dir / "images" / "deploy.iso").write_bytes(iso)
+        (boot_dir / "deploy.iso").write_bytes(iso)
         # The EFI iPXE a UEFI HTTP boot is sent to (emulated firmware never runs it: bytes suffice).
         (boot_dir / ARCHITECTURES["x86_64"].uefi_ipxe).write_bytes(b"MZ emulated EFI iPXE\n")
         port = int(self.settings.boot_server_url.rsplit(":", 1)[1])

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from testbed import deploy_iso
 from testbed.cache import cache_root, ensure_artefact
 from testbed.debian_image import (
     REPO,
@@ -34,6 +35,16 @@ from testbed.debian_image import (
 )
 
 RAMDISK_DIR = REPO / "ramdisk"
+# The base deploy ISO's builder and boot-loader templates: part of the ramdisk's cache key.
+ISO_FILES = (
+    Path(deploy_iso.__file__),
+    REPO / "activities" / "boot" / "vmedia.py",
+    REPO / "activities" / "boot" / "templates" / "vmedia-isolinux.cfg.j2",
+    REPO / "activities" / "boot" / "templates" / "vmedia-grub.cfg.j2",
+)
+# The base ISO's command line (each host's ISO gets METALFLOW_KERNEL_ARGS and its own arguments).
+ISO_KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8"
+build_base_iso = deploy_iso.build_base_iso
 # What the agent runs (activities/agent): wipefs and blkid (util-linux, essential), sfdisk (fdisk:
 # the config drive's partition), sgdisk, qemu-img; the
 # init's needs: udev + kmod (modalias loading), iproute2, busybox's udhcpc, python3.
@@ -121,8 +132,10 @@ def deploy_image(wheel: Path) -> DebianImage:
 
 def _own_files_digest(kernel_version: str) -> str:
     h = hashlib.sha256(kernel_version.encode())
-    for name in ("init", "cmdline.sh", "udhcpc.script"):
+    for name in ("init", "cmdline.sh", "udhcpc.script", "netdata.py"):
         h.update((RAMDISK_DIR / name).read_bytes())
+    for iso_file in ISO_FILES:  # the deploy ISO is built with the ramdisk
+        h.update(iso_file.read_bytes())
     h.update(" ".join(MODULES).encode())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()[:16]
@@ -199,6 +212,7 @@ def build_ramdisk(kernel_root: Path) -> Path:
         shutil.copy2(RAMDISK_DIR / "init", root / "init")
         (root / "lib" / "metalflow").mkdir(parents=True, exist_ok=True)
         shutil.copy2(RAMDISK_DIR / "cmdline.sh", root / "lib" / "metalflow" / "cmdline.sh")
+        shutil.copy2(RAMDISK_DIR / "netdata.py", root / "lib" / "metalflow" / "netdata.py")
         (root / "etc" / "udhcpc").mkdir(parents=True, exist_ok=True)
         shutil.copy2(RAMDISK_DIR / "udhcpc.script", root / "etc" / "udhcpc" / "default.script")
         (root / "etc" / "udhcpc" / "default.script").chmod(0o755)
@@ -242,6 +256,7 @@ def build_ramdisk(kernel_root: Path) -> Path:
         )
         if cpio.returncode != 0:
             raise ImageBuildError(f"initramfs archive failed: {cpio.stderr}")
+        build_base_iso(out / "vmlinuz", out / "initrd.img", out / "deploy.iso", ISO_KERNEL_ARGS)
         unpacked = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
         shutil.rmtree(root)
         manifest = json.loads((img / "manifest.json").read_text())
@@ -250,6 +265,7 @@ def build_ramdisk(kernel_root: Path) -> Path:
             modules=sorted(keep),
             initrd_bytes=(out / "initrd.img").stat().st_size,
             vmlinuz_bytes=(out / "vmlinuz").stat().st_size,
+            iso_bytes=(out / "deploy.iso").stat().st_size,
             unpacked_bytes=unpacked,
         )
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -294,13 +310,15 @@ def size_line(ramdisk: Path) -> str:
         f"{m['vmlinuz_bytes'] / 2**20:.1f} MiB = {total / 2**20:.1f} MiB compressed "
         f"({m['unpacked_bytes'] / 2**20:.0f} MiB unpacked, {len(m['modules'])} modules, metalflow "
         f"{m['metalflow_version']})"
+        + (f"; deploy ISO {m['iso_bytes'] / 2**20:.1f} MiB" if "iso_bytes" in m else "")
     )
 
 
 def install_into(ramdisk: Path, boot_dir: Path) -> None:
-    """vmlinuz + initrd.img where the boot server serves them."""
+    """vmlinuz + initrd.img where the boot server serves them, and the base deploy ISO next to them
+    (where a worker with that boot directory makes virtual-media hosts' ISOs from it)."""
     boot_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("vmlinuz", "initrd.img"):
+    for name in ("vmlinuz", "initrd.img", "deploy.iso"):
         target = boot_dir / name
         target.unlink(missing_ok=True)
         try:
@@ -314,7 +332,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--out", type=Path, help="copy vmlinuz and initrd.img here (a boot server's directory)"
+        "--out", type=Path, help="copy vmlinuz, initrd.img and deploy.iso here (a boot server's directory)"
     )
     args = parser.parse_args()
     started = time.monotonic()

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,14 +312,20 @@ class Domain:
 
 
 def build_deploy_ramdisk(kernel_root: Path, boot_dir: Path) -> Path | None:
-    """vmlinuz + initrd.img into the boot server's directory: the self-contained ramdisk (built
-    or taken from the cache; its directory is returned), or the 9p developer loop's."""
+    """vmlinuz + initrd.img (+ deploy.iso) into the boot server's directory: the self-contained
+    ramdisk (built or taken from the cache; a directory holding its manifest is returned), or the
+    9p developer loop's."""
     if not dev_loop_ramdisk():
         from testbed.ramdisk import build_ramdisk, install_into
 
         ramdisk = build_ramdisk(kernel_root)
         install_into(ramdisk, boot_dir)
-        return ramdisk
+        # its manifest (for the size line) kept with the test bed: the cache keeps the newest few
+        # builds only, and another checkout's build may prune this entry while the test runs
+        kept = boot_dir.parent / "ramdisk" / ramdisk.name
+        kept.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ramdisk / "manifest.json", kept / "manifest.json")
+        return kept
     subprocess.run(
         ["bash", str(RAMDISK_BUILD), "--vm", str(boot_dir), str(kernel_root)],
         check=True,
@@ -382,7 +389,7 @@ class VMTestBed:
     domains: list[Domain] = field(default_factory=list)
     procs: list[Process] = field(default_factory=list)
     sushy_port: int = 0
-    ramdisk: Path | None = None  # the self-contained ramdisk's cache directory (None: 9p loop)
+    ramdisk: Path | None = None  # the self-contained ramdisk: its manifest's directory (None: 9p loop)
 
     @property
     def accel(self) -> str:
@@ -403,6 +410,7 @@ class VMTestBed:
         try:
             self.ns.create()
             self.procs.append(start_libvirtd(self.ns, self.workdir))
+            self.define_image_pool()
             conf = self.workdir / "dnsmasq.conf"
             conf.write_text(dnsmasq_conf)
             dnsmasq = Process(
@@ -436,6 +444,24 @@ class VMTestBed:
         except BaseException:
             self.stop()
             raise
+
+    def define_image_pool(self) -> None:
+        """libvirt's `default` directory pool: where sushy-emulator's libvirt driver uploads a
+        virtual-media image it fetched before attaching it as the domain's CD-ROM."""
+        pool = self.workdir / "pool"
+        pool.mkdir(parents=True, exist_ok=True)
+        uri = libvirt_uri(self.ns)
+        virsh(uri, "pool-define-as", "default", "dir", "--target", str(pool))
+        virsh(uri, "pool-start", "default")
+
+    def cdrom_sources(self, dom: Domain) -> list[str]:
+        """The images attached to the domain's CD-ROMs (its persistent definition)."""
+        xml = ET.fromstring(dom.virsh("dumpxml", "--inactive", dom.name).stdout)
+        return [
+            (d.find("source").get("file") or "") if d.find("source") is not None else ""  # type: ignore[union-attr]
+            for d in xml.findall("devices/disk")
+            if d.get("device") == "cdrom"
+        ]
 
     def add_domain(
         self, name: str, disk_bytes: int = 2 << 30, firmware: str = "bios", nic_rom: bool = True

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.boot import cleanup_boot, dnsmasq, ipxe, prepare_boot
+from activities.configdrive import build_iso
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import ARCHITECTURES, BootPrepareRequest, BootPurpose
 from metalflow.api.models import BootMode, HostRef
@@ -87,7 +88,14 @@ def test_boot_method_picks_what_prepare_writes(boot_settings: Settings) -> None:
     vmedia = BootPrepareRequest(
         host=REF, boot_mac_address=None, purpose=BootPurpose.INSPECT, boot_method=BootMethod.VIRTUAL_MEDIA
     )
-    assert env.run(prepare_boot, vmedia).iso_url == "http://192.0.2.1:8088/images/deploy.iso"
+    # (the host's own ISO, made from the base ISO: tests/test_vmedia.py)
+    (boot_settings.boot_dir).mkdir(parents=True, exist_ok=True)
+    (boot_settings.boot_dir / "deploy.iso").write_bytes(build_iso({"metalflow/deploy-iso": b"x"}))
+    iso_url = env.run(prepare_boot, vmedia).iso_url
+    assert iso_url.startswith("http://192.0.2.1:8088/images/vmedia/metal3.worker-0/") and iso_url.endswith(
+        ".iso"
+    )
+    assert not (boot_settings.boot_dir / "dnsmasq" / "hosts" / "metal3.worker-0").exists()
     # a request recorded before boot_method existed said virtual media with its flag alone
     legacy = BootPrepareRequest.model_validate(
         {"host": {"name": "worker-0"}, "bootMacAddress": None, "purpose": "inspect", "virtualMedia": True}

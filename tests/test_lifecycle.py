@@ -7,7 +7,9 @@ it), cleaned, written with a real image over HTTP, booted from disk, and deprovi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,6 +57,10 @@ async def wait_status(client: Client, ref, pred, timeout: float = 180) -> HostSt
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not reached in {timeout}s; last status: {st.model_dump_json()}")
         await asyncio.sleep(0.3)
+
+
+def emu_mac(dc: Datacenter, index: int) -> str:
+    return dc.systems[index].mac
 
 
 async def http_status(url: str) -> int:
@@ -164,7 +170,23 @@ async def test_virtual_media_host_boots_the_deploy_iso_instead_of_pxe(
 ) -> None:
     pxe = dc.host(1)
     address = pxe.spec.bmc.address.replace("redfish+http://", "redfish-virtualmedia+http://")
-    host = dc.host(1, bmc=BMCDetails(address=address, credentials=dc.credentials), boot_mac_address=None)
+    host = dc.host(
+        1,
+        bmc=BMCDetails(address=address, credentials=dc.credentials),
+        boot_mac_address=None,
+        preprovisioning_network_data_name="preprov-net",
+    )
+    # the network data the host's own ISO carries (tests/test_vmedia.py reads such ISOs): a Secret
+    # where the CLI keeps a hostfile's, <state_dir>/secrets/<namespace>/<name>.yaml
+    dns_marker = f"198.51.100.{uuid.uuid4().int % 200 + 20}"
+    network_data = {
+        "links": [{"id": "nic0", "ethernet_mac_address": emu_mac(dc, 1)}],
+        "networks": [{"id": "n0", "link": "nic0", "type": "ipv4", "ip_address": "192.0.2.77/24"}],
+        "services": [{"type": "dns", "address": dns_marker}],
+    }
+    secret = settings.state_dir / "secrets" / host.ref.namespace / "preprov-net.yaml"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text(json.dumps({"networkData": json.dumps(network_data)}))
     await operations.apply(client, host, settings)
     st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.PROVISIONED or s.error_type)
     assert st.error_type is None, st.error_message
@@ -176,4 +198,19 @@ async def test_virtual_media_host_boots_the_deploy_iso_instead_of_pxe(
         lambda: requests.get(emu.system_url + "/VirtualMedia/Cd", auth=("admin", dc.password)).json()
     )
     assert not media["Inserted"], "the deploy ISO is ejected after deploy"
+    host_isos = settings.boot_dir / "images" / "vmedia" / host.ref.host_id
+    assert not host_isos.exists(), "the host's ISO is deleted after deploy"
+
+    # deprovision: the ramdisk boots from a new ISO of the host's, which is deleted and ejected after
+    await operations.deprovision(client, host.ref)
+    st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.AVAILABLE or s.error_type)
+    assert st.error_type is None, st.error_message
+    assert emu.boots[-1].target == "Cd" and emu.boots[-1].agent, "deprovisioning booted the ramdisk's ISO"
+    media = await asyncio.to_thread(
+        lambda: requests.get(emu.system_url + "/VirtualMedia/Cd", auth=("admin", dc.password)).json()
+    )
+    assert not media["Inserted"], "the deploy ISO is ejected after deprovisioning"
+    assert not host_isos.exists(), "the host's ISO is deleted after deprovisioning"
     await assert_no_bmc_password(client, dc, host.ref, at_least=5)
+    await assert_no_secret_in_histories(client, [dns_marker], host.ref.workflow_id, at_least=6)
+    await record(client, host.ref.workflow_id, "vmedia-deprovision")

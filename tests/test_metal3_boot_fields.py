@@ -1,4 +1,5 @@
-"""metal3 fields the boot path acts on (issue 16): `architecture` and `preprovisioningNetworkDataName`.
+"""metal3 fields the boot path acts on (issue 16): `architecture` and `preprovisioningNetworkDataName`
+(its virtual-media path: tests/test_vmedia.py).
 
 The boot-prepare activity runs for real (ActivityEnvironment) and writes its files; the rendered
 iPXE script and DHCP entry of an aarch64 host are read back. That dnsmasq then hands an aarch64
@@ -15,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.boot import dnsmasq, ipxe, prepare_boot
+from activities.configdrive import build_iso
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import BootPrepareRequest, BootPurpose
 from metalflow.api.models import HostRef
@@ -67,6 +69,10 @@ def test_x86_64_is_the_default_and_unchanged(boot_settings: Settings, name: str 
 
 
 def test_virtual_media_aarch64_host_gets_the_aarch64_iso(boot_settings: Settings) -> None:
+    """Its own ISO is made from the aarch64 base (named like the aarch64 kernel), not the x86_64 one."""
+    boot_settings.boot_dir.mkdir(parents=True)
+    for suffix, marker in (("", b"X86-64-BASE-ISO"), ("-aarch64", b"AARCH64-BASE-ISO")):
+        (boot_settings.boot_dir / f"deploy{suffix}.iso").write_bytes(build_iso({"metalflow/base": marker}))
     got = ActivityEnvironment().run(
         prepare_boot,
         BootPrepareRequest(
@@ -77,7 +83,9 @@ def test_virtual_media_aarch64_host_gets_the_aarch64_iso(boot_settings: Settings
             architecture="aarch64",
         ),
     )
-    assert got.iso_url == "http://192.0.2.1:8088/images/deploy-aarch64.iso"
+    assert got.iso_url.startswith(f"http://192.0.2.1:8088/images/vmedia/{REF.host_id}/")
+    made = (boot_settings.boot_dir / got.iso_url.split("/", 3)[3]).read_bytes()
+    assert b"AARCH64-BASE-ISO" in made and b"X86-64-BASE-ISO" not in made
 
 
 def test_unknown_architecture_is_a_clear_error_before_any_file(boot_settings: Settings) -> None:
@@ -88,12 +96,14 @@ def test_unknown_architecture_is_a_clear_error_before_any_file(boot_settings: Se
     assert not (boot_settings.boot_dir / "boot").exists()
 
 
-def test_preprovisioning_network_data_is_refused_until_per_host_ramdisks_exist(
+def test_preprovisioning_network_data_is_refused_for_a_pxe_host(
     boot_settings: Settings,
 ) -> None:
+    """Only a virtual-media host's own ISO carries it (tests/test_vmedia.py); a PXE-booted ramdisk
+    takes DHCP, so the field is refused rather than ignored."""
     with pytest.raises(ApplicationError) as err:
         prepare(preprovisioning_network_data_name="arm-0-preprov-net")
-    assert err.value.non_retryable and err.value.type == "PreprovisioningNetworkDataNotBuilt"
+    assert err.value.non_retryable and err.value.type == "PreprovisioningNetworkDataInvalid"
     assert "spec.preprovisioningNetworkDataName ('arm-0-preprov-net')" in err.value.message
-    assert "remove the field" in err.value.message
+    assert "virtualmedia://" in err.value.message and "remove the field" in err.value.message
     assert not (boot_settings.boot_dir / "boot").exists(), "nothing written for a host that cannot boot"

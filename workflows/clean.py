@@ -12,8 +12,18 @@ from metalflow.api.boot import BootPurpose
 from metalflow.api.host import CLEAN_HOST, StepInput, StepResult
 from metalflow.api.models import CleaningMode
 from workflows import bmc_calls
-from workflows.inband import CONFIGDRIVE_PATCH, cleanup_boot, remove_configdrives, run_on_host
+from workflows.inband import (
+    CONFIGDRIVE_PATCH,
+    VMEDIA_EJECT_PATCH,
+    cleanup_boot,
+    eject_media,
+    remove_configdrives,
+    run_on_host,
+)
 from workflows.options import AGENT_SHORT_TIMEOUT
+
+with workflow.unsafe.imports_passed_through():
+    from metalflow.api.bmc_address import parse_bmc_address
 
 
 @workflow.defn(name=CLEAN_HOST)
@@ -43,4 +53,7 @@ class CleanHost:
             await cleanup_boot(step.ref)
             if workflow.patched(CONFIGDRIVE_PATCH):  # any drive an interrupted deploy left behind
                 await remove_configdrives(step.ref)
+            address = parse_bmc_address(step.spec.bmc.address, step.spec.bmc.disable_certificate_verification)
+            if address.virtual_media and workflow.patched(VMEDIA_EJECT_PATCH):
+                await eject_media(step.spec)  # its ISO was deleted with the boot entries
         return StepResult(powered_on=powered_on)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
-from metalflow.api.bmc import BMC_INSERT_MEDIA, BootDevice, MediaRequest, PowerAction
+from metalflow.api.bmc import BMC_EJECT_MEDIA, BMC_INSERT_MEDIA, BootDevice, MediaRequest, PowerAction
 from metalflow.api.boot import BOOT_CLEANUP, BOOT_PREPARE, BootPrepareRequest, BootPrepareResult, BootPurpose
 from metalflow.api.configdrive import CONFIGDRIVE_REMOVE, ConfigDriveRemove
 from metalflow.api.errors import ErrorName
@@ -41,6 +41,8 @@ CONFIGDRIVE_PATCH = "configdrive-per-attempt"
 # Histories recorded before UEFI HTTP boot was built never got past preparing a redfish-uefihttp
 # host's boot; the BMC is now asked for the UefiHttp boot target instead of PXE.
 UEFI_HTTP_PATCH = "uefi-http-boot-target"
+# Histories recorded before per-host virtual-media ISOs left the ISO inserted after deprovisioning.
+VMEDIA_EJECT_PATCH = "vmedia-eject-after-deprovision"
 
 
 async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, powered_on: bool) -> None:
@@ -138,6 +140,18 @@ async def cleanup_boot(ref: HostRef) -> None:
         start_to_close_timeout=LOCAL_TIMEOUT,
         retry_policy=LOCAL_RETRY,
         summary="remove network boot entries",
+    )
+
+
+async def eject_media(spec: HostSpec) -> None:
+    """The BMC ejects the deploy ISO (a virtual-media host leaving the ramdisk)."""
+    await workflow.execute_activity(
+        BMC_EJECT_MEDIA,
+        MediaRequest(target=bmc_calls.target_of(spec)),
+        start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary="eject deploy ISO",
     )
 
 

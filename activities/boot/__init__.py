@@ -1,4 +1,5 @@
-"""Network boot activities: per-host iPXE script and dnsmasq entry, written atomically.
+"""Network boot activities: per-host iPXE script and dnsmasq entry, written atomically; for
+virtual-media hosts, the host's own deploy ISO (activities/boot/vmedia.py).
 
 The boot method comes from the BMC address's scheme: PXE and UEFI HTTP boot share the per-host
 iPXE script; a UEFI HTTP host's DHCP entry answers only its firmware's HTTPClient requests
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 
-from activities.boot import dnsmasq, ipxe
+from activities.boot import dnsmasq, ipxe, vmedia
 from activities.boot.render import mac_file_name, write_atomically
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import (
@@ -28,7 +30,9 @@ from metalflow.api.boot import (
     architecture,
 )
 from metalflow.api.errors import ErrorName, permanent
-from metalflow.api.models import BootMode, HostRef
+from metalflow.api.models import BootMode, HostRef, SecretRef
+from metalflow.api.netdata import NETWORK_DATA_KEY, NetworkDataError, parse_network_data
+from metalflow.runtime.secrets import load_yaml, resolve, secret_key
 from metalflow.runtime.settings import Settings, get_settings
 
 
@@ -60,23 +64,25 @@ def _check_uefi_http(req: BootPrepareRequest, settings: Settings, arch: Architec
 def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     settings = get_settings()
     base = settings.boot_server_url.rstrip("/")
-    if req.preprovisioning_network_data_name:
-        # metal3 puts this Secret's network config on the host's own ramdisk image; metalflow
-        # boots one shared ramdisk until the per-host ISO exists: refuse rather than ignore it.
-        raise permanent(
-            ErrorName.PREPROVISIONING_NETWORK_DATA,
-            f"{req.host.namespace}/{req.host.name}: spec.preprovisioningNetworkDataName "
-            f"({req.preprovisioning_network_data_name!r}) needs a per-host deploy ramdisk carrying that "
-            "network configuration, which metalflow does not build yet; remove the field to boot the "
-            "shared ramdisk with DHCP on the boot NIC",
-        )
     try:
         arch = architecture(req.architecture)
     except UnknownArchitecture as err:
         raise permanent(ErrorName.INVALID_SPEC, f"{req.host.namespace}/{req.host.name}: {err}") from None
-    iso_url = f"{base}/images/deploy{arch.suffix}.iso"
-    if req.boot_method == BootMethod.VIRTUAL_MEDIA and not req.boot_mac_address:
-        return BootPrepareResult(iso_url=iso_url)  # nothing to tell DHCP: the BMC mounts the ISO
+    iso_url = ""
+    if req.boot_method == BootMethod.VIRTUAL_MEDIA:
+        # the host's own ISO: its identity (and network data) inside, a new URL per boot
+        network = _preprovisioning_network_data(req, settings)
+        iso_url = vmedia.make_host_iso(settings, arch, req.host, req.boot_mac_address, network)
+        if not req.boot_mac_address:
+            return BootPrepareResult(iso_url=iso_url)  # nothing to tell DHCP: the BMC mounts the ISO
+    elif req.preprovisioning_network_data_name:
+        raise permanent(
+            ErrorName.PREPROVISIONING_NETWORK_DATA,
+            f"{req.host.namespace}/{req.host.name}: spec.preprovisioningNetworkDataName "
+            f"({req.preprovisioning_network_data_name!r}) is applied by the host's own virtual-media ISO; "
+            "this host network-boots (PXE), where the ramdisk takes DHCP: use a *-virtualmedia:// BMC "
+            "address or remove the field",
+        )
     if not req.boot_mac_address:
         raise permanent(
             ErrorName.INVALID_SPEC,
@@ -98,9 +104,29 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
         dnsmasq.reload(settings)
     return BootPrepareResult(
         ipxe_script_url=f"{base}/boot/{mac_name}.ipxe",
-        iso_url=iso_url,
+        iso_url=iso_url or f"{base}/images/deploy{arch.suffix}.iso",
         dhcp_entry_written=True,
     )
+
+
+def _preprovisioning_network_data(req: BootPrepareRequest, settings: Settings) -> dict[str, Any] | None:
+    """The Secret named by spec.preprovisioningNetworkDataName (key networkData), checked, in the
+    form the ramdisk applies; resolved here, never carried by the workflow. The CLI keeps a
+    hostfile's Secrets under <state_dir>/secrets/<namespace>/<name>.yaml: looked up there first,
+    then in Kubernetes."""
+    name = req.preprovisioning_network_data_name
+    if not name:
+        return None
+    local = settings.state_dir / "secrets" / req.host.namespace / f"{name}.yaml"
+    ref = SecretRef(name=name, namespace=req.host.namespace, path=str(local) if local.is_file() else None)
+    text = resolve(ref, settings).require(NETWORK_DATA_KEY, ref)
+    what = f"spec.preprovisioningNetworkDataName: {secret_key(ref, NETWORK_DATA_KEY)}"
+    try:
+        return parse_network_data(load_yaml(text, what), what).ramdisk_json()
+    except NetworkDataError as err:
+        raise permanent(
+            ErrorName.PREPROVISIONING_NETWORK_DATA, f"{req.host.namespace}/{req.host.name}: {err}"
+        ) from None
 
 
 @activity.defn(name=BOOT_CLEANUP)
@@ -109,6 +135,7 @@ def cleanup_boot(host: HostRef) -> None:
     entry = dnsmasq.hosts_dir(settings) / host.host_id
     script = ipxe_dir(settings) / f"{host.host_id}.ipxe"
     mac_line = entry.read_text().split(",", 1)[0] if entry.exists() else ""
+    vmedia.remove_host_isos(settings, host)  # the host leaves the ramdisk: its ISO is no longer needed
     with contextlib.suppress(FileNotFoundError):
         entry.unlink()
     with contextlib.suppress(FileNotFoundError):

@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     agent_temporal_tls_server_name: str = Field(
         default="", description="The name the ramdisk checks the frontend's certificate for"
     )
+    deploy_iso: Path | None = Field(
+        default=None,
+        description="The base deploy ISO (built next to the ramdisk by `python -m testbed.ramdisk`) that "
+        "each virtual-media host's ISO is made from; default <boot_dir>/deploy.iso (next to the kernel)",
+    )
+    vmedia_base_url: str = Field(
+        default="",
+        description="Where BMCs fetch per-host virtual-media ISOs (Ironic's external_http_url), when they "
+        "reach the boot server by another address than the hosts do; default boot_server_url",
+    )
     kernel_name: str = "vmlinuz"
     initrd_name: str = "initrd.img"
     kernel_args: str = "console=ttyS0,115200n8"

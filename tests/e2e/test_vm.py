@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from history_scan import assert_no_secret_in_histories
 from kubernetes import client as k8s
 from temporalio.client import Client
 
@@ -429,3 +430,129 @@ async def test_three_vms_uefi_pxe_uefi_http_and_bios_are_provisioned_via_cli_red
     assert status["provisioning"]["image"]["url"] == oci_url
     assert status["provisioning"]["imageDigest"] == f"oci://{registry.host}/metalflow/os@{pushed['digest']}"
     assert tb.password not in str(obj)
+
+
+VMEDIA_STATIC_ADDRESS = "192.0.2.150"  # on the boot network, outside dnsmasq's range
+VMEDIA_DNS = "198.51.100.77"  # only in the network-data Secret: scanned for in the histories
+
+
+async def boot_prepare_seconds(client: Client, workflow_id: str) -> list[float]:
+    """How long each boot.prepare took (for a virtual-media host: making its ISO)."""
+    took = []
+    async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"'):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        started: dict[int, float] = {}
+        names: dict[int, str] = {}
+        for event in history.events:
+            when = event.event_time.ToDatetime().timestamp()
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                names[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+            elif event.HasField("activity_task_started_event_attributes"):
+                started[event.activity_task_started_event_attributes.scheduled_event_id] = when
+            elif event.HasField("activity_task_completed_event_attributes"):
+                sched = event.activity_task_completed_event_attributes.scheduled_event_id
+                if names.get(sched) == "boot.prepare" and sched in started:
+                    took.append(when - started[sched])
+    return took
+
+
+async def test_vm_boots_its_own_virtual_media_iso_with_static_network_data_and_is_provisioned(
+    client: Client,
+    bed: tuple[VMTestBed, Settings],
+    tmp_path: Path,
+    ns: str,
+    marker_image: tuple[BuiltImage, str],
+) -> None:
+    """A redfish-virtualmedia:// host: sushy-emulator's libvirt driver fetches the host's own ISO
+    and attaches it as the domain's CD-ROM, which the VM boots (SeaBIOS, isolinux). It has no
+    bootMACAddress, so dnsmasq (which ignores unknown MACs) gives it no lease and nothing is
+    PXE-booted: its ramdisk's address comes from its preprovisioning network data, on its ISO
+    only. Inspected, cleaned, deployed, seen booting its written disk; the ISO ejected and
+    deleted; the network data in no history."""
+    tb, _ = bed
+    settings = Settings()
+    image, marker = marker_image
+    dom = await asyncio.to_thread(tb.add_domain, "vm-vmedia")
+    ref = HostRef(namespace=ns, name=dom.name)
+    address = tb.redfish_address(dom).replace("redfish+http://", "redfish-virtualmedia+http://")
+    docs = host_docs(tb, dom, ns, image, marker, address)
+    for doc in docs:
+        doc["metadata"]["namespace"] = ns
+    spec = docs[2]["spec"]
+    del spec["bootMACAddress"]
+    spec["preprovisioningNetworkDataName"] = "vm-vmedia-preprov"
+    network_data = {
+        "links": [{"id": "boot", "type": "phy", "ethernet_mac_address": dom.mac}],
+        "networks": [
+            {
+                "id": "provisioning",
+                "link": "boot",
+                "type": "ipv4",
+                "ip_address": VMEDIA_STATIC_ADDRESS,
+                "netmask": "255.255.255.0",
+                "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": NET_ADDRESS}],
+            }
+        ],
+        "services": [{"type": "dns", "address": VMEDIA_DNS}],
+    }
+    docs.insert(
+        2,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "vm-vmedia-preprov", "namespace": ns},
+            "stringData": {"networkData": json.dumps(network_data)},
+        },
+    )
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    argv = [sys.executable, "-m", "metalflow", "provision", str(path), "--wait", "--timeout", str(BUDGET)]
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        async with build_worker(client, settings, executor):
+            clock = ConsoleClock([dom], [KERNEL_START, AGENT_POLLING, OS_BOOTED])
+            with clock:
+                started = time.monotonic()
+                # the CLI keeps the hostfile's Secrets under <state_dir>/secrets, where boot.prepare
+                # finds the network data
+                done = await asyncio.to_thread(
+                    subprocess.run, argv, capture_output=True, text=True, timeout=BUDGET + 30
+                )
+                elapsed = time.monotonic() - started
+                assert done.returncode == 0, (
+                    f"{done.stdout}\n{done.stderr}\nconsole:\n{dom.console()[-3000:]}"
+                )
+                await wait_console(dom, f"{marker}: booted from the written disk", 120)
+            ran = await agent_steps(client, ref.workflow_id)
+            timeline = await boot_timeline(client, ref.workflow_id)
+            prepares = await boot_prepare_seconds(client, ref.workflow_id)
+            await assert_no_secret_in_histories(client, [VMEDIA_DNS], ref.workflow_id, at_least=4)
+    base_iso = tb.boot_dir / "deploy.iso"
+    print(
+        f"\nprovisioned: {dom.name} (CLI, Redfish virtual media) in {elapsed:.0f}s ({tb.accel}); "
+        f"deploy ISO {base_iso.stat().st_size / 2**20:.1f} MiB; boot.prepare (per-host ISO) "
+        f"{', '.join(f'{s:.1f}s' for s in prepares)}"
+    )
+    print_vm_timings(tb, dom, timeline, clock)
+
+    for step in ("agent.inventory", "agent.clean", "agent.write_image", "agent.write_configdrive"):
+        assert step in ran, f"{dom.name} never ran {step}: {ran}"
+    console = dom.console()
+    # the kernel came from its own ISO (the command line only that ISO carries) ...
+    assert f"metalflow.host_id={ref.host_id} " in console and "metalflow.medium=iso" in console, console[
+        -3000:
+    ]
+    assert "BOOTIF=" not in console, "no PXE: nothing names a boot NIC"
+    # ... and its address from the ISO's network data, not DHCP (dnsmasq ignored the unknown MAC)
+    assert "preprovisioning network data applied: static addresses on" in console, console[-3000:]
+    assert f"{VMEDIA_STATIC_ADDRESS}/24" in console
+    dhcp_log = (tb.workdir / "dnsmasq.log").read_text()
+    assert not [
+        ln for ln in dhcp_log.splitlines() if dom.mac in ln and ("DHCPACK" in ln or "DHCPOFFER" in ln)
+    ]
+    # afterwards: ejected, deleted, and the domain boots its disk
+    assert tb.cdrom_sources(dom) == [], "the ISO is ejected after deploy"
+    host_isos = tb.boot_dir / "images" / "vmedia" / ref.host_id
+    assert not host_isos.exists() or not list(host_isos.iterdir()), "the host's ISO is deleted after deploy"
+    assert boots_from_disk_only(dom), dom.virsh("dumpxml", "--inactive", dom.name).stdout
+    with dom.disk.open("rb") as f:
+        assert f.read(image.size) == image.path.read_bytes()
