@@ -10,6 +10,7 @@ parse_cmdline() {
             metalflow.tls_ca=*) MF_TLS_CA=${arg#*=} ;;   # http(s) URL or a path on the boot medium
             metalflow.tls_server_name=*) MF_TLS_SERVER_NAME=${arg#*=} ;;
             metalflow.task_queue=*) MF_TASK_QUEUE=${arg#*=} ;;
+            metalflow.log_url=*) MF_LOG_URL=${arg#*=} ;;   # the boot server's agent-log endpoint
             metalflow.9p=*) MF_9P=${arg#*=} ;;   # tag:/path,... (test bed: agent code over 9p)
             metalflow.agent=*) MF_AGENT=${arg#*=} ;;
             BOOTIF=01-*) MF_BOOT_MAC=$(echo "${arg#BOOTIF=01-}" | tr '-' ':') ;;

@@ -16,7 +16,7 @@ need=(libvirt-daemon:libvirtd libvirt-daemon-driver-qemu:/usr/lib/x86_64-linux-g
       qemu-system-x86:qemu-system-x86_64 ipxe-qemu:/usr/lib/ipxe/qemu/pxe-virtio.rom
       syslinux:syslinux syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32 mtools:mcopy
       dosfstools:mkfs.fat busybox:busybox dnsmasq-base:dnsmasq iproute2:ip
-      mmdebstrap:mmdebstrap zstd:zstd cpio:cpio)  # the last three: the self-contained deploy ramdisk
+      mmdebstrap:mmdebstrap zstd:zstd cpio:cpio lz4:lz4)  # the last four: the self-contained deploy ramdisk
 missing=()
 for pair in "${need[@]}"; do
     pkg=${pair%%:*}; what=${pair#*:}

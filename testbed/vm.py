@@ -58,7 +58,9 @@ NET6_ADDRESS = "fd00:6d66::1"
 REPO = Path(__file__).resolve().parents[1]  # the checkout: testbed/ is never installed
 RAMDISK_BUILD = REPO / "ramdisk" / "build.sh"
 DEV_LOOP = "9p"  # METALFLOW_E2E_RAMDISK value for the 9p developer loop
-SELF_CONTAINED_KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8"
+# quiet: the kernel's own messages at 115200 baud on two consoles cost boot time; the init's and
+# the agent's lines still go to both (ramdisk/init: say, to_consoles)
+SELF_CONTAINED_KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8 quiet"
 
 
 def dev_loop_ramdisk() -> bool:
@@ -91,7 +93,7 @@ def missing_requirements(kernel_root: Path | None) -> list[str]:
     if not Path("/dev/net/tun").exists():
         missing.append("/dev/net/tun")
     tools = ["libvirtd", "virsh", "qemu-system-x86_64", "dnsmasq", "ip", "syslinux", "mcopy"]
-    tools += ["busybox"] if dev_loop else ["mmdebstrap", "zstd", "cpio"]  # the ramdisk's build
+    tools += ["busybox"] if dev_loop else ["mmdebstrap", "zstd", "lz4", "cpio"]  # the ramdisk's build
     for tool in tools:
         if not (shutil.which(tool) or Path("/usr/sbin", tool).exists()):
             missing.append(tool)
