@@ -36,6 +36,8 @@ _TOKEN_PARAM = re.compile(
     r"(?i)([?&;](?:token|access_token|auth|password|passwd|secret|sig|signature|x-amz-signature|"
     r"x-amz-credential|x-amz-security-token)=)[^&\s\"']+"
 )
+_WORD_SPLIT = re.compile(r"[\s\"'=:,;]+")
+_PLAIN_WORD = re.compile(r"^[A-Za-z#_-]+$")
 
 
 class Redactor:
@@ -46,11 +48,14 @@ class Redactor:
         self._lock = threading.Lock()
 
     def add(self, value: str | bytes | None) -> None:
-        """Hide VALUE (and each of its lines, stripped) from every log line from now on."""
+        """Hide VALUE from every log line from now on: the whole of it, each of its lines, and each
+        word in it that looks like a credential (8 characters or more, not only letters: tokens,
+        passwords, keys; ordinary words such as `runcmd` or `kubeadm` stay readable)."""
         if value is None:
             return
         text = value.decode(errors="replace") if isinstance(value, bytes) else value
         candidates = {text.strip(), *(line.strip() for line in text.splitlines())}
+        candidates |= {w for w in _WORD_SPLIT.split(text) if len(w) >= 8 and not _PLAIN_WORD.match(w)}
         with self._lock:
             self._values |= {c for c in candidates if len(c) >= MIN_SECRET_LEN}
 
