@@ -11,6 +11,7 @@ parse_cmdline() {
             metalflow.tls_server_name=*) MF_TLS_SERVER_NAME=${arg#*=} ;;
             metalflow.task_queue=*) MF_TASK_QUEUE=${arg#*=} ;;
             metalflow.medium=*) MF_MEDIUM=${arg#*=} ;;   # iso: booted from the host's own ISO
+            metalflow.log_url=*) MF_LOG_URL=${arg#*=} ;;   # the boot server's agent-log endpoint
             metalflow.9p=*) MF_9P=${arg#*=} ;;   # tag:/path,... (test bed: agent code over 9p)
             metalflow.agent=*) MF_AGENT=${arg#*=} ;;
             BOOTIF=01-*) MF_BOOT_MAC=$(echo "${arg#BOOTIF=01-}" | tr '-' ':') ;;

@@ -60,7 +60,9 @@ NET6_ADDRESS = "fd00:6d66::1"
 REPO = Path(__file__).resolve().parents[1]  # the checkout: testbed/ is never installed
 RAMDISK_BUILD = REPO / "ramdisk" / "build.sh"
 DEV_LOOP = "9p"  # METALFLOW_E2E_RAMDISK value for the 9p developer loop
-SELF_CONTAINED_KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8"
+# quiet: the kernel's own messages at 115200 baud on two consoles cost boot time; the init's and
+# the agent's lines still go to both (ramdisk/init: say, to_consoles)
+SELF_CONTAINED_KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8 quiet"
 # Debian's ovmf: the 2 MiB build without secure boot runs on the i440fx machine ("pc") SeaBIOS
 # uses (only the secure-boot builds need q35 with SMM). These are the paths sushy-emulator's
 # libvirt driver writes when it switches a domain to UEFI (testbed/sushy.py), so a domain keeps
@@ -111,7 +113,7 @@ def missing_requirements(kernel_root: Path | None) -> list[str]:
     for path in (OVMF_CODE, OVMF_VARS, *(IPXE_DIR / f for f in IPXE_FILES)):
         if not path.exists():
             missing.append(f"{path} (scripts/e2e-deps.sh installs ovmf and ipxe)")
-    tools += ["busybox"] if dev_loop else ["mmdebstrap", "zstd", "cpio"]  # the ramdisk's build
+    tools += ["busybox"] if dev_loop else ["mmdebstrap", "zstd", "lz4", "cpio"]  # the ramdisk's build
     for tool in tools:
         if not (shutil.which(tool) or Path("/usr/sbin", tool).exists()):
             missing.append(tool)

@@ -6,7 +6,9 @@ access to the Temporal frontend.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -45,13 +47,44 @@ def agent_tls(enabled: bool, ca_file: Path | None, server_name: str | None) -> T
     return TLSConfig(server_root_ca_cert=ca, domain=server_name or None)
 
 
+def uptime() -> str:
+    """Seconds since the kernel started (the ramdisk's boot budget is counted from there)."""
+    try:
+        return Path("/proc/uptime").read_text().split()[0] + "s"
+    except (OSError, IndexError):
+        return "n/a"
+
+
+async def connect(
+    temporal_address: str, namespace: str, tls: TLSConfig | bool, patience: float = 120.0
+) -> Client:
+    """Connect, retrying while the network comes up: the init starts the agent before its DHCP
+    lease so Python's start overlaps it. After PATIENCE seconds the error goes to the caller
+    (the init restarts the agent)."""
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
+        try:
+            return await Client.connect(
+                temporal_address, namespace=namespace, data_converter=pydantic_data_converter, tls=tls
+            )
+        except RuntimeError as err:  # the bridge's connection errors
+            if time.monotonic() + delay > deadline:
+                raise
+            log.info("Temporal at %s not reachable yet (%s); retrying in %.1fs", temporal_address, err, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 async def run_agent(
-    config: AgentConfig, temporal_address: str, namespace: str = "default", tls: TLSConfig | bool = False
+    config: AgentConfig,
+    temporal_address: str,
+    namespace: str = "default",
+    tls: TLSConfig | bool = False,
+    connect_patience: float = 120.0,
 ) -> None:
     """Serve in-band work for one host until cancelled."""
-    client = await Client.connect(
-        temporal_address, namespace=namespace, data_converter=pydantic_data_converter, tls=tls
-    )
+    client = await connect(temporal_address, namespace, tls, connect_patience)
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"agent-{config.host_id}") as executor:
         worker = Worker(
             client,
@@ -63,5 +96,11 @@ async def run_agent(
             # `metalflow watch` and the UI show live progress instead of every 48 s.
             max_heartbeat_throttle_interval=timedelta(seconds=2),
         )
-        log.info("agent for %s polling %s on %s", config.host_id, config.task_queue, temporal_address)
+        log.info(
+            "agent for %s polling %s on %s (uptime %s)",
+            config.host_id,
+            config.task_queue,
+            temporal_address,
+            uptime(),
+        )
         await worker.run()

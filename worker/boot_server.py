@@ -13,6 +13,7 @@ from aiohttp import web
 from temporalio.exceptions import ApplicationError
 
 from activities.oci import grant_path, open_granted_blob
+from worker.agent_logs import add_routes as add_agent_log_routes
 
 OCI_CHUNK = 4 << 20
 
@@ -67,6 +68,7 @@ def build_app(boot_dir: Path) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/oci/{host}/{name}", oci_blob)
+    add_agent_log_routes(app, boot_dir)  # each host's agent log, per boot (worker/agent_logs.py)
     for sub in SUBDIRS:
         app.router.add_static(f"/{sub}/", boot_dir / sub, show_index=False, follow_symlinks=False)
     app.router.add_get("/{name}", kernel_or_initrd)

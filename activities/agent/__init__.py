@@ -15,6 +15,7 @@ from activities.agent import cleaning, configdrive, deploy_methods, image, inven
 from activities.agent.config import AgentConfig
 from activities.agent.devices import BlockDevice, list_devices
 from activities.agent.hints import choose_root_device
+from activities.agent.logs import REDACTOR
 from metalflow.api.agent import (
     AGENT_CLEAN,
     AGENT_CUSTOM_DEPLOY,
@@ -89,7 +90,10 @@ class AgentActivities:
     @activity.defn(name=AGENT_WRITE_CONFIGDRIVE)
     def write_configdrive(self, req: WriteConfigDriveRequest) -> None:
         dev = self._device(req.device)
-        offset = configdrive.write(dev, configdrive.fetch(req.config_drive))
+        REDACTOR.add(req.config_drive.url)  # the URL alone fetches the drive: as secret as its content
+        data = configdrive.fetch(req.config_drive)
+        REDACTOR.add(configdrive.user_data(data))
+        offset = configdrive.write(dev, data)
         activity.logger.info("config drive written to %s at offset %d", dev.name, offset)
 
 

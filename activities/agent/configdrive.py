@@ -19,6 +19,7 @@ ramdisk needs no partition device nodes (and image files in the tests have none)
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -50,6 +51,28 @@ def fetch(staged: ConfigDriveStaged) -> bytes:
     if len(data) > REGION - MIB:
         raise permanent(ErrorName.SECRET_INVALID, "the config drive is over 63 MiB; shrink userData")
     return data
+
+
+USER_DATA = "/openstack/latest/user_data"
+
+
+def user_data(data: bytes) -> bytes | None:
+    """The drive's userData (what the agent must never log), or None if it has none."""
+    import pycdlib  # only when a drive is written: the agent's start does not pay for it
+
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.open_fp(io.BytesIO(data))
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, joliet_path=USER_DATA)
+        return out.getvalue()
+    except Exception:
+        return None
+    finally:
+        try:
+            iso.close()
+        except Exception:
+            pass
 
 
 @dataclass(frozen=True)

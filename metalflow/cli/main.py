@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 
 from metalflow.api.bmh import ManifestError
 from metalflow.api.models import Host, HostRef, HostStatus
+from metalflow.cli import agent as agent_cli
 from metalflow.cli import validate
 from metalflow.client import operations
 from metalflow.client.hostfile import load_hosts
@@ -167,9 +168,37 @@ def _host_doc(d: Any) -> dict[str, Any]:
 
 async def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     from metalflow.cli.watch import watch_host
+    from metalflow.client.agent_log import Tail
 
-    st = await watch_host(await connect(settings), _ref(args), console, args.timeout, args.interval)
+    tail = Tail(settings.boot_server_url, _ref(args)) if args.agent_log else None
+    st = await watch_host(await connect(settings), _ref(args), console, args.timeout, args.interval, tail)
     return 1 if st.error_type is not None else 0
+
+
+async def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    """The host's agent log as the boot server keeps it (latest boot, or --boot), --follow to tail."""
+    from metalflow.client import agent_log
+
+    ref, url = _ref(args), settings.boot_server_url
+    if args.boots:
+        for boot in await asyncio.to_thread(agent_log.boots, url, ref):
+            print(boot)
+        return 0
+    try:
+        chunk = await asyncio.to_thread(agent_log.read, url, ref, args.boot)
+    except agent_log.AgentLogUnavailable as err:
+        err_console.print(f"[red]error:[/red] {escape(str(err))}")
+        return 1
+    sys.stdout.write(chunk.text)
+    sys.stdout.flush()
+    if args.follow:
+        tail = agent_log.Tail(url, ref)
+        tail.boot, tail.offset = chunk.boot, chunk.next_offset
+        while True:
+            for line in await asyncio.to_thread(tail.poll):
+                print(line, flush=True)
+            await asyncio.sleep(args.interval)
+    return 0
 
 
 async def cmd_deprovision(args: argparse.Namespace, settings: Settings) -> int:
@@ -240,15 +269,6 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.control import run_worker
 
     await run_worker(settings)
-    return 0
-
-
-async def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agent import agent_config_from_args, agent_tls, run_agent
-
-    config = agent_config_from_args(args.host_id, Path(args.config) if args.config else None)
-    tls = agent_tls(args.tls, Path(args.tls_ca) if args.tls_ca else None, args.tls_server_name)
-    await run_agent(config, args.temporal or settings.temporal_address, args.temporal_namespace, tls)
     return 0
 
 
@@ -357,7 +377,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp = host_cmd("watch", "live progress of one host: state, step, bytes written; exits when settled")
     sp.add_argument("--timeout", type=float, default=3600)
     sp.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
+    sp.add_argument(
+        "--agent-log",
+        action="store_true",
+        help="also print the host's agent log lines (from the boot server)",
+    )
     sp.set_defaults(run=cmd_watch)
+
+    sp = host_cmd("logs", "the host's agent log (init and agent lines), kept per boot by the boot server")
+    sp.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
+    sp.add_argument("--boot", help="a boot id from --boots (default: the latest boot)")
+    sp.add_argument("--boots", action="store_true", help="list the boots kept, oldest first")
+    sp.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow")
+    sp.set_defaults(run=cmd_logs)
 
     host_cmd("deprovision", "clear the image: clean the disks, back to available").set_defaults(
         run=cmd_deprovision
@@ -400,17 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("worker", help="run the control-plane worker")
     sp.set_defaults(run=cmd_worker)
 
-    sp = sub.add_parser("agent", help="run the in-band agent (inside the deploy ramdisk)")
-    sp.add_argument("--host-id", required=True, help="<namespace>.<name>")
-    sp.add_argument("--temporal", help="Temporal frontend address host:port")
-    sp.add_argument("--temporal-namespace", default="default")
-    sp.add_argument("--config", help="agent config YAML (emulated disks/NICs)")
-    sp.add_argument("--tls", action="store_true", help="TLS to the Temporal frontend")
-    sp.add_argument(
-        "--tls-ca", help="PEM CA certificate the frontend's certificate must chain to (implies --tls)"
-    )
-    sp.add_argument("--tls-server-name", help="name to check the frontend's certificate for (implies --tls)")
-    sp.set_defaults(run=cmd_agent)
+    agent_cli.add_parser(sub)
 
     sp = sub.add_parser("boot-server", help="serve iPXE scripts, kernel, ramdisk and images")
     sp.add_argument("--host", default="0.0.0.0")

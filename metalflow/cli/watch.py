@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from metalflow.api.models import HostRef, HostStatus
 from metalflow.client import operations
+from metalflow.client.agent_log import Tail
 from metalflow.client.progress import StepProgress, human_bytes, last_image_write, running_steps
 
 
@@ -57,9 +58,15 @@ def _panel(ref: HostRef, st: HostStatus, steps: list[StepProgress]) -> Group:
 
 
 async def watch_host(
-    client: Client, ref: HostRef, console: Console, timeout: float, interval: float = 0.5
+    client: Client,
+    ref: HostRef,
+    console: Console,
+    timeout: float,
+    interval: float = 0.5,
+    agent_log: Tail | None = None,
 ) -> HostStatus:
-    """Poll the host's query and its running step until it settles; return the last status."""
+    """Poll the host's query and its running step until it settles; return the last status.
+    With AGENT_LOG, the host's agent log lines (from the boot server) are printed as they come."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     seen: set[str] = set()
@@ -79,6 +86,9 @@ async def watch_host(
                     if key not in seen:
                         seen.add(key)
                         live.console.print(text)
+            if agent_log is not None:
+                for text in await asyncio.to_thread(agent_log.poll):
+                    live.console.print(Text(f"  agent| {text}"))
             live.update(_panel(ref, st, steps))
             if not st.current_step and not steps and operations.settled(st, spec.image is not None):
                 break
