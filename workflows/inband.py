@@ -40,8 +40,11 @@ T = TypeVar("T")
 CONFIGDRIVE_PATCH = "configdrive-per-attempt"
 
 
-async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, powered_on: bool) -> None:
-    """Point the host at the deploy ramdisk (PXE or virtual media) and (re)start it."""
+async def boot_ramdisk(
+    ref: HostRef, spec: HostSpec, purpose: BootPurpose, powered_on: bool, system_uuid: str = ""
+) -> None:
+    """Point the host at the deploy ramdisk (PXE or virtual media) and (re)start it; a host
+    without a MAC is PXE-booted by its registered SMBIOS `system_uuid`."""
     address = parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification)
     prepared = await workflow.execute_activity(
         BOOT_PREPARE,
@@ -53,6 +56,7 @@ async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, power
             boot_method=address.boot_method,
             architecture=spec.architecture,
             preprovisioning_network_data_name=spec.preprovisioning_network_data_name,
+            system_uuid="" if spec.boot_mac_address else system_uuid,
         ),
         result_type=BootPrepareResult,
         start_to_close_timeout=LOCAL_TIMEOUT,
@@ -88,6 +92,7 @@ async def run_on_host(
     start_to_close: timedelta,
     heartbeat: timedelta | None = None,
     summary: str,
+    system_uuid: str = "",
 ) -> T:
     """Run an agent activity, booting the ramdisk first unless one already answers."""
 
@@ -110,7 +115,7 @@ async def run_on_host(
         except ActivityError as err:
             if not _is_schedule_to_start_timeout(err):
                 raise
-    await boot_ramdisk(ref, spec, purpose, powered_on)
+    await boot_ramdisk(ref, spec, purpose, powered_on, system_uuid)
     try:
         return await attempt(ramdisk_timeout)
     except ActivityError as err:

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from temporalio import activity
 
-from activities.boot import dnsmasq, ipxe
+from activities.boot import by_uuid, dnsmasq, ipxe
 from activities.boot.render import mac_file_name, write_atomically
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import (
     BOOT_CLEANUP,
     BOOT_PREPARE,
+    Architecture,
     BootPrepareRequest,
     BootPrepareResult,
     UnknownArchitecture,
@@ -62,11 +63,7 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     if req.boot_method == BootMethod.VIRTUAL_MEDIA and not req.boot_mac_address:
         return BootPrepareResult(iso_url=iso_url)  # nothing to tell DHCP: the BMC mounts the ISO
     if not req.boot_mac_address:
-        raise permanent(
-            ErrorName.INVALID_SPEC,
-            f"{req.host.namespace}/{req.host.name} has no spec.bootMACAddress; network boot needs the MAC "
-            "of the NIC that PXE-boots (or use a *-virtualmedia:// BMC address)",
-        )
+        return _prepare_without_mac(req, settings, arch, iso_url)
     text = ipxe.script(req.host, req.boot_mac_address, req.purpose, settings, arch)
     mac_name = mac_file_name(req.boot_mac_address)
     write_atomically(ipxe_dir(settings) / f"{mac_name}.ipxe", text)
@@ -84,6 +81,21 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     )
 
 
+def _prepare_without_mac(
+    req: BootPrepareRequest, settings: Settings, arch: Architecture, iso_url: str
+) -> BootPrepareResult:
+    """A host enrolled without a MAC network-boots by the SMBIOS UUID its BMC reported (issue 21)."""
+    if not req.system_uuid:
+        raise permanent(
+            ErrorName.NO_BOOT_IDENTITY,
+            f"{req.host.namespace}/{req.host.name} has no spec.bootMACAddress and its BMC reported no "
+            "system UUID to recognise it by at network boot; set spec.bootMACAddress to the MAC of the "
+            "NIC that PXE-boots (or use a *-virtualmedia:// BMC address)",
+        )
+    url = by_uuid.prepare(req.host, req.system_uuid, req.purpose, settings, arch)
+    return BootPrepareResult(ipxe_script_url=url, iso_url=iso_url)
+
+
 @activity.defn(name=BOOT_CLEANUP)
 def cleanup_boot(host: HostRef) -> None:
     settings = get_settings()
@@ -94,6 +106,7 @@ def cleanup_boot(host: HostRef) -> None:
         entry.unlink()
     with contextlib.suppress(FileNotFoundError):
         script.unlink()
+    by_uuid.release(settings.boot_dir, host)
     if mac_line:
         with contextlib.suppress(FileNotFoundError):
             (ipxe_dir(settings) / f"{mac_file_name(mac_line)}.ipxe").unlink()

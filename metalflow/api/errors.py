@@ -32,6 +32,10 @@ class ErrorName(StrEnum):
     RAMDISK_TIMEOUT = "RamdiskNeverBooted"
     INVALID_SPEC = "InvalidSpec"
     UNKNOWN_DEPLOY_METHOD = "UnknownDeployMethod"
+    # hosts enrolled without a MAC (issue 21): matched by their SMBIOS system UUID
+    NO_BOOT_IDENTITY = "NoBootIdentity"
+    DUPLICATE_SYSTEM_UUID = "DuplicateSystemUUID"
+    SYSTEM_UUID_CHANGED = "SystemUUIDChanged"
 
 
 def permanent(name: ErrorName, message: str) -> ApplicationError:
