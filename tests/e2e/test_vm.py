@@ -47,10 +47,18 @@ KERNEL_START, AGENT_POLLING, OS_BOOTED = "Linux version", " polling host-", ": b
 
 
 def host_docs(
-    tb: VMTestBed, dom: Domain, ns: str, image: BuiltImage, marker: str, bmc_address: str, oci_url: str = ""
+    tb: VMTestBed,
+    dom: Domain,
+    ns: str,
+    image: BuiltImage,
+    marker: str,
+    bmc_address: str,
+    oci_url: str = "",
+    with_mac: bool = True,
 ) -> list[dict[str, Any]]:
     """Secret (BMC), Secret (userData) and the BareMetalHost, as metal3 takes them; with `oci_url`
-    the image comes from a registry (its checksum is the layer's digest, its format the annotation)."""
+    the image comes from a registry (its checksum is the layer's digest, its format the annotation);
+    without `with_mac` the host is enrolled with no bootMACAddress (found by its SMBIOS UUID)."""
     image_spec: dict[str, Any] = {
         "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/os.img",
         "checksum": image.sha256,
@@ -76,7 +84,7 @@ def host_docs(
             "metadata": {"name": dom.name, "namespace": ns},
             "spec": {
                 "online": True,
-                "bootMACAddress": dom.mac,
+                **({"bootMACAddress": dom.mac} if with_mac else {}),
                 "bootMode": "legacy",  # SeaBIOS: the VM has no OVMF firmware
                 "bmc": {"address": bmc_address, "credentialsName": "bmc"},
                 "rootDeviceHints": {"deviceName": "/dev/vda"},
@@ -98,13 +106,22 @@ async def wait_console(dom: Domain, text: str, timeout: float) -> None:
 
 
 def assert_booted_through_our_network(
-    tb: VMTestBed, dom: Domain, ns: str, image_path: str = "/images/os.img"
+    tb: VMTestBed, dom: Domain, ns: str, image_path: str = "/images/os.img", by_uuid: bool = False
 ) -> None:
     """The VM's iPXE asked our dnsmasq (user class iPXE, a known MAC) and was sent our per-host
-    script; the kernel it then booted carries that script's arguments and its agent did the work."""
+    script; the kernel it then booted carries that script's arguments and its agent did the work.
+    `by_uuid`: the VM was enrolled without a MAC, so dnsmasq did not know it and sent the generic
+    URL that names the machine by its SMBIOS UUID; iPXE filled in the UUID the domain has."""
     log = (tb.workdir / "dnsmasq.log").read_text()
-    assert "user class: iPXE" in log and "tags: known, ipxe" in log, log[-2000:]
-    assert f"bootfile-name  http://{NET_ADDRESS}:{tb.boot_port}/boot/${{mac:hexhyp}}.ipxe" in log
+    if by_uuid:
+        assert "user class: iPXE" in log, log[-2000:]
+        assert f"bootfile-name  http://{NET_ADDRESS}:{tb.boot_port}/by-uuid/${{uuid}}" in log, log[-2000:]
+        # registration recorded the UUID the domain's SMBIOS carries (Redfish UUID), and the
+        # boot server kept the host's script under it
+        assert (tb.boot_dir / "uuid" / f"{dom.uuid}.ipxe").is_file(), sorted(tb.boot_dir.rglob("*"))
+    else:
+        assert "user class: iPXE" in log and "tags: known, ipxe" in log, log[-2000:]
+        assert f"bootfile-name  http://{NET_ADDRESS}:{tb.boot_port}/boot/${{mac:hexhyp}}.ipxe" in log
     console = dom.console()
     assert f"BOOTIF=01-{dom.mac.replace(':', '-')}" in console
     assert f"metalflow: agent for {ns}.{dom.name} on {NET_ADDRESS}:" in console, console[-3000:]
@@ -206,9 +223,11 @@ def boots_from_disk_only(dom: Domain) -> bool:
 async def provision_with_cli(
     tb: VMTestBed, tmp_path: Path, ns: str, dom: Domain, image: BuiltImage, marker: str
 ) -> float:
-    """`metalflow provision hosts.yaml --wait` with a Redfish BMC; seconds to provisioned."""
+    """`metalflow provision hosts.yaml --wait` with a Redfish BMC and no bootMACAddress (the VM is
+    found by its SMBIOS UUID at first boot); seconds to provisioned."""
     path = tmp_path / "hosts.yaml"
-    path.write_text(yaml.safe_dump_all(host_docs(tb, dom, ns, image, marker, tb.redfish_address(dom))))
+    docs = host_docs(tb, dom, ns, image, marker, tb.redfish_address(dom), with_mac=False)
+    path.write_text(yaml.safe_dump_all(docs))
     started = time.monotonic()
     argv = [sys.executable, "-m", "metalflow", "provision", str(path), "--wait", "--timeout", str(BUDGET)]
     done = await asyncio.to_thread(
@@ -331,11 +350,13 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
             assert domain_xml.findall("devices/filesystem") == [], "the VM shares a host directory"
             assert "metalflow: drivers loaded at" in vm.console() and "metalflow.9p" not in vm.console()
 
-    # the CLI-registered, Redfish-driven server
-    assert_booted_through_our_network(tb, vm_redfish, ns)
+    # the CLI-registered, Redfish-driven server, enrolled without a MAC: booted by its UUID, and
+    # its status shows the MAC inspection learnt (the NIC that booted, metal3's nics[].pxe)
+    assert_booted_through_our_network(tb, vm_redfish, ns, by_uuid=True)
     hw = st.hardware
     assert hw is not None
-    assert any(n.mac == vm_redfish.mac for n in hw.nics), hw.nics  # the VM's real virtio NIC
+    assert [n.mac for n in hw.nics if n.pxe] == [vm_redfish.mac], hw.nics  # the VM's real virtio NIC
+    assert st.system_uuid == vm_redfish.uuid
     assert any(d.name == "/dev/vda" and d.size_bytes == vm_redfish.disk_bytes for d in hw.storage), hw.storage
     assert st.provisioning.image is not None and st.provisioning.image.checksum == image.sha256
     with vm_redfish.disk.open("rb") as f:  # the image, then the config drive in the last 64 MiB
@@ -350,7 +371,7 @@ async def test_two_vms_pxe_boot_and_are_provisioned_via_cli_redfish_and_baremeta
     )
     status = obj["status"]
     assert status["operationalStatus"] == "OK" and status["poweredOn"] is True
-    assert any(n["mac"] == vm_ipmi.mac for n in status["hardware"]["nics"])
+    assert [n["mac"] for n in status["hardware"]["nics"] if n.get("pxe")] == [vm_ipmi.mac]
     assert any(
         d["name"] == "/dev/vda" and d["sizeBytes"] == vm_ipmi.disk_bytes
         for d in status["hardware"]["storage"]
