@@ -16,7 +16,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
-from metalflow.api.boot import learnt_boot_mac
+from metalflow.api.boot import BOOT_FORGET_UUID, learnt_boot_mac
 from metalflow.api.fleet import SLOT_GRANTED_SIGNAL, SLOT_QUEUED_SIGNAL
 from metalflow.api.host import HOST_WORKFLOW, HostWorkflowInput, StepInput, StepResult
 from metalflow.api.models import (
@@ -54,6 +54,7 @@ from workflows import bmc_calls
 from workflows.host_errors import backoff, clear_error, record_error
 from workflows.host_publish import publish
 from workflows.host_slot import ProvisioningSlot
+from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.validation import validate_update
@@ -62,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
 POWER_CHECK_PATCH = "power-check-at-rest"
 # Hosts enrolled without a MAC: steps after inspection get the MAC that booted (issue 21).
 LEARNT_MAC_PATCH = "learnt-boot-mac"
+FORGET_UUID_PATCH = "forget-uuid-claim"  # ...and a deleted one frees its SMBIOS UUID
 
 
 @workflow.defn(name=HOST_WORKFLOW)
@@ -423,6 +425,15 @@ class HostWorkflow:
     async def _finish(self) -> HostStatus:
         """The host is deleted: give back the slot, publish the last status, end the run."""
         await self._slot.give_back()
+        if self._status.system_uuid and workflow.patched(FORGET_UUID_PATCH):
+            await workflow.execute_activity(  # another host may now be that machine
+                BOOT_FORGET_UUID,
+                self._ref,
+                result_type=bool,
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary=f"free system UUID {self._status.system_uuid}",
+            )
         self._status.deleted = True
         self._status.current_step = ""
         await self._publish()

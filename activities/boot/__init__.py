@@ -19,6 +19,7 @@ from activities.boot.render import mac_file_name, write_atomically
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import (
     BOOT_CLEANUP,
+    BOOT_FORGET_UUID,
     BOOT_PREPARE,
     Architecture,
     BootPrepareRequest,
@@ -113,4 +114,10 @@ def cleanup_boot(host: HostRef) -> None:
         dnsmasq.reload(settings)
 
 
-ACTIVITIES = [prepare_boot, cleanup_boot]
+@activity.defn(name=BOOT_FORGET_UUID)
+def forget_uuid(host: HostRef) -> bool:
+    """The host is deleted: free its SMBIOS UUID claim (and any script left under it)."""
+    return by_uuid.release(get_settings().boot_dir, host, claims=True)
+
+
+ACTIVITIES = [prepare_boot, cleanup_boot, forget_uuid]

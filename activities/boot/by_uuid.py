@@ -75,8 +75,10 @@ def prepare(
     return f"{settings.boot_server_url.rstrip('/')}/by-uuid/{value}"
 
 
-def release(boot_dir: Path, host: HostRef) -> bool:
-    """Remove every UUID claim and script of `host` (cleanup); whether any was there."""
+def release(boot_dir: Path, host: HostRef, claims: bool = False) -> bool:
+    """Remove the scripts of `host` (boot cleanup: it boots its own disk now) and, with `claims`,
+    its UUID claims too (the host is deleted); whether any was there. A claim outlives the
+    scripts so that a second host pointing at the same machine is refused while the first exists."""
     found = False
     directory = uuid_dir(boot_dir)
     for path in sorted(directory.glob("*.host")) if directory.is_dir() else []:
@@ -84,7 +86,8 @@ def release(boot_dir: Path, host: HostRef) -> bool:
             if path.read_text().strip() != host.host_id:
                 continue
             script_path(boot_dir, path.stem).unlink(missing_ok=True)
-            path.unlink()
+            if claims:
+                path.unlink()
             found = True
     return found
 

@@ -17,6 +17,7 @@ from metalflow.api.models import (
 
 BOOT_PREPARE = "boot.prepare"
 BOOT_CLEANUP = "boot.cleanup"
+BOOT_FORGET_UUID = "boot.forget_uuid"  # a deleted host's SMBIOS UUID claim (hosts without a MAC)
 
 
 # ---- network boot ----
