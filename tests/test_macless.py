@@ -18,7 +18,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.agent.inventory import boot_mac, mark_booted
 from activities.bmc import validate
-from activities.boot import by_uuid, cleanup_boot, dnsmasq, ipxe, prepare_boot
+from activities.boot import by_uuid, cleanup_boot, dnsmasq, forget_uuid, ipxe, prepare_boot
 from metalflow.api.bmc import BMCTarget
 from metalflow.api.boot import BootPrepareRequest, BootPurpose, learnt_boot_mac
 from metalflow.api.models import NIC, HardwareDetails, HostRef, SecretRef
@@ -143,10 +143,15 @@ def test_two_hosts_claiming_one_uuid_is_a_typed_error(boot_settings: Settings) -
     assert err.value.type == "DuplicateSystemUUID" and err.value.non_retryable
     assert UUID_A in err.value.message and "metal3.no-mac-a" in err.value.message
     assert "spec.bmc.address" in err.value.message
-    # the first host's script is untouched; once it is cleaned up the UUID is free again
+    # the first host's script is untouched; its boot cleanup (deployed: it boots its disk)
+    # removes the script but keeps the claim; only deleting the host frees the UUID
     assert "metal3.no-mac-a" in by_uuid.script_path(boot_settings.boot_dir, UUID_A).read_text()
     ActivityEnvironment().run(cleanup_boot, A)
     assert not by_uuid.script_path(boot_settings.boot_dir, UUID_A).exists()
+    with pytest.raises(ApplicationError, match="already claimed"):
+        prepare(B, UUID_A)
+    assert ActivityEnvironment().run(forget_uuid, A) is True
+    assert ActivityEnvironment().run(forget_uuid, A) is False  # idempotent
     prepare(B, UUID_A)
 
 
