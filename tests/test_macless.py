@@ -6,6 +6,7 @@ reading the UUID from a real IPMI BMC in both byte orders BMCs use.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import uuid
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from test_boot import boot_net as boot_net  # the network namespaces fixture
 
 from activities.agent.inventory import boot_mac, mark_booted
 from activities.bmc import validate
@@ -35,7 +37,7 @@ from metalflow.runtime.metrics import UNKNOWN_MACHINE_BOOTS
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import write_secret
 from testbed.ipmi import IpmiBmc, start_ipmi_bmc
-from testbed.processes import free_port
+from testbed.processes import Process, free_port, wait_for
 from worker.boot_server import start_boot_server
 
 # DSP0134 (SMBIOS) 7.2.1's example: this UUID is stored as 33 22 11 00 55 44 77 66 88 99 AA BB ...
@@ -301,3 +303,68 @@ def test_ipmi_bmc_without_get_system_guid_reports_no_uuid(tmp_path: Path) -> Non
     finally:
         bmc.stop()
     assert checked.system_uuid == "" and not checked.powered_on
+
+
+# ---- a real DHCP exchange (dnsmasq and busybox udhcpc in network namespaces the test makes) ----
+
+
+@pytest.mark.skipif(not shutil.which("dnsmasq"), reason="dnsmasq (dnsmasq-base) missing")
+@pytest.mark.skipif(not shutil.which("busybox"), reason="busybox (udhcpc) missing")
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_real_dhcp_unknown_ipxe_client_is_sent_the_uuid_url_a_known_mac_its_own(
+    boot_net: tuple[str, str], boot_settings: Settings, tmp_path: Path
+) -> None:
+    srv, cli = boot_net
+    tag = srv.rsplit("-", 1)[1]
+    net = dnsmasq.BootNetwork(
+        interface=f"vs{tag}",
+        range_start="192.0.2.50",
+        range_end="192.0.2.99",
+        tftp_root=tmp_path,
+        pid_file=tmp_path / "dnsmasq.pid",
+        lease_file=tmp_path / "leases",
+        run_as="root",
+        uuid_boot=True,
+    )
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text(dnsmasq.base_config(net, boot_settings))
+    hosts = dnsmasq.hosts_dir(boot_settings)
+    hosts.mkdir(parents=True)
+    known = "52:54:00:12:34:56"
+    (hosts / "metal3.worker-0").write_text(dnsmasq.host_entry(known, "worker-0", "192.0.2.55"))
+    server = Process(
+        "dnsmasq",
+        ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(conf)],
+        tmp_path / "dnsmasq.log",
+    )
+    try:
+        wait_for(lambda: (server.check_alive(), (tmp_path / "dnsmasq.pid").exists())[1], 10, "dnsmasq")
+        out = tmp_path / "lease.env"
+        script = tmp_path / "udhcpc.sh"
+        script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {out}\nexit 0\n')
+        script.chmod(0o755)
+        iface = f"vc{tag}"
+
+        def lease(mac: str, ipxe_client: bool) -> dict[str, str]:
+            # dnsmasq pings an address from its dynamic range before offering it (about 3 s),
+            # longer than test_boot's udhcpc waits: this client waits up to 5 x 3 s
+            netns = ["ip", "netns", "exec", cli]
+            for args in (["down"], ["address", mac], ["up"]):
+                subprocess.run([*netns, "ip", "link", "set", iface, *args], check=True)
+            out.unlink(missing_ok=True)
+            udhcpc = [*netns, "busybox", "udhcpc", "-i", iface, "-n", "-q", "-f", "-t", "5", "-T", "3"]
+            udhcpc += ["-A", "1", "-s", str(script), *(["-x", "0x4d:69505845"] if ipxe_client else [])]
+            done = subprocess.run(udhcpc, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0 and out.exists(), (tmp_path / "dnsmasq.log").read_text()[-3000:]
+            return dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+
+        # a known MAC keeps its own path
+        assert lease(known, True)["boot_file"] == "http://192.0.2.1:8088/boot/${mac:hexhyp}.ipxe"
+        # a MAC nobody enrolled: iPXE is sent the generic URL naming the machine by its UUID...
+        got = lease("52:54:00:99:99:99", True)
+        assert got["boot_file"] == "http://192.0.2.1:8088/by-uuid/${uuid}"
+        assert got["ip"].startswith("192.0.2.") and got["ip"] != "192.0.2.55"
+        # ...and its plain PXE firmware is first sent iPXE to get there
+        assert lease("52:54:00:99:99:98", False)["boot_file"] == "undionly.kpxe"
+    finally:
+        server.stop()
