@@ -123,7 +123,14 @@ async def run_on_host(
             raise ApplicationError(
                 f"the deploy ramdisk of {ref.namespace}/{ref.name} never started its agent "
                 f"within {int(ramdisk_timeout.total_seconds())}s (queue {ref.agent_task_queue}); "
-                "check the host's network boot (bootMACAddress, DHCP, boot server) and console",
+                "check the host's network boot (bootMACAddress, DHCP, boot server) and console"
+                + (
+                    f"; it was to boot by its SMBIOS UUID {system_uuid}: if the boot server logged "
+                    "'unknown machine' for another UUID, the firmware and the BMC disagree on it "
+                    "(set spec.bootMACAddress)"
+                    if system_uuid and not spec.boot_mac_address
+                    else ""
+                ),
                 type=ErrorName.RAMDISK_TIMEOUT.value,
                 non_retryable=True,
             ) from err
