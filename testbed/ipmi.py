@@ -7,12 +7,18 @@ User-level session with completion code D4h (insufficient privilege).
 
 Run as a subprocess (`python -m testbed.ipmi`), because pyghmi's server and client
 share process-wide session tables. Power and boot device are kept in memory, like a BMC's.
+
+Get System GUID answers the machine's SMBIOS UUID in either byte order real BMCs use:
+`smbios` (SMBIOS wire format, first three fields little-endian: what pyghmi's server sends)
+or `ipmi` (IPMI 2.0's order, all 16 bytes least significant first); no `--guid`: the command
+is refused (completion code C1h, "invalid command"), as on a BMC without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,8 @@ from testbed.processes import Process, free_port
 _OPERATOR = 3
 _OPERATOR_COMMANDS = {(0x00, 0x02), (0x00, 0x08)}  # (netfn, command): chassis control, set boot options
 _GET_SESSION_INFO = (0x06, 0x3D)
+_GET_SYSTEM_GUID = (0x06, 0x37)
+GUID_ORDERS = ("smbios", "ipmi")
 
 
 def serve_forever(bmc: Any, timeout: float = 30) -> None:
@@ -39,7 +47,13 @@ def serve_forever(bmc: Any, timeout: float = 30) -> None:
             print("ipmi bmc: dropped a packet pyghmi could not route; still serving", flush=True)
 
 
-def _serve(port: int, username: str, password: str) -> None:
+def guid_bytes(system_uuid: str, order: str) -> bytes:
+    """The 16 bytes a BMC sends for `system_uuid` in `order` (see the module docstring)."""
+    value = uuid.UUID(system_uuid)
+    return value.bytes_le if order == "smbios" else value.bytes[::-1]
+
+
+def _serve(port: int, username: str, password: str, guid: str = "", guid_order: str = "smbios") -> None:
     from pyghmi.ipmi import bmc
     from pyghmi.ipmi import command as ipmicommand
 
@@ -50,6 +64,11 @@ def _serve(port: int, username: str, password: str) -> None:
             key = (request["netfn"], request["command"])
             if key == _GET_SESSION_INFO:  # handle, slots, active, user id, privilege, channel
                 session.send_ipmi_response(data=[1, 1, 1, 1, level & 0x0F, 1])
+            elif key == _GET_SYSTEM_GUID:
+                if guid:
+                    session.send_ipmi_response(data=list(guid_bytes(guid, guid_order)))
+                else:
+                    session.send_ipmi_response(code=0xC1)
             elif key in _OPERATOR_COMMANDS and level < _OPERATOR:
                 session.send_ipmi_response(code=0xD4)
             else:
@@ -116,6 +135,7 @@ class IpmiBmc:
     port: int
     username: str
     password: str = field(repr=False)
+    guid: str = ""
 
     @property
     def address(self) -> str:
@@ -125,7 +145,14 @@ class IpmiBmc:
         self.process.stop()
 
 
-def start_ipmi_bmc(workdir: Path, username: str, password: str, port: int | None = None) -> IpmiBmc:
+def start_ipmi_bmc(
+    workdir: Path,
+    username: str,
+    password: str,
+    port: int | None = None,
+    guid: str = "",
+    guid_order: str = "smbios",
+) -> IpmiBmc:
     """Start the server; UDP has no handshake to wait for, so readiness is the printed line."""
     from testbed.processes import wait_for
 
@@ -147,6 +174,7 @@ def start_ipmi_bmc(workdir: Path, username: str, password: str, port: int | None
             username,
             "--password-file",
             str(secret),
+            *(["--guid", guid, "--guid-order", guid_order] if guid else []),
         ],
         log,
     )
@@ -156,7 +184,7 @@ def start_ipmi_bmc(workdir: Path, username: str, password: str, port: int | None
         return log.exists() and "listening" in log.read_text()
 
     wait_for(ready, 20, f"the IPMI BMC on 127.0.0.1:{port}")
-    return IpmiBmc(proc, port, username, password)
+    return IpmiBmc(proc, port, username, password, guid)
 
 
 def main() -> None:
@@ -164,8 +192,10 @@ def main() -> None:
     p.add_argument("--port", type=int, default=623)
     p.add_argument("--user", default="admin")
     p.add_argument("--password-file", required=True)
+    p.add_argument("--guid", default="", help="the system UUID Get System GUID answers")
+    p.add_argument("--guid-order", choices=GUID_ORDERS, default="smbios")
     args = p.parse_args()
-    _serve(args.port, args.user, Path(args.password_file).read_text().strip())
+    _serve(args.port, args.user, Path(args.password_file).read_text().strip(), args.guid, args.guid_order)
 
 
 if __name__ == "__main__":

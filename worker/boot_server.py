@@ -7,13 +7,19 @@ image writer and firmware HTTP boot rely on.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from aiohttp import web
 from temporalio.exceptions import ApplicationError
 
+from activities.boot import by_uuid
 from activities.oci import grant_path, open_granted_blob
+from metalflow.api.smbios import InvalidSystemUUID
+from metalflow.runtime.metrics import UNKNOWN_MACHINE_BOOTS
 from worker.agent_logs import add_routes as add_agent_log_routes
+
+log = logging.getLogger(__name__)
 
 OCI_CHUNK = 4 << 20
 
@@ -65,14 +71,59 @@ def build_app(boot_dir: Path) -> web.Application:
         finally:
             upstream.close()
 
+    async def script_by_uuid(request: web.Request) -> web.Response:
+        """The per-host script of the host enrolled (without a MAC) with this SMBIOS UUID; any
+        other UUID gets a script that says "unknown machine" and exits, so the firmware moves on
+        to its next boot device. Never a ramdisk for a machine nobody enrolled."""
+        requested = request.match_info["uuid"]
+        peer = request.remote or "?"
+        try:
+            path, found_as, owners = by_uuid.lookup(boot_dir, requested)
+        except InvalidSystemUUID:
+            return _unknown_machine("malformed", requested, peer, "not a UUID")
+        if path is None:
+            reason = "ambiguous" if owners else "unknown"
+            why = (
+                f"claimed by several hosts through other byte orders: {', '.join(owners)}"
+                if owners
+                else ("no host is enrolled with this system UUID")
+            )
+            return _unknown_machine(reason, found_as, peer, why)
+        if found_as != requested.lower():
+            log.warning(
+                "boot by UUID: %s (from %s) matched host %s registered as %s (the BMC and the "
+                "firmware disagree on the UUID's byte order)",
+                requested,
+                peer,
+                owners[0],
+                found_as,
+            )
+        return web.Response(text=path.read_text(), content_type="text/plain")
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/by-uuid/{uuid}", script_by_uuid)
     app.router.add_get("/oci/{host}/{name}", oci_blob)
     add_agent_log_routes(app, boot_dir)  # each host's agent log, per boot (worker/agent_logs.py)
     for sub in SUBDIRS:
         app.router.add_static(f"/{sub}/", boot_dir / sub, show_index=False, follow_symlinks=False)
     app.router.add_get("/{name}", kernel_or_initrd)
     return app
+
+
+def _unknown_machine(reason: str, requested: str, peer: str, why: str) -> web.Response:
+    UNKNOWN_MACHINE_BOOTS.labels(reason).inc()
+    log.warning(
+        "boot by UUID: unknown machine %r from %s (%s): served a script that boots nothing",
+        requested,
+        peer,
+        why,
+    )
+    shown = requested if reason != "malformed" else "(malformed)"
+    script = (
+        f"#!ipxe\necho metalflow: unknown machine {shown} on ${{netX/mac}}: {why}; booting nothing\nexit 1\n"
+    )
+    return web.Response(text=script, content_type="text/plain")
 
 
 def _http_error(status: int, message: str) -> web.HTTPException:

@@ -46,6 +46,7 @@ class CleanHost:
                 ramdisk_timeout=timedelta(seconds=step.ramdisk_boot_timeout_seconds),
                 start_to_close=AGENT_SHORT_TIMEOUT,
                 summary=f"clean disks ({step.spec.automated_cleaning_mode.value})",
+                system_uuid=step.system_uuid,
             )
             powered_on = True
         if deprovisioning:

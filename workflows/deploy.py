@@ -88,6 +88,7 @@ class DeployHost:
                 start_to_close=IMAGE_WRITE_TIMEOUT,
                 heartbeat=IMAGE_WRITE_HEARTBEAT,
                 summary=summary,
+                system_uuid=step.system_uuid,
             )
         finally:
             if oci is not None:
@@ -138,6 +139,7 @@ class DeployHost:
                 ramdisk_timeout=ramdisk_timeout,
                 start_to_close=AGENT_SHORT_TIMEOUT,
                 summary=f"write config drive to {written.device}",
+                system_uuid=step.system_uuid,
             )
         finally:
             if per_attempt:

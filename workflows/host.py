@@ -16,6 +16,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
+from metalflow.api.boot import BOOT_FORGET_UUID, learnt_boot_mac
 from metalflow.api.fleet import SLOT_GRANTED_SIGNAL, SLOT_QUEUED_SIGNAL
 from metalflow.api.host import HOST_WORKFLOW, HostWorkflowInput, StepInput, StepResult
 from metalflow.api.models import (
@@ -53,12 +54,16 @@ from workflows import bmc_calls
 from workflows.host_errors import backoff, clear_error, record_error
 from workflows.host_publish import publish
 from workflows.host_slot import ProvisioningSlot
+from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.validation import validate_update
 
 # Histories recorded before resting hosts read their power wait without a timer.
 POWER_CHECK_PATCH = "power-check-at-rest"
+# Hosts enrolled without a MAC: steps after inspection get the MAC that booted (issue 21).
+LEARNT_MAC_PATCH = "learnt-boot-mac"
+FORGET_UUID_PATCH = "forget-uuid-claim"  # ...and a deleted one frees its SMBIOS UUID
 
 
 @workflow.defn(name=HOST_WORKFLOW)
@@ -331,17 +336,27 @@ class HostWorkflow:
             name,
             StepInput(
                 ref=self._ref,
-                spec=self._spec,
+                spec=self._step_spec(),
                 hardware=self._status.hardware,
                 powered_on=self._status.powered_on,
                 ramdisk_boot_timeout_seconds=self._ramdisk_timeout,
                 purpose=purpose(state),
                 join_token=join_token,
+                system_uuid=self._status.system_uuid,
             ),
             id=f"{workflow.info().workflow_id}/{self._seq:04d}-{name}",
             result_type=StepResult,
             static_summary=f"{name}: {summary}",
         )
+
+    def _step_spec(self) -> HostSpec:
+        """The spec a step works with: a host enrolled without spec.bootMACAddress is, once
+        inspection saw the NIC it booted from (status.hardware.nics[].pxe), handled as one
+        enrolled with that MAC. metal3 likewise keeps the learnt MAC in status, not the spec."""
+        learnt = learnt_boot_mac(self._status.hardware)
+        if self._spec.boot_mac_address or not learnt or not workflow.patched(LEARNT_MAC_PATCH):
+            return self._spec
+        return self._spec.model_copy(update={"boot_mac_address": learnt})
 
     def _apply(self, state: S, result: StepResult) -> None:
         self._status.powered_on = result.powered_on
@@ -353,6 +368,8 @@ class HostWorkflow:
             self._status.good_credentials = creds
             self._status.tried_credentials = creds
             self._status.bmc_driver = result.bmc_driver
+            if result.system_uuid:
+                self._status.system_uuid = result.system_uuid
             self._registered_bmc = self._spec.bmc
         elif state == S.INSPECTING and result.hardware is not None:
             self._status.hardware = result.hardware
@@ -408,6 +425,15 @@ class HostWorkflow:
     async def _finish(self) -> HostStatus:
         """The host is deleted: give back the slot, publish the last status, end the run."""
         await self._slot.give_back()
+        if self._status.system_uuid and workflow.patched(FORGET_UUID_PATCH):
+            await workflow.execute_activity(  # another host may now be that machine
+                BOOT_FORGET_UUID,
+                self._ref,
+                result_type=bool,
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary=f"free system UUID {self._status.system_uuid}",
+            )
         self._status.deleted = True
         self._status.current_step = ""
         await self._publish()

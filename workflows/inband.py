@@ -45,8 +45,11 @@ UEFI_HTTP_PATCH = "uefi-http-boot-target"
 VMEDIA_EJECT_PATCH = "vmedia-eject-after-deprovision"
 
 
-async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, powered_on: bool) -> None:
-    """Point the host at the deploy ramdisk (PXE or virtual media) and (re)start it."""
+async def boot_ramdisk(
+    ref: HostRef, spec: HostSpec, purpose: BootPurpose, powered_on: bool, system_uuid: str = ""
+) -> None:
+    """Point the host at the deploy ramdisk (PXE or virtual media) and (re)start it; a host
+    without a MAC is PXE-booted by its registered SMBIOS `system_uuid`."""
     address = parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification)
     prepared = await workflow.execute_activity(
         BOOT_PREPARE,
@@ -58,6 +61,7 @@ async def boot_ramdisk(ref: HostRef, spec: HostSpec, purpose: BootPurpose, power
             boot_method=address.boot_method,
             architecture=spec.architecture,
             preprovisioning_network_data_name=spec.preprovisioning_network_data_name,
+            system_uuid="" if spec.boot_mac_address else system_uuid,
         ),
         result_type=BootPrepareResult,
         start_to_close_timeout=LOCAL_TIMEOUT,
@@ -95,6 +99,7 @@ async def run_on_host(
     start_to_close: timedelta,
     heartbeat: timedelta | None = None,
     summary: str,
+    system_uuid: str = "",
 ) -> T:
     """Run an agent activity, booting the ramdisk first unless one already answers."""
 
@@ -117,7 +122,7 @@ async def run_on_host(
         except ActivityError as err:
             if not _is_schedule_to_start_timeout(err):
                 raise
-    await boot_ramdisk(ref, spec, purpose, powered_on)
+    await boot_ramdisk(ref, spec, purpose, powered_on, system_uuid)
     try:
         return await attempt(ramdisk_timeout)
     except ActivityError as err:
@@ -125,7 +130,14 @@ async def run_on_host(
             raise ApplicationError(
                 f"the deploy ramdisk of {ref.namespace}/{ref.name} never started its agent "
                 f"within {int(ramdisk_timeout.total_seconds())}s (queue {ref.agent_task_queue}); "
-                "check the host's network boot (bootMACAddress, DHCP, boot server) and console",
+                "check the host's network boot (bootMACAddress, DHCP, boot server) and console"
+                + (
+                    f"; it was to boot by its SMBIOS UUID {system_uuid}: if the boot server logged "
+                    "'unknown machine' for another UUID, the firmware and the BMC disagree on it "
+                    "(set spec.bootMACAddress)"
+                    if system_uuid and not spec.boot_mac_address
+                    else ""
+                ),
                 type=ErrorName.RAMDISK_TIMEOUT.value,
                 non_retryable=True,
             ) from err

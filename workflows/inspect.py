@@ -31,7 +31,7 @@ class InspectHost:
                 return StepResult(powered_on=step.powered_on, hardware=None)
             return StepResult(powered_on=step.powered_on, hardware=await bmc_calls.inventory(step.spec))
         # Inspection always boots a fresh ramdisk: whatever runs now may be a stale image.
-        await boot_ramdisk(step.ref, step.spec, BootPurpose.INSPECT, step.powered_on)
+        await boot_ramdisk(step.ref, step.spec, BootPurpose.INSPECT, step.powered_on, step.system_uuid)
         hardware = await run_on_host(
             step.ref,
             step.spec,
@@ -43,5 +43,6 @@ class InspectHost:
             ramdisk_timeout=timedelta(seconds=step.ramdisk_boot_timeout_seconds),
             start_to_close=AGENT_SHORT_TIMEOUT,
             summary="collect hardware inventory (in-band)",
+            system_uuid=step.system_uuid,
         )
         return StepResult(powered_on=True, hardware=hardware)

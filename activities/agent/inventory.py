@@ -60,6 +60,24 @@ def nics(root: Path) -> list[NIC]:
     return found
 
 
+def boot_mac(root: Path) -> str:
+    """The MAC of the NIC the host network-booted from: the kernel's BOOTIF=01-aa-bb-cc-dd-ee-ff
+    (pxelinux's convention, which metalflow's iPXE scripts follow); "" when absent."""
+    for word in _read(root / "proc" / "cmdline").split():
+        if word.startswith("BOOTIF="):
+            digits = word.removeprefix("BOOTIF=").replace(":", "-").lower().split("-")
+            if len(digits) == 7 and digits[0] == "01":  # ARP hardware type 1: Ethernet
+                return ":".join(digits[1:])
+    return ""
+
+
+def mark_booted(found: list[NIC], mac: str) -> list[NIC]:
+    """Set `pxe` on the NIC that booted (metal3's hardware.nics[].pxe), as Ironic's inspection does."""
+    if not mac:
+        return found
+    return [nic.model_copy(update={"pxe": nic.pxe or nic.mac.lower() == mac}) for nic in found]
+
+
 def collect(config: AgentConfig) -> HardwareDetails:
     root = config.sys_root
     dmi = root / "sys" / "class" / "dmi" / "id"
@@ -77,7 +95,7 @@ def collect(config: AgentConfig) -> HardwareDetails:
             )
         ),
         ram_mebibytes=ram_mebibytes(root),
-        nics=config.nics if config.nics is not None else nics(root),
+        nics=config.nics if config.nics is not None else mark_booted(nics(root), boot_mac(root)),
         storage=[d.to_storage() for d in list_devices(config)],
         cpu=cpu(root),
         hostname=socket.gethostname(),

@@ -77,6 +77,7 @@ def validate(target: BMCTarget) -> BMCValidation:
         driver=driver.protocol,
         vendor=driver.vendor,
         system_id=checked.system_id,
+        system_uuid=checked.system_uuid,
     )
 
 

@@ -17,6 +17,7 @@ from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import BMCAddress
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.models import BootMode, HardwareDetails
+from metalflow.api.smbios import InvalidSystemUUID, canonical, is_nil
 
 
 class Credentials:
@@ -35,6 +36,19 @@ class SystemCheck:
 
     powered_on: bool
     system_id: str = ""  # the Redfish system resource path; IPMI has none
+    system_uuid: str = ""  # SMBIOS system UUID, canonical text (metalflow.api.smbios); "" if none
+
+
+def reported_uuid(text: str | None) -> str:
+    """A BMC's system UUID as canonical text; "" when absent, malformed or a nil placeholder
+    (all zeros / all ones), which identify no machine and must never be matched."""
+    if not text:
+        return ""
+    try:
+        value = canonical(text)
+    except InvalidSystemUUID:
+        return ""
+    return "" if is_nil(value) else value
 
 
 class BMCDriver(Protocol):

@@ -20,11 +20,12 @@ from pyghmi import exceptions as pyghmi_exc
 from pyghmi.ipmi import command
 from pyghmi.ipmi.private import session as ipmi_session
 
-from activities.bmc.driver import BaseDriver, SystemCheck
+from activities.bmc.driver import BaseDriver, SystemCheck, reported_uuid
 from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import PRIVILEGE_LEVELS, BMCAddress
 from metalflow.api.errors import ErrorName, permanent, transient
 from metalflow.api.models import BootMode, HardwareDetails, HardwareSystemVendor
+from metalflow.api.smbios import InvalidSystemUUID, from_smbios_bytes
 
 _SHA1_AUTH = 1
 _original_rmcp_response = ipmi_session.Session._got_rmcp_response
@@ -135,6 +136,25 @@ def power_state(cmd: command.Command) -> bool:
     return cmd.get_power()["powerstate"] == "on"
 
 
+_GET_SYSTEM_GUID = (0x06, 0x37)  # netfn App, Get System GUID (IPMI 2.0, 22.14)
+
+
+def system_guid(cmd: command.Command) -> str:
+    """The system GUID, decoded as SMBIOS wire format (what pyghmi's decoder and most BMCs
+    assume; a BMC following IPMI 2.0's all-reversed order is matched by the boot server's
+    `smbios.alternates`). "" when the BMC does not implement the command."""
+    try:
+        answer = cmd.raw_command(netfn=_GET_SYSTEM_GUID[0], command=_GET_SYSTEM_GUID[1])
+    except pyghmi_exc.IpmiException:
+        return ""
+    if "error" in answer:
+        return ""
+    try:
+        return reported_uuid(from_smbios_bytes(bytes(answer["data"])[:16]))
+    except InvalidSystemUUID:
+        return ""
+
+
 def set_power(cmd: command.Command, action: PowerAction, wait_seconds: int) -> tuple[bool, bool]:
     on = power_state(cmd)
     if action == PowerAction.ON and on:
@@ -201,7 +221,7 @@ class IPMIDriver(BaseDriver):
 
     def validate(self) -> SystemCheck:
         with self._session() as cmd:
-            return SystemCheck(powered_on=power_state(cmd))
+            return SystemCheck(powered_on=power_state(cmd), system_uuid=system_guid(cmd))
 
     def power(self, action: PowerAction, wait_seconds: int) -> PowerResult:
         with self._session() as cmd:

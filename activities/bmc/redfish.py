@@ -19,7 +19,7 @@ import sushy
 from sushy import exceptions as sx
 from temporalio import activity
 
-from activities.bmc.driver import BaseDriver, Credentials, SystemCheck
+from activities.bmc.driver import BaseDriver, Credentials, SystemCheck, reported_uuid
 from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import BMCAddress
 from metalflow.api.errors import ErrorName, permanent, transient
@@ -322,8 +322,8 @@ class RedfishDriver(BaseDriver):
         return call(self.addr, self.creds, fn)
 
     def validate(self) -> SystemCheck:
-        on, system_id = self._call(lambda s: (power_state(s), s.path))
-        return SystemCheck(powered_on=on, system_id=system_id)
+        on, system_id, reported = self._call(lambda s: (power_state(s), s.path, s.uuid))
+        return SystemCheck(powered_on=on, system_id=system_id, system_uuid=reported_uuid(reported))
 
     def power(self, action: PowerAction, wait_seconds: int) -> PowerResult:
         on, changed = self._call(lambda s: set_power(s, action, wait_seconds))

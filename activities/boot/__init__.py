@@ -17,11 +17,12 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.boot import dnsmasq, ipxe, vmedia
+from activities.boot import by_uuid, dnsmasq, ipxe, vmedia
 from activities.boot.render import mac_file_name, write_atomically
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import (
     BOOT_CLEANUP,
+    BOOT_FORGET_UUID,
     BOOT_PREPARE,
     Architecture,
     BootPrepareRequest,
@@ -83,15 +84,11 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
             "this host network-boots (PXE), where the ramdisk takes DHCP: use a *-virtualmedia:// BMC "
             "address or remove the field",
         )
-    if not req.boot_mac_address:
-        raise permanent(
-            ErrorName.INVALID_SPEC,
-            f"{req.host.namespace}/{req.host.name} has no spec.bootMACAddress; network boot needs the MAC "
-            "of the NIC that PXE-boots (or use a *-virtualmedia:// BMC address)",
-        )
     uefi_http = req.boot_method == BootMethod.UEFI_HTTP
     if uefi_http:
         _check_uefi_http(req, settings, arch)
+    if not req.boot_mac_address:
+        return _prepare_without_mac(req, settings, arch, iso_url)
     text = ipxe.script(req.host, req.boot_mac_address, req.purpose, settings, arch)
     mac_name = mac_file_name(req.boot_mac_address)
     write_atomically(ipxe_dir(settings) / f"{mac_name}.ipxe", text)
@@ -129,6 +126,21 @@ def _preprovisioning_network_data(req: BootPrepareRequest, settings: Settings) -
         ) from None
 
 
+def _prepare_without_mac(
+    req: BootPrepareRequest, settings: Settings, arch: Architecture, iso_url: str
+) -> BootPrepareResult:
+    """A host enrolled without a MAC network-boots by the SMBIOS UUID its BMC reported (issue 21)."""
+    if not req.system_uuid:
+        raise permanent(
+            ErrorName.NO_BOOT_IDENTITY,
+            f"{req.host.namespace}/{req.host.name} has no spec.bootMACAddress and its BMC reported no "
+            "system UUID to recognise it by at network boot; set spec.bootMACAddress to the MAC of the "
+            "NIC that PXE-boots (or use a *-virtualmedia:// BMC address)",
+        )
+    url = by_uuid.prepare(req.host, req.system_uuid, req.purpose, settings, arch)
+    return BootPrepareResult(ipxe_script_url=url, iso_url=iso_url)
+
+
 @activity.defn(name=BOOT_CLEANUP)
 def cleanup_boot(host: HostRef) -> None:
     settings = get_settings()
@@ -140,10 +152,17 @@ def cleanup_boot(host: HostRef) -> None:
         entry.unlink()
     with contextlib.suppress(FileNotFoundError):
         script.unlink()
+    by_uuid.release(settings.boot_dir, host)
     if mac_line:
         with contextlib.suppress(FileNotFoundError):
             (ipxe_dir(settings) / f"{mac_file_name(mac_line)}.ipxe").unlink()
         dnsmasq.reload(settings)
 
 
-ACTIVITIES = [prepare_boot, cleanup_boot]
+@activity.defn(name=BOOT_FORGET_UUID)
+def forget_uuid(host: HostRef) -> bool:
+    """The host is deleted: free its SMBIOS UUID claim (and any script left under it)."""
+    return by_uuid.release(get_settings().boot_dir, host, claims=True)
+
+
+ACTIVITIES = [prepare_boot, cleanup_boot, forget_uuid]

@@ -26,6 +26,9 @@ class BootNetwork:
     pid_file: Path | None = None
     lease_file: Path | None = None
     run_as: str | None = None  # dnsmasq's `user=`; it drops to nobody by default
+    # Answer any iPXE client without a host entry with the generic by-UUID script (hosts
+    # enrolled without a MAC, issue 21); unknown firmware is then sent an iPXE binary too.
+    uuid_boot: bool = False
 
 
 def hosts_dir(settings: Settings) -> Path:
@@ -41,7 +44,8 @@ def base_config(net: BootNetwork, settings: Settings) -> str:
         netmask=net.netmask,
         lease_time=net.lease_time,
         ipv6_prefix=net.ipv6_prefix,
-        ignore_unknown=net.ignore_unknown,
+        ignore_unknown=net.ignore_unknown and not net.uuid_boot,
+        uuid_boot=net.uuid_boot,
         disable_dns=net.disable_dns,
         hosts_dir=hosts_dir(settings),
         boot_url=settings.boot_server_url.rstrip("/"),

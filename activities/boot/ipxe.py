@@ -11,13 +11,33 @@ from metalflow.api.models import HostRef
 from metalflow.runtime.settings import Settings
 
 # The commands the script may use (iPXE's documented command set, the subset we emit).
-IPXE_COMMANDS = frozenset({"kernel", "initrd", "boot", "echo", "sleep", "chain", "goto", "imgfree", "dhcp"})
+IPXE_COMMANDS = frozenset(
+    {"kernel", "initrd", "boot", "echo", "sleep", "chain", "goto", "imgfree", "dhcp", "exit"}
+)
+
+
+# iPXE's own names for what a host enrolled without a MAC is known by at boot (issue 21): the
+# NIC it is booting from (netX: the last opened one), and its SMBIOS UUID.
+IPXE_BOOT_MAC = "${netX/mac:hexhyp}"
+IPXE_UUID = "${uuid}"
 
 
 def script(
-    ref: HostRef, mac: str, purpose: BootPurpose, settings: Settings, arch: Architecture | None = None
+    ref: HostRef,
+    mac: str,
+    purpose: BootPurpose,
+    settings: Settings,
+    arch: Architecture | None = None,
+    system_uuid: str = "",
 ) -> str:
+    """The per-host script; with `system_uuid` (and `mac` empty) the one a MAC-less host gets by its
+    UUID: BOOTIF names the NIC iPXE booted from, so inspection learns that MAC."""
     arch = arch or architecture(None)
+    base_url = settings.boot_server_url.rstrip("/")
+    if system_uuid and not mac:
+        bootif, retry_url, mac = IPXE_BOOT_MAC, f"{base_url}/by-uuid/{system_uuid}", f"uuid {system_uuid}"
+    else:
+        bootif, retry_url = mac.replace(":", "-"), f"{base_url}/boot/{mac.replace(':', '-')}.ipxe"
     return render(
         "host.ipxe.j2",
         purpose=purpose.value,
@@ -34,6 +54,8 @@ def script(
         tls_ca=settings.agent_temporal_tls_ca_url if settings.agent_temporal_tls else "",
         tls_server_name=settings.agent_temporal_tls_server_name if settings.agent_temporal_tls else "",
         task_queue=ref.agent_task_queue,
+        bootif=bootif,
+        retry_url=retry_url,
     )
 
 

@@ -43,6 +43,9 @@ class BMCValidation(Model):
     driver: str = Field(default="", description="The protocol the driver speaks: redfish or ipmi.")
     system_id: str = ""
     vendor: str = Field(default="", description="The vendor driver picked by the address (idrac, ilo5).")
+    system_uuid: str = Field(
+        default="", description="SMBIOS system UUID (canonical text) the BMC reports; '' when it has none."
+    )
 
     @property
     def driver_label(self) -> str:

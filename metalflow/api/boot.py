@@ -10,12 +10,14 @@ from pydantic import model_validator
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.models import (
     BootMode,
+    HardwareDetails,
     HostRef,
     Model,
 )
 
 BOOT_PREPARE = "boot.prepare"
 BOOT_CLEANUP = "boot.cleanup"
+BOOT_FORGET_UUID = "boot.forget_uuid"  # a deleted host's SMBIOS UUID claim (hosts without a MAC)
 
 
 # ---- network boot ----
@@ -66,6 +68,13 @@ def architecture(name: str | None) -> Architecture:
     return ARCHITECTURES[key]
 
 
+def learnt_boot_mac(hardware: HardwareDetails | None) -> str | None:
+    """The MAC of the NIC the host network-booted its inspection ramdisk from (the agent marks it
+    `pxe` from the kernel's BOOTIF= argument, as Ironic's inspection does); None if none is."""
+    booted = [nic.mac for nic in (hardware.nics if hardware else []) if nic.pxe and nic.mac]
+    return booted[0].lower() if len(booted) == 1 else None
+
+
 class BootPrepareRequest(Model):
     host: HostRef
     boot_mac_address: str | None
@@ -75,6 +84,7 @@ class BootPrepareRequest(Model):
     boot_method: BootMethod = BootMethod.PXE
     architecture: str | None = None  # spec.architecture; None is x86_64
     preprovisioning_network_data_name: str | None = None  # the Secret's name only, never its data
+    system_uuid: str = ""  # the SMBIOS UUID registration recorded: boots a host without a MAC
 
     @model_validator(mode="after")
     def _legacy_virtual_media(self) -> BootPrepareRequest:

@@ -34,6 +34,10 @@ class ErrorName(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     UNKNOWN_DEPLOY_METHOD = "UnknownDeployMethod"
     CONFIG_DRIVE_PARTITION = "ConfigDrivePartitionError"
+    # hosts enrolled without a MAC (issue 21): matched by their SMBIOS system UUID
+    NO_BOOT_IDENTITY = "NoBootIdentity"
+    DUPLICATE_SYSTEM_UUID = "DuplicateSystemUUID"
+    SYSTEM_UUID_CHANGED = "SystemUUIDChanged"
 
 
 def permanent(name: ErrorName, message: str) -> ApplicationError:

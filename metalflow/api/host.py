@@ -60,6 +60,7 @@ class StepInput(Model):
     ramdisk_boot_timeout_seconds: int = 600
     purpose: str = ""
     join_token: SecretRef | None = None
+    system_uuid: str = ""  # SMBIOS UUID registration recorded (canonical); boots a MAC-less host
 
 
 class StepResult(Model):
@@ -72,6 +73,7 @@ class StepResult(Model):
     root_device: str = ""
     bytes_written: int = 0
     join_token: SecretRef | None = None
+    system_uuid: str = ""  # registration: the SMBIOS UUID the BMC reported (canonical text)
 
 
 # ---- status ----

@@ -399,7 +399,8 @@ class ProvisionStatus(Model):
     id: str = Field(default="", alias="ID")
     image: ImageSpec | None = None
     image_digest: str = Field(
-        default="", description="oci:// images: the manifest the URL resolved to, oci://REGISTRY/REPO@sha256:..."
+        default="",
+        description="oci:// images: the manifest the URL resolved to, oci://REGISTRY/REPO@sha256:...",
     )
     root_device_hints: RootDeviceHints | None = None
     boot_mode: BootMode | None = None
@@ -423,6 +424,7 @@ class HostStatus(Model):
     last_attempted_image: ImageSpec | None = None
     # metalflow additions
     bmc_driver: str = Field(default="", description="The BMC driver registration picked: redfish/idrac.")
+    system_uuid: str = Field(default="", description="SMBIOS system UUID the BMC reported at registration.")
     current_step: str = ""
     paused: bool = False
     detached: bool = False

@@ -68,7 +68,7 @@ def metal3_conditions(status: HostStatus) -> list[dict[str, Any]]:
 # One extension is written: provisioning.imageDigest (oci:// images only), kept by metalflow's CRD
 # and pruned (not refused) by an API server serving upstream's CRD. See METAL3_EXTENSIONS.
 METAL3_EXTENSIONS = (("provisioning", "imageDigest"),)
-_METALFLOW_ONLY = {"bmc_driver", "current_step", "paused", "detached", "deleted"}
+_METALFLOW_ONLY = {"bmc_driver", "system_uuid", "current_step", "paused", "detached", "deleted"}
 
 
 def bmh_status(status: HostStatus) -> dict[str, Any]:

@@ -293,6 +293,7 @@ async def cmd_dnsmasq(args: argparse.Namespace, settings: Settings) -> int:
         netmask=args.netmask,
         tftp_root=Path(args.tftp_root),
         pid_file=settings.dnsmasq_pid_file,
+        uuid_boot=args.uuid_boot,
     )
     conf = Path(args.config or settings.state_dir / "dnsmasq.conf")
     return run_dnsmasq(net, settings, conf, test_only=args.test)
@@ -447,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tftp-root", default="/usr/lib/ipxe", help="holds undionly.kpxe and snponly.efi")
     sp.add_argument("--config", help="where to write the rendered config (default <state_dir>/dnsmasq.conf)")
     sp.add_argument("--test", action="store_true", help="only check the rendered config (dnsmasq --test)")
+    sp.add_argument(
+        "--uuid-boot",
+        action="store_true",
+        help="also answer iPXE clients with no host entry: they chain to the boot server by SMBIOS "
+        "UUID (hosts enrolled without bootMACAddress); unknown UUIDs boot nothing",
+    )
     sp.set_defaults(run=cmd_dnsmasq)
 
     sp = sub.add_parser("bridge", help="watch BareMetalHosts and drive their workflows")

@@ -55,6 +55,12 @@ BRIDGE_RECONCILE_SECONDS = Histogram(
     ["kind"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+UNKNOWN_MACHINE_BOOTS = Counter(
+    "metalflow_boot_unknown_machine_total",
+    "Network boots by SMBIOS UUID the boot server matched to no host (served a script that boots "
+    "nothing), by reason: unknown, ambiguous (several hosts claim its encodings), malformed.",
+    ["reason"],
+)
 BRIDGE_QUEUE_DEPTH = Gauge(
     "metalflow_bridge_queue_depth", "Objects waiting to be reconciled, by kind.", ["kind"]
 )

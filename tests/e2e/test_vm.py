@@ -62,9 +62,11 @@ def host_docs(
     bmc_address: str,
     oci_url: str = "",
     boot_mode: str = "legacy",
+    with_mac: bool = True,
 ) -> list[dict[str, Any]]:
     """Secret (BMC), Secret (userData) and the BareMetalHost, as metal3 takes them; with `oci_url`
-    the image comes from a registry (its checksum is the layer's digest, its format the annotation)."""
+    the image comes from a registry (its checksum is the layer's digest, its format the annotation);
+    without `with_mac` the host is enrolled with no bootMACAddress (found by its SMBIOS UUID)."""
     image_spec: dict[str, Any] = {
         "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/os.img",
         "checksum": image.sha256,
@@ -90,7 +92,7 @@ def host_docs(
             "metadata": {"name": dom.name, "namespace": ns},
             "spec": {
                 "online": True,
-                "bootMACAddress": dom.mac,
+                **({"bootMACAddress": dom.mac} if with_mac else {}),
                 "bootMode": boot_mode,  # UEFI: the Redfish BMC switches the domain to OVMF
                 "bmc": {"address": bmc_address, "credentialsName": "bmc"},
                 "rootDeviceHints": {"deviceName": "/dev/vda"},
@@ -112,14 +114,23 @@ async def wait_console(dom: Domain, text: str, timeout: float) -> None:
 
 
 def assert_booted_through_our_network(
-    tb: VMTestBed, dom: Domain, ns: str, image_path: str = "/images/os.img"
+    tb: VMTestBed, dom: Domain, ns: str, image_path: str = "/images/os.img", by_uuid: bool = False
 ) -> None:
     """The VM's iPXE asked our dnsmasq (user class iPXE, a known MAC) and was sent our per-host
-    script; the kernel it then booted carries that script's arguments and its agent did the work."""
+    script; the kernel it then booted carries that script's arguments and its agent did the work.
+    `by_uuid`: the VM was enrolled without a MAC, so dnsmasq did not know it and sent the generic
+    URL that names the machine by its SMBIOS UUID; iPXE filled in the UUID the domain has."""
     log = (tb.workdir / "dnsmasq.log").read_text()
-    tags = [line for line in log.splitlines() if " tags: " in line]
-    assert "user class: iPXE" in log and any("known" in t and "ipxe" in t for t in tags), log[-2000:]
-    assert f"bootfile-name  http://{NET_ADDRESS}:{tb.boot_port}/boot/${{mac:hexhyp}}.ipxe" in log
+    if by_uuid:
+        assert "user class: iPXE" in log, log[-2000:]
+        assert f"bootfile-name  http://{NET_ADDRESS}:{tb.boot_port}/by-uuid/${{uuid}}" in log, log[-2000:]
+        # registration recorded the UUID the domain's SMBIOS carries (Redfish UUID), and the
+        # boot server kept the host's script under it
+        assert (tb.boot_dir / "uuid" / f"{dom.uuid}.ipxe").is_file(), sorted(tb.boot_dir.rglob("*"))
+    else:
+        tags = [line for line in log.splitlines() if " tags: " in line]
+        assert "user class: iPXE" in log and any("known" in t and "ipxe" in t for t in tags), log[-2000:]
+        assert f"bootfile-name  http://{NET_ADDRESS}:{tb.boot_port}/boot/${{mac:hexhyp}}.ipxe" in log
     console = dom.console()
     assert f"BOOTIF=01-{dom.mac.replace(':', '-')}" in console
     assert f"metalflow: agent for {ns}.{dom.name} on {NET_ADDRESS}:" in console, console[-3000:]
@@ -233,13 +244,23 @@ def boots_from_disk_only(dom: Domain) -> bool:
 
 
 async def provision_with_cli(
-    tb: VMTestBed, tmp_path: Path, ns: str, dom: Domain, image: BuiltImage, marker: str, scheme: str
+    tb: VMTestBed,
+    tmp_path: Path,
+    ns: str,
+    dom: Domain,
+    image: BuiltImage,
+    marker: str,
+    scheme: str,
+    with_mac: bool = True,
 ) -> float:
     """`metalflow provision hosts.yaml --wait` with a Redfish BMC (`scheme`: redfish+http for
-    PXE, redfish-uefihttp+http for UEFI HTTP boot), boot mode UEFI; seconds to provisioned."""
+    PXE, redfish-uefihttp+http for UEFI HTTP boot), boot mode UEFI; without `with_mac` the host is
+    enrolled with no bootMACAddress (found by its SMBIOS UUID at first boot); seconds to
+    provisioned."""
     path = tmp_path / f"hosts-{dom.name}.yaml"
     address = tb.redfish_address(dom).replace("redfish+http://", f"{scheme}://", 1)
-    path.write_text(yaml.safe_dump_all(host_docs(tb, dom, ns, image, marker, address, boot_mode="UEFI")))
+    docs = host_docs(tb, dom, ns, image, marker, address, boot_mode="UEFI", with_mac=with_mac)
+    path.write_text(yaml.safe_dump_all(docs))
     started = time.monotonic()
     argv = [sys.executable, "-m", "metalflow", "provision", str(path), "--wait", "--timeout", str(BUDGET)]
     done = await asyncio.to_thread(
@@ -359,7 +380,9 @@ async def test_three_vms_uefi_pxe_uefi_http_and_bios_are_provisioned_via_cli_red
             try:
                 with clock:
                     cli_seconds, http_seconds, (obj, bmh_seconds) = await asyncio.gather(
-                        provision_with_cli(tb, tmp_path, ns, vm_redfish, image, marker, "redfish+http"),
+                        provision_with_cli(
+                            tb, tmp_path, ns, vm_redfish, image, marker, "redfish+http", with_mac=False
+                        ),
                         provision_with_cli(
                             tb, tmp_path, ns_http, vm_http, image, marker, "redfish-uefihttp+http"
                         ),
@@ -414,10 +437,13 @@ async def test_three_vms_uefi_pxe_uefi_http_and_bios_are_provisioned_via_cli_red
     assert "PXEClient:Arch:00007" in dhcp and f"sent {IPXE_DIR}/snponly.efi to" in dhcp, dhcp[-3000:]
     console = vm_redfish.console()
     assert "Start PXE over IPv4" in console and "Welcome to GRUB" in console.split("drivers loaded at")[-1]
-    assert_booted_through_our_network(tb, vm_redfish, ns)
+    # enrolled without a MAC: booted by its UUID, and its status shows the MAC inspection learnt
+    # (the NIC that booted, metal3's nics[].pxe)
+    assert_booted_through_our_network(tb, vm_redfish, ns, by_uuid=True)
     hw = st.hardware
     assert hw is not None
-    assert any(n.mac == vm_redfish.mac for n in hw.nics), hw.nics  # the VM's real virtio NIC
+    assert [n.mac for n in hw.nics if n.pxe] == [vm_redfish.mac], hw.nics  # the VM's real virtio NIC
+    assert st.system_uuid == vm_redfish.uuid
     assert any(d.name == "/dev/vda" and d.size_bytes == vm_redfish.disk_bytes for d in hw.storage), hw.storage
     assert st.provisioning.image is not None and st.provisioning.image.checksum == image.sha256
 
@@ -441,7 +467,7 @@ async def test_three_vms_uefi_pxe_uefi_http_and_bios_are_provisioned_via_cli_red
     )
     status = obj["status"]
     assert status["operationalStatus"] == "OK" and status["poweredOn"] is True
-    assert any(n["mac"] == vm_ipmi.mac for n in status["hardware"]["nics"])
+    assert [n["mac"] for n in status["hardware"]["nics"] if n.get("pxe")] == [vm_ipmi.mac]
     assert any(
         d["name"] == "/dev/vda" and d["sizeBytes"] == vm_ipmi.disk_bytes
         for d in status["hardware"]["storage"]
