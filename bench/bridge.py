@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from kubernetes import client as k8s
 from kubernetes import config
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 
 from bench.context import load, preamble
 from k8s_bridge import controller
@@ -172,9 +173,14 @@ async def main(hosts: int, with_worker: bool, bridge_workers: int, creators: int
                     created_all = time.time() - start
                     started: dict[str, float] = {}
                     while len(started) < hosts:
-                        async for wf in client.list_workflows('WorkflowType="HostWorkflow"'):
-                            if wf.id in created and wf.start_time:
-                                started[wf.id] = wf.start_time.timestamp()
+                        try:
+                            async for wf in client.list_workflows(
+                                'WorkflowType="HostWorkflow"', rpc_timeout=timedelta(seconds=60)
+                            ):
+                                if wf.id in created and wf.start_time:
+                                    started[wf.id] = wf.start_time.timestamp()
+                        except RPCError as err:  # a loaded dev server's visibility is slow: ask again
+                            print(f"  (listing workflows: {err}; again)", flush=True)
                         await asyncio.sleep(2)  # start times are the server's: rare polls lose nothing
                     all_started = max(started.values()) - start
                     lat = [max(started[w] - created[w], 0.0) for w in created]
