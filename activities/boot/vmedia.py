@@ -63,6 +63,8 @@ def host_kernel_args(host: HostRef, settings: Settings, mac: str | None) -> str:
     if settings.agent_temporal_tls and settings.agent_temporal_tls_server_name:
         args.append(f"metalflow.tls_server_name={settings.agent_temporal_tls_server_name}")
     args.append(f"metalflow.task_queue={host.agent_task_queue}")
+    # the agent streams its log to the boot server (worker/agent_logs.py), as a PXE host's does
+    args.append(f"metalflow.log_url={settings.boot_server_url.rstrip('/')}/agent-log/{host.host_id}")
     if mac:
         args.append(f"BOOTIF=01-{mac.lower().replace(':', '-')}")
     args.append(MEDIUM_ARG)

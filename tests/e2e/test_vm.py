@@ -581,6 +581,7 @@ async def test_vm_boots_its_own_virtual_media_iso_with_static_network_data_and_i
 
     for step in ("agent.inventory", "agent.clean", "agent.write_image", "agent.write_configdrive"):
         assert step in ran, f"{dom.name} never ran {step}: {ran}"
+    assert_agent_log_kept(tb, dom, ns)  # its ISO's command line names the log endpoint too
     console = dom.console()
     # the kernel came from its own ISO (the command line only that ISO carries) ...
     assert f"metalflow.host_id={ref.host_id} " in console and "metalflow.medium=iso" in console, console[
