@@ -27,10 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 import flask
-import libvirt
 from sushy_tools.emulator import constants
 from sushy_tools.emulator import main as emulator
-from sushy_tools.emulator.resources.systems import libvirtdriver
+from sushy_tools.emulator.resources.systems import libvirtdriver  # libvirt: None if not installed
 
 UEFI_HTTP = "UefiHttp"
 NO_PXE = ("opt/org.tianocore/IPv4PXESupport", "opt/org.tianocore/IPv6PXESupport")
@@ -73,7 +72,7 @@ class UefiHttpLibvirtDriver(libvirtdriver.LibvirtDriver):  # type: ignore[misc]
         device: str | None = super().get_boot_device(identity)
         if device == constants.DEVICE_TYPE_PXE:
             domain = self._get_domain(identity, readonly=True)
-            tree = ET.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            tree = ET.fromstring(domain.XMLDesc(libvirtdriver.libvirt.VIR_DOMAIN_XML_INACTIVE))
             if http_boot_set(tree):
                 return UEFI_HTTP
         return device
