@@ -14,8 +14,8 @@ module lays it into a disk image without loop devices or partition scanning (TES
   addresses GRUB's setup would write (boot.img's kernel sector; the first-sector blocklist of
   core.img); for UEFI, a standalone GRUB EFI binary. Both find the root by its file-system UUID and
   read `/boot/grub/grub.cfg` from it (modules copied to /boot/grub/<platform>, as grub-install does);
-- cloud-init: `datasource_list: [ConfigDrive]` (nothing else is probed); networkData rendered for
-  systemd-networkd (enabled); the kernel and GRUB talk on ttyS0 at 115200.
+- cloud-init: `datasource_list: [ConfigDrive]` (nothing else is probed), ifupdown renders its
+  network config; the kernel and GRUB talk on ttyS0 at 115200.
 
 Cached as `${METALFLOW_CACHE}/os-image/<key>` (`disk.raw`, `disk.qcow2`, `manifest.json` with
 both sha256s, the Debian packages and the layout), keyed by the Debian root's key and this file.
@@ -78,15 +78,6 @@ HOOKS = (
     + CLOUD_CFG
     + '\' > "$1"/etc/cloud/cloud.cfg.d/90-metalflow.cfg',
     'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*',
-)
-NETWORK_CFG = """\
-system_info:
-  network:
-    renderers: [networkd]
-"""
-NETWORKD_UNITS = (
-    ("systemd-networkd.service", "multi-user.target.wants"),
-    ("systemd-networkd.socket", "sockets.target.wants"),
 )
 BIOS_MODULES = ("biosdisk", "part_gpt", "part_msdos", "ext2", "search_fs_uuid")
 EFI_MODULES = ("part_gpt", "part_msdos", "ext2", "fat", "search_fs_uuid")
@@ -161,14 +152,6 @@ def _stage(base: Path, stage: Path, root_uuid: str, version: str) -> None:
         path.write_text(text)
 
     put("etc/fstab", f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n")
-    # networkData rendered for systemd-networkd (cloud-init's ENI renderer adds routes with
-    # net-tools' `route`, which Debian no longer installs); networkd enabled as systemctl would
-    put("etc/cloud/cloud.cfg.d/91-metalflow-network.cfg", NETWORK_CFG)
-    for unit, target in NETWORKD_UNITS:
-        link = stage / "etc" / "systemd" / "system" / target / unit
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.unlink(missing_ok=True)
-        link.symlink_to(f"/lib/systemd/system/{unit}")
     put("boot/grub/grub.cfg", _grub_cfg(root_uuid, version))
     put("etc/hostname", "localhost\n")
     for platform in ("i386-pc", "x86_64-efi"):
