@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install system-deps kube-binaries demo test lint bench e2e clean stack test-stack
+.PHONY: install system-deps kube-binaries demo test lint bench e2e e2e-realos clean stack test-stack
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,13 @@ bench: install system-deps kube-binaries  # prints figures; never part of make t
 # Its kernel is kept in the build cache, ${METALFLOW_CACHE:-~/.cache/metalflow} (testbed/cache.py).
 e2e: install system-deps kube-binaries
 	scripts/e2e-deps.sh $(VENV)
-	$(BIN)/pytest -q -rsP -m e2e tests/e2e  # -P: the per-VM figures the e2e prints
+	$(BIN)/pytest -q -rsP -m "e2e and not realos" tests/e2e  # -P: the per-VM figures the e2e prints
+
+# The real OS image (testbed/os_image.py, issue 22, being built) booted with the agent's config
+# drive: not yet part of `make e2e` (a cold image build plus a TCG boot take about half an hour).
+e2e-realos: install system-deps kube-binaries
+	scripts/e2e-deps.sh $(VENV)
+	$(BIN)/pytest -q -rsP -m realos tests/e2e
 
 # The production-shaped engine (README: "Running in production"): temporal-server built from its Go
 # module (scripts/build-temporal.sh, cached in ${METALFLOW_CACHE:-~/.cache/metalflow}) on Debian's

@@ -32,7 +32,9 @@ from metalflow.api.models import HostRef
 from testbed.debian_image import missing_tools, sha256_file
 from testbed.os_image import ESP_START, MIB, ROOT_START, OSImage, os_image
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+# Not yet in `make e2e` (issue 22 is being built; a cold image build and a TCG boot take about half
+# an hour here): `make e2e-realos` runs it.
+pytestmark = [pytest.mark.e2e, pytest.mark.realos, pytest.mark.timeout(2400)]
 GIB = 1 << 30
 
 
