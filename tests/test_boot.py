@@ -17,7 +17,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.boot import cleanup_boot, dnsmasq, ipxe, prepare_boot
 from activities.configdrive import build_iso
 from metalflow.api.bmc_address import BootMethod
-from metalflow.api.boot import ARCHITECTURES, BootPrepareRequest, BootPurpose
+from metalflow.api.boot import BootPrepareRequest, BootPurpose
 from metalflow.api.models import BootMode, HostRef
 from metalflow.runtime.settings import Settings
 from testbed.processes import Process, free_port, wait_for
@@ -66,7 +66,7 @@ def test_prepare_is_atomic_idempotent_and_cleanup_removes_everything(boot_settin
     by_mac = boot / "boot" / "52-54-00-12-34-56.ipxe"
     entry = boot / "dnsmasq" / "hosts" / "metal3.worker-0"
     assert (
-        by_mac.read_text().startswith("#!ipxe") and entry.read_text().strip() == f"{MAC},set:known,worker-0"
+        by_mac.read_text().startswith("#!ipxe") and entry.read_text().strip() == f"{MAC},worker-0"
     )
     mtime = entry.stat().st_mtime_ns
     env.run(prepare_boot, req)
@@ -120,13 +120,14 @@ def test_boot_method_picks_what_prepare_writes(boot_settings: Settings) -> None:
         and "spec.bootMode legacy cannot boot by UEFI HTTP" in err.value.message
     )
     assert not entry.exists()
-    # then the same iPXE script as PXE, and a DHCP entry that answers only HTTP boot and iPXE
+    # then the same iPXE script and DHCP entry as PXE: the firmware's vendor class (HTTPClient)
+    # picks the answer, and the entry carries no tag (see test_reload_after_leases_...)
     done = env.run(prepare_boot, uefi)
     assert done.ipxe_script_url == "http://192.0.2.1:8088/boot/52-54-00-12-34-56.ipxe"
-    assert entry.read_text().strip() == f"{MAC},set:known,set:uefihttp,worker-0"
+    assert entry.read_text().strip() == f"{MAC},worker-0"
     pxe = env.run(prepare_boot, uefi.model_copy(update={"boot_method": BootMethod.PXE}))
     assert pxe.ipxe_script_url == done.ipxe_script_url
-    assert entry.read_text().strip() == f"{MAC},set:known,worker-0"
+    assert entry.read_text().strip() == f"{MAC},worker-0"
 
 
 def test_generated_dnsmasq_config_passes_dnsmasq_test(boot_settings: Settings, tmp_path: Path) -> None:
@@ -207,6 +208,8 @@ def boot_net() -> Iterator[tuple[str, str]]:
 # "Processor Architecture Types"), and vendor class PXEClient / HTTPClient (option 60).
 EFI_PXE = ("-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007")
 HTTP_BOOT = ("-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010", "-O", "vendor")
+ARM_PXE = ("-V", "PXEClient:Arch:00011:UNDI:003000", "-x", "0x5d:000b")
+ARM_HTTP_BOOT = ("-V", "HTTPClient:Arch:00019:UNDI:003001", "-x", "0x5d:0013", "-O", "vendor")
 HTTP_MAC = "52:54:00:12:34:58"
 
 
@@ -268,8 +271,7 @@ def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
     hosts = dnsmasq.hosts_dir(boot_settings)
     hosts.mkdir(parents=True)
     (hosts / "metal3.worker-0").write_text(dnsmasq.host_entry(MAC, "worker-0", "192.0.2.55"))
-    arm = ARCHITECTURES["aarch64"]  # spec.architecture: aarch64 (tests/test_metal3_boot_fields.py)
-    (hosts / "metal3.arm-0").write_text(dnsmasq.host_entry(ARM_MAC, "arm-0", "192.0.2.56", arch=arm))
+    (hosts / "metal3.arm-0").write_text(dnsmasq.host_entry(ARM_MAC, "arm-0", "192.0.2.56"))
     server = Process(
         "dnsmasq",
         ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(conf)],
@@ -293,8 +295,8 @@ def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
         lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
         assert lease["boot_file"] == "undionly.kpxe"
 
-        # an aarch64 host's firmware is sent the arm64 iPXE binary, an x86 one never is
-        assert _dhcp(cli, iface, ARM_MAC, script, out, ipxe_client=False)
+        # an aarch64 host's firmware (client arch 11) is sent the arm64 iPXE binary, an x86 one never is
+        assert _dhcp(cli, iface, ARM_MAC, script, out, ipxe_client=False, firmware=ARM_PXE)
         lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
         assert lease["boot_file"] == "ipxe-arm64.efi"
 
@@ -309,18 +311,18 @@ def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
         lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
         assert lease["boot_file"] == "http://192.0.2.1:8088/snponly.efi"
 
-        # UEFI HTTP boot: a host whose entry says so is answered as HTTPClient only: the EFI
-        # iPXE's URL on the boot server and option 60 echoed; its firmware's PXE gets nothing,
-        # and the iPXE it then runs gets its script as any host's does
-        (hosts / "metal3.http-0").write_text(
-            dnsmasq.host_entry(HTTP_MAC, "http-0", "192.0.2.57", uefi_http=True)
-        )
+        # UEFI HTTP boot: the firmware asking as HTTPClient is answered with the EFI iPXE's URL
+        # on the boot server and option 60 echoed; the iPXE it then runs gets its script as any
+        # host's does (an arm64 firmware's HTTP boot, arch 19, gets the arm64 binary's URL)
+        (hosts / "metal3.http-0").write_text(dnsmasq.host_entry(HTTP_MAC, "http-0", "192.0.2.57"))
         assert _dhcp(cli, iface, HTTP_MAC, script, out, ipxe_client=False, firmware=HTTP_BOOT)
         lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
         assert lease["boot_file"] == "http://192.0.2.1:8088/snponly.efi", lease
         assert lease["ip"] == "192.0.2.57"
         assert lease["vendor"] == "HTTPClient"  # option 60, which udhcpc exports as vendor
-        assert not _dhcp(cli, iface, HTTP_MAC, script, out, ipxe_client=False, firmware=EFI_PXE)
+        assert _dhcp(cli, iface, ARM_MAC, script, out, ipxe_client=False, firmware=ARM_HTTP_BOOT)
+        lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+        assert lease["boot_file"] == "http://192.0.2.1:8088/ipxe-arm64.efi", lease
         assert _dhcp(cli, iface, HTTP_MAC, script, out, ipxe_client=True, firmware=EFI_PXE)
         lease = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
         assert lease["boot_file"] == "http://192.0.2.1:8088/boot/${mac:hexhyp}.ipxe"
@@ -328,5 +330,62 @@ def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
         # an unknown MAC gets nothing at all
         assert not _dhcp(cli, iface, "52:54:00:99:99:99", script, out, ipxe_client=True)
         assert "ignored" in (tmp_path / "dnsmasq.log").read_text()
+    finally:
+        server.stop()
+
+
+@needs_dnsmasq
+@pytest.mark.skipif(not shutil.which("busybox"), reason="busybox (udhcpc) missing")
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_reload_after_leases_keeps_dnsmasq_serving_and_drops_removed_hosts(
+    boot_net: tuple[str, str], boot_settings: Settings, tmp_path: Path
+) -> None:
+    """boot.cleanup SIGHUPs dnsmasq (dnsmasq.reload) so a removed host is forgotten at once; after
+    leases went to x86, arm64 and HTTP-boot clients, dnsmasq must keep serving. (With `set:` tags
+    in the host entries, as metalflow wrote them before, Debian's dnsmasq 2.89 died of SIGSEGV
+    here; a removed entry is not forgotten without the SIGHUP.)"""
+    srv, cli = boot_net
+    tag = srv.rsplit("-", 1)[1]
+    pid_file = tmp_path / "dnsmasq.pid"
+    net = dnsmasq.BootNetwork(
+        interface=f"vs{tag}",
+        range_start="192.0.2.50",
+        range_end="192.0.2.99",
+        tftp_root=tmp_path,
+        pid_file=pid_file,
+        lease_file=tmp_path / "leases",
+        run_as="root",
+    )
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text(dnsmasq.base_config(net, boot_settings))
+    hosts = dnsmasq.hosts_dir(boot_settings)
+    hosts.mkdir(parents=True)
+    for name, mac, ip in (("worker-0", MAC, "55"), ("arm-0", ARM_MAC, "56"), ("http-0", HTTP_MAC, "57")):
+        (hosts / f"metal3.{name}").write_text(dnsmasq.host_entry(mac, name, f"192.0.2.{ip}"))
+    log = tmp_path / "dnsmasq.log"
+    server = Process(
+        "dnsmasq",
+        ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(conf)],
+        log,
+    )
+    settings = boot_settings.model_copy(update={"dnsmasq_pid_file": pid_file})
+    try:
+        wait_for(lambda: (server.check_alive(), pid_file.exists())[1], 10, "dnsmasq")
+        out = tmp_path / "lease.env"
+        script = tmp_path / "udhcpc.sh"
+        script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {out}\nexit 0\n')
+        script.chmod(0o755)
+        iface = f"vc{tag}"
+        for mac, firmware in ((MAC, ()), (ARM_MAC, ARM_PXE), (HTTP_MAC, HTTP_BOOT)):
+            assert _dhcp(cli, iface, mac, script, out, ipxe_client=False, firmware=firmware), log.read_text()
+        (hosts / "metal3.worker-0").unlink()  # what boot.cleanup does, then it reloads
+        assert dnsmasq.reload(settings)
+        # dnsmasq logs the host files it re-reads after the SIGHUP; a crashed one raises here
+        wait_for(
+            lambda: (server.check_alive(), "metal3.arm-0" in log.read_text().split("removed")[-1])[1], 10, ""
+        )
+        assert not _dhcp(cli, iface, MAC, script, out, ipxe_client=True), "a removed host is still answered"
+        assert _dhcp(cli, iface, ARM_MAC, script, out, ipxe_client=False, firmware=ARM_PXE), log.read_text()
+        server.check_alive()
     finally:
         server.stop()

@@ -54,8 +54,9 @@ def test_aarch64_host_gets_the_aarch64_ramdisk_and_ipxe_binary(boot_settings: Se
     assert kernel.split()[1] == "http://192.0.2.1:8088/vmlinuz-aarch64"
     assert "initrd=initrd.img-aarch64" in kernel
     assert initrd.split()[1] == "http://192.0.2.1:8088/initrd.img-aarch64"
-    assert entry == f"{MAC},set:known,set:arch-aarch64,arm-0"
+    assert entry == f"{MAC},arm-0"  # no tag: the firmware's client arch (11) picks the binary
     conf = dnsmasq.base_config(dnsmasq.BootNetwork("vs0", "192.0.2.50", "192.0.2.99"), boot_settings)
+    assert "dhcp-match=set:arch-aarch64,option:client-arch,11" in conf.splitlines()
     assert "dhcp-boot=tag:!ipxe,tag:arch-aarch64,ipxe-arm64.efi" in conf.splitlines()
     assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!arch-aarch64,snponly.efi" in conf.splitlines()
 
@@ -65,7 +66,7 @@ def test_x86_64_is_the_default_and_unchanged(boot_settings: Settings, name: str 
     prepare(architecture=name)
     script, entry = written(boot_settings)
     assert "http://192.0.2.1:8088/vmlinuz " in script and "initrd.img-" not in script
-    assert entry == f"{MAC},set:known,arm-0"
+    assert entry == f"{MAC},arm-0"
 
 
 def test_virtual_media_aarch64_host_gets_the_aarch64_iso(boot_settings: Settings) -> None:

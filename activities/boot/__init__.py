@@ -2,8 +2,8 @@
 virtual-media hosts, the host's own deploy ISO (activities/boot/vmedia.py).
 
 The boot method comes from the BMC address's scheme: PXE and UEFI HTTP boot share the per-host
-iPXE script; a UEFI HTTP host's DHCP entry answers only its firmware's HTTPClient requests
-(dnsmasq.conf.j2), and the BMC is asked for the UefiHttp boot target (workflows/inband.py).
+iPXE script (the same DHCP entry: dnsmasq answers an HTTPClient request with the EFI iPXE's URL,
+dnsmasq.conf.j2), and the BMC is asked for the UefiHttp boot target (workflows/inband.py).
 
 dnsmasq reads `dhcp-hostsdir` itself when files change; a SIGHUP (when its pid file is
 configured) makes it drop cached entries at once, e.g. after cleanup.
@@ -95,7 +95,7 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     write_atomically(ipxe_dir(settings) / f"{req.host.host_id}.ipxe", text)
     changed = write_atomically(
         dnsmasq.hosts_dir(settings) / req.host.host_id,
-        dnsmasq.host_entry(req.boot_mac_address, req.host.name, arch=arch, uefi_http=uefi_http),
+        dnsmasq.host_entry(req.boot_mac_address, req.host.name),
     )
     if changed:
         dnsmasq.reload(settings)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activities.boot.render import render
-from metalflow.api.boot import ARCHITECTURES, Architecture
+from metalflow.api.boot import ARCHITECTURES
 from metalflow.runtime.settings import Settings
 
 
@@ -58,16 +58,13 @@ def base_config(net: BootNetwork, settings: Settings) -> str:
     )
 
 
-def host_entry(
-    mac: str, hostname: str, ip: str = "", arch: Architecture | None = None, uefi_http: bool = False
-) -> str:
-    """One host's DHCP entry; a host of another architecture than x86_64 is tagged with it, so
-    its firmware is sent that architecture's iPXE binary (dnsmasq.conf.j2). A host that boots by
-    UEFI HTTP is tagged `uefihttp`: only its firmware's HTTPClient requests are answered."""
-    tag = arch.dhcp_tag if arch is not None and arch.name != "x86_64" else ""
-    return render(
-        "dnsmasq-host.j2", mac=mac.lower(), hostname=hostname, ip=ip, arch_tag=tag, uefi_http=uefi_http
-    )
+def host_entry(mac: str, hostname: str, ip: str = "") -> str:
+    """One host's DHCP entry: MAC, name, address, and no `set:` tag. dnsmasq tags a matching host
+    `known` itself, and the iPXE binary follows the architecture and the PXE/HTTP vendor class
+    the firmware reports (dnsmasq.conf.j2). A `set:` tag in a dhcp-hostsdir entry makes Debian's
+    dnsmasq 2.89 segfault on the SIGHUP that `reload` sends once it has handed out leases
+    (tests/test_boot.py::test_reload_after_leases_keeps_dnsmasq_serving_and_drops_removed_hosts)."""
+    return render("dnsmasq-host.j2", mac=mac.lower(), hostname=hostname, ip=ip)
 
 
 def reload(settings: Settings) -> bool:

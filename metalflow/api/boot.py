@@ -33,13 +33,16 @@ class Architecture:
 
     metal3's spec.architecture (Ironic's cpu_arch) picks the row; unset means x86_64. The
     kernel and initrd of another architecture sit next to the x86_64 ones with `-<name>`
-    appended; the DHCP tag sends that host's firmware the matching iPXE binary.
+    appended. dnsmasq tags a client by the architecture its firmware reports (DHCP option 93,
+    RFC 4578 / IANA "Processor Architecture Types") and sends it the matching iPXE binary; host
+    entries carry no tags of their own (dnsmasq 2.89 crashes on SIGHUP with `set:` in them).
     """
 
     name: str
     suffix: str  # appended to the boot server's kernel and initrd names
     uefi_ipxe: str  # iPXE binary for UEFI firmware (TFTP)
     bios_ipxe: str | None  # iPXE binary for BIOS firmware; None where there is no BIOS
+    client_archs: tuple[int, ...] = ()  # option 93 values of its UEFI firmware (PXE, HTTP boot)
 
     @property
     def dhcp_tag(self) -> str:
@@ -50,7 +53,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     # snponly.efi (Ironic's default for UEFI): iPXE over the firmware's own NIC driver (SNP), so
     # any NIC the firmware can boot from works, and UEFI HTTP boot fetches the same binary
     "x86_64": Architecture("x86_64", "", "snponly.efi", "undionly.kpxe"),
-    "aarch64": Architecture("aarch64", "-aarch64", "ipxe-arm64.efi", None),
+    "aarch64": Architecture("aarch64", "-aarch64", "ipxe-arm64.efi", None, client_archs=(11, 19)),
 }
 _ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64"}
 
