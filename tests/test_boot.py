@@ -65,9 +65,7 @@ def test_prepare_is_atomic_idempotent_and_cleanup_removes_everything(boot_settin
     boot = boot_settings.boot_dir
     by_mac = boot / "boot" / "52-54-00-12-34-56.ipxe"
     entry = boot / "dnsmasq" / "hosts" / "metal3.worker-0"
-    assert (
-        by_mac.read_text().startswith("#!ipxe") and entry.read_text().strip() == f"{MAC},worker-0"
-    )
+    assert by_mac.read_text().startswith("#!ipxe") and entry.read_text().strip() == f"{MAC},worker-0"
     mtime = entry.stat().st_mtime_ns
     env.run(prepare_boot, req)
     assert entry.stat().st_mtime_ns == mtime, "an unchanged entry is not rewritten (no needless reload)"
@@ -249,13 +247,11 @@ def _dhcp(
     return done.returncode == 0 and out.exists()
 
 
-@needs_dnsmasq
-@pytest.mark.skipif(not shutil.which("busybox"), reason="busybox (udhcpc) missing")
-@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
-    boot_net: tuple[str, str], boot_settings: Settings, tmp_path: Path
-) -> None:
-    srv, cli = boot_net
+def start_dhcp_server(
+    srv: str, tmp_path: Path, settings: Settings, entries: list[tuple[str, str, str]], uuid_boot: bool = False
+) -> Process:
+    """dnsmasq with the rendered config in namespace SRV (its veth `vs<tag>`), one host entry per
+    (mac, name, ip) as boot.prepare writes them; started and waited for (its pid file)."""
     tag = srv.rsplit("-", 1)[1]
     net = dnsmasq.BootNetwork(
         interface=f"vs{tag}",
@@ -265,13 +261,14 @@ def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
         pid_file=tmp_path / "dnsmasq.pid",
         lease_file=tmp_path / "leases",
         run_as="root",
+        uuid_boot=uuid_boot,
     )
     conf = tmp_path / "dnsmasq.conf"
-    conf.write_text(dnsmasq.base_config(net, boot_settings))
-    hosts = dnsmasq.hosts_dir(boot_settings)
+    conf.write_text(dnsmasq.base_config(net, settings))
+    hosts = dnsmasq.hosts_dir(settings)
     hosts.mkdir(parents=True)
-    (hosts / "metal3.worker-0").write_text(dnsmasq.host_entry(MAC, "worker-0", "192.0.2.55"))
-    (hosts / "metal3.arm-0").write_text(dnsmasq.host_entry(ARM_MAC, "arm-0", "192.0.2.56"))
+    for mac, name, ip in entries:
+        (hosts / f"metal3.{name}").write_text(dnsmasq.host_entry(mac, name, ip))
     server = Process(
         "dnsmasq",
         ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(conf)],
@@ -279,10 +276,35 @@ def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
     )
     try:
         wait_for(lambda: (server.check_alive(), (tmp_path / "dnsmasq.pid").exists())[1], 10, "dnsmasq")
-        out = tmp_path / "lease.env"
-        script = tmp_path / "udhcpc.sh"
-        script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {out}\nexit 0\n')
-        script.chmod(0o755)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def lease_script(tmp_path: Path) -> tuple[Path, Path]:
+    """A udhcpc script that writes the bound lease's environment: (script, where it writes)."""
+    out = tmp_path / "lease.env"
+    script = tmp_path / "udhcpc.sh"
+    script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {out}\nexit 0\n')
+    script.chmod(0o755)
+    return script, out
+
+
+@needs_dnsmasq
+@pytest.mark.skipif(not shutil.which("busybox"), reason="busybox (udhcpc) missing")
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_real_dhcp_exchange_known_mac_gets_its_address_and_ipxe_script(
+    boot_net: tuple[str, str], boot_settings: Settings, tmp_path: Path
+) -> None:
+    srv, cli = boot_net
+    tag = srv.rsplit("-", 1)[1]
+    server = start_dhcp_server(
+        srv, tmp_path, boot_settings, [(MAC, "worker-0", "192.0.2.55"), (ARM_MAC, "arm-0", "192.0.2.56")]
+    )
+    hosts = dnsmasq.hosts_dir(boot_settings)
+    try:
+        script, out = lease_script(tmp_path)
         iface = f"vc{tag}"
 
         assert _dhcp(cli, iface, MAC, script, out, ipxe_client=True), (tmp_path / "dnsmasq.log").read_text()
@@ -346,35 +368,16 @@ def test_reload_after_leases_keeps_dnsmasq_serving_and_drops_removed_hosts(
     here; a removed entry is not forgotten without the SIGHUP.)"""
     srv, cli = boot_net
     tag = srv.rsplit("-", 1)[1]
-    pid_file = tmp_path / "dnsmasq.pid"
-    net = dnsmasq.BootNetwork(
-        interface=f"vs{tag}",
-        range_start="192.0.2.50",
-        range_end="192.0.2.99",
-        tftp_root=tmp_path,
-        pid_file=pid_file,
-        lease_file=tmp_path / "leases",
-        run_as="root",
-    )
-    conf = tmp_path / "dnsmasq.conf"
-    conf.write_text(dnsmasq.base_config(net, boot_settings))
-    hosts = dnsmasq.hosts_dir(boot_settings)
-    hosts.mkdir(parents=True)
-    for name, mac, ip in (("worker-0", MAC, "55"), ("arm-0", ARM_MAC, "56"), ("http-0", HTTP_MAC, "57")):
-        (hosts / f"metal3.{name}").write_text(dnsmasq.host_entry(mac, name, f"192.0.2.{ip}"))
-    log = tmp_path / "dnsmasq.log"
-    server = Process(
-        "dnsmasq",
-        ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(conf)],
-        log,
-    )
-    settings = boot_settings.model_copy(update={"dnsmasq_pid_file": pid_file})
+    entries = [
+        (MAC, "worker-0", "192.0.2.55"),
+        (ARM_MAC, "arm-0", "192.0.2.56"),
+        (HTTP_MAC, "http-0", "192.0.2.57"),
+    ]
+    server = start_dhcp_server(srv, tmp_path, boot_settings, entries)
+    hosts, log = dnsmasq.hosts_dir(boot_settings), tmp_path / "dnsmasq.log"
+    settings = boot_settings.model_copy(update={"dnsmasq_pid_file": tmp_path / "dnsmasq.pid"})
     try:
-        wait_for(lambda: (server.check_alive(), pid_file.exists())[1], 10, "dnsmasq")
-        out = tmp_path / "lease.env"
-        script = tmp_path / "udhcpc.sh"
-        script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {out}\nexit 0\n')
-        script.chmod(0o755)
+        script, out = lease_script(tmp_path)
         iface = f"vc{tag}"
         for mac, firmware in ((MAC, ()), (ARM_MAC, ARM_PXE), (HTTP_MAC, HTTP_BOOT)):
             assert _dhcp(cli, iface, mac, script, out, ipxe_client=False, firmware=firmware), log.read_text()

@@ -17,6 +17,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from test_boot import boot_net as boot_net  # the network namespaces fixture
+from test_boot import lease_script, start_dhcp_server
 
 from activities.agent.inventory import boot_mac, mark_booted
 from activities.bmc import validate
@@ -37,7 +38,7 @@ from metalflow.runtime.metrics import UNKNOWN_MACHINE_BOOTS
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import write_secret
 from testbed.ipmi import IpmiBmc, start_ipmi_bmc
-from testbed.processes import Process, free_port, wait_for
+from testbed.processes import free_port
 from worker.boot_server import start_boot_server
 
 # DSP0134 (SMBIOS) 7.2.1's example: this UUID is stored as 33 22 11 00 55 44 77 66 88 99 AA BB ...
@@ -316,33 +317,12 @@ def test_real_dhcp_unknown_ipxe_client_is_sent_the_uuid_url_a_known_mac_its_own(
 ) -> None:
     srv, cli = boot_net
     tag = srv.rsplit("-", 1)[1]
-    net = dnsmasq.BootNetwork(
-        interface=f"vs{tag}",
-        range_start="192.0.2.50",
-        range_end="192.0.2.99",
-        tftp_root=tmp_path,
-        pid_file=tmp_path / "dnsmasq.pid",
-        lease_file=tmp_path / "leases",
-        run_as="root",
-        uuid_boot=True,
-    )
-    conf = tmp_path / "dnsmasq.conf"
-    conf.write_text(dnsmasq.base_config(net, boot_settings))
-    hosts = dnsmasq.hosts_dir(boot_settings)
-    hosts.mkdir(parents=True)
     known = "52:54:00:12:34:56"
-    (hosts / "metal3.worker-0").write_text(dnsmasq.host_entry(known, "worker-0", "192.0.2.55"))
-    server = Process(
-        "dnsmasq",
-        ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "-C", str(conf)],
-        tmp_path / "dnsmasq.log",
+    server = start_dhcp_server(
+        srv, tmp_path, boot_settings, [(known, "worker-0", "192.0.2.55")], uuid_boot=True
     )
     try:
-        wait_for(lambda: (server.check_alive(), (tmp_path / "dnsmasq.pid").exists())[1], 10, "dnsmasq")
-        out = tmp_path / "lease.env"
-        script = tmp_path / "udhcpc.sh"
-        script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {out}\nexit 0\n')
-        script.chmod(0o755)
+        script, out = lease_script(tmp_path)
         iface = f"vc{tag}"
 
         def lease(mac: str, ipxe_client: bool) -> dict[str, str]:
