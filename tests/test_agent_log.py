@@ -52,7 +52,8 @@ async def apost(url: str, **kw: object) -> requests.Response:
 def shipper(url: str, tmp_path: Path, **kw: object) -> LogShipper:
     init_log = tmp_path / "init.log"
     init_log.touch()
-    return LogShipper(f"{url}/agent-log/{REF.host_id}", BOOT, init_log=init_log, interval=0.1, **kw)  # type: ignore[arg-type]
+    kw.setdefault("interval", 0.1)
+    return LogShipper(f"{url}/agent-log/{REF.host_id}", BOOT, init_log=init_log, **kw)  # type: ignore[arg-type]
 
 
 async def test_agent_and_init_lines_reach_the_boot_server_and_read_back(
@@ -236,3 +237,18 @@ async def test_the_agent_worker_redacts_its_console_and_ships(boot_server: tuple
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+async def test_drain_sends_the_last_lines_before_a_reboot(
+    boot_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """An activity after which the BMC reboots the host (the config drive written) drains the
+    shipper: its last line is on the boot server when drain returns, not a batch interval later."""
+    url, boot_dir = boot_server
+    ship = shipper(url, tmp_path, interval=3600)  # no periodic send during this test
+    try:
+        ship.emit(logging.LogRecord("agent", logging.INFO, __file__, 1, "config drive written", None, None))
+        assert await asyncio.to_thread(ship.drain, 15.0)
+        assert "config drive written" in kept(boot_dir)
+    finally:
+        ship.close()

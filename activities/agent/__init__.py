@@ -15,7 +15,7 @@ from activities.agent import cleaning, configdrive, deploy_methods, image, inven
 from activities.agent.config import AgentConfig
 from activities.agent.devices import BlockDevice, list_devices
 from activities.agent.hints import choose_root_device
-from activities.agent.logs import REDACTOR
+from activities.agent.logs import REDACTOR, drain_installed
 from metalflow.api.agent import (
     AGENT_CLEAN,
     AGENT_CUSTOM_DEPLOY,
@@ -85,7 +85,10 @@ class AgentActivities:
     @activity.defn(name=AGENT_CUSTOM_DEPLOY)
     def custom_deploy(self, req: CustomDeployRequest) -> WriteImageResult:
         """spec.customDeploy: the named method from the registry (deploy_methods.py)."""
-        return deploy_methods.deploy_method(req.method)(self, req)
+        try:
+            return deploy_methods.deploy_method(req.method)(self, req)
+        finally:
+            drain_installed()  # the host reboots into what it deployed next
 
     @activity.defn(name=AGENT_WRITE_CONFIGDRIVE)
     def write_configdrive(self, req: WriteConfigDriveRequest) -> None:
@@ -95,6 +98,8 @@ class AgentActivities:
         REDACTOR.add(configdrive.user_data(data))
         offset = configdrive.write(dev, data)
         activity.logger.info("config drive written to %s at offset %d", dev.name, offset)
+        # the last in-band step of a deploy: the BMC reboots the host next, so its log goes now
+        drain_installed()
 
 
 def _heartbeat_erase(name: str) -> Callable[[int], None]:

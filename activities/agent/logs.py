@@ -19,6 +19,7 @@ import collections
 import logging
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -172,6 +173,22 @@ class LogShipper(logging.Handler):
                 self._queued_bytes -= len(self._queue.popleft()[1].encode())
             self._dropped -= dropped
             self.sent_lines += sent
+            self._cond.notify_all()  # drain() waits for this
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Send what is queued now and wait (at most TIMEOUT seconds) until the boot server took
+        it: an activity that ends with the host rebooting (the config drive written, then the
+        BMC reboots it into its OS) would otherwise lose its last lines. True when all went."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            upto = self._queue[-1][0] if self._queue else 0
+            self._cond.notify_all()
+            while self._queue and self._queue[0][0] <= upto:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stopping:
+                    return False
+                self._cond.wait(timeout=min(left, 0.5))
+        return True
 
     def _post(self, body: bytes) -> bool:
         req = urllib.request.Request(
@@ -260,6 +277,14 @@ class LogShipper(logging.Handler):
             return len(self._queue)
 
 
+_INSTALLED: list[LogShipper] = []
+
+
+def drain_installed(timeout: float = 5.0) -> bool:
+    """drain() the shipper `install` set up, if any (the agent's activities call it as they end)."""
+    return all(shipper.drain(timeout) for shipper in _INSTALLED)
+
+
 def install(url: str | None, boot: str | None = None, level: int = logging.INFO) -> LogShipper | None:
     """Redact every handler of the root logger (the console's too) and, with URL, ship to it."""
     root = logging.getLogger()
@@ -271,4 +296,5 @@ def install(url: str | None, boot: str | None = None, level: int = logging.INFO)
     shipper = LogShipper(url, boot or boot_id())
     shipper.setLevel(level)
     root.addHandler(shipper)
+    _INSTALLED.append(shipper)
     return shipper
