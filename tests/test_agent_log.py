@@ -180,7 +180,7 @@ async def test_a_boot_server_away_neither_blocks_nor_grows_the_agent(tmp_path: P
     finally:
         log.removeHandler(ship)
         ship.close()
-    assert "older lines dropped while the boot server was away" in text
+    assert "lines dropped: the boot server was away or refused them" in text
     assert "line 449\n" not in text and "line 450\n" in text  # the newest 50 kept, in order
     assert text.index("line 450") < text.index("line 499")
 
@@ -252,3 +252,73 @@ async def test_drain_sends_the_last_lines_before_a_reboot(
         assert "config drive written" in kept(boot_dir)
     finally:
         ship.close()
+
+
+async def test_a_line_too_big_for_one_post_is_cut_and_later_lines_still_arrive(
+    boot_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """One huge record (a dumped inventory) is cut to fit, not resent forever ahead of the rest."""
+    url, boot_dir = boot_server
+    ship = shipper(url, tmp_path)
+    try:
+        huge = "x" * (MAX_POST_BYTES + 10)
+        ship.emit(logging.LogRecord("agent", logging.INFO, __file__, 1, huge, None, None))
+        ship.emit(logging.LogRecord("agent", logging.INFO, __file__, 2, "config drive written", None, None))
+        assert await asyncio.to_thread(ship.drain, 15.0)
+        text = kept(boot_dir)
+    finally:
+        ship.close()
+    assert "config drive written" in text and "bytes cut]" in text
+    assert ship.refused_posts == 0
+
+
+async def test_a_batch_the_boot_server_refuses_is_counted_and_the_rest_go(
+    boot_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4xx for a batch (here: a boot server with a lower size cap) drops that batch, counted;
+    the lines after it are sent, not stuck behind it."""
+    url, boot_dir = boot_server
+    monkeypatch.setattr("worker.agent_logs.MAX_POST_BYTES", 1000)
+    ship = shipper(url, tmp_path, interval=3600)
+    try:
+        ship.emit(logging.LogRecord("agent", logging.INFO, __file__, 1, "y" * 5000, None, None))
+        assert await asyncio.to_thread(ship.drain, 15.0)
+        ship.emit(logging.LogRecord("agent", logging.INFO, __file__, 2, "config drive written", None, None))
+        assert await asyncio.to_thread(ship.drain, 15.0)
+        text = kept(boot_dir)
+    finally:
+        ship.close()
+    assert ship.refused_posts == 1
+    assert "[agent-log: 1 lines dropped: the boot server was away or refused them]" in text
+    assert "config drive written" in text
+
+
+async def test_the_shipper_survives_an_error_of_its_own(
+    boot_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A garbled answer (http.client.BadStatusLine is no OSError) or any bug in the thread is one
+    failed attempt, retried; before, it ended the thread and every later line was lost."""
+    import http.client
+    import urllib.request
+
+    url, boot_dir = boot_server
+    real = urllib.request.urlopen
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kw: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise http.client.BadStatusLine("garbage")
+        if calls["n"] == 2:
+            raise RuntimeError("a bug of the shipper's own")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(urllib.request, "urlopen", flaky)
+    ship = shipper(url, tmp_path, max_backoff=0.2)
+    try:
+        ship.emit(logging.LogRecord("agent", logging.INFO, __file__, 1, "config drive written", None, None))
+        assert await asyncio.to_thread(ship.drain, 15.0)
+        text = kept(boot_dir)
+    finally:
+        ship.close()
+    assert "config drive written" in text and ship.failed_posts >= 2 and ship.sent_lines >= 1

@@ -3,9 +3,10 @@
 `LogShipper` is a logging handler: `emit` only appends to a bounded queue (oldest lines dropped
 and counted when the boot server is away), and a daemon thread POSTs batches of lines to
 `<boot server>/agent-log/<host id>?boot=<boot id>`. A failed POST keeps the batch and backs off;
-nothing here ever raises into the agent or blocks it on the network. The same thread tails the
-init's own log (`/run/metalflow/init.log`: module loading, DHCP, what it started) so the boot
-server has the whole boot, not only the Python part.
+a batch the boot server refuses (4xx) is dropped and counted, not retried forever; the thread
+survives any error of its own. Nothing here ever raises into the agent or blocks it on the
+network. The same thread tails the init's own log (`/run/metalflow/init.log`: module loading,
+DHCP, what it started) so the boot server has the whole boot, not only the Python part.
 
 `Redactor` is what keeps secrets out: every line (console and boot server alike) goes through
 `RedactingFormatter`, which replaces the values registered with `Redactor.add` (the config
@@ -16,6 +17,7 @@ Authorization headers and token-like query parameters.
 from __future__ import annotations
 
 import collections
+import http.client
 import logging
 import re
 import threading
@@ -28,6 +30,9 @@ from pathlib import Path
 REDACTED = "[redacted]"
 MIN_SECRET_LEN = 6  # shorter values would redact ordinary words
 INIT_LOG = Path("/run/metalflow/init.log")
+# One log record's most: a larger one (a dumped inventory, a huge traceback) is cut, so no line can
+# exceed what the boot server takes in one POST (worker/agent_logs.py MAX_POST_BYTES, 256 KiB).
+MAX_LINE_BYTES = 16 << 10
 
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 _AUTH_HEADER = re.compile(
@@ -112,8 +117,8 @@ class LogShipper(logging.Handler):
         max_lines: int = 5000,
         max_bytes: int = 1 << 20,
         batch_bytes: int = 64 << 10,
-        timeout: float = 5.0,
-        max_backoff: float = 30.0,
+        timeout: float = 10.0,
+        max_backoff: float = 10.0,
     ) -> None:
         super().__init__()
         self.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", redactor))
@@ -131,6 +136,7 @@ class LogShipper(logging.Handler):
         self._init_offset = self._load_init_offset()
         self.sent_lines = 0
         self.failed_posts = 0
+        self.refused_posts = 0
         self._thread = threading.Thread(target=self._run, name="agent-log-shipper", daemon=True)
         self._thread.start()
 
@@ -142,7 +148,12 @@ class LogShipper(logging.Handler):
             self.handleError(record)
 
     def put(self, line: str) -> None:
-        line = line.replace("\r", "").replace("\n", "\n    ") + "\n"  # one record, one entry
+        line = line.replace("\r", "").replace("\n", "\n    ")  # one record, one entry
+        data = line.encode()
+        if len(data) > MAX_LINE_BYTES:
+            cut = len(data) - MAX_LINE_BYTES
+            line = data[:MAX_LINE_BYTES].decode(errors="ignore") + f" [agent-log: {cut} bytes cut]"
+        line += "\n"
         size = len(line.encode())
         with self._cond:
             self._seq += 1
@@ -175,7 +186,7 @@ class LogShipper(logging.Handler):
             self.sent_lines += sent
             self._cond.notify_all()  # drain() waits for this
 
-    def drain(self, timeout: float = 5.0) -> bool:
+    def drain(self, timeout: float = 20.0) -> bool:
         """Send what is queued now and wait (at most TIMEOUT seconds) until the boot server took
         it: an activity that ends with the host rebooting (the config drive written, then the
         BMC reboots it into its OS) would otherwise lose its last lines. True when all went."""
@@ -190,14 +201,18 @@ class LogShipper(logging.Handler):
                 self._cond.wait(timeout=min(left, 0.5))
         return True
 
-    def _post(self, body: bytes) -> bool:
+    def _post(self, body: bytes) -> bool | None:
+        """True: taken. False: try again later (boot server away, slow, 5xx, 408, 429).
+        None: refused for good (another 4xx): resending the same batch cannot help."""
         req = urllib.request.Request(
             self.url, data=body, method="POST", headers={"Content-Type": "text/plain; charset=utf-8"}
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return 200 <= resp.status < 300
-        except (OSError, ValueError, urllib.error.URLError):
+        except urllib.error.HTTPError as err:
+            return None if 400 <= err.code < 500 and err.code not in (408, 429) else False
+        except (OSError, ValueError, http.client.HTTPException):
             return False
 
     def _tail_init_log(self) -> None:
@@ -236,8 +251,12 @@ class LogShipper(logging.Handler):
                 if not self._stopping:
                     self._cond.wait(timeout=backoff)
                 stopping = self._stopping
-            self._tail_init_log()
-            if self._flush_once():
+            try:
+                self._tail_init_log()
+                sent = self._flush_once()
+            except Exception:  # a dead shipper would lose every later line, silently
+                sent = False
+            if sent:
                 backoff = self.interval
             else:
                 self.failed_posts += 1
@@ -252,12 +271,19 @@ class LogShipper(logging.Handler):
             if not batch and not dropped:
                 return True
             head = (
-                f"[agent-log: {dropped} older lines dropped while the boot server was away]\n"
+                f"[agent-log: {dropped} lines dropped: the boot server was away or refused them]\n"
                 if dropped
                 else ""
             )
-            if not self._post((head + "".join(batch)).encode()):
+            taken = self._post((head + "".join(batch)).encode())
+            if taken is False:
                 return False
+            if taken is None:  # refused for good: count it with the dropped, go on with the rest
+                self._ack(last, 0, dropped)
+                with self._cond:
+                    self._dropped += len(batch)
+                self.refused_posts += 1
+                continue
             self._ack(last, len(batch), dropped)
 
     def flush(self) -> None:
@@ -280,7 +306,7 @@ class LogShipper(logging.Handler):
 _INSTALLED: list[LogShipper] = []
 
 
-def drain_installed(timeout: float = 5.0) -> bool:
+def drain_installed(timeout: float = 20.0) -> bool:
     """drain() the shipper `install` set up, if any (the agent's activities call it as they end)."""
     return all(shipper.drain(timeout) for shipper in _INSTALLED)
 

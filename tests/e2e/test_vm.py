@@ -227,10 +227,13 @@ def print_vm_timings(
 def assert_agent_log_kept(tb: VMTestBed, dom: Domain, ns: str) -> None:
     """The agent streamed its log (and the init's) to the boot server, which kept it per boot."""
     host_dir = tb.boot_dir / "agent-logs" / HostRef(namespace=ns, name=dom.name).host_id
-    logs = sorted(host_dir.glob("*.log"))
+    logs = sorted(host_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)  # boot order
     assert logs, f"no agent log kept for {dom.name} under {host_dir}"
     text = "\n".join(p.read_text() for p in logs)
-    assert "config drive written to /dev/vda" in text, text[-3000:]
+    # on failure: each boot's file (size, last lines) and the serial console's end, which shows
+    # what the agent printed that never reached the boot server
+    boots = "\n".join(f"{p.name} {p.stat().st_size} B: ...{p.read_text()[-800:]}" for p in logs)
+    assert "config drive written to /dev/vda" in text, f"{boots}\n--- console:\n{dom.console()[-4000:]}"
     assert "init: " in text and "drivers loaded at" in text, text[:3000]
     assert tb.password not in text
     print(f"\n{dom.name}: agent log kept by the boot server: {', '.join(str(p) for p in logs)}")
