@@ -517,7 +517,8 @@ async def test_vm_boots_its_own_virtual_media_iso_with_static_network_data_and_i
     marker_image: tuple[BuiltImage, str],
 ) -> None:
     """A redfish-virtualmedia:// host: sushy-emulator's libvirt driver fetches the host's own ISO
-    and attaches it as the domain's CD-ROM, which the VM boots (SeaBIOS, isolinux). It has no
+    and attaches it as the domain's CD-ROM, which the VM boots in UEFI mode (the BMC switches the
+    domain from SeaBIOS to OVMF, which starts the ISO's El Torito EFI image: GRUB). It has no
     bootMACAddress, so dnsmasq (which ignores unknown MACs) gives it no lease and nothing is
     PXE-booted: its ramdisk's address comes from its preprovisioning network data, on its ISO
     only. Inspected, cleaned, deployed, seen booting its written disk; the ISO ejected and
@@ -526,9 +527,10 @@ async def test_vm_boots_its_own_virtual_media_iso_with_static_network_data_and_i
     settings = Settings()
     image, marker = marker_image
     dom = await asyncio.to_thread(tb.add_domain, "vm-vmedia")
+    assert loader_of(dom) == (None, None)  # SeaBIOS until the BMC sets bootMode UEFI
     ref = HostRef(namespace=ns, name=dom.name)
     address = tb.redfish_address(dom).replace("redfish+http://", "redfish-virtualmedia+http://")
-    docs = host_docs(tb, dom, ns, image, marker, address)
+    docs = host_docs(tb, dom, ns, image, marker, address, boot_mode="UEFI")
     for doc in docs:
         doc["metadata"]["namespace"] = ns
     spec = docs[2]["spec"]
@@ -596,6 +598,8 @@ async def test_vm_boots_its_own_virtual_media_iso_with_static_network_data_and_i
         -3000:
     ]
     assert "BOOTIF=" not in console, "no PXE: nothing names a boot NIC"
+    # UEFI: the BMC switched the domain to OVMF before its first boot from the ISO (SeaBIOS before)
+    assert loader_of(dom) == ("pflash", str(OVMF_CODE)), dom.virsh("dumpxml", "--inactive", dom.name).stdout
     # ... and its address from the ISO's network data, not DHCP (dnsmasq ignored the unknown MAC)
     assert "preprovisioning network data applied: static addresses on" in console, console[-3000:]
     assert f"{VMEDIA_STATIC_ADDRESS}/24" in console
