@@ -322,3 +322,22 @@ async def test_the_shipper_survives_an_error_of_its_own(
     finally:
         ship.close()
     assert "config drive written" in text and ship.failed_posts >= 2 and ship.sent_lines >= 1
+
+
+def test_lines_a_drain_could_not_send_are_said_on_the_console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The boot server away at the reboot: the console (which the reboot keeps) says how many
+    lines never reached it, instead of losing them silently."""
+    from activities.agent import logs
+
+    ship = shipper(f"http://127.0.0.1:{free_port()}", tmp_path, max_backoff=0.2)
+    monkeypatch.setattr(logs, "_INSTALLED", [ship])
+    try:
+        ship.emit(logging.LogRecord("agent", logging.INFO, __file__, 1, "config drive written", None, None))
+        with caplog.at_level(logging.WARNING, logger=logs.__name__):
+            assert logs.drain_installed(timeout=1.0) is False
+    finally:
+        ship.close()
+    said = [r.getMessage() for r in caplog.records if r.name == logs.__name__]
+    assert said and "1 lines not taken by the boot server in 1s" in said[0], said

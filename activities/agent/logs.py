@@ -307,8 +307,19 @@ _INSTALLED: list[LogShipper] = []
 
 
 def drain_installed(timeout: float = 20.0) -> bool:
-    """drain() the shipper `install` set up, if any (the agent's activities call it as they end)."""
-    return all(shipper.drain(timeout) for shipper in _INSTALLED)
+    """drain() the shipper `install` set up, if any (the agent's activities call it as they end).
+    What could not be sent is said on the console, the one log a reboot does not take away."""
+    ok = True
+    for shipper in _INSTALLED:
+        if not shipper.drain(timeout):
+            ok = False
+            logging.getLogger(__name__).warning(
+                "agent log: %d lines not taken by the boot server in %.0fs (%d failed POSTs)",
+                shipper.pending(),
+                timeout,
+                shipper.failed_posts,
+            )
+    return ok
 
 
 def install(url: str | None, boot: str | None = None, level: int = logging.INFO) -> LogShipper | None:
