@@ -14,8 +14,11 @@ module lays it into a disk image without loop devices or partition scanning (TES
   addresses GRUB's setup would write (boot.img's kernel sector; the first-sector blocklist of
   core.img); for UEFI, a standalone GRUB EFI binary. Both find the root by its file-system UUID and
   read `/boot/grub/grub.cfg` from it (modules copied to /boot/grub/<platform>, as grub-install does);
-- cloud-init: `datasource_list: [ConfigDrive]` (nothing else is probed), ifupdown renders its
-  network config; the kernel and GRUB talk on ttyS0 at 115200.
+- cloud-init: `datasource_list: [ConfigDrive]` (nothing else is probed); its networkd renderer
+  writes the networkData (addresses, routes, DNS) as systemd-networkd files, as on today's
+  Ubuntu and Debian cloud images (ifupdown's renderer needs net-tools' `route` for routes and
+  resolvconf for DNS, and drops both silently without them); the kernel and GRUB talk on ttyS0
+  at 115200.
 
 Cached as `${METALFLOW_CACHE}/os-image/<key>` (`disk.raw`, `disk.qcow2`, `manifest.json` with
 both sha256s, the Debian packages and the layout), keyed by the Debian root's key and this file.
@@ -56,8 +59,6 @@ PACKAGES = (
     "udev",
     "kmod",
     "cloud-init",
-    "ifupdown",
-    "isc-dhcp-client",
     "iproute2",
     "iputils-ping",
     "netbase",
@@ -70,13 +71,17 @@ CLOUD_CFG = """\
 # The metalflow OS image: the config drive the agent writes is the only source of
 # userData, metaData and networkData.
 datasource_list: [ConfigDrive]
+system_info:
+  network:
+    renderers: [networkd]
 """
-# Run by mmdebstrap after the install ($1 = the root): cloud-init's datasource, no root password
-# prompt on the console, apt's caches gone.
+# Run by mmdebstrap after the install ($1 = the root): cloud-init's datasource and renderer,
+# systemd-networkd enabled (it applies what cloud-init renders), apt's caches gone.
 HOOKS = (
     "mkdir -p \"$1\"/etc/cloud/cloud.cfg.d && printf '%s' '"
     + CLOUD_CFG
     + '\' > "$1"/etc/cloud/cloud.cfg.d/90-metalflow.cfg',
+    'chroot "$1" systemctl enable systemd-networkd.service',
     'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*',
 )
 BIOS_MODULES = ("biosdisk", "part_gpt", "part_msdos", "ext2", "search_fs_uuid")
