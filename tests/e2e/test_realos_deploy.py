@@ -1,8 +1,7 @@
 """A real OS deployed by metalflow consumes the config drive: checked from outside the VM.
 
-Not collected by `make e2e` yet (the file name does not match test_*.py): it has not passed
-here (its one run, at load 21-22, hit the 600 s ramdisk boot budget before the deploy); run it
-by path: `CI=true pytest -q -rsP -m e2e tests/e2e/realos_deploy.py`.
+Marker `realos`: run by `make e2e-realos`, not yet by `make e2e` (issue #22 is being built: the
+multi-disk VM, erase and the two error cases are still to come).
 
 The VM (BIOS, SeaBIOS) PXE-boots the deploy ramdisk; `metalflow provision --wait` (Redfish BMC)
 writes the Debian OS image (testbed/os_image.py: GRUB, Debian's kernel, cloud-init with the
@@ -47,7 +46,7 @@ from worker.control import build_worker
 
 BUDGET = ramdisk_boot_budget() + 600  # seconds to provisioned: the OS image is about 1.4 GB
 OS_BUDGET = 1500  # seconds from provisioned to cloud-init's phone home (815 s seen at load 13)
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET + OS_BUDGET + 600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.realos, pytest.mark.timeout(BUDGET + OS_BUDGET + 600)]
 
 
 @pytest.fixture(scope="module")
