@@ -82,6 +82,12 @@ HOOKS = (
     + CLOUD_CFG
     + '\' > "$1"/etc/cloud/cloud.cfg.d/90-metalflow.cfg',
     'chroot "$1" systemctl enable systemd-networkd.service',
+    # network-online waits for one configured link, 30 s at most (not all of them, with no limit):
+    # a host whose networkData names no NIC, or whose cable is out, still boots in time
+    'mkdir -p "$1"/etc/systemd/system/systemd-networkd-wait-online.service.d && '
+    "printf '%s\\n' '[Service]' 'ExecStart=' "
+    "'ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30' "
+    '> "$1"/etc/systemd/system/systemd-networkd-wait-online.service.d/10-metalflow.conf',
     'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*',
 )
 BIOS_MODULES = ("biosdisk", "part_gpt", "part_msdos", "ext2", "search_fs_uuid")
