@@ -349,11 +349,14 @@ class ConsoleClock:
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
-            for dom in self.domains:
-                console = dom.console()
-                for text in self.texts:
-                    if (dom.name, text) not in self.seen and text in console:
-                        self.seen[(dom.name, text)] = time.time()
+            self._scan()
+
+    def _scan(self) -> None:
+        for dom in self.domains:
+            console = dom.console()
+            for text in self.texts:
+                if (dom.name, text) not in self.seen and text in console:
+                    self.seen[(dom.name, text)] = time.time()
 
     def __enter__(self) -> ConsoleClock:
         self._thread.start()
@@ -362,6 +365,7 @@ class ConsoleClock:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._scan()  # a text that appeared since the thread's last look (the test just waited for it)
 
 
 def _alive_and(proc: Process, condition: Callable[[], bool]) -> bool:
