@@ -20,7 +20,9 @@ VM then boots the OS from its disk, and cloud-init, from the drive alone:
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +40,8 @@ import pytest
 import yaml
 from temporalio.client import Client
 
+from activities.kubeadm import render_user_data
+from metalflow.api.models import HostRef, JoinSpec, SecretRef, Taint
 from metalflow.runtime.settings import Settings
 from testbed.debian_image import missing_tools
 from testbed.os_image import OSImage, os_image
@@ -116,14 +120,50 @@ def network_data(mac: str) -> dict[str, Any]:
     }
 
 
+def join_user_data() -> dict[str, str]:
+    """What metalflow's join step would give cloud-init (activities/kubeadm.py), a worker's and a
+    control plane's, each merged with an operator's own #cloud-config; and one planted invalid
+    document (runcmd must be a list), which `cloud-init schema` must refuse: the check can fail."""
+    ref = HostRef(namespace="e2e", name="vm-realos")
+    join = JoinSpec(kubeconfig=SecretRef(name="target-kubeconfig"), node_labels={"role": "worker"})
+    own = "#cloud-config\nruncmd:\n  - [echo, hello]\nssh_authorized_keys: [ssh-ed25519 AAAAC3Nz]\n"
+    token, ca_hash = "abcdef.0123456789abcdef", "sha256:" + "ab" * 32
+    taints = [Taint(key="metal3.io/role", value="gpu", effect="NoSchedule")]
+    cp = join.model_copy(update={"control_plane": True})
+    return {
+        "worker": render_user_data(ref, join, "https://192.0.2.1:6443", token, ca_hash, own, taints=taints),
+        "control-plane": render_user_data(ref, cp, "https://192.0.2.1:6443", token, ca_hash, None, "c0ffee"),
+        "planted-invalid": "#cloud-config\nruncmd: 5\n",
+    }
+
+
+def schema_commands(docs: dict[str, str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """write_files entries and runcmd lines: `cloud-init schema` of each document inside the OS,
+    its exit status and output on the serial console."""
+    files = [
+        {"path": f"/run/metalflow-join/{name}.yaml", "encoding": "b64", "permissions": "0600",
+         "content": base64.b64encode(text.encode()).decode()}
+        for name, text in docs.items()
+    ]  # fmt: skip
+    cmds = [
+        f"out=$(cloud-init schema --config-file /run/metalflow-join/{name}.yaml 2>&1); "
+        f"echo \"join-schema {name} rc=$? $(echo $out | tr -s '\\n' ' ')\" > /dev/ttyS0"
+        for name in docs
+    ]
+    return files, cmds
+
+
 def host_docs(
     tb: VMTestBed, name: str, mac: str, bmc: str, ns: str, marker: str, phone_url: str, iid: str
 ) -> list[dict[str, Any]]:
+    schema_files, schema_cmds = schema_commands(join_user_data())
     user_data = {
+        "write_files": schema_files,
         "runcmd": [
+            *schema_cmds,
             f'echo "{marker} hostname=$(hostname) instance=$(cat /var/lib/cloud/data/instance-id)'
             f' route=$(ip -4 route show {ROUTE_NET}/24 | tr -s " " _)'
-            ' dns=$(cat /etc/systemd/network/*.network | grep -m1 ^DNS=)" > /dev/ttyS0'
+            ' dns=$(cat /etc/systemd/network/*.network | grep -m1 ^DNS=)" > /dev/ttyS0',
         ],
         "phone_home": {
             "url": phone_url + "/phone-home/$INSTANCE_ID",
@@ -231,6 +271,12 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
     assert path == f"/phone-home/{iid}"
     assert form.get("hostname") == [f"{dom.name}-os"] and form.get("instance_id") == [iid], form
     assert "config drive written to /dev/vda" in console
+    # metalflow's join userData (worker, control plane) passes `cloud-init schema` in the real OS;
+    # the planted invalid document is refused there, so the check is live
+    schema = dict(re.findall(r"join-schema (\S+) (rc=\d+.*)", console))
+    assert schema.keys() >= {"worker", "control-plane", "planted-invalid"}, console[-4000:]
+    assert schema["worker"].startswith("rc=0 ") and schema["control-plane"].startswith("rc=0 "), schema
+    assert not schema["planted-invalid"].startswith("rc=0 "), schema
     assert f"route={ROUTE_NET}/24_via_{NET_ADDRESS}" in line and f"dns=DNS={NET_ADDRESS}" in line, line
     # the static address answers from the namespace
     ping = await asyncio.to_thread(
