@@ -3,10 +3,12 @@
 Marker `realos`: run by `make e2e-realos`, not yet by `make e2e` (issue #22 is being built: the
 multi-disk VM, erase and the two error cases are still to come).
 
-The VM (BIOS, SeaBIOS) PXE-boots the deploy ramdisk; `metalflow provision --wait` (Redfish BMC)
-writes the Debian OS image (testbed/os_image.py: GRUB, Debian's kernel, cloud-init with the
-ConfigDrive datasource only) and the config drive (a config-2 partition after the image's); the
-VM then boots the OS from its disk, and cloud-init, from the drive alone:
+The VM, defined SeaBIOS, is switched to UEFI (OVMF) by its Redfish BMC for `bootMode: UEFI`
+(tests/e2e/test_os_image.py boots the same image by BIOS); it PXE-boots the deploy ramdisk;
+`metalflow provision --wait` (Redfish BMC) writes the Debian OS image (testbed/os_image.py:
+GRUB, Debian's kernel, cloud-init with the ConfigDrive datasource only) and the config drive (a
+config-2 partition after the image's); the VM then boots the OS from its disk, and cloud-init,
+from the drive alone:
 - runs the userData (`#cloud-config`): a per-run marker on the serial console, and phone_home to a
   loopback HTTP server of this test (reached at the namespace's address through the bed's
   forwarder, testbed/nsforward.py);
@@ -30,6 +32,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,7 +48,7 @@ from metalflow.api.models import HostRef, JoinSpec, SecretRef, Taint
 from metalflow.runtime.settings import Settings
 from testbed.debian_image import missing_tools
 from testbed.os_image import OSImage, os_image
-from testbed.vm import NET_ADDRESS, VMTestBed, ramdisk_boot_budget
+from testbed.vm import NET_ADDRESS, OVMF_CODE, VMTestBed, ramdisk_boot_budget
 from worker.control import build_worker
 
 BUDGET = ramdisk_boot_budget() + 600  # seconds to provisioned: the OS image is about 1.4 GB
@@ -203,7 +206,7 @@ def host_docs(
             "spec": {
                 "online": True,
                 "bootMACAddress": mac,
-                "bootMode": "legacy",
+                "bootMode": "UEFI",  # the image boots from its ESP (GRUB EFI)
                 "bmc": {"address": bmc, "credentialsName": "bmc"},
                 "rootDeviceHints": {"deviceName": "/dev/vda"},
                 "image": {
@@ -271,6 +274,8 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
     assert path == f"/phone-home/{iid}"
     assert form.get("hostname") == [f"{dom.name}-os"] and form.get("instance_id") == [iid], form
     assert "config drive written to /dev/vda" in console
+    loader = ET.fromstring(dom.virsh("dumpxml", "--inactive", dom.name).stdout).find("os/loader")
+    assert loader is not None and (loader.text or "").strip() == str(OVMF_CODE), "not booted by OVMF"
     # metalflow's join userData (worker, control plane) passes `cloud-init schema` in the real OS;
     # the planted invalid document is refused there, so the check is live
     schema = dict(re.findall(r"join-schema (\S+) (rc=\d+.*)", console))
