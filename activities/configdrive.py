@@ -29,9 +29,12 @@ from temporalio import activity
 from metalflow.api.configdrive import (
     CONFIGDRIVE_REMOVE,
     CONFIGDRIVE_STAGE,
+    NETWORK_DATA_CHECK,
     ConfigDriveRemove,
     ConfigDriveRequest,
     ConfigDriveStaged,
+    NetworkDataCheck,
+    network_data_mac_problems,
 )
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.models import HostRef, SecretRef
@@ -148,6 +151,14 @@ def stage_configdrive(req: ConfigDriveRequest) -> ConfigDriveStaged:
     )
 
 
+@activity.defn(name=NETWORK_DATA_CHECK)
+def check_network_data(req: NetworkDataCheck) -> None:
+    """Before the deploy writes anything: spec.networkData's NICs are this host's."""
+    problems = network_data_mac_problems(_yaml(req.network_data, "networkData"), req.macs)
+    if problems:
+        raise permanent(ErrorName.NETWORK_DATA_MAC, f"{req.network_data.describe()}: " + "; ".join(problems))
+
+
 @activity.defn(name=CONFIGDRIVE_REMOVE)
 def remove_configdrives(req: ConfigDriveRemove) -> None:
     """Take an attempt's drive (or every drive of the host) off the boot server; idempotent."""
@@ -164,4 +175,4 @@ def remove_configdrives(req: ConfigDriveRemove) -> None:
         _remove_legacy(drives, req.host)
 
 
-ACTIVITIES = [stage_configdrive, remove_configdrives]
+ACTIVITIES = [stage_configdrive, check_network_data, remove_configdrives]

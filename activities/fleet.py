@@ -146,9 +146,7 @@ async def observe(req: FleetObserve) -> FleetProgress:
             operational_status=attrs.get(sa.OPERATIONAL_STATUS) or "",
             error_type=error_type,
             settled=not live
-            or states.settled(
-                state, ref.name not in without_image, in_error=bool(error_type)
-            ),
+            or states.settled(state, ref.name not in without_image, in_error=bool(error_type)),
         )
         if live:
             running.add(ref.name)

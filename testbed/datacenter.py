@@ -53,6 +53,7 @@ class Datacenter:
     prefix: str = "node"
     namespace: str = "default"
     image_mib: int = 32
+    disk_bytes: int = DISK_BYTES  # each emulated host's one disk (/dev/sda, sparse)
     # the emulator's power delay (testbed/sushy.py): its own 1-11 s unless the environment says
     power_delay: tuple[int, int] | None = field(default_factory=power_delay_from_env)
     sushy: SushyEmulator | None = None
@@ -124,7 +125,7 @@ class Datacenter:
                 password=self.password,
                 mac=system.mac,
                 disk_path=self.state / "disks" / f"{host.ref.name}.img",
-                disk_size=DISK_BYTES,
+                disk_size=self.disk_bytes,
                 temporal_address=self.settings.temporal_address,
                 temporal_namespace=self.settings.temporal_namespace,
                 # The notifier pushes every change (the BMC activities read the systems, which applies

@@ -46,7 +46,7 @@ ISO_FILES = (
 ISO_KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8"
 build_base_iso = deploy_iso.build_base_iso
 # What the agent runs (activities/agent): wipefs and blkid (util-linux, essential), sfdisk (fdisk:
-# the config drive's partition), sgdisk, qemu-img; the
+# the config drive's partition), sgdisk, qemu-img, nvme-cli and hdparm (spec.erase); the
 # init's needs: udev + kmod (modalias loading), iproute2, busybox's udhcpc, python3.
 PACKAGES = (
     "python3-minimal",
@@ -58,6 +58,8 @@ PACKAGES = (
     "gdisk",
     "fdisk",
     "qemu-utils",
+    "nvme-cli",
+    "hdparm",
 )
 # Only what `metalflow agent` imports (checked in the built root: an import error fails the build).
 AGENT_REQUIREMENTS = (

@@ -226,6 +226,50 @@ def agent_kernel_args(shares: list[Share]) -> str:
     return f"console=ttyS0,115200n8 metalflow.9p={mounts} metalflow.agent={agent}"
 
 
+DISK_BUSES = ("virtio", "sata", "nvme")
+
+
+@dataclass(frozen=True)
+class ExtraDisk:
+    """One more disk of the VM, on the bus a server's would sit on: virtio-blk, SATA behind an
+    AHCI controller, or an NVMe controller (QEMU's `nvme` device, given on QEMU's command line:
+    this libvirt (9.0) has no NVMe disk bus)."""
+
+    bus: str
+    path: Path
+    size_bytes: int
+    serial: str
+    rotational: bool = False  # SATA only: libvirt's rotation_rate makes Linux see a spinning disk
+
+    def __post_init__(self) -> None:
+        if self.bus not in DISK_BUSES:
+            raise ValueError(f"ExtraDisk.bus {self.bus!r}: use one of {', '.join(DISK_BUSES)}")
+
+
+def _extra_disks_xml(disks: list[ExtraDisk]) -> tuple[str, str]:
+    """(<devices> entries, <qemu:commandline>) for the extra disks."""
+    devices, args = [], []
+    names = {"virtio": iter("bcdefgh"), "sata": iter("abcdefgh")}
+    for i, d in enumerate(disks):
+        src = escape(str(d.path))
+        if d.bus == "nvme":
+            args += [
+                "-drive",
+                f"file={d.path},if=none,id=nvme{i},format=raw",
+                "-device",
+                f"nvme,drive=nvme{i},serial={d.serial}",
+            ]
+            continue
+        target = f"vd{next(names['virtio'])}" if d.bus == "virtio" else f"sd{next(names['sata'])}"
+        rate = " rotation_rate='7200'" if d.rotational else (" rotation_rate='1'" if d.bus == "sata" else "")
+        devices.append(
+            f"<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{src}'/>"
+            f"<target dev='{target}' bus='{d.bus}'{rate}/><serial>{escape(d.serial)}</serial></disk>"
+        )
+    qemu = "".join(f"<qemu:arg value='{escape(a)}'/>" for a in args)
+    return "\n    ".join(devices), (f"<qemu:commandline>{qemu}</qemu:commandline>" if args else "")
+
+
 @dataclass
 class Domain:
     """The VM playing the bare-metal server."""
@@ -242,6 +286,7 @@ class Domain:
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     firmware: str = "bios"  # "bios" (SeaBIOS) | "uefi" (OVMF, NVRAM of its own)
     nic_rom: bool = True  # False: the firmware's own NIC driver (OVMF's VirtioNetDxe), not iPXE's ROM
+    extra_disks: list[ExtraDisk] = field(default_factory=list)  # after the first (virtio) disk
 
     def __post_init__(self) -> None:
         if self.firmware not in FIRMWARES:
@@ -268,7 +313,8 @@ class Domain:
             f"<target dir='{s.tag}'/><readonly/></filesystem>"
             for s in self.shares
         )
-        return f"""<domain type='{"kvm" if kvm else "qemu"}'>
+        extra, qemu_args = _extra_disks_xml(self.extra_disks)
+        return f"""<domain type='{"kvm" if kvm else "qemu"}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{self.name}</name>
   <uuid>{self.uuid}</uuid>
   <memory unit='MiB'>{self.memory_mib}</memory>
@@ -280,6 +326,7 @@ class Domain:
     <emulator>{shutil.which("qemu-system-x86_64")}</emulator>
     <disk type='file' device='disk'><driver name='qemu' type='raw'/>
       <source file='{escape(str(self.disk))}'/><target dev='vda' bus='virtio'/></disk>
+    {extra}
     <interface type='bridge'><mac address='{self.mac}'/><source bridge='{self.bridge}'/>
       <model type='virtio'/>{"" if self.nic_rom else "<rom enabled='no'/>"}</interface>
     {fs}
@@ -287,6 +334,7 @@ class Domain:
       <target port='0'/></serial>
     <memballoon model='none'/>
   </devices>
+  {qemu_args}
 </domain>
 """
 
@@ -294,6 +342,9 @@ class Domain:
         self.disk.parent.mkdir(parents=True, exist_ok=True)
         with self.disk.open("wb") as f:
             os.truncate(f.fileno(), self.disk_bytes)
+        for disk in self.extra_disks:
+            with disk.path.open("wb") as f:
+                os.truncate(f.fileno(), disk.size_bytes)
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.console_log.touch()
         with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
@@ -470,9 +521,22 @@ class VMTestBed:
         ]
 
     def add_domain(
-        self, name: str, disk_bytes: int = 2 << 30, firmware: str = "bios", nic_rom: bool = True
+        self,
+        name: str,
+        disk_bytes: int = 2 << 30,
+        firmware: str = "bios",
+        nic_rom: bool = True,
+        extra_disks: list[tuple[str, int, bool]] | None = None,
     ) -> Domain:
+        """A VM; `extra_disks` are (bus, size, rotational) after its first virtio disk, with serials
+        MF<name hash><index> and files beside the first disk."""
+        tag = hashlib.sha256(name.encode()).hexdigest()[:6].upper()
+        extras = [
+            ExtraDisk(bus, self.workdir / "disks" / f"{name}-{i + 1}-{bus}.img", size, f"MF{tag}{i + 1}", rot)
+            for i, (bus, size, rot) in enumerate(extra_disks or [])
+        ]
         dom = Domain(
+            extra_disks=extras,
             firmware=firmware,
             nic_rom=nic_rom,
             name=name,

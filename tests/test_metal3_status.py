@@ -18,6 +18,7 @@ import pytest
 
 from k8s_bridge.controller import _plan_status
 from k8s_bridge.reconcile import Plan
+from metalflow.api.erase import DiskErasure, EraseMethod
 from metalflow.api.models import (
     CPU,
     NIC,
@@ -40,14 +41,17 @@ IMAGE = ImageSpec(url="http://192.0.2.1/os.img", checksum="a" * 64)
 
 
 def check(doc: dict[str, Any]) -> None:
-    """Validate as an API server with upstream's CRD would: metalflow's one extension pruned."""
+    """Validate as an API server with upstream's CRD would: metalflow's extensions pruned."""
     doc = json.loads(json.dumps(doc))
-    for parent, field in METAL3_EXTENSIONS:
-        doc.get(parent, {}).pop(field, None)
+    for *parents, field in METAL3_EXTENSIONS:
+        holder = doc
+        for parent in parents:
+            holder = holder.get(parent, {})
+        holder.pop(field, None)
     jsonschema.validate(doc, SCHEMA, format_checker=jsonschema.FormatChecker())
 
 
-def test_the_only_extension_is_the_oci_digest_and_only_when_set() -> None:
+def test_the_extensions_are_the_oci_digest_and_the_erasure_record_only_when_set() -> None:
     plain = bmh_status(HostStatus(provisioning=ProvisionStatus(state=ProvisioningState.PROVISIONED)))
     assert "imageDigest" not in plain["provisioning"]
     pinned = HostStatus(
@@ -57,6 +61,32 @@ def test_the_only_extension_is_the_oci_digest_and_only_when_set() -> None:
     )
     assert bmh_status(pinned)["provisioning"]["imageDigest"].endswith("a" * 64)
     check(bmh_status(pinned))  # what upstream's CRD keeps of it still validates
+    assert "erasure" not in plain
+    erased = HostStatus(
+        erasure=[
+            DiskErasure(
+                device="/dev/nvme0n1",
+                serial="S1",
+                method=EraseMethod.NVME_FORMAT,
+                verified="blank",
+                samples=66,
+            )
+        ]
+    )
+    doc = bmh_status(erased)
+    assert doc["erasure"] == [
+        {
+            "device": "/dev/nvme0n1",
+            "serial": "S1",
+            "sizeBytes": 0,
+            "method": "nvmeFormat",
+            "result": "erased",
+            "verified": "blank",
+            "samples": 66,
+            "seconds": 0.0,
+        }
+    ]
+    check(doc)
 
 
 STATUSES = {

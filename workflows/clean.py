@@ -20,7 +20,8 @@ from workflows.inband import (
     remove_configdrives,
     run_on_host,
 )
-from workflows.options import AGENT_SHORT_TIMEOUT
+from workflows.options import AGENT_SHORT_TIMEOUT, ERASE_HEARTBEAT, ERASE_TIMEOUT
+from workflows.prechecks import check_root_device_hints
 
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.bmc_address import parse_bmc_address
@@ -32,22 +33,29 @@ class CleanHost:
     async def run(self, step: StepInput) -> StepResult:
         powered_on = step.powered_on
         deprovisioning = step.purpose == "deprovision"
+        erasure = []
+        if not deprovisioning:  # hints no disk matches: fail before cleaning wipes every disk
+            check_root_device_hints(step)
         if step.spec.automated_cleaning_mode != CleaningMode.DISABLED:
-            await run_on_host(
+            erase = step.spec.erase
+            mode = "erase" if erase is not None else step.spec.automated_cleaning_mode.value
+            cleaned = await run_on_host(
                 step.ref,
                 step.spec,
                 AGENT_CLEAN,
-                CleanRequest(mode=step.spec.automated_cleaning_mode.value),
+                CleanRequest(mode=mode, erase=erase),
                 CleanResult,
                 purpose=BootPurpose.CLEAN,
                 powered_on=powered_on,
                 # A provisioned host runs its own OS, never our agent: always boot the ramdisk.
                 fast_track=not deprovisioning,
                 ramdisk_timeout=timedelta(seconds=step.ramdisk_boot_timeout_seconds),
-                start_to_close=AGENT_SHORT_TIMEOUT,
-                summary=f"clean disks ({step.spec.automated_cleaning_mode.value})",
+                start_to_close=AGENT_SHORT_TIMEOUT if erase is None else ERASE_TIMEOUT,
+                heartbeat=None if erase is None else ERASE_HEARTBEAT,
+                summary=f"clean disks ({mode if erase is None else 'erase: ' + erase.method.value})",
                 system_uuid=step.system_uuid,
             )
+            erasure = cleaned.erasure
             powered_on = True
         if deprovisioning:
             powered_on = await bmc_calls.power(step.spec, PowerAction.OFF)
@@ -57,4 +65,4 @@ class CleanHost:
             address = parse_bmc_address(step.spec.bmc.address, step.spec.bmc.disable_certificate_verification)
             if address.virtual_media and workflow.patched(VMEDIA_EJECT_PATCH):
                 await eject_media(step.spec)  # its ISO was deleted with the boot entries
-        return StepResult(powered_on=powered_on)
+        return StepResult(powered_on=powered_on, erasure=erasure)

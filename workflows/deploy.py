@@ -42,6 +42,7 @@ from workflows.options import (
     IMAGE_WRITE_TIMEOUT,
     LOCAL_RETRY,
 )
+from workflows.prechecks import check_network_data, check_root_device_hints
 
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.bmc_address import parse_bmc_address
@@ -58,6 +59,8 @@ class DeployHost:
         custom = spec.custom_deploy is not None and workflow.patched(CUSTOM_DEPLOY_PATCH)
         if spec.image is None and not custom:
             raise ApplicationError("DeployHost needs spec.image", non_retryable=True)
+        check_root_device_hints(step)
+        await check_network_data(step)
         ramdisk_timeout = timedelta(seconds=step.ramdisk_boot_timeout_seconds)
         request: CustomDeployRequest | WriteImageRequest
         oci: OciStaged | None = None

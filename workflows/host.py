@@ -382,6 +382,8 @@ class HostWorkflow:
             self._status.provisioning.image = None
             self._status.provisioning.image_digest = ""
             self._status.provisioning.root_device_hints = None
+        if result.erasure:  # cleaning with spec.erase, preparing or deprovisioning
+            self._status.erasure = result.erasure
 
     # ---- errors, pause, the end ----
 

@@ -35,6 +35,9 @@ AGENT_RETRY = RetryPolicy(
 AGENT_SHORT_TIMEOUT = timedelta(minutes=5)
 IMAGE_WRITE_TIMEOUT = timedelta(hours=2)
 IMAGE_WRITE_HEARTBEAT = timedelta(seconds=60)
+# spec.erase: an overwrite of a large HDD runs for hours; the agent heartbeats while it works.
+ERASE_TIMEOUT = timedelta(hours=12)
+ERASE_HEARTBEAT = timedelta(seconds=120)
 # How long to try a ramdisk that may already be up (Ironic's fast-track) before booting one.
 FAST_TRACK_PROBE = timedelta(seconds=15)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.agent import cleaning, configdrive, deploy_methods, image, inventory
+from activities.agent import cleaning, configdrive, deploy_methods, erase, image, inventory
 from activities.agent.config import AgentConfig
 from activities.agent.devices import BlockDevice, list_devices
 from activities.agent.hints import choose_root_device
@@ -29,6 +29,7 @@ from metalflow.api.agent import (
     WriteImageRequest,
     WriteImageResult,
 )
+from metalflow.api.erase import EraseMethod, EraseSpec
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.models import HardwareDetails
 
@@ -56,14 +57,35 @@ class AgentActivities:
         if req.mode == "disabled":
             return CleanResult()
         devices = list_devices(self.config)
-        erased = 0
+        if req.mode == "erase":
+            return self._erase(devices, req.erase or EraseSpec(method=EraseMethod.OVERWRITE))
         for dev in devices:
-            if req.mode == "erase":
-                erased += cleaning.erase(dev, _heartbeat_erase(dev.name))
-            else:
-                cleaning.wipe_metadata(dev)
+            cleaning.wipe_metadata(dev)
             activity.heartbeat({"cleaned": dev.name})
-        return CleanResult(devices=[d.name for d in devices], bytes_erased=erased)
+        return CleanResult(devices=[d.name for d in devices])
+
+    def _erase(self, devices: list[BlockDevice], spec: EraseSpec) -> CleanResult:
+        """Every disk planned (or a typed error, nothing erased), then erased and read back."""
+        planned = erase.plan(devices, spec)
+        records = []
+        for item in planned:
+            activity.logger.info("erasing %s with %s", item.device.name, item.method.value)
+            record = erase.erase_disk(item, spec, _heartbeat_erase(item.device.name))
+            activity.logger.info(
+                "erased %s (serial %s) with %s: %d samples read back %s",
+                record.device,
+                record.serial,
+                record.method.value,
+                record.samples,
+                record.verified,
+            )
+            records.append(record)
+            activity.heartbeat({"cleaned": item.device.name})
+        return CleanResult(
+            devices=[d.name for d in devices],
+            bytes_erased=sum(r.size_bytes for r in records if r.method == EraseMethod.OVERWRITE),
+            erasure=records,
+        )
 
     @activity.defn(name=AGENT_WRITE_IMAGE)
     def write_image(self, req: WriteImageRequest) -> WriteImageResult:

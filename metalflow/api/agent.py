@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from metalflow.api.configdrive import ConfigDriveStaged
+from metalflow.api.erase import DiskErasure, EraseSpec
 from metalflow.api.models import (
     ImageSpec,
     Model,
@@ -25,11 +26,13 @@ AGENT_CUSTOM_DEPLOY = "agent.custom_deploy"
 # ---- in-band agent ----
 class CleanRequest(Model):
     mode: str = Field(description="metadata | disabled | erase")
+    erase: EraseSpec | None = Field(default=None, description="mode erase: the methods (spec.erase).")
 
 
 class CleanResult(Model):
     devices: list[str] = Field(default_factory=list)
     bytes_erased: int = 0
+    erasure: list[DiskErasure] = Field(default_factory=list)
 
 
 class WriteImageRequest(Model):

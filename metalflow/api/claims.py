@@ -123,8 +123,6 @@ class ClaimSpec(Model):
     join: JoinSpec | None = None
 
 
-
-
 class Claim(Model):
     id: str = Field(min_length=1, max_length=200)
     namespace: str = "default"

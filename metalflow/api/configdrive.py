@@ -4,6 +4,8 @@ the URL, and the URL is in history."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from metalflow.api.models import (
@@ -47,3 +49,43 @@ class ConfigDriveStaged(Model):
     url: str
     sha256: str
     size_bytes: int
+
+
+# ---- networkData against the host (before anything is written) ----
+NETWORK_DATA_CHECK = "configdrive.check_network_data"
+# OpenStack link types that are a NIC of the host (bonds and VLANs sit on top of these).
+PHYSICAL_LINK_TYPES = ("phy", "ethernet", "vif", "hw_veb")
+
+
+class NetworkDataCheck(Model):
+    """spec.networkData's physical links against the NICs inspection found (their MACs)."""
+
+    host: HostRef
+    network_data: SecretRef
+    macs: list[str]
+
+
+def network_data_mac_problems(network_data: Any, macs: list[str]) -> list[str]:
+    """Physical links whose MAC is not a NIC of the host. Names the link by position, never by
+    the Secret's values; lists the host's own MACs (from inspection, not secret)."""
+    if not isinstance(network_data, dict):
+        return ["networkData must be an OpenStack network_data.json object (links, networks, services)"]
+    links = network_data.get("links") or []
+    if not isinstance(links, list):
+        return ["networkData.links must be a list"]
+    known = {m.lower() for m in macs}
+    problems = []
+    for i, link in enumerate(links):
+        if not isinstance(link, dict):
+            problems.append(f"networkData.links[{i}] must be an object")
+            continue
+        if str(link.get("type", "phy")) not in PHYSICAL_LINK_TYPES:
+            continue
+        mac = link.get("ethernet_mac_address")
+        if not isinstance(mac, str) or mac.lower() not in known:
+            problems.append(
+                f"networkData.links[{i}] (type {link.get('type', 'phy')}): its ethernet_mac_address is "
+                f"not a NIC of this host (inspection found {', '.join(sorted(known)) or 'no NICs'}); "
+                "write one of those MACs"
+            )
+    return problems

@@ -15,6 +15,7 @@ class ErrorName(StrEnum):
     BMC_NOT_FOUND = "BMCSystemNotFound"
     BOOT_METHOD_NOT_BUILT = "BootMethodNotBuilt"
     PREPROVISIONING_NETWORK_DATA = "PreprovisioningNetworkDataInvalid"
+    NETWORK_DATA_MAC = "NetworkDataUnknownMAC"
     DEPLOY_ISO_MISSING = "DeployISOMissing"
     SECRET_MISSING = "SecretNotFound"
     SECRET_INVALID = "SecretInvalid"
@@ -38,6 +39,9 @@ class ErrorName(StrEnum):
     NO_BOOT_IDENTITY = "NoBootIdentity"
     DUPLICATE_SYSTEM_UUID = "DuplicateSystemUUID"
     SYSTEM_UUID_CHANGED = "SystemUUIDChanged"
+    # verified erase (spec.erase)
+    ERASE_UNSUPPORTED = "EraseMethodUnsupported"
+    ERASE_FAILED = "EraseFailed"
 
 
 def permanent(name: ErrorName, message: str) -> ApplicationError:

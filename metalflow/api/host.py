@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from metalflow.api.erase import DiskErasure
 from metalflow.api.models import (
     HardwareDetails,
     HostRef,
@@ -74,6 +75,7 @@ class StepResult(Model):
     bytes_written: int = 0
     join_token: SecretRef | None = None
     system_uuid: str = ""  # registration: the SMBIOS UUID the BMC reported (canonical text)
+    erasure: list[DiskErasure] = Field(default_factory=list)  # cleaning with spec.erase: per disk
 
 
 # ---- status ----

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
+from metalflow.api.erase import DiskErasure, EraseSpec
 from metalflow.api.metal3_fields import CustomDeploy as CustomDeploy
 from metalflow.api.metal3_fields import HardwareRAIDVolume as HardwareRAIDVolume
 from metalflow.api.metal3_fields import InspectionMode as InspectionMode
@@ -201,6 +202,7 @@ class HostSpec(Model):
     inspection_mode: InspectionMode | None = None
     network_interfaces: list[NetworkInterface] = Field(default_factory=list)
     join: JoinSpec | None = None
+    erase: EraseSpec | None = Field(default=None, description="metalflow: verified erase when cleaning.")
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("taints", "network_interfaces", mode="before")
@@ -425,6 +427,9 @@ class HostStatus(Model):
     # metalflow additions
     bmc_driver: str = Field(default="", description="The BMC driver registration picked: redfish/idrac.")
     system_uuid: str = Field(default="", description="SMBIOS system UUID the BMC reported at registration.")
+    erasure: list[DiskErasure] = Field(
+        default_factory=list, description="The last verified erase (spec.erase), one record per disk."
+    )
     current_step: str = ""
     paused: bool = False
     detached: bool = False

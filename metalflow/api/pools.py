@@ -45,6 +45,7 @@ def allocator_id(namespace: str) -> str:
 def machineset_id(namespace: str, name: str) -> str:
     return f"machineset/{namespace}/{name}"
 
+
 class AllocatorState(Model):
     namespace: str
     claims: dict[str, Claim] = Field(default_factory=dict)

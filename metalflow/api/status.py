@@ -65,9 +65,10 @@ def metal3_conditions(status: HostStatus) -> list[dict[str, Any]]:
 
 
 # metalflow's own fields are not part of metal3's status schema.
-# One extension is written: provisioning.imageDigest (oci:// images only), kept by metalflow's CRD
-# and pruned (not refused) by an API server serving upstream's CRD. See METAL3_EXTENSIONS.
-METAL3_EXTENSIONS = (("provisioning", "imageDigest"),)
+# Two extensions are written, each only when set: provisioning.imageDigest (oci:// images) and
+# erasure (spec.erase's per-disk record); metalflow's CRD keeps them, an API server serving
+# upstream's CRD prunes them (does not refuse the document). Paths from the status root.
+METAL3_EXTENSIONS: tuple[tuple[str, ...], ...] = (("provisioning", "imageDigest"), ("erasure",))
 _METALFLOW_ONLY = {"bmc_driver", "system_uuid", "current_step", "paused", "detached", "deleted"}
 
 
@@ -83,6 +84,8 @@ def bmh_status(status: HostStatus) -> dict[str, Any]:
     body["provisioning"].setdefault("ID", status.provisioning.id)
     if not status.provisioning.image_digest:
         body["provisioning"].pop("imageDigest", None)
+    if not status.erasure:
+        body.pop("erasure", None)
     image = body["provisioning"].get("image") or {}
     if "ociAuth" in image:  # metal3's shape: the Secret's name, as in the spec
         image["ociAuthSecretName"] = image.pop("ociAuth")["name"]

@@ -7,7 +7,7 @@ names the field and what to write instead.
 from __future__ import annotations
 
 from metalflow.api.bmc_address import BMCAddressError, BootMethod, parse_bmc_address
-from metalflow.api.models import BootMode, HostSpec, InspectionMode, ProvisioningState
+from metalflow.api.models import BootMode, CleaningMode, HostSpec, InspectionMode, ProvisioningState
 
 
 class SpecError(ValueError):
@@ -43,8 +43,7 @@ def _raid_problems(spec: HostSpec, driver: str, scheme: str) -> list[str]:
         problems.append("spec.raid: softwareRAIDVolumes[*].rootVolume can only be set once")
     if roots == 1 and spec.root_device_hints is not None:
         problems.append(
-            "spec.raid: softwareRAIDVolumes[*].rootVolume and rootDeviceHints "
-            "can not be set at the same time"
+            "spec.raid: softwareRAIDVolumes[*].rootVolume and rootDeviceHints can not be set at the same time"
         )
     for i, sw_volume in enumerate(software):
         if sw_volume.root_volume and sw_volume.level != "1":
@@ -140,6 +139,11 @@ def spec_problems(spec: HostSpec, namespace: str | None = None) -> list[str]:
         ):
             if ref is not None and ref.path is None and ref.namespace != namespace:
                 problems.append(f"spec.{field}: cross-namespace Secret references are not allowed")
+    if spec.erase is not None and spec.automated_cleaning_mode == CleaningMode.DISABLED:
+        problems.append(
+            "spec.erase: cleaning is disabled (automatedCleaningMode: disabled), so nothing would be "
+            "erased; set automatedCleaningMode to metadata or remove spec.erase"
+        )
     if spec.join is not None and spec.image is None:
         problems.append("spec.join needs spec.image: only a provisioned host can join a cluster")
     return problems

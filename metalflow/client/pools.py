@@ -63,7 +63,6 @@ async def claims(client: Client, namespace: str) -> list[ClaimStatus]:
     return await handle.query("claims", result_type=list[ClaimStatus])
 
 
-
 async def apply_machineset(
     client: Client, namespace: str, name: str, spec: MachineSetSpec, task_queue: str
 ) -> MachineSetStatus:
