@@ -287,6 +287,7 @@ class Domain:
     firmware: str = "bios"  # "bios" (SeaBIOS) | "uefi" (OVMF, NVRAM of its own)
     nic_rom: bool = True  # False: the firmware's own NIC driver (OVMF's VirtioNetDxe), not iPXE's ROM
     extra_disks: list[ExtraDisk] = field(default_factory=list)  # after the first (virtio) disk
+    disk_serial: str = ""  # the first disk's serial (virtio-blk's /sys/block/vda/serial)
 
     def __post_init__(self) -> None:
         if self.firmware not in FIRMWARES:
@@ -314,6 +315,7 @@ class Domain:
             for s in self.shares
         )
         extra, qemu_args = _extra_disks_xml(self.extra_disks)
+        serial = f"<serial>{escape(self.disk_serial)}</serial>" if self.disk_serial else ""
         return f"""<domain type='{"kvm" if kvm else "qemu"}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{self.name}</name>
   <uuid>{self.uuid}</uuid>
@@ -325,7 +327,7 @@ class Domain:
   <devices>
     <emulator>{shutil.which("qemu-system-x86_64")}</emulator>
     <disk type='file' device='disk'><driver name='qemu' type='raw'/>
-      <source file='{escape(str(self.disk))}'/><target dev='vda' bus='virtio'/></disk>
+      <source file='{escape(str(self.disk))}'/><target dev='vda' bus='virtio'/>{serial}</disk>
     {extra}
     <interface type='bridge'><mac address='{self.mac}'/><source bridge='{self.bridge}'/>
       <model type='virtio'/>{"" if self.nic_rom else "<rom enabled='no'/>"}</interface>
@@ -537,6 +539,7 @@ class VMTestBed:
         ]
         dom = Domain(
             extra_disks=extras,
+            disk_serial=f"MF{tag}0",
             firmware=firmware,
             nic_rom=nic_rom,
             name=name,

@@ -1,7 +1,17 @@
 """A real OS deployed by metalflow consumes the config drive: checked from outside the VM.
 
-Marker `realos`: run by `make e2e-realos`, not yet by `make e2e` (issue #22 is being built: the
-multi-disk VM, erase and the two error cases are still to come).
+Marker `realos`: run by `make e2e-realos`, not yet by `make e2e` (issue #22: VLAN/bond
+networkData and the fold into `make e2e` are still to come).
+
+The VM has disks like a server's: a virtio disk, a spinning SATA disk behind AHCI and an NVMe
+disk (QEMU devices), each holding a previous tenant's data. In order, on one VM:
+1. rootDeviceHints that match no disk: a preparation error after inspection, every disk untouched;
+2. hints fixed (the NVMe disk's serial: not the first disk), networkData naming a MAC the VM lacks:
+   cleaning erases every disk (spec.erase: NVMe Format on the NVMe disk, overwrite on the others,
+   each read back), then a provisioning error before the image is written;
+3. networkData fixed: the OS lands on the NVMe disk and boots from it;
+4. deprovisioning asking for ATA secure erase, which QEMU's AHCI disk lacks: refused before any
+   disk is erased, the OS still on the NVMe disk.
 
 The VM, defined SeaBIOS, is switched to UEFI (OVMF) by its Redfish BMC for `bootMode: UEFI`
 (tests/e2e/test_os_image.py boots the same image by BIOS); it PXE-boots the deploy ramdisk;
@@ -27,7 +37,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -44,11 +53,15 @@ import yaml
 from temporalio.client import Client
 
 from activities.kubeadm import render_user_data
-from metalflow.api.models import HostRef, JoinSpec, SecretRef, Taint
+from metalflow.api.erase import EraseMethod
+from metalflow.api.models import HostRef, HostStatus, JoinSpec, SecretRef, Taint
+from metalflow.api.models import ProvisioningState as S
+from metalflow.client import operations
+from metalflow.client.hostfile import load_hosts
 from metalflow.runtime.settings import Settings
 from testbed.debian_image import missing_tools
 from testbed.os_image import OSImage, os_image
-from testbed.vm import NET_ADDRESS, OVMF_CODE, VMTestBed, ramdisk_boot_budget
+from testbed.vm import NET_ADDRESS, OVMF_CODE, Domain, VMTestBed, ramdisk_boot_budget
 from worker.control import build_worker
 
 BUDGET = ramdisk_boot_budget() + 600  # seconds to provisioned: the OS image is about 1.4 GB
@@ -208,7 +221,8 @@ def host_docs(
                 "bootMACAddress": mac,
                 "bootMode": "UEFI",  # the image boots from its ESP (GRUB EFI)
                 "bmc": {"address": bmc, "credentialsName": "bmc"},
-                "rootDeviceHints": {"deviceName": "/dev/vda"},
+                "rootDeviceHints": {"serialNumber": "set by the caller"},
+                "erase": {"allowedMethods": ["nvmeFormat", "ataSecureErase", "overwrite"]},
                 "image": {
                     "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/realos.raw",
                     "checksum": "",  # set by the caller
@@ -221,6 +235,64 @@ def host_docs(
             },
         },
     ]
+
+
+MIB = 1 << 20
+SMALL = 512 * MIB  # the virtio and SATA disks: erased by overwrite inside the TCG VM
+NVME = 4 << 30  # the OS disk
+CUSTOMER = b"a previous tenant's data " * 160
+
+
+def disk_files(dom: Domain) -> dict[str, tuple[Path, int]]:
+    return {
+        "/dev/vda": (dom.disk, dom.disk_bytes),
+        "/dev/sda": (dom.extra_disks[0].path, dom.extra_disks[0].size_bytes),
+        "/dev/nvme0n1": (dom.extra_disks[1].path, dom.extra_disks[1].size_bytes),
+    }
+
+
+def seed_offsets(size: int) -> list[int]:
+    return [0, size // 2 + 4099, size - 2 * MIB]  # both ends (past the config drive) and the middle
+
+
+def seed(dom: Domain) -> None:
+    for path, size in disk_files(dom).values():
+        with path.open("r+b") as f:
+            for off in seed_offsets(size):
+                f.seek(off)
+                f.write(CUSTOMER)
+
+
+def seeds_left(dom: Domain) -> dict[str, list[bool]]:
+    out = {}
+    for name, (path, size) in disk_files(dom).items():
+        with path.open("rb") as f:
+            found = []
+            for off in seed_offsets(size):
+                f.seek(off)
+                found.append(f.read(len(CUSTOMER)) == CUSTOMER)
+            out[name] = found
+    return out
+
+
+def has_gpt(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(512)
+        return f.read(8) == b"EFI PART"
+
+
+async def wait_status(client: Client, ref: HostRef, pred: Any, timeout: float, dom: Domain) -> HostStatus:
+    """Poll the status query until `pred` holds (a condition with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await operations.status(client, ref)
+        if pred(st):
+            return st
+        assert time.monotonic() < deadline, (
+            f"not reached in {timeout:.0f}s: {st.model_dump_json(exclude={'hardware'})}\n"
+            + dom.console()[-3000:]
+        )
+        await asyncio.sleep(1)
 
 
 async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_drive(
@@ -238,24 +310,76 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
     phone_url = "http://" + await asyncio.to_thread(tb.forward, phone_home.port)
     marker = f"METALFLOW-REALOS-{uuid.uuid4().hex[:8]}"
     iid = f"iid-{marker.lower()}"
-    dom = await asyncio.to_thread(tb.add_domain, "vm-realos", 4 << 30)
+    dom = await asyncio.to_thread(
+        tb.add_domain, "vm-realos", SMALL, extra_disks=[("sata", SMALL, True), ("nvme", NVME, False)]
+    )
+    seed(dom)
+    sata, nvme = dom.extra_disks
     docs = host_docs(tb, dom.name, dom.mac, tb.redfish_address(dom), ns, marker, phone_url, iid)
-    docs[-1]["spec"]["image"]["checksum"] = real_os.raw_sha256
-    hostfile = tmp_path / "hosts.yaml"
-    hostfile.write_text(yaml.safe_dump_all(docs))
-    argv = [sys.executable, "-m", "metalflow", "provision", str(hostfile), "--wait", "--timeout", str(BUDGET)]
+    bmh = docs[-1]["spec"]
+    bmh["image"]["checksum"] = real_os.raw_sha256
+    bmh["rootDeviceHints"] = {"serialNumber": "NO-SUCH-DISK"}
+
+    async def apply() -> HostRef:
+        hostfile = tmp_path / "hosts.yaml"
+        hostfile.write_text(yaml.safe_dump_all(docs))
+        [host] = await asyncio.to_thread(load_hosts, hostfile, tmp_path / "secrets")
+        await operations.apply(client, host, settings)
+        return host.ref
+
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with build_worker(client, settings, executor):
             started = time.monotonic()
-            done = await asyncio.to_thread(
-                subprocess.run,
-                [*argv, "--secrets-dir", str(tmp_path / "secrets")],
-                capture_output=True,
-                text=True,
-                timeout=BUDGET + 30,
+            # 1. hints that match no disk: stopped after inspection, before cleaning touched a disk
+            ref = await apply()
+            st = await wait_status(client, ref, lambda s: s.error_type is not None, BUDGET, dom)
+            assert st.provisioning.state == S.PREPARING and "NoRootDeviceMatch" in st.error_message, st
+            assert "spec.rootDeviceHints: no disk matches" in st.error_message
+            assert seeds_left(dom) == {d: [True, True, True] for d in disk_files(dom)}
+            assert st.hardware is not None
+            disks = {d.name: d for d in st.hardware.storage}
+            assert disks.keys() == {"/dev/vda", "/dev/sda", "/dev/nvme0n1"}, disks
+            assert (disks["/dev/vda"].serial_number, disks["/dev/vda"].size_bytes) == (dom.disk_serial, SMALL)
+            assert (disks["/dev/sda"].serial_number, disks["/dev/sda"].size_bytes) == (sata.serial, SMALL)
+            assert disks["/dev/sda"].rotational and disks["/dev/sda"].type == "HDD"
+            assert disks["/dev/vda"].type == "SSD" and not disks["/dev/vda"].rotational
+            assert (disks["/dev/nvme0n1"].serial_number, disks["/dev/nvme0n1"].type) == (nvme.serial, "NVME")
+            assert disks["/dev/nvme0n1"].size_bytes == NVME
+            print(
+                f"\n{dom.name}: 1. bad hints refused at {time.monotonic() - started:.0f}s: {st.error_message}"
             )
+
+            # 2. hints fixed, networkData with a MAC the VM lacks: erased, then stopped before the write
+            bmh["rootDeviceHints"] = {"serialNumber": nvme.serial}
+            good_net = docs[-2]["stringData"]["networkData"]
+            docs[-2]["stringData"]["networkData"] = json.dumps(network_data("52:54:00:fe:fe:fe"))
+            await apply()
+            st = await wait_status(
+                client, ref, lambda s: "NetworkDataUnknownMAC" in s.error_message, BUDGET, dom
+            )
+            assert st.provisioning.state == S.PROVISIONING, st
+            assert dom.mac in st.error_message and "52:54:00:fe:fe:fe" not in st.error_message
+            erased = {r.device: r for r in st.erasure}
+            assert erased.keys() == {"/dev/vda", "/dev/sda", "/dev/nvme0n1"}, st.erasure
+            assert (erased["/dev/nvme0n1"].method, erased["/dev/nvme0n1"].verified) == (
+                EraseMethod.NVME_FORMAT,
+                "blank",
+            )
+            for name in ("/dev/vda", "/dev/sda"):
+                assert (erased[name].method, erased[name].verified) == (EraseMethod.OVERWRITE, "zeroes")
+            assert erased["/dev/nvme0n1"].serial == nvme.serial and all(r.samples >= 64 for r in st.erasure)
+            assert seeds_left(dom) == {d: [False, False, False] for d in disk_files(dom)}
+            assert not has_gpt(nvme.path), "the image was written although networkData was wrong"
+            print(
+                f"{dom.name}: 2. erased and bad networkData refused at {time.monotonic() - started:.0f}s: "
+                + ", ".join(f"{r.device} {r.method.value} {r.seconds:.0f}s" for r in st.erasure)
+            )
+
+            # 3. networkData fixed: the OS goes to the NVMe disk and boots from it
+            docs[-2]["stringData"]["networkData"] = good_net
+            await apply()
+            st = await wait_status(client, ref, lambda s: s.provisioning.state == S.PROVISIONED, BUDGET, dom)
             provisioned = time.monotonic() - started
-            assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nconsole:\n{dom.console()[-3000:]}"
             deadline = time.monotonic() + OS_BUDGET
             while not (phone_home.posts and f"{marker} hostname=" in dom.console()):
                 assert time.monotonic() < deadline, (
@@ -263,17 +387,45 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
                 )
                 await asyncio.sleep(2)
             booted = time.monotonic() - started
-    print(
-        f"\n{dom.name}: provisioned in {provisioned:.0f}s, cloud-init phoned home at {booted:.0f}s"
-        f" ({tb.accel})"
-    )
-    console = dom.console()
+            print(
+                f"{dom.name}: 3. provisioned at {provisioned:.0f}s, cloud-init phoned home at {booted:.0f}s"
+                f" ({tb.accel})"
+            )
+            console = dom.console()
+            # the static address answers from the namespace
+            ping = await asyncio.to_thread(
+                subprocess.run,
+                tb.ns.exec_argv("ping", "-c", "3", "-W", "5", STATIC_IP),
+                capture_output=True,
+                text=True,
+            )
+            assert ping.returncode == 0, ping.stdout + ping.stderr
+
+            # 4. deprovisioning with ATA secure erase, which the AHCI disk lacks: refused, nothing erased
+            bmh.pop("image")
+            bmh["erase"] = {"method": "ataSecureErase"}
+            await apply()
+            st = await wait_status(client, ref, lambda s: s.error_type is not None, BUDGET, dom)
+            assert (
+                "EraseMethodUnsupported" in st.error_message and "Nothing was erased" in st.error_message
+            ), st
+            assert f"/dev/sda (serial {sata.serial}, sata)" in st.error_message
+            assert "does not support the ATA security feature set" in st.error_message
+            assert has_gpt(nvme.path), "the OS disk was touched"
+            print(
+                f"{dom.name}: 4. ATA secure erase refused at {time.monotonic() - started:.0f}s: "
+                + st.error_message
+            )
+
     line = next(ln for ln in console.splitlines() if ln.startswith(marker))
     assert f"hostname={dom.name}-os" in line and f"instance={iid}" in line, line
     path, form = phone_home.posts[0]
     assert path == f"/phone-home/{iid}"
     assert form.get("hostname") == [f"{dom.name}-os"] and form.get("instance_id") == [iid], form
-    assert "config drive written to /dev/vda" in console
+    assert "config drive written to /dev/nvme0n1" in console
+    assert "erasing /dev/nvme0n1 with nvmeFormat" in console or "erased /dev/nvme0n1" in tb_agent_log(
+        tb, ns, dom
+    )
     loader = ET.fromstring(dom.virsh("dumpxml", "--inactive", dom.name).stdout).find("os/loader")
     assert loader is not None and (loader.text or "").strip() == str(OVMF_CODE), "not booted by OVMF"
     # metalflow's join userData (worker, control plane) passes `cloud-init schema` in the real OS;
@@ -283,11 +435,9 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
     assert schema["worker"].startswith("rc=0 ") and schema["control-plane"].startswith("rc=0 "), schema
     assert not schema["planted-invalid"].startswith("rc=0 "), schema
     assert f"route={ROUTE_NET}/24_via_{NET_ADDRESS}" in line and f"dns=DNS={NET_ADDRESS}" in line, line
-    # the static address answers from the namespace
-    ping = await asyncio.to_thread(
-        subprocess.run,
-        tb.ns.exec_argv("ping", "-c", "3", "-W", "5", STATIC_IP),
-        capture_output=True,
-        text=True,
-    )
-    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def tb_agent_log(tb: VMTestBed, ns: str, dom: Domain) -> str:
+    """Every agent log the boot server kept for the host."""
+    host_dir = tb.boot_dir / "agent-logs" / HostRef(namespace=ns, name=dom.name).host_id
+    return "\n".join(p.read_text() for p in sorted(host_dir.glob("*.log")))
