@@ -14,11 +14,11 @@ module lays it into a disk image without loop devices or partition scanning (TES
   addresses GRUB's setup would write (boot.img's kernel sector; the first-sector blocklist of
   core.img); for UEFI, a standalone GRUB EFI binary. Both find the root by its file-system UUID and
   read `/boot/grub/grub.cfg` from it (modules copied to /boot/grub/<platform>, as grub-install does);
-- cloud-init: `datasource_list: [ConfigDrive]` (nothing else is probed); its networkd renderer
-  writes the networkData (addresses, routes, DNS) as systemd-networkd files, as on today's
-  Ubuntu and Debian cloud images (ifupdown's renderer needs net-tools' `route` for routes and
-  resolvconf for DNS, and drops both silently without them); the kernel and GRUB talk on ttyS0
-  at 115200.
+- cloud-init: `datasource_list: [ConfigDrive]` (nothing else is probed); its netplan renderer
+  writes the networkData (addresses, routes, DNS, bonds, VLANs) for netplan, which generates
+  systemd-networkd files, as on Ubuntu's cloud images (cloud-init 22.4's own networkd renderer
+  drops bonds and VLANs; ifupdown's needs net-tools' `route` for routes and resolvconf for DNS,
+  and drops both silently without them); the kernel and GRUB talk on ttyS0 at 115200.
 
 Cached as `${METALFLOW_CACHE}/os-image/<key>` (`disk.raw`, `disk.qcow2`, `manifest.json` with
 both sha256s, the Debian packages and the layout), keyed by the Debian root's key and this file.
@@ -59,6 +59,7 @@ PACKAGES = (
     "udev",
     "kmod",
     "cloud-init",
+    "netplan.io",
     "iproute2",
     "iputils-ping",
     "netbase",
@@ -73,10 +74,10 @@ CLOUD_CFG = """\
 datasource_list: [ConfigDrive]
 system_info:
   network:
-    renderers: [networkd]
+    renderers: [netplan]
 """
 # Run by mmdebstrap after the install ($1 = the root): cloud-init's datasource and renderer,
-# systemd-networkd enabled (it applies what cloud-init renders), apt's caches gone.
+# systemd-networkd enabled (it applies what netplan generates), apt's caches gone.
 HOOKS = (
     "mkdir -p \"$1\"/etc/cloud/cloud.cfg.d && printf '%s' '"
     + CLOUD_CFG

@@ -257,7 +257,9 @@ def _extra_disks_xml(disks: list[ExtraDisk]) -> tuple[str, str]:
                 "-drive",
                 f"file={d.path},if=none,id=nvme{i},format=raw",
                 "-device",
-                f"nvme,drive=nvme{i},serial={d.serial}",
+                # a slot libvirt does not hand out (it fills pci.0 from slot 2 up): QEMU places
+                # command-line devices before libvirt's, and an unplaced one takes slot 2
+                f"nvme,drive=nvme{i},serial={d.serial},bus=pci.0,addr={0x1F - i:#x}",
             ]
             continue
         target = f"vd{next(names['virtio'])}" if d.bus == "virtio" else f"sd{next(names['sata'])}"
@@ -288,6 +290,7 @@ class Domain:
     nic_rom: bool = True  # False: the firmware's own NIC driver (OVMF's VirtioNetDxe), not iPXE's ROM
     extra_disks: list[ExtraDisk] = field(default_factory=list)  # after the first (virtio) disk
     disk_serial: str = ""  # the first disk's serial (virtio-blk's /sys/block/vda/serial)
+    extra_macs: list[str] = field(default_factory=list)  # more NICs on the bridge (no boot ROM)
 
     def __post_init__(self) -> None:
         if self.firmware not in FIRMWARES:
@@ -316,6 +319,11 @@ class Domain:
         )
         extra, qemu_args = _extra_disks_xml(self.extra_disks)
         serial = f"<serial>{escape(self.disk_serial)}</serial>" if self.disk_serial else ""
+        nics = "".join(
+            f"<interface type='bridge'><mac address='{mac}'/><source bridge='{self.bridge}'/>"
+            "<model type='virtio'/><rom enabled='no'/></interface>"
+            for mac in self.extra_macs
+        )
         return f"""<domain type='{"kvm" if kvm else "qemu"}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{self.name}</name>
   <uuid>{self.uuid}</uuid>
@@ -331,6 +339,7 @@ class Domain:
     {extra}
     <interface type='bridge'><mac address='{self.mac}'/><source bridge='{self.bridge}'/>
       <model type='virtio'/>{"" if self.nic_rom else "<rom enabled='no'/>"}</interface>
+    {nics}
     {fs}
     <serial type='file'><source path='{escape(str(self.console_log))}' append='on'/>
       <target port='0'/></serial>
@@ -529,6 +538,7 @@ class VMTestBed:
         firmware: str = "bios",
         nic_rom: bool = True,
         extra_disks: list[tuple[str, int, bool]] | None = None,
+        nics: int = 1,
     ) -> Domain:
         """A VM; `extra_disks` are (bus, size, rotational) after its first virtio disk, with serials
         MF<name hash><index> and files beside the first disk."""
@@ -540,6 +550,7 @@ class VMTestBed:
         dom = Domain(
             extra_disks=extras,
             disk_serial=f"MF{tag}0",
+            extra_macs=[mac_for(f"{self.ns.name}/{name}/{i}") for i in range(1, nics)],
             firmware=firmware,
             nic_rom=nic_rom,
             name=name,

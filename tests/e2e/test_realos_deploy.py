@@ -1,7 +1,6 @@
 """A real OS deployed by metalflow consumes the config drive: checked from outside the VM.
 
-Marker `realos`: run by `make e2e-realos`, not yet by `make e2e` (issue #22: VLAN/bond
-networkData and the fold into `make e2e` are still to come).
+Marker `realos`: run by `make e2e-realos`, not yet by `make e2e`.
 
 The VM has disks like a server's: a virtio disk, a spinning SATA disk behind AHCI and an NVMe
 disk (QEMU devices), each holding a previous tenant's data. In order, on one VM:
@@ -23,10 +22,12 @@ from the drive alone:
   loopback HTTP server of this test (reached at the namespace's address through the bed's
   forwarder, testbed/nsforward.py);
 - sets the hostname and instance id from metaData (both in the phone-home request);
-- applies networkData (OpenStack network_data.json, as metal3 passes it): a static IPv4 address
-  (no DHCP in the OS: the phone home itself proves the address works), a route and a DNS server;
-  the test reaches the VM at its static address from the bed's namespace (ping), and the route
-  is printed on the console by the userData.
+- applies networkData (OpenStack network_data.json, as metal3 passes it): an active-backup bond
+  over the VM's two NICs with a static IPv4 address (no DHCP in the OS: the phone home itself
+  proves the address works), a route and a DNS server, and a VLAN on the bond with an address of
+  its own; the test reaches the VM at both addresses from the bed's namespace (ping; the VLAN
+  through a VLAN interface on the namespace's bridge), and the userData prints the route, the DNS
+  server, the bond's two members and the VLAN on the console.
 """
 
 from __future__ import annotations
@@ -115,22 +116,53 @@ def phone_home() -> Iterator[PhoneHome]:
 
 STATIC_IP = "192.0.2.20"  # inside the bed's namespace only, below dnsmasq's range (.50-.99)
 ROUTE_NET = "198.51.100.0"  # TEST-NET-2: a route to it via the namespace's address; never used
+VLAN_ID = 100  # a tagged network on the bond: the namespace gets a VLAN interface on its bridge
+VLAN_IP, VLAN_NS_IP = "203.0.113.20", "203.0.113.1"  # TEST-NET-3
 
 
-def network_data(mac: str) -> dict[str, Any]:
-    """OpenStack network_data.json, the shape metal3's networkData Secret carries."""
+def network_data(macs: list[str]) -> dict[str, Any]:
+    """OpenStack network_data.json, the shape metal3's networkData Secret carries: an
+    active-backup bond over the VM's two NICs with a static address, a route and DNS, and a VLAN
+    on the bond with an address of its own."""
     return {
-        "links": [{"id": "nic0", "type": "phy", "ethernet_mac_address": mac, "mtu": 1500}],
+        "links": [
+            {"id": "nic0", "type": "phy", "ethernet_mac_address": macs[0], "mtu": 1500},
+            {"id": "nic1", "type": "phy", "ethernet_mac_address": macs[1], "mtu": 1500},
+            {
+                "id": "bond0",
+                "type": "bond",
+                "bond_links": ["nic0", "nic1"],
+                "bond_mode": "active-backup",
+                "bond_miimon": 100,
+                "ethernet_mac_address": macs[0],
+                "mtu": 1500,
+            },
+            {
+                "id": "tenant",
+                "type": "vlan",
+                "vlan_link": "bond0",
+                "vlan_id": VLAN_ID,
+                "vlan_mac_address": macs[0],
+            },
+        ],
         "networks": [
             {
                 "id": "provisioning",
                 "type": "ipv4",
-                "link": "nic0",
+                "link": "bond0",
                 "ip_address": STATIC_IP,
                 "netmask": "255.255.255.0",
                 "routes": [{"network": ROUTE_NET, "netmask": "255.255.255.0", "gateway": NET_ADDRESS}],
                 "network_id": "provisioning",
-            }
+            },
+            {
+                "id": "tenant-net",
+                "type": "ipv4",
+                "link": "tenant",
+                "ip_address": VLAN_IP,
+                "netmask": "255.255.255.0",
+                "network_id": "tenant",
+            },
         ],
         "services": [{"type": "dns", "address": NET_ADDRESS}],
     }
@@ -170,7 +202,7 @@ def schema_commands(docs: dict[str, str]) -> tuple[list[dict[str, Any]], list[st
 
 
 def host_docs(
-    tb: VMTestBed, name: str, mac: str, bmc: str, ns: str, marker: str, phone_url: str, iid: str
+    tb: VMTestBed, name: str, macs: list[str], bmc: str, ns: str, marker: str, phone_url: str, iid: str
 ) -> list[dict[str, Any]]:
     schema_files, schema_cmds = schema_commands(join_user_data())
     user_data = {
@@ -179,7 +211,10 @@ def host_docs(
             *schema_cmds,
             f'echo "{marker} hostname=$(hostname) instance=$(cat /var/lib/cloud/data/instance-id)'
             f' route=$(ip -4 route show {ROUTE_NET}/24 | tr -s " " _)'
-            ' dns=$(cat /etc/systemd/network/*.network | grep -m1 ^DNS=)" > /dev/ttyS0',
+            " dns=$(cat /run/systemd/network/*.network /etc/systemd/network/*.network 2>/dev/null"
+            " | grep -m1 ^DNS=)"
+            ' bond=$(grep -c "^Slave Interface" /proc/net/bonding/bond0)'
+            f' vlan=$(ip -d link show | grep -c "vlan protocol 802.1Q id {VLAN_ID} ")" > /dev/ttyS0',
         ],
         "phone_home": {
             "url": phone_url + "/phone-home/$INSTANCE_ID",
@@ -210,7 +245,7 @@ def host_docs(
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "network-data", "namespace": ns},
-            "stringData": {"networkData": json.dumps(network_data(mac))},
+            "stringData": {"networkData": json.dumps(network_data(macs))},
         },
         {
             "apiVersion": "metal3.io/v1alpha1",
@@ -218,7 +253,7 @@ def host_docs(
             "metadata": {"name": name, "namespace": ns},
             "spec": {
                 "online": True,
-                "bootMACAddress": mac,
+                "bootMACAddress": macs[0],
                 "bootMode": "UEFI",  # the image boots from its ESP (GRUB EFI)
                 "bmc": {"address": bmc, "credentialsName": "bmc"},
                 "rootDeviceHints": {"serialNumber": "set by the caller"},
@@ -311,11 +346,12 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
     marker = f"METALFLOW-REALOS-{uuid.uuid4().hex[:8]}"
     iid = f"iid-{marker.lower()}"
     dom = await asyncio.to_thread(
-        tb.add_domain, "vm-realos", SMALL, extra_disks=[("sata", SMALL, True), ("nvme", NVME, False)]
+        tb.add_domain, "vm-realos", SMALL, extra_disks=[("sata", SMALL, True), ("nvme", NVME, False)], nics=2
     )
     seed(dom)
     sata, nvme = dom.extra_disks
-    docs = host_docs(tb, dom.name, dom.mac, tb.redfish_address(dom), ns, marker, phone_url, iid)
+    macs = [dom.mac, *dom.extra_macs]
+    docs = host_docs(tb, dom.name, macs, tb.redfish_address(dom), ns, marker, phone_url, iid)
     bmh = docs[-1]["spec"]
     bmh["image"]["checksum"] = real_os.raw_sha256
     bmh["rootDeviceHints"] = {"serialNumber": "NO-SUCH-DISK"}
@@ -352,7 +388,7 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
             # 2. hints fixed, networkData with a MAC the VM lacks: erased, then stopped before the write
             bmh["rootDeviceHints"] = {"serialNumber": nvme.serial}
             good_net = docs[-2]["stringData"]["networkData"]
-            docs[-2]["stringData"]["networkData"] = json.dumps(network_data("52:54:00:fe:fe:fe"))
+            docs[-2]["stringData"]["networkData"] = json.dumps(network_data(["52:54:00:fe:fe:fe", macs[1]]))
             await apply()
             st = await wait_status(
                 client, ref, lambda s: "NetworkDataUnknownMAC" in s.error_message, BUDGET, dom
@@ -392,14 +428,35 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
                 f" ({tb.accel})"
             )
             console = dom.console()
-            # the static address answers from the namespace
-            ping = await asyncio.to_thread(
-                subprocess.run,
-                tb.ns.exec_argv("ping", "-c", "3", "-W", "5", STATIC_IP),
-                capture_output=True,
-                text=True,
-            )
-            assert ping.returncode == 0, ping.stdout + ping.stderr
+            # the bond's static address and the VLAN's answer from the namespace (the VLAN through
+            # a VLAN interface on the namespace's bridge)
+            vlan_if = f"mfv{VLAN_ID}"
+            for argv in (
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    "link",
+                    tb.ns.bridge,
+                    "name",
+                    vlan_if,
+                    "type",
+                    "vlan",
+                    "id",
+                    str(VLAN_ID),
+                ],
+                ["ip", "addr", "add", f"{VLAN_NS_IP}/24", "dev", vlan_if],
+                ["ip", "link", "set", vlan_if, "up"],
+            ):
+                subprocess.run(tb.ns.exec_argv(*argv), check=True, capture_output=True)
+            for address in (STATIC_IP, VLAN_IP):
+                ping = await asyncio.to_thread(
+                    subprocess.run,
+                    tb.ns.exec_argv("ping", "-c", "3", "-W", "5", address),
+                    capture_output=True,
+                    text=True,
+                )
+                assert ping.returncode == 0, f"{address}: {ping.stdout}{ping.stderr}\n{console[-3000:]}"
 
             # 4. deprovisioning with ATA secure erase, which the AHCI disk lacks: refused, nothing erased
             bmh.pop("image")
@@ -435,6 +492,7 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
     assert schema["worker"].startswith("rc=0 ") and schema["control-plane"].startswith("rc=0 "), schema
     assert not schema["planted-invalid"].startswith("rc=0 "), schema
     assert f"route={ROUTE_NET}/24_via_{NET_ADDRESS}" in line and f"dns=DNS={NET_ADDRESS}" in line, line
+    assert " bond=2 " in line and line.rstrip().endswith(" vlan=1"), line
 
 
 def tb_agent_log(tb: VMTestBed, ns: str, dom: Domain) -> str:
