@@ -55,8 +55,26 @@ async def wait_status(client: Client, ref, pred, timeout: float = 180) -> HostSt
         if pred(st):
             return st
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not reached in {timeout}s; last status: {st.model_dump_json()}")
+            raise AssertionError(
+                f"condition not reached in {timeout}s; last status: "
+                f"{st.model_dump_json(exclude={'hardware'})}\n{await what_it_waits_for(client, ref)}"
+            )
         await asyncio.sleep(0.3)
+
+
+async def what_it_waits_for(client: Client, ref: HostRef) -> str:
+    """The host workflow's pending activities and children and its last events: where it is stuck."""
+    handle = client.get_workflow_handle(ref.workflow_id)
+    desc = await handle.describe()
+    raw = desc.raw_description
+    pending = [
+        f"activity {a.activity_type.name} attempt {a.attempt} state {a.state} last failure "
+        f"{a.last_failure.message!r}"
+        for a in raw.pending_activities
+    ] + [f"child {c.workflow_type_name} {c.workflow_id}" for c in raw.pending_children]
+    events = [e async for e in handle.fetch_history_events()]
+    tail = [f"{e.event_id} {e.event_type} {e.event_time.ToDatetime():%H:%M:%S.%f}" for e in events[-25:]]
+    return "pending: " + ("; ".join(pending) or "nothing") + "\nlast events:\n" + "\n".join(tail)
 
 
 def emu_mac(dc: Datacenter, index: int) -> str:
