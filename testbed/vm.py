@@ -259,9 +259,9 @@ def _extra_disks_xml(disks: list[ExtraDisk]) -> tuple[str, str]:
                 "-device",
                 # a slot libvirt does not hand out (it fills pci.0 from slot 2 up): QEMU places
                 # command-line devices before libvirt's, and an unplaced one takes slot 2
-                # bootindex: the firmware tries it after libvirt's boot device (bootindex 1), as a
+                # bootindex: the firmware tries it after libvirt's boot devices (bootindex 1, 2...), as a
                 # server's firmware tries its disks in turn; OVMF boots only what bootorder lists
-                f"nvme,drive=nvme{i},serial={d.serial},bus=pci.0,addr={0x1F - i:#x},bootindex={2 + i}",
+                f"nvme,drive=nvme{i},serial={d.serial},bus=pci.0,addr={0x1F - i:#x},bootindex={8 + i}",
             ]
             continue
         target = f"vd{next(names['virtio'])}" if d.bus == "virtio" else f"sd{next(names['sata'])}"
