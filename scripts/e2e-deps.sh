@@ -18,7 +18,8 @@ need=(libvirt-daemon:libvirtd libvirt-daemon-driver-qemu:/usr/lib/x86_64-linux-g
       dosfstools:mkfs.fat busybox:busybox dnsmasq-base:dnsmasq iproute2:ip
       mmdebstrap:mmdebstrap zstd:zstd cpio:cpio lz4:lz4  # the self-contained deploy ramdisk
       e2fsprogs:mke2fs   # the real OS image (testbed/os_image.py): GPT, ext4 root
-      iputils-ping:ping)  # its static address answers from the bed's namespace (test_realos_deploy.py)
+      iputils-ping:ping   # its static address answers from the bed's namespace (test_realos_deploy.py)
+      tcpdump:tcpdump)    # and its VLAN's tagged frames are seen on the bed's bridge (no 802.1Q in this kernel)
 # UEFI (testbed/vm.py): OVMF, iPXE's EFI binaries for TFTP and UEFI HTTP boot (the TFTP root is
 # /usr/lib/ipxe), and the marker image's GPT + standalone GRUB (testbed/bootable_image.py)
 need+=(ovmf:/usr/share/OVMF/OVMF_CODE.fd ipxe:/usr/lib/ipxe/snponly.efi ipxe:/usr/lib/ipxe/undionly.kpxe
