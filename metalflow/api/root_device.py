@@ -43,7 +43,7 @@ def matches(disk: Storage, hints: RootDeviceHints) -> bool:
 def describe(disks: list[Storage]) -> str:
     return (
         "; ".join(
-            f"{d.name} {d.size_bytes // GIB}GiB model={d.model!r} serial={d.serial_number!r} "
+            f"{d.name} {d.size_bytes / GIB:.1f}GiB model={d.model!r} serial={d.serial_number!r} "
             f"hctl={d.hctl!r} rotational={d.rotational}"
             for d in disks
         )

@@ -32,8 +32,7 @@ from metalflow.api.models import HostRef
 from testbed.debian_image import missing_tools, sha256_file
 from testbed.os_image import ESP_START, MIB, ROOT_START, OSImage, os_image
 
-# Not yet in `make e2e` (issue 22 is being built; a cold image build and a TCG boot take about half
-# an hour here): `make e2e-realos` runs it.
+# Part of `make e2e`; `make e2e-realos` runs the real OS's tests alone.
 pytestmark = [pytest.mark.e2e, pytest.mark.realos, pytest.mark.timeout(2400)]
 GIB = 1 << 30
 

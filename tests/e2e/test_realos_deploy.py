@@ -1,6 +1,6 @@
 """A real OS deployed by metalflow consumes the config drive: checked from outside the VM.
 
-Marker `realos`: run by `make e2e-realos`, not yet by `make e2e`.
+Part of `make e2e` (marker `realos`: `make e2e-realos` runs the real OS's tests alone).
 
 The VM has disks like a server's: a virtio disk, a spinning SATA disk behind AHCI and an NVMe
 disk (QEMU devices), each holding a previous tenant's data. In order, on one VM:
