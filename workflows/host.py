@@ -63,6 +63,9 @@ with workflow.unsafe.imports_passed_through():
 POWER_CHECK_PATCH = "power-check-at-rest"
 # Hosts enrolled without a MAC: steps after inspection get the MAC that booted (issue 21).
 LEARNT_MAC_PATCH = "learnt-boot-mac"
+# A spec, signal or request arriving while the host gave its provisioning slot back was missed
+# until the next power check (300 s): the change counter is now read before that await.
+WAKE_PATCH = "wake-on-change-during-give-back"
 FORGET_UUID_PATCH = "forget-uuid-claim"  # ...and a deleted one frees its SMBIOS UUID
 
 
@@ -190,11 +193,14 @@ class HostWorkflow:
             if rule is not None:
                 await self._act(rule)
                 continue
+            seen = self._changes  # before any await: a change while the slot goes back wakes the wait
             await self._slot.give_back()
             if self._history_too_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry_over(), memo=dict(workflow.memo()))
-            await self._wait_for_change()
+            if not workflow.patched(WAKE_PATCH):
+                seen = self._changes  # as histories before the fix were made
+            await self._wait_for_change(seen)
 
     def _facts(self) -> Facts:
         return Facts(self._spec, self._status, tuple(self._pending), self._registered_bmc)
@@ -224,9 +230,9 @@ class HostWorkflow:
         elif isinstance(action, Power):
             await self._power(action)
 
-    async def _wait_for_change(self) -> None:
-        """Wait for the operator; a resting host also reads its power now and then."""
-        seen = self._changes
+    async def _wait_for_change(self, seen: int) -> None:
+        """Wait for the operator (any change since `seen`); a resting host also reads its power
+        now and then."""
         resting = self._status.provisioning.state in POWER_SYNC.states and self._power_check > 0
         if not (resting and workflow.patched(POWER_CHECK_PATCH)):
             await workflow.wait_condition(lambda: self._changes != seen)
@@ -396,9 +402,11 @@ class HostWorkflow:
 
     async def _wait_after_error(self) -> None:
         """Back off, but wake at once for a retry, a new spec, or a request `AFTER_ERROR` takes."""
-        await self._slot.give_back()
         spec_at_failure = self._spec
-        self._retry_now = False
+        self._retry_now = False  # before any await: a retry or spec sent while the slot goes back counts
+        await self._slot.give_back()
+        if not workflow.patched(WAKE_PATCH):  # as histories before the fix were made
+            spec_at_failure, self._retry_now = self._spec, False
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: self._retry_now or self._spec != spec_at_failure or wakes_backoff(self._facts()),
