@@ -541,6 +541,7 @@ class VMTestBed:
         nic_rom: bool = True,
         extra_disks: list[tuple[str, int, bool]] | None = None,
         nics: int = 1,
+        memory_mib: int = 1024,
     ) -> Domain:
         """A VM; `extra_disks` are (bus, size, rotational) after its first virtio disk, with serials
         MF<name hash><index> and files beside the first disk."""
@@ -552,6 +553,7 @@ class VMTestBed:
         dom = Domain(
             extra_disks=extras,
             disk_serial=f"MF{tag}0",
+            memory_mib=memory_mib,
             extra_macs=[mac_for(f"{self.ns.name}/{name}/{i}") for i in range(1, nics)],
             firmware=firmware,
             nic_rom=nic_rom,

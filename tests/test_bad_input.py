@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -481,6 +482,43 @@ def test_qcow2_checksum_mismatch_is_found_before_the_disk_is_touched(
     a, disk = agent_with_old_os(tmp_path)
     err = write_fails(a, sha256_image(f"{www[1]}/os.qcow2", "0" * 64))
     assert err.type == "ImageChecksumMismatch" and "/dev/sda was not touched" in err.message
+    assert untouched(disk)
+
+
+@needs_qemu_img
+def test_qcow2_that_cannot_fit_in_the_ramdisk_is_refused_before_the_download(
+    tmp_path: Path, www: tuple[Path, str], raw: BuiltImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """qcow2 is spooled whole in the ramdisk's RAM before conversion: its Content-Length against
+    the room left says up front that it cannot fit (a server with too little RAM)."""
+    q = convert_to_qcow2(raw, www[0] / "os.qcow2")
+    a, disk = agent_with_old_os(tmp_path)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr("activities.agent.image.shutil.disk_usage", lambda p: usage._replace(free=q.size - 1))
+    err = write_fails(a, sha256_image(f"{www[1]}/os.qcow2", q.sha256))
+    assert err.type == "ImageDoesNotFitInRamdisk" and err.non_retryable
+    assert "Content-Length is larger" in err.message and "Serve a raw image" in err.message
+    assert "The disk was not touched" in err.message
+    assert untouched(disk)
+
+
+@needs_qemu_img
+def test_qcow2_without_content_length_that_fills_the_ramdisk_is_a_typed_error(
+    tmp_path: Path, www: tuple[Path, str], raw: BuiltImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Content-Length: the spool (here a real 256 KiB tmpfs) fills mid-download; ENOSPC becomes
+    a typed error naming the way out, and the disk is untouched (as in a 1 GiB VM's ramdisk)."""
+    q = convert_to_qcow2(raw, www[0] / "os.qcow2")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(spool)], check=True)
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(spool))
+        a, disk = agent_with_old_os(tmp_path)
+        err = write_fails(a, sha256_image(f"{www[1]}{NO_LENGTH}os.qcow2", q.sha256))
+    finally:
+        subprocess.run(["umount", str(spool)], check=True)
+    assert err.type == "ImageDoesNotFitInRamdisk" and "ran out of room mid-download" in err.message
     assert untouched(disk)
 
 

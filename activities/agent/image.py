@@ -17,9 +17,11 @@ streams; the checksum is over the bytes as sent, which is the layer's digest.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import tempfile
@@ -196,8 +198,15 @@ def write_image(
     try:
         head = _inspect(resp, src, image, dev)
         if head.format in CONVERTED:
-            with tempfile.NamedTemporaryFile(dir=workdir, suffix=f".{head.format.value}") as tmp:
-                size = _copy(src, head, tmp.fileno(), progress)
+            spool = Path(workdir or tempfile.gettempdir())
+            _check_spool_room(spool, head, image)
+            with tempfile.NamedTemporaryFile(dir=spool, suffix=f".{head.format.value}") as tmp:
+                try:
+                    size = _copy(src, head, tmp.fileno(), progress)
+                except OSError as err:
+                    if err.errno != errno.ENOSPC:
+                        raise
+                    raise _spool_full(spool, head, image, "it ran out of room mid-download") from None
                 _whole(src, image, dev, written=False)
                 _verify(digest, want, kind, image, dev, written=False)
                 _qemu_img_check(tmp.name, image, dev, head.format)
@@ -222,6 +231,23 @@ def write_image(
     finally:
         resp.close()
     return Written(size, want, kind)
+
+
+def _spool_full(spool: Path, head: _Head, image: ImageSpec, why: str) -> ApplicationError:
+    size = f"{head.length >> 20} MiB" if head.length else "its size"
+    return permanent(
+        ErrorName.IMAGE_SPOOL_FULL,
+        f"image {image.url} is {head.format.value}, which is downloaded whole ({size}) before it is "
+        f"converted onto the disk, but the ramdisk's {spool} cannot hold it: {why} "
+        f"({shutil.disk_usage(spool).free >> 20} MiB free). Serve a raw image (it streams to the "
+        "disk) or give the host more RAM. The disk was not touched.",
+    )
+
+
+def _check_spool_room(spool: Path, head: _Head, image: ImageSpec) -> None:
+    """A qcow2 (vdi, vmdk) goes to the ramdisk's RAM first: refuse one that cannot fit, up front."""
+    if head.length and head.length > shutil.disk_usage(spool).free:
+        raise _spool_full(spool, head, image, "its Content-Length is larger than the room left")
 
 
 def _inspect(resp: requests.Response, src: _Wire, image: ImageSpec, dev: BlockDevice) -> _Head:

@@ -24,6 +24,7 @@ class ErrorName(StrEnum):
     IMAGE_UNAVAILABLE = "ImageUnavailable"
     IMAGE_FORMAT = "ImageFormatError"
     IMAGE_TOO_LARGE = "ImageTooLarge"
+    IMAGE_SPOOL_FULL = "ImageDoesNotFitInRamdisk"
     OCI_NOT_FOUND = "OciImageNotFound"
     OCI_AUTH = "OciAuthError"
     OCI_NOT_DISK_IMAGE = "OciNotADiskImage"

@@ -350,7 +350,12 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
     marker = f"METALFLOW-REALOS-{uuid.uuid4().hex[:8]}"
     iid = f"iid-{marker.lower()}"
     dom = await asyncio.to_thread(
-        tb.add_domain, "vm-realos", SMALL, extra_disks=[("sata", SMALL, True), ("nvme", NVME, False)], nics=2
+        tb.add_domain,
+        "vm-realos",
+        SMALL,
+        extra_disks=[("sata", SMALL, True), ("nvme", NVME, False)],
+        nics=2,
+        memory_mib=2048,  # the qcow2 is spooled in the ramdisk's RAM before conversion (not raw)
     )
     seed(dom)
     sata, nvme = dom.extra_disks
