@@ -39,7 +39,7 @@ SEEDED = (0, 100 * MIB + 17, DISK - 65 * MIB)  # partition table, the middle, be
 
 @pytest_asyncio.fixture
 async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
-    async with Datacenter(settings, hosts=3, namespace=ns, disk_bytes=DISK) as datacenter:
+    async with Datacenter(settings, hosts=3, namespace=ns, disk_bytes=DISK, prefix="disk") as datacenter:
         with ThreadPoolExecutor(max_workers=16) as executor:
             async with build_worker(client, settings, executor):
                 yield datacenter

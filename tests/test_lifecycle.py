@@ -127,8 +127,9 @@ async def test_host_is_provisioned_then_deprovisioned(
         pvd = f.read(80)
     assert pvd[1:6] == b"CD001" and pvd[40:48] == b"config-2"
 
-    rows = {r.ref.name: r for r in await operations.list_hosts(client, 'HostState="provisioned"')}
-    assert rows[host.ref.name].image == host.spec.image.url  # type: ignore[union-attr]
+    # keyed by namespace too: other tests' hosts of the same name live in the same dev server
+    rows = {r.ref.host_id: r for r in await operations.list_hosts(client, 'HostState="provisioned"')}
+    assert rows[host.ref.host_id].image == host.spec.image.url  # type: ignore[union-attr]
 
     # the config drive (its URL is in history) was on the boot server for its deploy attempt only
     steps = await step_histories(client, host.ref.workflow_id)

@@ -41,7 +41,7 @@ async def test_an_update_during_the_slot_give_back_is_not_missed(
         await real(self)
 
     monkeypatch.setattr(ProvisioningSlot, "give_back", slow_give_back)
-    async with Datacenter(settings, hosts=1, namespace=ns) as dc:
+    async with Datacenter(settings, hosts=1, namespace=ns, prefix="wake") as dc:
         with ThreadPoolExecutor(max_workers=16) as executor:
             worker = Worker(
                 client,
