@@ -10,7 +10,9 @@ disk (QEMU devices), each holding a previous tenant's data. In order, on one VM:
    each read back), then a provisioning error before the image is written;
 3. networkData fixed: the OS lands on the NVMe disk and boots from it;
 4. deprovisioning asking for ATA secure erase, which QEMU's AHCI disk lacks: refused before any
-   disk is erased, the OS still on the NVMe disk.
+   disk is erased, the OS still on the NVMe disk;
+5. erase asked as before: deprovisioned (every disk erased again); then the same OS as a raw
+   image (streamed to the disk; step 3's was qcow2) is provisioned and boots.
 
 The VM, defined SeaBIOS, is switched to UEFI (OVMF) by its Redfish BMC for `bootMode: UEFI`
 (tests/e2e/test_os_image.py boots the same image by BIOS); it PXE-boots the deploy ramdisk;
@@ -117,7 +119,9 @@ def phone_home() -> Iterator[PhoneHome]:
 
 STATIC_IP = "192.0.2.20"  # inside the bed's namespace only, below dnsmasq's range (.50-.99)
 ROUTE_NET = "198.51.100.0"  # TEST-NET-2: a route to it via the namespace's address; never used
-VLAN_ID = 100  # a tagged network on the bond: the namespace gets a VLAN interface on its bridge
+# spec.erase: auto over these (NVMe Format, not crypto erase, on the NVMe disk)
+ERASE = {"allowedMethods": ["nvmeFormat", "ataSecureErase", "overwrite"]}
+VLAN_ID = 100  # a tagged network on the bond, seen on the bed's bridge
 VLAN_IP, VLAN_NS_IP = "203.0.113.20", "203.0.113.1"  # TEST-NET-3
 
 
@@ -261,7 +265,7 @@ def host_docs(
                 "bootMode": "UEFI",  # the image boots from its ESP (GRUB EFI)
                 "bmc": {"address": bmc, "credentialsName": "bmc"},
                 "rootDeviceHints": {"serialNumber": "set by the caller"},
-                "erase": {"allowedMethods": ["nvmeFormat", "ataSecureErase", "overwrite"]},
+                "erase": dict(ERASE),
                 "image": {
                     "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/realos.qcow2",
                     "checksum": "",  # set by the caller
@@ -482,6 +486,29 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
                 f"{dom.name}: 4. ATA secure erase refused at {time.monotonic() - started:.0f}s: "
                 + st.error_message
             )
+
+            # 5. erase asked as before: deprovisioned (every disk erased again), then the raw image
+            bmh["erase"] = dict(ERASE)
+            await apply()
+            st = await wait_status(client, ref, lambda s: s.provisioning.state == S.AVAILABLE, BUDGET, dom)
+            assert st.error_type is None and len(st.erasure) == 3, st
+            assert not has_gpt(nvme.path), "deprovisioning left the OS on the NVMe disk"
+            raw = tb.boot_dir / "images" / "realos.raw"
+            subprocess.run(["cp", "--sparse=always", str(real_os.raw), str(raw)], check=True)
+            bmh["image"] = {
+                "url": f"http://{NET_ADDRESS}:{tb.boot_port}/images/realos.raw",
+                "checksum": real_os.raw_sha256,
+                "checksumType": "sha256",
+                "format": "raw",  # streamed to the disk as it arrives
+            }
+            await apply()
+            await wait_status(client, ref, lambda s: s.provisioning.state == S.PROVISIONED, BUDGET, dom)
+            deadline = time.monotonic() + OS_BUDGET
+            while len(phone_home.posts) < 2 or dom.console().count(f"{marker} hostname=") < 2:
+                assert time.monotonic() < deadline, f"the raw OS never phoned home\n{dom.console()[-4000:]}"
+                await asyncio.sleep(2)
+            booted_raw = time.monotonic() - started
+            print(f"{dom.name}: 5. deprovisioned, then the raw image booted at {booted_raw:.0f}s")
 
     line = next(ln for ln in console.splitlines() if ln.startswith(marker))
     assert f"hostname={dom.name}-os" in line and f"instance={iid}" in line, line
