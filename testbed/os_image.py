@@ -95,13 +95,48 @@ BIOS_MODULES = ("biosdisk", "part_gpt", "part_msdos", "ext2", "search_fs_uuid")
 EFI_MODULES = ("part_gpt", "part_msdos", "ext2", "fat", "search_fs_uuid")
 
 
+@dataclass(frozen=True)
+class Added:
+    """A file put into the image's root on top of the Debian packages: text, a copy of a file
+    (a binary built here), or a symlink (a systemd unit enabled)."""
+
+    path: str  # in the root, without the leading /
+    text: str | None = None
+    source: Path | None = None
+    link: str | None = None
+    mode: int = 0o644
+
+    def digest(self) -> str:
+        h = hashlib.sha256(f"{self.path}\0{self.mode:o}\0{self.link}\0{self.text}".encode())
+        if self.source is not None:
+            h.update(sha256_file(self.source).encode())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One bootable image: the Debian root it is laid from and the files added on top; cached
+    under `<cache_name>/<key>`. The node image (testbed/node_image.py) is another value."""
+
+    cache_name: str
+    debian: DebianImage
+    added: tuple[Added, ...] = ()
+
+
+OS = Recipe(
+    "os-image", DebianImage(name="os-image", packages=PACKAGES, hooks=HOOKS, dpkg_excludes=DPKG_EXCLUDES)
+)
+
+
 def debian() -> DebianImage:
-    return DebianImage(name="os-image", packages=PACKAGES, hooks=HOOKS, dpkg_excludes=DPKG_EXCLUDES)
+    return OS.debian
 
 
-def key() -> str:
-    h = hashlib.sha256(debian().debian_key().encode())
+def key(recipe: Recipe = OS) -> str:
+    h = hashlib.sha256(recipe.debian.debian_key().encode())
     h.update(Path(__file__).read_bytes())
+    for added in recipe.added:
+        h.update(added.digest().encode())
     return h.hexdigest()[:16]
 
 
@@ -152,7 +187,7 @@ menuentry 'Debian GNU/Linux (metalflow OS image)' {{
 """
 
 
-def _stage(base: Path, stage: Path, root_uuid: str, version: str) -> None:
+def _stage(base: Path, stage: Path, root_uuid: str, version: str, added: tuple[Added, ...] = ()) -> None:
     """STAGE: the cached root as hard links (untouched), with this image's own files written as
     new files (never through a link into the cache)."""
     _run(["cp", "-al", str(base), str(stage)], "linking the Debian root")
@@ -162,6 +197,19 @@ def _stage(base: Path, stage: Path, root_uuid: str, version: str) -> None:
         path.unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+
+    for a in added:
+        path = stage / a.path
+        path.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if a.link is not None:
+            path.symlink_to(a.link)
+            continue
+        if a.source is not None:
+            shutil.copyfile(a.source, path)
+        else:
+            path.write_text(a.text or "")
+        path.chmod(a.mode)
 
     put("etc/fstab", f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n")
     put("boot/grub/grub.cfg", _grub_cfg(root_uuid, version))
@@ -271,17 +319,17 @@ def _du_mib(root: Path) -> int:
     return int(out.split()[0])
 
 
-def build(out: Path) -> None:
+def build(out: Path, recipe: Recipe = OS) -> None:
     started = time.monotonic()
-    image = debian()
+    image = recipe.debian
     base = debian_rootfs(image)
-    image_key = key()
+    image_key = key(recipe)
     root_uuid, disk_guid = _uuids(image_key)
     version = _kernel(base / "root")
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         t = Path(tmp)
         stage = t / "root"
-        _stage(base / "root", stage, root_uuid, version)
+        _stage(base / "root", stage, root_uuid, version, recipe.added)
         boot_img, core_img, efi = _grub_images(stage, root_uuid, t)
         # The root file system: what the root holds plus a quarter, at least 256 MiB free.
         used = _du_mib(stage)
@@ -343,14 +391,15 @@ def build(out: Path) -> None:
             "root": [ROOT_START, root_mib],
         },
         "debian_packages": json.loads((base / "packages.json").read_text()),
+        "added": {a.path: a.digest() for a in recipe.added},
         "seconds": round(time.monotonic() - started, 1),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
-def os_image() -> OSImage:
+def os_image(recipe: Recipe = OS) -> OSImage:
     """The cached OS image, built on first use (minutes: mmdebstrap, mke2fs, qcow2)."""
-    d = ensure_artefact("os-image", key(), build)
+    d = ensure_artefact(recipe.cache_name, key(recipe), lambda out: build(out, recipe))
     m = json.loads((d / "manifest.json").read_text())
     return OSImage(
         dir=d,
