@@ -106,8 +106,8 @@ elif tool == "hdparm" and argv[1] == "-I":
 elif tool == "hdparm" and "--security-erase-enhanced" in argv:
     fill(0xA5)
 elif tool == "hdparm" and "--security-erase" in argv:
-    if os.environ.get("FAIL_ATA_ERASE"):
-        print("SECURITY_ERASE: Input/output error"); sys.exit(5)
+    if os.environ.get("FAIL_ATA_ERASE"):  # hdparm echoes the password it was given
+        print(f'security_password: "{{argv[-2]}}"'); print("SECURITY_ERASE: Input/output error"); sys.exit(5)
     fill(0)
 """
     for tool in ("nvme", "hdparm"):

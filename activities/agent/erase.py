@@ -201,11 +201,16 @@ def _wait(proc: subprocess.Popen[str], beat: Callable[[int], None], timeout: flo
                 return -1, f"no answer in {timeout:.0f}s"
 
 
-def _command(argv: list[str], beat: Callable[[int], None], timeout: float = FORMAT_TIMEOUT_S) -> None:
+def _command(
+    argv: list[str], beat: Callable[[int], None], timeout: float = FORMAT_TIMEOUT_S, secret: str = ""
+) -> None:
+    """Run a disk command, heartbeating; its output in the error, `secret` masked (hdparm echoes
+    the security password it was given)."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rc, out = _wait(proc, beat, timeout)
     if rc != 0:
-        raise RuntimeError(f"{argv[0]} {argv[1]} exited {rc}: {out.strip()[-300:]}")
+        shown = out.replace(secret, "***") if secret else out
+        raise RuntimeError(f"{argv[0]} {argv[1]} exited {rc}: {shown.strip()[-300:]}")
 
 
 def _nvme_format(dev: BlockDevice, ses: int, beat: Callable[[int], None]) -> None:
@@ -216,10 +221,12 @@ def _ata_erase(dev: BlockDevice, beat: Callable[[int], None]) -> bool:
     """SECURITY ERASE UNIT with a one-time password (never logged); enhanced when offered."""
     _, _, enhanced = ata_security(_run(["hdparm", "-I", str(dev.path)]).stdout)
     password = secrets.token_hex(8)
-    _command(["hdparm", "--user-master", "u", "--security-set-pass", password, str(dev.path)], beat, 60)
+    _command(
+        ["hdparm", "--user-master", "u", "--security-set-pass", password, str(dev.path)], beat, 60, password
+    )
     erase = "--security-erase-enhanced" if enhanced else "--security-erase"
     try:
-        _command(["hdparm", "--user-master", "u", erase, password, str(dev.path)], beat)
+        _command(["hdparm", "--user-master", "u", erase, password, str(dev.path)], beat, secret=password)
     except RuntimeError:
         # do not leave the disk locked with a password nobody knows
         _run(["hdparm", "--user-master", "u", "--security-disable", password, str(dev.path)])
