@@ -29,13 +29,17 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
+from activities.join_reports import JoinReportStore, reason
 from metalflow.api.errors import ErrorName, permanent, transient
 from metalflow.api.join import (
     KUBEADM_CLEANUP,
+    KUBEADM_LEAVE,
     KUBEADM_PREPARE_JOIN,
     KUBEADM_WAIT_NODE,
     JoinPlan,
     JoinRequest,
+    LeaveRequest,
+    LeaveResult,
     NodeInfo,
     WaitNodeRequest,
 )
@@ -69,10 +73,11 @@ def ca_cert_hash(ca_pem: bytes) -> str:
 
 
 @contextmanager
-def _cluster(join: JoinSpec) -> Iterator[k8s.ApiClient]:
-    """A client for the target cluster. Not reaching it (refused, reset, timed out) is a typed
-    failure Temporal retries, whose message names the server, not a bare urllib3 error."""
-    kubeconfig = resolve(join.kubeconfig).require("kubeconfig", join.kubeconfig)
+def _cluster(ref: SecretRef) -> Iterator[k8s.ApiClient]:
+    """A client for the target cluster (REF: the Secret with its kubeconfig). Not reaching it
+    (refused, reset, timed out) is a typed failure Temporal retries, whose message names the
+    server, not a bare urllib3 error."""
+    kubeconfig = resolve(ref).require("kubeconfig", ref)
     with api_client_from_kubeconfig(kubeconfig) as api:
         try:
             yield api
@@ -148,9 +153,12 @@ def render_user_data(
     certificate_key: str = "",
     user_data_source: str = "spec.userData",
     taints: Sequence[Taint] = (),
+    report_url: str = "",
+    report_token: str = "",
 ) -> str:
     """cloud-init that runs kubeadm join, merged with the user's own #cloud-config
-    (`user_data_source` names where that came from in errors, see `secret_key`)."""
+    (`user_data_source` names where that came from in errors, see `secret_key`). kubeadm runs
+    through metalflow's join script, which reports a failure to REPORT_URL (see join_reports)."""
     if join.control_plane and not certificate_key:
         raise permanent(
             ErrorName.SECRET_INVALID,
@@ -167,6 +175,8 @@ def render_user_data(
         node_labels=join.node_labels,
         taints=list(taints),  # metal3's spec.taints: kubeadm registers the Node with them
         certificate_key=certificate_key,
+        report={"url": report_url, "token": report_token},
+        join_script=_templates.get_template("metalflow-kubeadm-join.py.j2").render(),
     )
     ours: dict[str, Any] = yaml.safe_load(rendered)
     if user_data:
@@ -214,7 +224,7 @@ def _store_user_data(ref: HostRef, content: str) -> SecretRef:
 
 @activity.defn(name=KUBEADM_PREPARE_JOIN)
 def prepare_join(req: JoinRequest) -> JoinPlan:
-    with _cluster(req.join) as api:
+    with _cluster(req.join.kubeconfig) as api:
         core = k8s.CoreV1Api(api)
         endpoint, ca_pem = _cluster_info(core)
         ca_hash = ca_cert_hash(ca_pem)
@@ -226,8 +236,21 @@ def prepare_join(req: JoinRequest) -> JoinPlan:
         resolved = resolve(req.user_data)
         key = "userData" if resolved.data.get("userData") else "value"
         own, source = resolved.data.get(key), secret_key(req.user_data, key)
+    settings = get_settings()
+    report_token = JoinReportStore(settings.boot_dir).expect(req.host.host_id)
+    report_url = f"{settings.boot_server_url.rstrip('/')}/join-report/{req.host.host_id}"
     rendered = render_user_data(
-        req.host, req.join, endpoint, token, ca_hash, own, _certificate_key(req.join), source, req.taints
+        req.host,
+        req.join,
+        endpoint,
+        token,
+        ca_hash,
+        own,
+        _certificate_key(req.join),
+        source,
+        req.taints,
+        report_url,
+        report_token,
     )
     user_data = _store_user_data(req.host, rendered)
     activity.logger.info("join of %s prepared with token %s", req.host.host_id, token_id)
@@ -240,19 +263,53 @@ def prepare_join(req: JoinRequest) -> JoinPlan:
 
 
 def _ready(node: k8s.V1Node) -> tuple[bool, str]:
+    """Whether the Node is Ready, and what its conditions say when it is not: the Ready
+    condition's reason and message (the kubelet's own words: "container runtime network not
+    ready: ... cni plugin not initialized") and any other condition that is not normal."""
     conditions = (node.status.conditions if node.status else None) or []
-    seen = "; ".join(f"{c.type}={c.status} ({c.reason or ''})" for c in conditions) or "no conditions"
-    return any(c.type == "Ready" and c.status == "True" for c in conditions), seen
+    ready = next((c for c in conditions if c.type == "Ready"), None)
+    if ready is None:
+        return False, "the Node has no Ready condition yet"
+    seen = [f"Ready={ready.status} ({ready.reason or ''}: {ready.message or ''})"]
+    # MemoryPressure, DiskPressure, PIDPressure, NetworkUnavailable: True is the abnormal value
+    seen += [
+        f"{c.type}={c.status} ({c.reason or ''})"
+        for c in conditions
+        if c.type != "Ready" and c.status == "True"
+    ]
+    return ready.status == "True", "; ".join(seen)
+
+
+def _token_expired(core: k8s.CoreV1Api, certs: k8s.CertificatesV1Api, token_secret: SecretRef) -> str:
+    """The bootstrap token's id if it expired (or the token cleaner already deleted it) before
+    the kubelet used it; '' while it can still be used or already was (a CSR made with it)."""
+    token_id = token_secret.name.removeprefix("bootstrap-token-")
+    try:
+        secret = core.read_namespaced_secret(token_secret.name, "kube-system")
+        raw = (secret.data or {}).get("expiration")
+        expires = base64.b64decode(raw).decode() if raw else ""
+        if not expires or datetime.fromisoformat(expires.replace("Z", "+00:00")) > datetime.now(UTC):
+            return ""
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    user = f"system:bootstrap:{token_id}"
+    if any(c.spec.username == user for c in certs.list_certificate_signing_request().items):
+        return ""  # the kubelet has its certificate: the token did its job
+    return token_id
 
 
 @activity.defn(name=KUBEADM_WAIT_NODE)
 def wait_node(req: WaitNodeRequest) -> NodeInfo:
-    """Wait for the host's Node to register and turn Ready; then label it and set providerID."""
+    """Wait for the host's Node to register and turn Ready; then label it and set providerID.
+    A bootstrap token that expired before the kubelet used it fails the wait at once: kubeadm
+    on the host cannot join with it, and the step's retry writes user-data with a new one."""
     pid = provider_id(req.host)
     deadline = time.monotonic() + req.join.timeout_seconds
     last = "the Node has not registered"
-    with _cluster(req.join) as api:
-        core = k8s.CoreV1Api(api)
+    reports = JoinReportStore(get_settings().boot_dir)
+    with _cluster(req.join.kubeconfig) as api:
+        core, certs = k8s.CoreV1Api(api), k8s.CertificatesV1Api(api)
         while True:
             activity.heartbeat(last)
             node = next(
@@ -273,6 +330,22 @@ def wait_node(req: WaitNodeRequest) -> NodeInfo:
                         patch["spec"] = {"providerID": pid}
                     core.patch_node(_name(node), patch)
                     return NodeInfo(name=_name(node), ready=True, provider_id=pid)
+            # kubeadm failed on the host (a Node it registered all the same, not Ready, is named)
+            if (report := reports.read(req.host.host_id)) is not None:
+                raise permanent(
+                    ErrorName.KUBEADM_JOIN_FAILED,
+                    f"kubeadm join failed on {req.host.namespace}/{req.host.name} (exit {report.exit_code}): "
+                    f"{reason(report.output)}" + (f"; the Node: {last}" if node is not None else ""),
+                )
+            if node is None and req.token_secret is not None:
+                expired = _token_expired(core, certs, req.token_secret)
+                if expired:
+                    raise permanent(
+                        ErrorName.JOIN_TOKEN_EXPIRED,
+                        f"the bootstrap token {expired} in {req.host.namespace}/{req.host.name}'s user-data "
+                        "expired before its kubelet registered a Node: "
+                        "token expired; a new one is issued on retry",
+                    )
             if time.monotonic() > deadline:
                 raise permanent(
                     ErrorName.NODE_NOT_READY,
@@ -286,7 +359,7 @@ def wait_node(req: WaitNodeRequest) -> NodeInfo:
 def cleanup_token(req: WaitNodeRequest) -> None:
     if req.token_secret is None:
         return
-    with _cluster(req.join) as api:
+    with _cluster(req.join.kubeconfig) as api:
         try:
             k8s.CoreV1Api(api).delete_namespaced_secret(req.token_secret.name, "kube-system")
         except ApiException as exc:
@@ -294,4 +367,114 @@ def cleanup_token(req: WaitNodeRequest) -> None:
                 raise
 
 
-ACTIVITIES = [prepare_join, wait_node, cleanup_token]
+# ---- leaving the cluster ----
+
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+STUCK_GRACE = timedelta(seconds=30)  # past a pod's deletion deadline on a Node that is not Ready
+
+
+def _left_alone(pod: k8s.V1Pod) -> str:
+    """Why a drain leaves POD on the Node ('' if it is evicted): as `kubectl drain
+    --ignore-daemonsets` and Cluster API's drain, DaemonSet pods (their controller would put
+    them back) and mirror pods (the kubelet's static pods) stay until the Node is deleted."""
+    meta = pod.metadata or k8s.V1ObjectMeta()
+    if MIRROR_ANNOTATION in (meta.annotations or {}):
+        return "mirror pod"
+    if any(o.controller and o.kind == "DaemonSet" for o in meta.owner_references or []):
+        return "DaemonSet"
+    return ""
+
+
+def _eviction_refused(exc: ApiException) -> str:
+    try:
+        return str(yaml.safe_load(exc.body or "{}").get("message") or exc.reason)
+    except (yaml.YAMLError, AttributeError):
+        return str(exc.reason)
+
+
+def _drain_pass(core: k8s.CoreV1Api, node: str, ready: bool, evicted: set[str], left: set[str]) -> list[str]:
+    """One pass over the Node's pods: evict what may go; what is still there, and why."""
+    waiting = []
+    now = datetime.now(UTC)
+    for pod in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items:
+        meta = pod.metadata or k8s.V1ObjectMeta()
+        pod_name, namespace = str(meta.name), str(meta.namespace)
+        key = f"{namespace}/{pod_name}"
+        why = _left_alone(pod)
+        if why:
+            left.add(f"{key} ({why})")
+            continue
+        if meta.deletion_timestamp is not None:
+            # Only the kubelet confirms a pod stopped: on a Node that is not Ready nothing will,
+            # and the pod garbage collector removes such pods once the Node is deleted.
+            if ready or now < meta.deletion_timestamp + STUCK_GRACE:
+                waiting.append(f"{key} (terminating)")
+            continue
+        body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=pod_name, namespace=namespace))
+        try:
+            core.create_namespaced_pod_eviction(pod_name, namespace, body)
+            evicted.add(key)
+            waiting.append(f"{key} (evicted)")
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            if exc.status != 429:  # 429: a PodDisruptionBudget says not now; asked again next pass
+                raise
+            waiting.append(f"{key} (eviction refused: {_eviction_refused(exc)})")
+    return waiting
+
+
+@activity.defn(name=KUBEADM_LEAVE)
+def leave(req: LeaveRequest) -> LeaveResult:
+    """Drain and delete the host's Node, as `kubectl drain --ignore-daemonsets --force
+    --delete-emptydir-data` then `kubectl delete node` would: cordon it, evict every pod but
+    DaemonSet and mirror pods through the Eviction API (PodDisruptionBudgets are honoured: a
+    refused eviction is asked again until the drain timeout), wait for the evicted pods to be
+    gone, delete the Node. A Node of that name that is not this host's (another providerID and
+    no metalflow.io/host label of it) is left alone."""
+    name = req.node.name
+    with _cluster(req.node.kubeconfig) as api:
+        core = k8s.CoreV1Api(api)
+        try:
+            node = core.read_node(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return LeaveResult()
+            raise
+        labels = (node.metadata.labels if node.metadata else None) or {}
+        spec = node.spec or k8s.V1NodeSpec()
+        if (spec.provider_id or "") != req.node.provider_id and labels.get(HOST_LABEL) != req.host.host_id:
+            activity.logger.warning(
+                "Node %s is not %s's (providerID %s): left alone", name, req.host.host_id, spec.provider_id
+            )
+            return LeaveResult()
+        if not spec.unschedulable:
+            core.patch_node(name, {"spec": {"unschedulable": True}})
+        deadline = time.monotonic() + req.drain_timeout_seconds
+        evicted: set[str] = set()
+        left: set[str] = set()
+        while True:
+            ready, _ = _ready(core.read_node(name))
+            waiting = _drain_pass(core, name, ready, evicted, left)
+            if not waiting:
+                break
+            activity.heartbeat(f"{len(waiting)} pods still on Node {name}")
+            if time.monotonic() > deadline:
+                raise permanent(
+                    ErrorName.NODE_DRAIN_TIMEOUT,
+                    f"Node {name} not drained after {req.drain_timeout_seconds}s "
+                    "(spec.join.drainTimeoutSeconds): "
+                    f"{', '.join(waiting[:10])}; the disk is untouched. Let these pods go (a "
+                    "PodDisruptionBudget that allows no disruption, a pod that does not stop) and retry",
+                )
+            time.sleep(2)
+        try:
+            core.delete_node(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    activity.logger.info("Node %s drained (%d pods evicted) and deleted", name, len(evicted))
+    return LeaveResult(evicted=sorted(evicted), left_alone=sorted(left), deleted=True)
+
+
+ACTIVITIES = [prepare_join, wait_node, cleanup_token, leave]

@@ -46,4 +46,3 @@ def ensure_artefact(name: str, version_key: str, build: Callable[[Path], None]) 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
-

@@ -42,6 +42,7 @@ BUILD_SCRIPT = ROOT / "scripts" / "build-kube.sh"
 GO_MOD = ROOT / "testbed" / "go" / "kube" / "go.mod"
 CRDS = ROOT / "k8s_bridge" / "crds"
 RBAC = ROOT / "k8s_bridge" / "manifests" / "rbac.yaml"
+JOIN_RBAC = ROOT / "k8s_bridge" / "manifests" / "join-rbac.yaml"  # for the cluster hosts join
 BRIDGE_SA = ("metalflow-system", "metalflow")  # rbac.yaml's ServiceAccount
 # kubeadm replaces a loopback advertise address with one it picks from the host's interfaces (and
 # fails here doing so), so it is told a documentation address (RFC 5737) instead. That address is
@@ -53,6 +54,7 @@ BRIDGE_SA = ("metalflow-system", "metalflow")  # rbac.yaml's ServiceAccount
 KUBEADM_ADVERTISE = "192.0.2.10"
 SERVICE_CIDR = "10.96.0.0/12"  # the API server's Service range: configuration only, no traffic
 CLUSTER_NAME = "metalflow-test"
+NODE_PKI = "/etc/kubernetes/pki"  # kubeadm's certificate directory on a node
 NODE_NAME = "metalflow-test-control-plane"
 
 
@@ -74,8 +76,11 @@ def kube_binaries() -> tuple[Path, Path]:
     return Path(kube), Path(etcd)
 
 
-def kubeadm_config(port: int, version: str, pki: Path, tokens: list[str]) -> str:
-    """kubeadm's InitConfiguration + ClusterConfiguration for a control plane on 127.0.0.1:PORT."""
+def kubeadm_config(
+    port: int, version: str, pki: Path | str, tokens: list[str], node_address: str | None = None
+) -> str:
+    """kubeadm's InitConfiguration + ClusterConfiguration for a control plane on 127.0.0.1:PORT
+    (its serving certificate also valid for NODE_ADDRESS, where joining machines reach it)."""
     init = {
         "apiVersion": "kubeadm.k8s.io/v1beta4",
         "kind": "InitConfiguration",
@@ -100,9 +105,9 @@ def kubeadm_config(port: int, version: str, pki: Path, tokens: list[str]) -> str
         "clusterName": CLUSTER_NAME,
         "kubernetesVersion": version,
         "controlPlaneEndpoint": f"127.0.0.1:{port}",
-        "certificatesDir": str(pki),
+        "certificatesDir": str(pki),  # also where the kubelet config's clientCAFile points
         "networking": {"serviceSubnet": SERVICE_CIDR, "dnsDomain": "cluster.local"},
-        "apiServer": {"certSANs": ["127.0.0.1", "localhost"]},
+        "apiServer": {"certSANs": ["127.0.0.1", "localhost", *([node_address] if node_address else [])]},
         "etcd": {"external": {"endpoints": ["http://127.0.0.1:2379"]}},  # etcd is ours, plain loopback
     }
     return yaml.safe_dump_all([init, cluster])
@@ -111,8 +116,15 @@ def kubeadm_config(port: int, version: str, pki: Path, tokens: list[str]) -> str
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager in DIRECTORY (see the module doc)."""
 
-    def __init__(self, directory: Path, bootstrap_tokens: list[str] | None = None) -> None:
+    def __init__(
+        self, directory: Path, bootstrap_tokens: list[str] | None = None, node_address: str | None = None
+    ) -> None:
         self.dir = directory
+        # Where joining machines reach the API server, if not on loopback (a VM in the bed's
+        # namespace: NET_ADDRESS, forwarded to 127.0.0.1 on the same port by testbed/nsforward.py).
+        # It is in the serving certificate and in kube-public/cluster-info, the endpoint kubeadm
+        # join and the kubelet use; metalflow and the tests keep 127.0.0.1.
+        self.node_address = node_address
         self.pki = directory / "pki"
         self.version = kubernetes_version()
         self.bin, self.etcd_bin = kube_binaries()
@@ -147,7 +159,9 @@ class ControlPlane:
     def start(self) -> ControlPlane:
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(kubeadm_config(self.port, self.version, self.pki, self.bootstrap_tokens))
+        self.config.write_text(
+            kubeadm_config(self.port, self.version, self.pki, self.bootstrap_tokens, self.node_address)
+        )
         cfg = f"--config={self.config}"
         self.kubeadm("init", "phase", "certs", "all", cfg)
         self.kubeadm("init", "phase", "kubeconfig", "super-admin", cfg, f"--kubeconfig-dir={self.dir}")
@@ -239,10 +253,40 @@ class ControlPlane:
         )
         admin = f"--kubeconfig={self.admin_kubeconfig}"
         self.kubeadm("init", "phase", "bootstrap-token", cfg, admin)
-        self.kubeadm("init", "phase", "upload-config", "kubeadm", cfg, admin)
-        self.kubeadm("init", "phase", "upload-config", "kubelet", cfg, admin)
+        if self.node_address:
+            self._publish_node_endpoint()
+        # What the cluster publishes for joining nodes names kubeadm's certificate directory on
+        # a node, /etc/kubernetes/pki (where `kubeadm join` writes the CA the kubelet's
+        # clientCAFile names), not this machine's directory: as on a cluster kubeadm made.
+        published = self.dir / "kubeadm-published.yaml"
+        published.write_text(
+            kubeadm_config(self.port, self.version, NODE_PKI, self.bootstrap_tokens, self.node_address)
+        )
+        for part in ("kubeadm", "kubelet"):
+            self.kubeadm("init", "phase", "upload-config", part, f"--config={published}", admin)
         self.started_in = time.monotonic() - started
         return self
+
+    @property
+    def node_endpoint(self) -> str:
+        """The API server's URL as joining machines see it (cluster-info's `server`)."""
+        return f"https://{self.node_address or '127.0.0.1'}:{self.port}"
+
+    def _publish_node_endpoint(self) -> None:
+        """cluster-info names the node-facing endpoint: kubeadm join discovers the cluster there
+        and the kubelet's bootstrap kubeconfig points at it (bootstrapsigner re-signs it)."""
+        from kubernetes import client as k8s
+        from kubernetes import config
+
+        with config.new_client_from_config(str(self.admin_kubeconfig)) as api:
+            core = k8s.CoreV1Api(api)
+            cm = core.read_namespaced_config_map("cluster-info", "kube-public")
+            doc = yaml.safe_load((cm.data or {})["kubeconfig"])
+            for c in doc["clusters"]:
+                c["cluster"]["server"] = self.node_endpoint
+            core.patch_namespaced_config_map(
+                "cluster-info", "kube-public", {"data": {"kubeconfig": yaml.safe_dump(doc)}}
+            )
 
     def _run(self, name: str, argv: list[str]) -> Process:
         p = Process(name, argv, self.dir / "logs" / f"{name}.log")
@@ -398,12 +442,11 @@ exec "$@"
 """
 
 
-def kubeadm_join_dry_run(
-    kubeadm: Path, config: Path, scratch: Path, timeout: float = 120
+def on_private_node(
+    argv: list[str], scratch: Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`kubeadm join --dry-run --config CONFIG` in a private mount namespace (see above); its
-    output (stdout + stderr, merged) and exit status. Preflight checks that need a container
-    runtime or a kubelet service are ignored: this machine has neither, discovery is the point."""
+    """ARGV in a private mount namespace (see above): what it writes under /etc and /var/lib
+    goes with the namespace. Output (stdout + stderr, merged) and exit status."""
     scratch.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         [
@@ -416,20 +459,25 @@ def kubeadm_join_dry_run(
             "-c",
             _PRIVATE_NODE,
             "private-node",
-            str(kubeadm),
-            "join",
-            "--dry-run",
-            f"--config={config}",
-            "--ignore-preflight-errors=all",
-            "--v=1",
+            *argv,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "SCRATCH": str(scratch)},
+        env={**os.environ, **(env or {}), "SCRATCH": str(scratch)},
         timeout=timeout,
         check=False,
     )
+
+
+def kubeadm_join_dry_run(
+    kubeadm: Path, config: Path, scratch: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`kubeadm join --dry-run --config CONFIG` on a private node (see above). Preflight checks
+    that need a container runtime or a kubelet service are ignored: this machine has neither,
+    discovery is the point."""
+    argv = [str(kubeadm), "join", "--dry-run", f"--config={config}", "--ignore-preflight-errors=all", "--v=1"]
+    return on_private_node(argv, scratch, timeout=timeout)
 
 
 def kubectl(kubeconfig: Path, *args: str) -> str:
@@ -458,3 +506,13 @@ def install_metalflow(cp: ControlPlane, root: Path) -> tuple[Path, str]:
     kubectl(admin, "apply", "-f", str(RBAC))
     token = kubectl(admin, "-n", BRIDGE_SA[0], "create", "token", BRIDGE_SA[1], "--duration=24h").strip()
     return cp.token_kubeconfig(root / "bridge.kubeconfig", token, user="metalflow-bridge"), token
+
+
+def install_join_rbac(cp: ControlPlane, root: Path) -> Path:
+    """join-rbac.yaml (what metalflow may do in a cluster its hosts join); a kubeconfig with that
+    ServiceAccount's token, for spec.join.kubeconfig."""
+    kubectl(cp.admin_kubeconfig, "apply", "-f", str(JOIN_RBAC))
+    token = kubectl(
+        cp.admin_kubeconfig, "-n", "kube-system", "create", "token", "metalflow-join", "--duration=24h"
+    )
+    return cp.token_kubeconfig(root / "join.kubeconfig", token.strip(), user="metalflow-join")

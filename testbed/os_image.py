@@ -59,6 +59,7 @@ PACKAGES = (
     "udev",
     "kmod",
     "cloud-init",
+    "cloud-guest-utils",  # growpart: cloud-init grows the root partition up to the config drive
     "netplan.io",
     "iproute2",
     "iputils-ping",

@@ -61,7 +61,6 @@ POWER_DELAY_ENV = "METALFLOW_TESTBED_POWER_DELAY"  # "LO-HI" seconds, e.g. "1-2"
 POWER_DRAW_ENV = "METALFLOW_SUSHY_POWER_DRAW"  # the same, as testbed.sushy_uefihttp reads it
 
 
-
 def power_delay_from_env() -> tuple[int, int] | None:
     """METALFLOW_TESTBED_POWER_DELAY="LO-HI" as (LO, HI); None (the emulator's 1-11 s) if unset."""
     value = os.environ.get(POWER_DELAY_ENV, "")

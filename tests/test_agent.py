@@ -192,7 +192,6 @@ def test_metadata_cleaning_removes_gpt_at_both_ends(tmp_path: Path) -> None:
     assert run(a.clean, CleanRequest(mode="disabled"))[0].devices == []
 
 
-
 def test_erase_cleaning_zeroes_every_byte_and_reports_progress(tmp_path: Path) -> None:
     """The agent's full erase (Ironic's erase_devices, one pass); no metal3 spec selects it yet."""
     size = 70 * MIB
@@ -209,6 +208,7 @@ def test_erase_cleaning_zeroes_every_byte_and_reports_progress(tmp_path: Path) -
         data = disk.read_bytes()
         assert len(data) == size and data.count(0) == size, f"{disk.name} still holds data"
     assert {"cleaned": "/dev/sdb"} in beats
+
 
 def test_inventory_reads_the_running_system(tmp_path: Path) -> None:
     hw, _ = run(agent(tmp_path, 8 * GIB, 2 * GIB).inventory)

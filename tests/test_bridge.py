@@ -89,10 +89,19 @@ def test_manifests_parse_and_rbac_is_least_privilege() -> None:
     ]
     kinds = {d["kind"] for d in docs}
     assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Namespace"} <= kinds
-    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "metalflow")
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
         assert "delete" not in rule["verbs"]
+    # in a cluster hosts join (join-rbac.yaml): deletes only the Nodes it drains and its tokens
+    join = [
+        d for d in docs if d["kind"] in ("Role", "ClusterRole") and d["metadata"]["name"] == "metalflow-join"
+    ]
+    assert len(join) == 3
+    for rule in (r for d in join for r in d["rules"]):
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        if "delete" in rule["verbs"]:
+            assert rule["resources"] in (["nodes"], ["secrets"]), rule
     commands = {
         c["command"][1]
         for d in docs

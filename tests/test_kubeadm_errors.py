@@ -44,19 +44,26 @@ async def test_unreachable_cluster_is_a_retryable_failure(tmp_path: Path) -> Non
     assert err.value.type == "ClusterUnreachable" and not err.value.non_retryable
 
 
+# what a kubelet says when no CNI network is configured (the VM e2e sees the real one)
+CNI_MISSING = (
+    "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+    "message:Network plugin returns error: cni plugin not initialized"
+)
+
+
 async def test_node_never_ready_reports_its_conditions(tmp_path: Path, kube_cluster: KubeCluster) -> None:
     name = f"w0-{uuid.uuid4().hex[:6]}"  # Nodes are cluster-wide: the session's API server is shared
     with kube_cluster.admin_client() as c:
         core = k8s.CoreV1Api(c)
         await asyncio.to_thread(core.create_node, k8s.V1Node(metadata=k8s.V1ObjectMeta(name=name)))
         conditions = [
-            {"type": "Ready", "status": "False", "reason": "KubeletNotReady"},
+            {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": CNI_MISSING},
             {"type": "DiskPressure", "status": "True", "reason": "KubeletHasDiskPressure"},
         ]
         await asyncio.to_thread(core.patch_node_status, name, {"status": {"conditions": conditions}})
     try:
         ref = HostRef(name=name)
-        kc = kube_cluster.admin_kubeconfig
+        kc = kube_cluster.join_kubeconfig
         req = WaitNodeRequest(host=ref, join=join_spec(tmp_path, kc.read_text(), timeout=3))
         beats: list[object] = []
         env = ActivityEnvironment()
@@ -67,5 +74,6 @@ async def test_node_never_ready_reports_its_conditions(tmp_path: Path, kube_clus
         with kube_cluster.admin_client() as c:
             await asyncio.to_thread(k8s.CoreV1Api(c).delete_node, name)
     assert err.value.type == "NodeNotReady" and err.value.non_retryable
-    assert "Ready=False (KubeletNotReady)" in err.value.message and "DiskPressure=True" in err.value.message
+    assert f"Ready=False (KubeletNotReady: {CNI_MISSING})" in err.value.message, err.value.message
+    assert "DiskPressure=True (KubeletHasDiskPressure)" in err.value.message
     assert beats, "waiting heartbeats so a lost worker is noticed"

@@ -27,6 +27,7 @@ from fixtures.kubeapi import KubeCluster, wait_until
 from kubernetes import client as k8s
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import kubeadm
@@ -68,7 +69,7 @@ def token_client(cluster: KubeCluster, token: str, tmp: Path) -> k8s.ApiClient:
 
 def join_spec(cluster: KubeCluster, tmp: Path) -> JoinSpec:
     secret = tmp / "target.yaml"
-    write_secret(secret, {"kubeconfig": cluster.admin_kubeconfig.read_text()})
+    write_secret(secret, {"kubeconfig": cluster.join_kubeconfig.read_text()})
     return JoinSpec(
         kubeconfig=SecretRef(name="target", path=str(secret)),
         node_labels={"role": "worker"},
@@ -172,3 +173,37 @@ async def test_expired_token_is_removed_by_the_token_cleaner_and_fails_discovery
     assert datetime.now(UTC) >= expires - timedelta(seconds=1)
     code, out = dry_run(kube_cluster, cfg, tmp_path, "10s")
     assert code != 0 and DISCOVERED not in out, out[-4000:]
+
+
+async def test_a_token_that_expires_before_the_kubelet_uses_it_fails_the_wait_and_a_retry_issues_another(
+    kube_cluster: KubeCluster, tmp_path: Path, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host never joined (a deploy that took longer than the token's life, a host left off):
+    the wait fails at once with the fix instead of running into its timeout, and the step's
+    retry (prepare_join again) issues a new token the kubelet joins with."""
+    monkeypatch.setenv("METALFLOW_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("METALFLOW_PUBLISH_STATUS_TO_KUBERNETES", raising=False)
+    monkeypatch.setattr(kubeadm, "TOKEN_TTL", timedelta(seconds=3))
+    host = HostRef(namespace=ns, name=f"late-{uuid.uuid4().hex[:6]}")
+    join = join_spec(kube_cluster, tmp_path).model_copy(update={"timeout_seconds": 60})
+    env = ActivityEnvironment()
+    plan = await asyncio.to_thread(env.run, prepare_join, JoinRequest(host=host, join=join))
+    stale = join_config(plan)["discovery"]["bootstrapToken"]["token"]
+    wait = WaitNodeRequest(host=host, join=join, token_secret=plan.token_secret)
+    with pytest.raises(ApplicationError) as err:
+        await asyncio.to_thread(env.run, wait_node, wait)
+    assert err.value.type == "JoinTokenExpired" and err.value.non_retryable
+    assert "token expired; a new one is issued on retry" in err.value.message
+    assert stale.split(".")[0] in err.value.message and stale.split(".")[1] not in err.value.message
+
+    monkeypatch.setattr(kubeadm, "TOKEN_TTL", timedelta(hours=24))
+    retry = await asyncio.to_thread(env.run, prepare_join, JoinRequest(host=host, join=join))
+    assert retry.token_secret.name != plan.token_secret.name
+    fresh = join_config(retry)["discovery"]["bootstrapToken"]["token"]
+    await asyncio.to_thread(kube_cluster.control_plane.register_node, fresh, host.name)
+    wait = WaitNodeRequest(host=host, join=join, token_secret=retry.token_secret)
+    try:
+        assert (await asyncio.to_thread(env.run, wait_node, wait)).ready
+    finally:
+        with kube_cluster.admin_client() as admin:
+            k8s.CoreV1Api(admin).delete_node(host.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,13 +43,22 @@ REF = HostRef(namespace="metal3", name="worker-0")
 
 def test_user_data_runs_kubeadm_join_after_the_users_own_commands() -> None:
     own = "#cloud-config\nruncmd:\n  - [echo, hello]\nssh_authorized_keys: [ssh-ed25519 AAAA]\n"
-    out = render_user_data(REF, JOIN, "https://10.0.0.1:6443", "abcdef.0123456789abcdef", "sha256:ff", own)
+    url = "http://192.0.2.1:8088/join-report/metal3.worker-0"
+    out = render_user_data(
+        REF, JOIN, "https://10.0.0.1:6443", "abcdef.0123456789abcdef", "sha256:ff", own,
+        report_url=url, report_token="r3p0rt",
+    )  # fmt: skip
     assert out.startswith("#cloud-config\n")
     doc = yaml.safe_load(out)
-    assert doc["runcmd"] == [
-        ["echo", "hello"],
-        ["kubeadm", "join", "--config", "/etc/kubernetes/kubeadm-join.yaml"],
-    ]
+    assert doc["runcmd"] == [["echo", "hello"], ["/usr/local/sbin/metalflow-kubeadm-join"]]
+    files = {f["path"]: f for f in doc["write_files"]}
+    # kubeadm join runs through metalflow's script, which reports a failure to the boot server
+    script = files["/usr/local/sbin/metalflow-kubeadm-join"]
+    assert script["permissions"] == "0755" and script["content"].startswith("#!/usr/bin/env python3\n")
+    assert '["kubeadm", "join", "--config", CONFIG]' in script["content"]
+    compile(script["content"], "metalflow-kubeadm-join", "exec")  # valid Python
+    where = files["/etc/metalflow/join-report.json"]
+    assert where["permissions"] == "0600" and json.loads(where["content"]) == {"url": url, "token": "r3p0rt"}
     assert doc["ssh_authorized_keys"] == ["ssh-ed25519 AAAA"]
     join_cfg = yaml.safe_load(doc["write_files"][0]["content"])
     assert join_cfg["discovery"]["bootstrapToken"] == {

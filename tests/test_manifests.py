@@ -115,3 +115,24 @@ def test_image_checksum_auto_infers_from_length() -> None:
     ImageSpec(url="http://x/y", checksum="a" * 128)
     with pytest.raises(ValidationError, match="matches no supported digest"):
         ImageSpec(url="http://x/y", checksum="a" * 40)
+
+
+def test_the_join_kubeconfig_secret_in_the_hostfile_is_found_like_the_others(tmp_path: Path) -> None:
+    docs = list(yaml.safe_load_all(METAL3_EXAMPLE))
+    target = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "target"},
+        "stringData": {"kubeconfig": "{}"},
+    }
+    docs[1]["spec"]["join"] = {"kubeconfig": {"name": "target"}, "nodeLabels": {"role": "worker"}}
+    f = tmp_path / "hosts.yaml"
+    f.write_text(yaml.safe_dump_all([*docs, target]))
+    [host] = load_hosts(f, tmp_path / "secrets")
+    assert host.spec.join is not None
+    ref = host.spec.join.kubeconfig
+    assert (ref.name, ref.namespace) == ("target", "default") and ref.path, ref
+    assert Path(ref.path).read_text() and Path(ref.path).stat().st_mode & 0o777 == 0o600
+    docs[1]["spec"]["join"]["kubeconfig"] = {"name": "target", "namespace": "elsewhere"}
+    with pytest.raises(ManifestError, match=r"spec.join.kubeconfig: cross-namespace"):
+        host_from_manifest(docs[1])

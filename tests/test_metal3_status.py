@@ -27,6 +27,7 @@ from metalflow.api.models import (
     HardwareDetails,
     HostStatus,
     ImageSpec,
+    JoinedNode,
     OperationalStatus,
     ProvisioningState,
     ProvisionStatus,
@@ -86,6 +87,24 @@ def test_the_extensions_are_the_oci_digest_and_the_erasure_record_only_when_set(
             "seconds": 0.0,
         }
     ]
+    check(doc)
+
+
+def test_the_joined_node_is_an_extension_with_its_kubeconfig_named_not_located() -> None:
+    joined = HostStatus(
+        node=JoinedNode(
+            name="worker-7",
+            provider_id="metalflow://rack-1/worker-7",
+            kubeconfig=SecretRef(name="target", namespace="rack-1", path="/var/lib/metalflow/secrets/t.yaml"),
+        )
+    )
+    doc = bmh_status(joined)
+    assert doc["node"] == {
+        "name": "worker-7",
+        "providerID": "metalflow://rack-1/worker-7",
+        "kubeconfig": {"name": "target", "namespace": "rack-1"},
+    }
+    assert "node" not in bmh_status(HostStatus())
     check(doc)
 
 

@@ -18,6 +18,7 @@ from activities.oci import grant_path, open_granted_blob
 from metalflow.api.smbios import InvalidSystemUUID
 from metalflow.runtime.metrics import UNKNOWN_MACHINE_BOOTS
 from worker.agent_logs import add_routes as add_agent_log_routes
+from worker.join_reports import add_routes as add_join_report_routes
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def build_app(boot_dir: Path) -> web.Application:
     app.router.add_get("/by-uuid/{uuid}", script_by_uuid)
     app.router.add_get("/oci/{host}/{name}", oci_blob)
     add_agent_log_routes(app, boot_dir)  # each host's agent log, per boot (worker/agent_logs.py)
+    add_join_report_routes(app, boot_dir)  # why kubeadm join failed on a host (worker/join_reports.py)
     for sub in SUBDIRS:
         app.router.add_static(f"/{sub}/", boot_dir / sub, show_index=False, follow_symlinks=False)
     app.router.add_get("/{name}", kernel_or_initrd)

@@ -10,6 +10,7 @@ from metalflow.api.agent import AGENT_CLEAN, CleanRequest, CleanResult
 from metalflow.api.bmc import PowerAction
 from metalflow.api.boot import BootPurpose
 from metalflow.api.host import CLEAN_HOST, StepInput, StepResult
+from metalflow.api.join import KUBEADM_LEAVE, LeaveRequest, LeaveResult
 from metalflow.api.models import CleaningMode
 from workflows import bmc_calls
 from workflows.inband import (
@@ -20,7 +21,7 @@ from workflows.inband import (
     remove_configdrives,
     run_on_host,
 )
-from workflows.options import AGENT_SHORT_TIMEOUT, ERASE_HEARTBEAT, ERASE_TIMEOUT
+from workflows.options import AGENT_SHORT_TIMEOUT, ERASE_HEARTBEAT, ERASE_TIMEOUT, LOCAL_RETRY
 from workflows.prechecks import check_root_device_hints
 
 with workflow.unsafe.imports_passed_through():
@@ -36,6 +37,8 @@ class CleanHost:
         erasure = []
         if not deprovisioning:  # hints no disk matches: fail before cleaning wipes every disk
             check_root_device_hints(step)
+        elif step.node is not None:  # a joined host leaves its cluster before its disk is wiped
+            await drain_and_delete_node(step)
         if step.spec.automated_cleaning_mode != CleaningMode.DISABLED:
             erase = step.spec.erase
             mode = "erase" if erase is not None else step.spec.automated_cleaning_mode.value
@@ -66,3 +69,19 @@ class CleanHost:
             if address.virtual_media and workflow.patched(VMEDIA_EJECT_PATCH):
                 await eject_media(step.spec)  # its ISO was deleted with the boot entries
         return StepResult(powered_on=powered_on, erasure=erasure)
+
+
+async def drain_and_delete_node(step: StepInput) -> None:
+    """Cordon, evict and delete the Node the host joined as (status.node). Hosts joined before
+    status.node existed carry none, so their histories never reach this call."""
+    assert step.node is not None
+    timeout = step.spec.join.drain_timeout_seconds if step.spec.join else 900
+    await workflow.execute_activity(
+        KUBEADM_LEAVE,
+        LeaveRequest(host=step.ref, node=step.node, drain_timeout_seconds=timeout),
+        result_type=LeaveResult,
+        start_to_close_timeout=timedelta(seconds=timeout + 120),
+        heartbeat_timeout=timedelta(seconds=60),
+        retry_policy=LOCAL_RETRY,
+        summary=f"drain and delete Node {step.node.name}",
+    )

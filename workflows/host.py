@@ -319,6 +319,8 @@ class HostWorkflow:
             if result is None:
                 result = out
                 self._apply(state, result)
+            elif out.node is not None:  # JoinCluster: the Node the host joined as
+                self._status.node = out.node
 
     async def _redo(self, redo: Redo) -> None:
         """A step run again in place (re-registration after a BMC change): the state stays."""
@@ -349,6 +351,7 @@ class HostWorkflow:
                 purpose=purpose(state),
                 join_token=join_token,
                 system_uuid=self._status.system_uuid,
+                node=self._status.node,
             ),
             id=f"{workflow.info().workflow_id}/{self._seq:04d}-{name}",
             result_type=StepResult,
@@ -385,6 +388,7 @@ class HostWorkflow:
             self._status.provisioning.root_device_hints = self._spec.root_device_hints
             self._status.provisioning.boot_mode = self._spec.boot_mode
         elif state == S.DEPROVISIONING:
+            self._status.node = None  # drained and deleted before the disk was cleaned
             self._status.provisioning.image = None
             self._status.provisioning.image_digest = ""
             self._status.provisioning.root_device_hints = None

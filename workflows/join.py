@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from metalflow.api.host import JOIN_CLUSTER, StepInput, StepResult
 from metalflow.api.join import KUBEADM_CLEANUP, KUBEADM_WAIT_NODE, NodeInfo, WaitNodeRequest
+from metalflow.api.models import JoinedNode
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 
@@ -24,7 +25,7 @@ class JoinCluster:
         if join is None:
             raise ApplicationError("JoinCluster needs spec.join", non_retryable=True)
         req = WaitNodeRequest(host=step.ref, join=join, token_secret=step.join_token)
-        await workflow.execute_activity(
+        node = await workflow.execute_activity(
             KUBEADM_WAIT_NODE,
             req,
             result_type=NodeInfo,
@@ -40,4 +41,5 @@ class JoinCluster:
             retry_policy=LOCAL_RETRY,
             summary="delete the bootstrap token",
         )
-        return StepResult(powered_on=step.powered_on)
+        joined = JoinedNode(name=node.name, provider_id=node.provider_id, kubeconfig=join.kubeconfig)
+        return StepResult(powered_on=step.powered_on, node=joined)

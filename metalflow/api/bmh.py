@@ -159,6 +159,12 @@ def host_from_manifest(obj: dict[str, Any], locate: SecretLocator | None = None)
     for field_name in ("userData", "networkData", "metaData"):
         if raw.get(field_name) is not None:
             raw[field_name] = _secret_ref(raw[field_name], namespace, field_name, locate)
+    if raw.get("join") is not None:  # metalflow's: the target cluster's kubeconfig Secret
+        join = dict(_mapping(raw["join"], "spec.join"))
+        ref = join.get("kubeconfig")
+        if ref is not None and not (isinstance(ref, dict) and ref.get("path")):  # a local file is kept
+            join["kubeconfig"] = _secret_ref(ref, namespace, "join.kubeconfig", locate)
+        raw["join"] = join
     if raw.get("image") is not None:
         raw["image"] = _mapping(raw["image"], "spec.image")
         if not raw["image"].get("url"):

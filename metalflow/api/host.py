@@ -13,6 +13,7 @@ from metalflow.api.models import (
     HostSpec,
     HostStatus,
     ImageSpec,
+    JoinedNode,
     Model,
     SecretRef,
 )
@@ -62,6 +63,7 @@ class StepInput(Model):
     purpose: str = ""
     join_token: SecretRef | None = None
     system_uuid: str = ""  # SMBIOS UUID registration recorded (canonical); boots a MAC-less host
+    node: JoinedNode | None = None  # deprovisioning a joined host drains and deletes this Node first
 
 
 class StepResult(Model):
@@ -76,6 +78,7 @@ class StepResult(Model):
     join_token: SecretRef | None = None
     system_uuid: str = ""  # registration: the SMBIOS UUID the BMC reported (canonical text)
     erasure: list[DiskErasure] = Field(default_factory=list)  # cleaning with spec.erase: per disk
+    node: JoinedNode | None = None  # JoinCluster: the Node the host joined as
 
 
 # ---- status ----

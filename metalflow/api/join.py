@@ -6,6 +6,7 @@ from pydantic import Field
 
 from metalflow.api.models import (
     HostRef,
+    JoinedNode,
     JoinSpec,
     Model,
     SecretRef,
@@ -15,6 +16,7 @@ from metalflow.api.models import (
 KUBEADM_PREPARE_JOIN = "kubeadm.prepare_join"
 KUBEADM_WAIT_NODE = "kubeadm.wait_node"
 KUBEADM_CLEANUP = "kubeadm.cleanup"
+KUBEADM_LEAVE = "kubeadm.leave"
 
 
 # ---- kubeadm join ----
@@ -44,3 +46,18 @@ class NodeInfo(Model):
     name: str
     ready: bool
     provider_id: str
+
+
+# ---- leaving the cluster (deprovisioning) ----
+class LeaveRequest(Model):
+    """Drain and delete the Node a host joined as (status.node), before its disk is cleaned."""
+
+    host: HostRef
+    node: JoinedNode
+    drain_timeout_seconds: int = 900
+
+
+class LeaveResult(Model):
+    evicted: list[str] = Field(default_factory=list)  # namespace/name of each pod evicted
+    left_alone: list[str] = Field(default_factory=list)  # DaemonSet and mirror pods, as kubectl drain
+    deleted: bool = False  # False: no such Node (already gone, or another machine's now)

@@ -173,6 +173,20 @@ class JoinSpec(Model):
     node_labels: dict[str, str] = Field(default_factory=dict)
     kubernetes_version: str | None = None
     timeout_seconds: int = Field(default=1800, gt=0)
+    drain_timeout_seconds: int = Field(
+        default=900,
+        gt=0,
+        description="Deprovisioning: how long to wait for the Node's pods to be evicted before failing.",
+    )
+
+
+class JoinedNode(Model):
+    """metalflow: the Node a host joined as, and the cluster it is in (a reference: the Secret
+    with the kubeconfig), so deprovisioning can drain and delete it whatever the spec says then."""
+
+    name: str
+    provider_id: str = Field(alias="providerID")
+    kubeconfig: SecretRef
 
 
 class HostSpec(Model):
@@ -429,6 +443,9 @@ class HostStatus(Model):
     system_uuid: str = Field(default="", description="SMBIOS system UUID the BMC reported at registration.")
     erasure: list[DiskErasure] = Field(
         default_factory=list, description="The last verified erase (spec.erase), one record per disk."
+    )
+    node: JoinedNode | None = Field(
+        default=None, description="The Kubernetes Node this host joined as (spec.join), until deprovisioned."
     )
     current_step: str = ""
     paused: bool = False

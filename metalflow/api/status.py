@@ -65,10 +65,11 @@ def metal3_conditions(status: HostStatus) -> list[dict[str, Any]]:
 
 
 # metalflow's own fields are not part of metal3's status schema.
-# Two extensions are written, each only when set: provisioning.imageDigest (oci:// images) and
-# erasure (spec.erase's per-disk record); metalflow's CRD keeps them, an API server serving
-# upstream's CRD prunes them (does not refuse the document). Paths from the status root.
-METAL3_EXTENSIONS: tuple[tuple[str, ...], ...] = (("provisioning", "imageDigest"), ("erasure",))
+# Three extensions are written, each only when set: provisioning.imageDigest (oci:// images),
+# erasure (spec.erase's per-disk record) and node (the Node a host joined as); metalflow's CRD
+# keeps them, an API server serving upstream's CRD prunes them (does not refuse the document).
+# Paths from the status root.
+METAL3_EXTENSIONS: tuple[tuple[str, ...], ...] = (("provisioning", "imageDigest"), ("erasure",), ("node",))
 _METALFLOW_ONLY = {"bmc_driver", "system_uuid", "current_step", "paused", "detached", "deleted"}
 
 
@@ -90,8 +91,9 @@ def bmh_status(status: HostStatus) -> dict[str, Any]:
     if "ociAuth" in image:  # metal3's shape: the Secret's name, as in the spec
         image["ociAuthSecretName"] = image.pop("ociAuth")["name"]
     # error_type None is already left out by exclude_none: no `errorType: ""` is ever written
-    for tried in ("goodCredentials", "triedCredentials"):  # a Secret reference is name + namespace only
-        ref = body.get(tried, {}).get("credentials")
+    refs = [body.get(tried, {}).get("credentials") for tried in ("goodCredentials", "triedCredentials")]
+    refs.append(body.get("node", {}).get("kubeconfig"))
+    for ref in refs:  # a Secret reference is name + namespace only
         if ref:
             ref.pop("path", None)
     hardware = body.get("hardware")

@@ -145,7 +145,10 @@ def spec_problems(spec: HostSpec, namespace: str | None = None) -> list[str]:
             "erased; set automatedCleaningMode to metadata or remove spec.erase"
         )
     if spec.join is not None and spec.image is None:
-        problems.append("spec.join needs spec.image: only a provisioned host can join a cluster")
+        problems.append(
+            "spec.join needs spec.image: only a provisioned host can join a cluster (to deprovision "
+            "a joined host, remove spec.join with spec.image: its Node is drained and deleted)"
+        )
     return problems
 
 

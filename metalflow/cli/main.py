@@ -33,7 +33,7 @@ from metalflow.runtime.settings import Settings, get_settings
 from metalflow.runtime.temporal import connect
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error is one line: logs and grep keep it whole
 
 
 def _ref(args: argparse.Namespace) -> HostRef:

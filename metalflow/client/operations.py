@@ -106,10 +106,11 @@ async def spec(client: Client, ref: HostRef) -> HostSpec:
 
 
 async def deprovision(client: Client, ref: HostRef) -> HostStatus:
-    """Clear the image, as removing spec.image from a BareMetalHost does."""
+    """Clear the image, as removing spec.image from a BareMetalHost does (and spec.join: a
+    joined host's Node is drained and deleted first)."""
     current = await spec(client, ref)
     return await handle_for(client, ref).execute_update(
-        "update_spec", current.model_copy(update={"image": None}), result_type=HostStatus
+        "update_spec", current.model_copy(update={"image": None, "join": None}), result_type=HostStatus
     )
 
 

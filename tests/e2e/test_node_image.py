@@ -1,4 +1,4 @@
-"""The node image (testbed/node_image.py, issue 23's first slice) boots and is ready for `kubeadm
+"""The node image (testbed/node_image.py, issue 23) boots and is ready for `kubeadm
 join`: the agent's config drive written after it, cloud-init's userData prints from inside the
 booted OS what the join relies on (checked here from the serial console):
 
@@ -8,13 +8,13 @@ booted OS what the join relies on (checked here from the serial console):
 - the CNI plugins where containerd looks for them, and the kubelet enabled (waiting for the
   files `kubeadm join` writes).
 
-Marker `node`: `make e2e-node`, not yet in `make e2e` (no VM joins the control plane yet).
+Marker `node`: `make e2e-node`. `make e2e` deploys the same image and joins with it instead
+(tests/e2e/test_node_join.py).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -25,9 +25,7 @@ from test_os_image import boot, deployed_disk, wait_console
 from activities.agent import configdrive
 from activities.configdrive import build_iso, drive_files
 from metalflow.api.models import HostRef
-from testbed.debian_image import missing_tools
 from testbed.kube import kubernetes_version
-from testbed.node_image import node_image
 from testbed.os_image import MIB, OSImage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node, pytest.mark.timeout(2400)]
@@ -47,21 +45,13 @@ CHECKS = {
 
 
 @pytest.fixture(scope="module")
-def image() -> OSImage:
-    missing = missing_tools() + [
-        t for t in ("sfdisk", "mke2fs", "mkfs.fat", "mcopy", "qemu-img") if not shutil.which(t)
-    ]
-    if missing:
-        pytest.skip("cannot build the node image here; missing: " + ", ".join(missing))
-    started = time.monotonic()
-    img = node_image()
-    m = img.manifest
+def image(node_os: OSImage) -> OSImage:
+    m = node_os.manifest
     print(
-        f"\nnode image {img.dir.name}: raw {m['raw']['bytes'] / MIB:.0f} MiB, "  # type: ignore[index]
-        f"qcow2 {m['qcow2']['bytes'] / MIB:.0f} MiB, built in {m['seconds']} s "  # type: ignore[index]
-        f"(this call {time.monotonic() - started:.1f} s)"
+        f"\nnode image {node_os.dir.name}: raw {m['raw']['bytes'] / MIB:.0f} MiB, "  # type: ignore[index]
+        f"qcow2 {m['qcow2']['bytes'] / MIB:.0f} MiB, built in {m['seconds']} s"  # type: ignore[index]
     )
-    return img
+    return node_os
 
 
 def test_the_node_image_boots_ready_for_kubeadm_join(image: OSImage, tmp_path: Path) -> None:
