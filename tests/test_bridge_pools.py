@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from fixtures.kubeapi import KubeCluster
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
@@ -26,6 +27,7 @@ from metalflow.api.models import CleaningMode, HostRef
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
+from testbed.kube import kubectl
 from worker.control import build_worker
 
 CRDS = Path(__file__).parent.parent / "k8s_bridge" / "crds"
@@ -75,7 +77,12 @@ async def _timeline(client: Client, ref: HostRef, since: datetime) -> list[tuple
 
 
 async def test_hostclaims_and_a_hostset_roll_a_new_image_max_unavailable_at_a_time(
-    client: Client, settings: Settings, kube_api: k8s.ApiClient, bridge_api: k8s.ApiClient, ns: str
+    client: Client,
+    settings: Settings,
+    kube_cluster: KubeCluster,
+    kube_api: k8s.ApiClient,
+    bridge_api: k8s.ApiClient,
+    ns: str,
 ) -> None:
     settings = Settings()  # with the kubeconfig and status publishing from the environment
     co, core = k8s.CustomObjectsApi(kube_api), k8s.CoreV1Api(kube_api)
@@ -252,6 +259,28 @@ async def test_hostclaims_and_a_hostset_roll_a_new_image_max_unavailable_at_a_ti
                     assert (await asyncio.to_thread(bmh, left))["spec"]["image"]["url"] == image["url"], (
                         "a claim outside the set keeps its image"
                     )
+
+                    # `kubectl scale hs` (the scale subresource sets spec.replicas): one member goes
+                    admin = kube_cluster.admin_kubeconfig
+                    await asyncio.to_thread(
+                        kubectl, admin, "-n", ns, "scale", "hs", "workers", "--replicas=1"
+                    )
+                    hs = await eventually(
+                        lambda: (
+                            (o := get("hostsets", "workers"))["status"].get("replicas") == 1
+                            and o["status"].get("readyReplicas") == 1
+                            and o
+                        ),
+                        "the set scaled to one",
+                    )
+                    (kept,) = [h["name"] for h in hs["status"]["hosts"]]
+                    (gone,) = set(members) - {kept}
+                    await eventually(
+                        lambda: "consumerRef" not in bmh(gone)["spec"],
+                        f"{gone} released by the scale-down",
+                        60,
+                    )
+                    assert "replicas: 1" in kubectl(admin, "-n", ns, "get", "hs", "workers", "-o", "yaml")
 
                     # deleting a HostClaim or a HostSet releases its hosts: consumerRef and image
                     # leave the BareMetalHosts, then the finalizer lets the object go
