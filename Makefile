@@ -24,6 +24,7 @@ demo: install system-deps
 # the k8s.io/kubernetes Go module once per version and machine (minutes), then reused (milliseconds).
 kube-binaries:
 	@scripts/build-kube.sh >/dev/null
+	@scripts/build-tctl.sh >/dev/null
 
 test: install system-deps kube-binaries
 	$(BIN)/pytest -q

