@@ -5,7 +5,8 @@ set -euo pipefail
 need=(qemu-utils:qemu-img dnsmasq-base:dnsmasq busybox:busybox iproute2:ip
       gdisk:sgdisk curl:curl openssl:openssl cpio:cpio
       docker-registry:docker-registry skopeo:skopeo apache2-utils:htpasswd  # oci:// image tests
-      fdisk:sfdisk)  # the agent's config drive partition (GPT and MBR), tests/test_configdrive_partition.py
+      fdisk:sfdisk  # the agent's config drive partition (GPT and MBR), tests/test_configdrive_partition.py
+      chromium:chromium)  # the Temporal UI in a real browser, tests/test_temporal_ui.py
 missing=()
 for pair in "${need[@]}"; do
   pkg=${pair%%:*}; cmd=${pair##*:}

@@ -26,7 +26,9 @@ async def publish(ref: HostRef, spec: HostSpec, status: HostStatus, paused: bool
             sa.OPERATIONAL_STATUS.value_set(status.operational_status.value),
         ]
     )
-    workflow.upsert_memo({"summary": summary(ref, status, paused, detached)})
+    line = summary(ref, status, paused, detached)
+    workflow.upsert_memo({"summary": line})
+    workflow.set_current_details(line)  # the UI's "Current Details" (a query: not in history)
     await workflow.execute_activity(
         STATUS_PUBLISH,
         StatusUpdate(
