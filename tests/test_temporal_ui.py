@@ -5,8 +5,8 @@ UI the dev server serves. Two hosts are provisioned, one with an image whose che
 Checked on the pages an operator opens: the workflow list filtered by `HostState="provisioned"`
 (the good host only); the host's page (its step child workflows with their summaries, the status
 publishes' activity summaries; the User Metadata tab's summary, details and current details;
-the Memo tab's one line); the DeployHost child's page (the image write's activity summary); the failed host's Memo
-with the error. Screenshots go to `.metalflow/artifacts/` (one is in docs/ for the README).
+the Memo tab's one line); the DeployHost child's page (the image write's activity summary); the
+failed host's Memo with the error. Screenshots go to `.metalflow/artifacts/` (one is in docs/ for the README).
 """
 
 from __future__ import annotations
