@@ -15,6 +15,7 @@ from metalflow.api.models import (
     HostSpec,
     HostStatus,
     ImageSpec,
+    JoinedNode,
     JoinSpec,
     SecretRef,
 )
@@ -263,3 +264,17 @@ def test_a_worker_refuses_a_table_naming_an_unknown_workflow(monkeypatch: pytest
     monkeypatch.setattr(workflows, "step_workflows", lambda: step_workflows() | {"ConfigureBIOS"})
     with pytest.raises(RuntimeError, match="ConfigureBIOS"):
         all_workflows()
+
+
+def test_a_joined_host_is_deprovisioned_before_delete_even_with_cleaning_disabled() -> None:
+    """Its Node is drained and deleted on the way (CleanHost with status.node); metal3's rule
+    (no cleaning: straight to power off) holds for hosts that never joined."""
+    plain = facts(S.PROVISIONED, (Request.DELETE,), automated_cleaning_mode=CleaningMode.DISABLED)
+    rule = first_rule(REST_RULES, plain)
+    assert rule is not None and rule.action == Fire(Event.DELETE)
+    joined = facts(S.PROVISIONED, (Request.DELETE,), automated_cleaning_mode=CleaningMode.DISABLED)
+    joined.status.node = JoinedNode(
+        name="w0", provider_id="metalflow://default/w0", kubeconfig=SecretRef(name="kc")
+    )
+    rule = first_rule(REST_RULES, joined)
+    assert rule is not None and rule.action == Fire(Event.DEPROVISION)

@@ -163,8 +163,10 @@ def reboot_requested(f: Facts) -> bool:
 
 
 def clean_before_delete(f: Facts) -> bool:
-    """A provisioned host asked to go is cleaned first, unless cleaning is disabled (metal3)."""
-    return delete_requested(f) and f.spec.automated_cleaning_mode != CleaningMode.DISABLED
+    """A provisioned host asked to go is cleaned first, unless cleaning is disabled (metal3); a
+    joined one is deprovisioned all the same, so that its Node is drained and deleted."""
+    joined = f.status.node is not None
+    return delete_requested(f) and (f.spec.automated_cleaning_mode != CleaningMode.DISABLED or joined)
 
 
 def bmc_changed(f: Facts) -> bool:
