@@ -17,7 +17,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 from temporalio.client import Client
-from tests_support import eventually
+from tests_support import eventually, workflow_paused
 
 from k8s_bridge.controller import Bridge
 from k8s_bridge.reconcile import DETACHED, INSPECT, PAUSED, REBOOT_PREFIX
@@ -127,12 +127,14 @@ async def test_kubectl_shows_live_columns_waits_on_the_state_and_describes_the_e
                     await asyncio.to_thread(
                         kubectl, kubeconfig, "-n", ns, "annotate", "bmh", "kc-0", f"{PAUSED}="
                     )
-                    await eventually(lambda: asyncio.run(_paused(settings, ref)), "the workflow to pause", 30)
+                    await eventually(
+                        lambda: asyncio.run(workflow_paused(settings, ref)), "the workflow to pause", 30
+                    )
                     await asyncio.to_thread(
                         kubectl, kubeconfig, "-n", ns, "annotate", "bmh", "kc-0", f"{PAUSED}-"
                     )
                     await eventually(
-                        lambda: not asyncio.run(_paused(settings, ref)), "the workflow to resume", 30
+                        lambda: not asyncio.run(workflow_paused(settings, ref)), "the workflow to resume", 30
                     )
 
                     # detach, then attach: the operational status says so on the object
@@ -217,9 +219,3 @@ async def test_kubectl_shows_live_columns_waits_on_the_state_and_describes_the_e
                     bridge.stop()
                     runner.cancel()
                     await asyncio.gather(runner, return_exceptions=True)
-
-
-async def _paused(settings: Settings, ref: HostRef) -> bool:
-    from metalflow.runtime.temporal import connect
-
-    return (await operations.status(await connect(settings), ref)).paused

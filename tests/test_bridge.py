@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
-from tests_support import eventually
+from tests_support import eventually, workflow_paused
 
 from k8s_bridge.controller import Bridge
 from k8s_bridge.reconcile import FINALIZER, PAUSED
@@ -170,7 +170,9 @@ async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
                         "bmh-0",
                         {"metadata": {"annotations": {PAUSED: ""}}},
                     )
-                    await eventually(lambda: asyncio.run(_paused(settings, ref)), "the workflow to pause", 30)
+                    await eventually(
+                        lambda: asyncio.run(workflow_paused(settings, ref)), "the workflow to pause", 30
+                    )
                     await asyncio.to_thread(
                         co.patch_namespaced_custom_object,
                         G,
@@ -181,7 +183,7 @@ async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
                         {"metadata": {"annotations": {PAUSED: None}}},
                     )
                     await eventually(
-                        lambda: not asyncio.run(_paused(settings, ref)), "the workflow to resume", 30
+                        lambda: not asyncio.run(workflow_paused(settings, ref)), "the workflow to resume", 30
                     )
 
                     # reboot.metal3.io: one power cycle into the OS, and the bridge removes the annotation
@@ -229,12 +231,6 @@ async def test_baremetalhost_is_provisioned_reported_and_released_on_delete(
                     bridge.stop()
                     runner.cancel()
                     await asyncio.gather(runner, return_exceptions=True)
-
-
-async def _paused(settings: Settings, ref: HostRef) -> bool:
-    from metalflow.runtime.temporal import connect
-
-    return (await operations.status(await connect(settings), ref)).paused
 
 
 def test_fingerprint_skips_status_writes_and_our_own_patches_only() -> None:

@@ -179,3 +179,11 @@ async def eventually(fn: Callable[[], Any], what: str, timeout: float = 180) -> 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}: last {got!r}")
         await asyncio.sleep(0.3)
+
+
+async def workflow_paused(settings: Any, ref: Any) -> bool:
+    """Whether the host's workflow says it is paused (a client of its own: called in a thread)."""
+    from metalflow.client import operations
+    from metalflow.runtime.temporal import connect
+
+    return (await operations.status(await connect(settings), ref)).paused
