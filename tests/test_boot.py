@@ -248,13 +248,19 @@ def _dhcp(
 
 
 def start_dhcp_server(
-    srv: str, tmp_path: Path, settings: Settings, entries: list[tuple[str, str, str]], uuid_boot: bool = False
+    srv: str,
+    tmp_path: Path,
+    settings: Settings,
+    entries: list[tuple[str, str, str]],
+    uuid_boot: bool = False,
+    interface: str = "",
 ) -> Process:
-    """dnsmasq with the rendered config in namespace SRV (its veth `vs<tag>`), one host entry per
-    (mac, name, ip) as boot.prepare writes them; started and waited for (its pid file)."""
+    """dnsmasq with the rendered config in namespace SRV (on INTERFACE, by default its veth
+    `vs<tag>`), one host entry per (mac, name, ip) as boot.prepare writes them; started and waited
+    for (its pid file)."""
     tag = srv.rsplit("-", 1)[1]
     net = dnsmasq.BootNetwork(
-        interface=f"vs{tag}",
+        interface=interface or f"vs{tag}",
         range_start="192.0.2.50",
         range_end="192.0.2.99",
         tftp_root=tmp_path,
@@ -390,5 +396,79 @@ def test_reload_after_leases_keeps_dnsmasq_serving_and_drops_removed_hosts(
         assert not _dhcp(cli, iface, MAC, script, out, ipxe_client=True), "a removed host is still answered"
         assert _dhcp(cli, iface, ARM_MAC, script, out, ipxe_client=False, firmware=ARM_PXE), log.read_text()
         server.check_alive()
+    finally:
+        server.stop()
+
+
+# Two MACs whose dnsmasq address hash (SDBM over the MAC bytes, modulo the range's size) picks the
+# same address in 192.0.2.50-99: a pair that met in a real e2e run, where the UEFI PXE VM was NAKed
+# and its OVMF fell through to HTTP boot.
+COLLIDING_MACS = ("52:54:00:05:b7:68", "52:54:00:0f:7e:f7")
+
+
+def _dnsmasq_hash_slot(mac: str, size: int) -> int:
+    j = 0
+    for b in bytes.fromhex(mac.replace(":", "")):
+        j = (b + (j << 6) + (j << 16) - j) & 0xFFFFFFFF
+    return (j or 1) % size
+
+
+@needs_dnsmasq
+@pytest.mark.skipif(not shutil.which("busybox"), reason="busybox (udhcpc) missing")
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_machines_booting_together_are_offered_distinct_addresses(
+    boot_net: tuple[str, str], boot_settings: Settings, tmp_path: Path
+) -> None:
+    """metalflow powers hosts on together. dnsmasq keeps no record of an offer, so by default it
+    offers two machines whose MACs hash alike the same address and NAKs the slower one's request;
+    UEFI PXE firmware does not recover from that NAK. The rendered config allocates in sequence, in
+    which mode dnsmasq skips an address just offered to another client: two firmware clients with
+    colliding MACs, discovering at once on one bridge, are offered distinct addresses, none NAKed."""
+    assert len({_dnsmasq_hash_slot(m, 50) for m in COLLIDING_MACS}) == 1  # they do collide
+    srv, cli = boot_net
+    tag = srv.rsplit("-", 1)[1]
+    bridge = f"br{tag}"
+    _ip("ip", "link", "add", bridge, "type", "bridge", ns=srv)
+    _ip("ip", "link", "set", f"vs{tag}", "master", bridge, ns=srv)
+    _ip("ip", "addr", "flush", "dev", f"vs{tag}", ns=srv)
+    _ip("ip", "addr", "add", "192.0.2.1/24", "dev", bridge, ns=srv)
+    _ip("ip", "link", "set", bridge, "up", ns=srv)
+    _ip("ip", "link", "add", f"vt{tag}", "type", "veth", "peer", "name", f"vd{tag}")
+    _ip("ip", "link", "set", f"vt{tag}", "netns", srv)
+    _ip("ip", "link", "set", f"vd{tag}", "netns", cli)
+    _ip("ip", "link", "set", f"vt{tag}", "master", bridge, ns=srv)
+    _ip("ip", "link", "set", f"vt{tag}", "up", ns=srv)
+    nics = (f"vc{tag}", f"vd{tag}")
+    for nic, mac in zip(nics, COLLIDING_MACS, strict=True):
+        _ip("ip", "link", "set", nic, "address", mac, ns=cli)
+        _ip("ip", "link", "set", nic, "up", ns=cli)
+    server = start_dhcp_server(srv, tmp_path, boot_settings, [], uuid_boot=True, interface=bridge)
+    log = tmp_path / "dnsmasq.log"
+    try:
+        script = tmp_path / "udhcpc.sh"
+        script.write_text('#!/bin/sh\n[ "$1" = bound ] && echo "$ip" > "$OUT_DIR/$interface"\nexit 0\n')
+        script.chmod(0o755)
+        env = {**os.environ, "OUT_DIR": str(tmp_path)}
+        clients = [
+            subprocess.Popen(
+                ["ip", "netns", "exec", cli, "busybox", "udhcpc", "-i", nic, "-n", "-q", "-f"]
+                + ["-t", "6", "-T", "3", "-A", "1", "-s", str(script), *EFI_PXE],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for nic in nics
+        ]
+        for c in clients:
+            c.wait(timeout=60)
+        text = log.read_text()
+        offers = {
+            mac: {ln.split()[3] for ln in text.splitlines() if "DHCPOFFER" in ln and ln.rstrip().endswith(mac)}
+            for mac in COLLIDING_MACS
+        }
+        assert all(offers.values()) and not offers[COLLIDING_MACS[0]] & offers[COLLIDING_MACS[1]], offers
+        assert "DHCPNAK" not in text, text[-3000:]
+        bound = {(tmp_path / nic).read_text().strip() for nic in nics}
+        assert len(bound) == 2, bound
     finally:
         server.stop()
