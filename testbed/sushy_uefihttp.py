@@ -10,7 +10,9 @@ through fw_cfg (`opt/org.tianocore/IPv4PXESupport`, `IPv6PXESupport` = n, libvir
 `HTTPClient` and fetches the boot URL it is given. Any other boot target removes those entries.
 The fake driver (emulated fleets) stores the target as given, so emulated hosts see UefiHttp.
 
-The driver is a subclass and the PATCH handler is wrapped, not copied:
+The driver is a subclass and the PATCH handler is wrapped, not copied. main() also installs
+testbed.sushy_bios (BIOS settings pending until the next boot, checked against the registry, for
+the fake driver too); this driver derives from its libvirt subclass:
 
     python -m testbed.sushy_uefihttp --config emulator.conf -i 127.0.0.1 -p PORT
 
@@ -30,6 +32,8 @@ import flask
 from sushy_tools.emulator import constants
 from sushy_tools.emulator import main as emulator
 from sushy_tools.emulator.resources.systems import libvirtdriver  # libvirt: None if not installed
+
+from testbed import sushy_bios
 
 UEFI_HTTP = "UefiHttp"
 NO_PXE = ("opt/org.tianocore/IPv4PXESupport", "opt/org.tianocore/IPv6PXESupport")
@@ -58,8 +62,9 @@ def http_boot_set(tree: ET.Element) -> bool:
     return all(name in names for name in NO_PXE)
 
 
-class UefiHttpLibvirtDriver(libvirtdriver.LibvirtDriver):  # type: ignore[misc]
-    """The libvirt driver plus the UefiHttp boot target (see the module's docstring)."""
+class UefiHttpLibvirtDriver(sushy_bios.PendingBiosLibvirtDriver):  # type: ignore[misc]
+    """The libvirt driver plus the UefiHttp boot target (see the module's docstring) and pending
+    BIOS settings (testbed.sushy_bios)."""
 
     def set_boot_device(self, identity: str, boot_source: str) -> None:
         http = boot_source == UEFI_HTTP
@@ -117,6 +122,7 @@ def main() -> int:
         lo, hi = draw.split("-")
         draw_power_delay(int(lo), int(hi))
     libvirtdriver.LibvirtDriver = UefiHttpLibvirtDriver  # what the emulator instantiates
+    sushy_bios.install()  # the fake driver's BIOS; Bios/Settings checked, pending until boot
     views = emulator.app.view_functions
     views["system_resource"] = _uefi_http_patch(views["system_resource"])
     return int(emulator.main())

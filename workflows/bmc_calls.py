@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
 
 from metalflow.api.bmc import (
+    BMC_APPLY_BIOS,
     BMC_CONFIGURE_RAID,
     BMC_INVENTORY,
     BMC_POWER,
+    BMC_READ_BIOS,
     BMC_SET_BOOT_DEVICE,
     BMC_VALIDATE,
+    BIOSApplyRequest,
+    BIOSReadRequest,
     BMCTarget,
     BMCValidation,
     BootDevice,
@@ -19,6 +25,7 @@ from metalflow.api.bmc import (
     PowerResult,
     RAIDRequest,
 )
+from metalflow.api.firmware import BIOSState
 from metalflow.api.models import HardwareDetails, HostSpec
 from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 
@@ -108,4 +115,29 @@ async def inventory(spec: HostSpec) -> HardwareDetails:
         heartbeat_timeout=BMC_HEARTBEAT,
         retry_policy=BMC_RETRY,
         summary="collect hardware inventory (out-of-band)",
+    )
+
+
+async def read_bios(spec: HostSpec, expect: dict[str, str] | None = None, wait_seconds: int = 0) -> BIOSState:
+    """The BIOS's settings and schema; with `expect`, once the BMC reports them applied."""
+    return await workflow.execute_activity(
+        BMC_READ_BIOS,
+        BIOSReadRequest(target=target_of(spec), expect=expect or {}, wait_seconds=wait_seconds),
+        result_type=BIOSState,
+        start_to_close_timeout=BMC_TIMEOUT + timedelta(seconds=wait_seconds),
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary=f"wait for the BIOS to apply {len(expect)} settings" if expect else "read BIOS settings",
+    )
+
+
+async def apply_bios(spec: HostSpec, settings: dict[str, str | int | bool]) -> None:
+    """Write BIOS settings to the pending set; they apply when the host next boots."""
+    await workflow.execute_activity(
+        BMC_APPLY_BIOS,
+        BIOSApplyRequest(target=target_of(spec), settings=settings),
+        start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary=f"write BIOS settings {', '.join(sorted(settings))} (pending until reboot)",
     )

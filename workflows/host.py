@@ -306,7 +306,7 @@ class HostWorkflow:
         await self._publish()
 
     async def _run_stages(self, state: S, step: Step) -> None:
-        """The step workflow, then each follow-up whose guard holds; the first result is applied."""
+        """The stages whose guard holds, in order; the step workflow's own result is applied."""
         result: StepResult | None = None
         for stage in step.stages:
             if not stage.when(self._facts()):
@@ -316,11 +316,14 @@ class HostWorkflow:
             out = await self._child(
                 stage.workflow, stage.summary, state, result.join_token if result else None
             )
-            if result is None:
+            if result is None and stage.workflow == step.workflow:
                 result = out
                 self._apply(state, result)
             elif out.node is not None:  # JoinCluster: the Node the host joined as
                 self._status.node = out.node
+            elif out.firmware_settings is not None:  # ApplyFirmwareSettings: what the BIOS has now
+                self._status.firmware_settings = out.firmware_settings
+                self._status.powered_on = out.powered_on
 
     async def _redo(self, redo: Redo) -> None:
         """A step run again in place (re-registration after a BMC change): the state stays."""

@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,13 +20,17 @@ from temporalio import activity
 
 from activities.bmc.registry import open_driver
 from metalflow.api.bmc import (
+    BMC_APPLY_BIOS,
     BMC_CONFIGURE_RAID,
     BMC_EJECT_MEDIA,
     BMC_INSERT_MEDIA,
     BMC_INVENTORY,
     BMC_POWER,
+    BMC_READ_BIOS,
     BMC_SET_BOOT_DEVICE,
     BMC_VALIDATE,
+    BIOSApplyRequest,
+    BIOSReadRequest,
     BMCTarget,
     BMCValidation,
     BootDeviceRequest,
@@ -34,6 +39,8 @@ from metalflow.api.bmc import (
     PowerResult,
     RAIDRequest,
 )
+from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.firmware import BIOSState, changes
 from metalflow.api.models import HardwareDetails
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -133,4 +140,53 @@ def inventory(target: BMCTarget) -> HardwareDetails:
     return open_driver(target).inventory()
 
 
-ACTIVITIES = [validate, power, set_boot_device, insert_media, eject_media, configure_raid, inventory]
+BIOS_POLL_SECONDS = 2.0
+
+
+@activity.defn(name=BMC_READ_BIOS)
+@_keepalive
+def read_bios(req: BIOSReadRequest) -> BIOSState:
+    """The BIOS's settings and schema; with `expect`, polled until the reboot applied them."""
+    driver = open_driver(req.target)
+    deadline = time.monotonic() + req.wait_seconds
+    while True:
+        state = driver.read_bios()
+        left = changes(req.expect, state.settings, state.schema_)
+        if not left and not (req.expect and set(req.expect) & set(state.pending)):
+            return state
+        if time.monotonic() >= deadline:
+            detail = ", ".join(
+                f"{n} is {state.settings.get(n, 'absent')!r}, want {v!r}" for n, v in left.items()
+            )
+            pending = ", ".join(sorted(set(req.expect) & set(state.pending)))
+            raise permanent(
+                ErrorName.FIRMWARE_SETTINGS_NOT_APPLIED,
+                f"the BIOS did not apply the settings within {req.wait_seconds}s of the reboot: "
+                f"{detail or 'values match'}{f'; still pending: {pending}' if pending else ''}; "
+                "check the BMC's job queue, then retry",
+            )
+        time.sleep(BIOS_POLL_SECONDS)
+
+
+@activity.defn(name=BMC_APPLY_BIOS)
+@_keepalive
+def apply_bios(req: BIOSApplyRequest) -> None:
+    """Write settings to the BIOS's pending set (they apply at the next boot)."""
+    driver = open_driver(req.target)
+    driver.apply_bios_settings(req.settings)
+    activity.logger.info(
+        "BIOS settings written to %s: %s", driver.addr.base_url, ", ".join(sorted(req.settings))
+    )
+
+
+ACTIVITIES = [
+    validate,
+    power,
+    set_boot_device,
+    insert_media,
+    eject_media,
+    configure_raid,
+    inventory,
+    read_bios,
+    apply_bios,
+]

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, NoReturn, Protocol
 from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import BMCAddress
 from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.firmware import BIOSState
 from metalflow.api.models import BootMode, HardwareDetails
 from metalflow.api.smbios import InvalidSystemUUID, canonical, is_nil
 
@@ -84,7 +85,13 @@ class BMCDriver(Protocol):
         """What the BMC knows without booting the host (out-of-band inspection)."""
         ...
 
-    def apply_bios_settings(self, settings: Mapping[str, str]) -> None: ...
+    def read_bios(self) -> BIOSState:
+        """Current and pending BIOS settings and the registry's schema (no password values)."""
+        ...
+
+    def apply_bios_settings(self, settings: Mapping[str, str | int | bool]) -> None:
+        """Write settings to the pending set; the BIOS applies them at the next boot."""
+        ...
 
     def update_firmware(self, image_url: str) -> None: ...
 
@@ -121,8 +128,11 @@ class BaseDriver:
     def eject_media(self) -> None:
         self.unsupported("virtual media", "use a redfish-virtualmedia:// address or network boot")
 
-    def apply_bios_settings(self, settings: Mapping[str, str]) -> None:
-        self.unsupported("BIOS settings support", "BIOS settings are not built yet")
+    def read_bios(self) -> BIOSState:
+        self.unsupported("BIOS settings", "remove the HostFirmwareSettings' settings or use a Redfish BMC")
+
+    def apply_bios_settings(self, settings: Mapping[str, str | int | bool]) -> None:
+        self.unsupported("BIOS settings", "remove the HostFirmwareSettings' settings or use a Redfish BMC")
 
     def update_firmware(self, image_url: str) -> None:
         self.unsupported("firmware update support", "firmware updates are not built yet")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
@@ -19,10 +19,12 @@ import sushy
 from sushy import exceptions as sx
 from temporalio import activity
 
+from activities.bmc import redfish_bios
 from activities.bmc.driver import BaseDriver, Credentials, SystemCheck, reported_uuid
 from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import BMCAddress
 from metalflow.api.errors import ErrorName, permanent, transient
+from metalflow.api.firmware import BIOSState
 from metalflow.api.models import CPU, NIC, BootMode, HardwareDetails, HardwareSystemVendor, Storage
 
 _BOOT_TARGETS = {
@@ -341,3 +343,12 @@ class RedfishDriver(BaseDriver):
     def inventory(self) -> HardwareDetails:
         details: HardwareDetails = self._call(inventory)
         return details
+
+    def read_bios(self) -> BIOSState:
+        where = f"the BMC at {self.addr.base_url}"
+        state: BIOSState = self._call(lambda s: redfish_bios.read_bios(s, where))
+        return state
+
+    def apply_bios_settings(self, settings: Mapping[str, str | int | bool]) -> None:
+        where = f"the BMC at {self.addr.base_url}"
+        self._call(lambda s: redfish_bios.apply_bios(s, settings, where))

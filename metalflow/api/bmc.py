@@ -23,6 +23,8 @@ BMC_INSERT_MEDIA = "bmc.insert_media"
 BMC_EJECT_MEDIA = "bmc.eject_media"
 BMC_CONFIGURE_RAID = "bmc.configure_raid"
 BMC_INVENTORY = "bmc.inventory"
+BMC_READ_BIOS = "bmc.read_bios"
+BMC_APPLY_BIOS = "bmc.apply_bios"
 
 
 # ---- BMC ----
@@ -95,3 +97,20 @@ class RAIDRequest(Model):
 
     target: BMCTarget
     raid: RAIDConfig
+
+
+class BIOSApplyRequest(Model):
+    """Settings to write to the BIOS's pending set, already checked against its registry and
+    typed as its JSON wants them (metalflow.api.firmware.typed_value); they apply at the next boot."""
+
+    target: BMCTarget
+    settings: dict[str, str | int | bool]
+
+
+class BIOSReadRequest(Model):
+    """Read the BIOS; with `expect`, wait up to `wait_seconds` until it reports those values
+    and nothing pending (the settings written before a reboot, applied while it booted)."""
+
+    target: BMCTarget
+    expect: dict[str, str] = Field(default_factory=dict)
+    wait_seconds: int = Field(default=0, ge=0)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from metalflow.api.firmware import desired_values
 from metalflow.api.kube_names import BMH_KIND as KIND
 from metalflow.api.kube_names import METAL3_API_VERSION as API_VERSION
 from metalflow.api.models import Host, HostRef, HostSpec, InspectionMode, SecretRef
@@ -130,6 +131,11 @@ def host_from_manifest(obj: dict[str, Any], locate: SecretLocator | None = None)
     if raw.get("firmware") is not None:
         problems.append(f"spec.firmware: {FIRMWARE_REFUSED}")
     raw.pop("firmware", None)
+    if "firmwareSettings" in raw or "firmware_settings" in raw:  # a HostSpec field, not metal3's
+        problems.append(
+            "spec.firmwareSettings: unknown field; BIOS settings go in a HostFirmwareSettings "
+            "object with the host's name (metal3.io/v1alpha1)"
+        )
     if problems:
         raise ManifestError(f"BareMetalHost {namespace}/{name} is invalid: " + "; ".join(problems))
     if "bmc" not in raw:
@@ -192,7 +198,9 @@ def _explain(err: ValidationError, what: str) -> str:
 
 def manifest_from_host(host: Host) -> dict[str, Any]:
     """The BareMetalHost a Host corresponds to (for `metalflow hosts -o yaml` and tests)."""
-    spec = host.spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"labels", "join"})
+    spec = host.spec.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude={"labels", "join", "firmware_settings"}
+    )
     creds = spec["bmc"].pop("credentials")
     spec["bmc"]["credentialsName"] = creds["name"]
     for ref in ("userData", "networkData", "metaData"):
@@ -258,3 +266,27 @@ def admit(obj: dict[str, Any], locate: SecretLocator | None = None) -> Verdict:
     except SpecError as err:
         problems = [str(err)]
     return Verdict(name, namespace, not problems, problems, host=host)
+
+
+HFS_KIND = "HostFirmwareSettings"
+
+
+def firmware_settings_from_manifest(obj: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+    """(namespace, name, desired settings as text) of one HostFirmwareSettings object; it
+    belongs to the BareMetalHost of the same namespace and name, as in metal3."""
+    meta = _mapping(obj.get("metadata"), "metadata")
+    name, namespace = meta.get("name"), meta.get("namespace") or "default"
+    if not name:
+        raise ManifestError(f"a {HFS_KIND} has no metadata.name; give it its host's name")
+    spec = _mapping(obj.get("spec"), f"{HFS_KIND} {namespace}/{name} spec")
+    settings = spec.get("settings")
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, dict):
+        raise ManifestError(f"{HFS_KIND} {namespace}/{name}: spec.settings must be a map of name: value")
+    bad = [k for k, v in settings.items() if isinstance(v, dict | list)]
+    if bad:
+        raise ManifestError(
+            f"{HFS_KIND} {namespace}/{name}: spec.settings.{bad[0]} must be a string or an integer"
+        )
+    return namespace, str(name), desired_values(settings)

@@ -46,6 +46,9 @@ class ErrorName(StrEnum):
     # verified erase (spec.erase)
     ERASE_UNSUPPORTED = "EraseMethodUnsupported"
     ERASE_FAILED = "EraseFailed"
+    # hardware settings (HostFirmwareSettings)
+    INVALID_FIRMWARE_SETTINGS = "InvalidFirmwareSettings"
+    FIRMWARE_SETTINGS_NOT_APPLIED = "FirmwareSettingsNotApplied"
 
 
 def permanent(name: ErrorName, message: str) -> ApplicationError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from metalflow.api.erase import DiskErasure
+from metalflow.api.firmware import FirmwareSettingsStatus
 from metalflow.api.models import (
     HardwareDetails,
     HostRef,
@@ -33,6 +34,7 @@ DEPLOY_HOST = "DeployHost"
 JOIN_CLUSTER = "JoinCluster"
 POWER_OFF_HOST = "PowerOffHost"
 CONFIGURE_RAID = "ConfigureRAID"
+APPLY_FIRMWARE_SETTINGS = "ApplyFirmwareSettings"
 
 
 class HostWorkflowInput(Model):
@@ -79,6 +81,7 @@ class StepResult(Model):
     system_uuid: str = ""  # registration: the SMBIOS UUID the BMC reported (canonical text)
     erasure: list[DiskErasure] = Field(default_factory=list)  # cleaning with spec.erase: per disk
     node: JoinedNode | None = None  # JoinCluster: the Node the host joined as
+    firmware_settings: FirmwareSettingsStatus | None = None  # ApplyFirmwareSettings: what the BIOS reports
 
 
 # ---- status ----

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from metalflow.api.erase import DiskErasure, EraseSpec
+from metalflow.api.firmware import FirmwareSettingsStatus, desired_values
 from metalflow.api.metal3_fields import CustomDeploy as CustomDeploy
 from metalflow.api.metal3_fields import HardwareRAIDVolume as HardwareRAIDVolume
 from metalflow.api.metal3_fields import InspectionMode as InspectionMode
@@ -218,6 +219,17 @@ class HostSpec(Model):
     join: JoinSpec | None = None
     erase: EraseSpec | None = Field(default=None, description="metalflow: verified erase when cleaning.")
     labels: dict[str, str] = Field(default_factory=dict)
+    firmware_settings: dict[str, str] = Field(
+        default_factory=dict,
+        description="metalflow: the desired BIOS settings, the spec.settings of the HostFirmwareSettings "
+        "of the host's name (the bridge and host files fill it); applied while preparing.",
+    )
+
+    @field_validator("firmware_settings", mode="before")
+    @classmethod
+    def _settings_as_text(cls, v: object) -> object:
+        """IntOrString (and YAML booleans) as text, as metal3 compares them."""
+        return desired_values(v) if isinstance(v, dict) else ({} if v is None else v)
 
     @field_validator("taints", "network_interfaces", mode="before")
     @classmethod
@@ -446,6 +458,9 @@ class HostStatus(Model):
     )
     node: JoinedNode | None = Field(
         default=None, description="The Kubernetes Node this host joined as (spec.join), until deprovisioned."
+    )
+    firmware_settings: FirmwareSettingsStatus | None = Field(
+        default=None, description="The BIOS settings the BMC last reported (HostFirmwareSettings status)."
     )
     current_step: str = ""
     paused: bool = False

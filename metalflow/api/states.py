@@ -36,6 +36,7 @@ from typing import Literal
 
 from metalflow.api.bmc import PowerAction
 from metalflow.api.host import (
+    APPLY_FIRMWARE_SETTINGS,
     CLEAN_HOST,
     CONFIGURE_RAID,
     DEPLOY_HOST,
@@ -187,6 +188,12 @@ def raid_requested(f: Facts) -> bool:
     return f.spec.raid is not None and f.spec.raid.requested
 
 
+def firmware_settings_requested(f: Facts) -> bool:
+    """The host's HostFirmwareSettings asks for settings (they are checked and applied while
+    preparing; the step writes only those that differ)."""
+    return bool(f.spec.firmware_settings)
+
+
 def power_on_wanted(f: Facts) -> bool:
     return f.spec.online and not f.status.powered_on
 
@@ -212,11 +219,11 @@ Metric = Literal["register_", "inspect", "provision", "deprovision"]
 
 @dataclass(frozen=True)
 class Step:
-    """A working state's job: its step workflow, then its follow-ups in order; the first one's
-    result updates the status, the follow-ups get its join token. Success fires `done`
-    (unless a `COMPLETIONS` guard says otherwise) and fulfils `fulfils`; failure is `error_type`.
-    `purpose` tells the step workflow why it runs (default: the state's name); `metric` names
-    the status.operationHistory entry that times it."""
+    """A working state's job: stages `before` it, its step workflow, then its follow-ups in
+    order; the step workflow's result updates the status, the follow-ups get its join token.
+    Success fires `done` (unless a `COMPLETIONS` guard says otherwise) and fulfils `fulfils`;
+    failure is `error_type`. `purpose` tells the step workflow why it runs (default: the
+    state's name); `metric` names the status.operationHistory entry that times it."""
 
     workflow: str
     done: Event
@@ -226,10 +233,11 @@ class Step:
     fulfils: Request | None = None
     purpose: str = ""
     metric: Metric | None = None
+    before: tuple[Stage, ...] = ()
 
     @property
     def stages(self) -> tuple[Stage, ...]:
-        return (Stage(self.workflow, self.summary), *self.then)
+        return (*self.before, Stage(self.workflow, self.summary), *self.then)
 
 
 STEPS: dict[S, Step] = {
@@ -252,6 +260,8 @@ STEPS: dict[S, Step] = {
         Event.PREPARED,
         ErrorType.PREPARATION,
         "clean disks per automatedCleaningMode",
+        # settings are checked against the BMC's registry before cleaning touches a disk
+        before=(Stage(APPLY_FIRMWARE_SETTINGS, "apply firmware settings", when=firmware_settings_requested),),
         then=(Stage(CONFIGURE_RAID, "apply spec.raid", when=raid_requested),),
     ),
     S.PROVISIONING: Step(

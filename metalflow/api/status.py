@@ -70,7 +70,15 @@ def metal3_conditions(status: HostStatus) -> list[dict[str, Any]]:
 # keeps them, an API server serving upstream's CRD prunes them (does not refuse the document).
 # Paths from the status root.
 METAL3_EXTENSIONS: tuple[tuple[str, ...], ...] = (("provisioning", "imageDigest"), ("erasure",), ("node",))
-_METALFLOW_ONLY = {"bmc_driver", "system_uuid", "current_step", "paused", "detached", "deleted"}
+_METALFLOW_ONLY = {
+    "bmc_driver",
+    "system_uuid",
+    "current_step",
+    "paused",
+    "detached",
+    "deleted",
+    "firmware_settings",  # HostFirmwareSettings status, not the BareMetalHost's
+}
 
 
 def bmh_status(status: HostStatus) -> dict[str, Any]:

@@ -93,6 +93,29 @@ def _interface_problems(spec: HostSpec) -> list[str]:
     return problems
 
 
+def _firmware_settings_problems(spec: HostSpec, driver: str, scheme: str) -> list[str]:
+    """What can be told of the HostFirmwareSettings before the BMC's registry is read (the step
+    checks the rest against it). A password never travels as a setting: the spec is kept in
+    the workflow's history, where no secret may go."""
+    if not spec.firmware_settings:
+        return []
+    problems: list[str] = []
+    if driver != "redfish":
+        problems.append(
+            f"HostFirmwareSettings spec.settings: BMC driver {scheme} has no BIOS settings; "
+            "use a Redfish BMC address or remove the settings"
+        )
+    for name in sorted(spec.firmware_settings):
+        if "password" in name.lower():
+            problems.append(
+                f"HostFirmwareSettings spec.settings.{name}: a password cannot be set as a setting "
+                "(settings are kept in the workflow's history); remove it"
+            )
+        elif not name.strip():
+            problems.append("HostFirmwareSettings spec.settings: a setting has an empty name; remove it")
+    return problems
+
+
 def spec_problems(spec: HostSpec, namespace: str | None = None) -> list[str]:
     """Every reason metal3's webhook (and metalflow's own rules) reject this spec; [] when accepted.
 
@@ -131,6 +154,7 @@ def spec_problems(spec: HostSpec, namespace: str | None = None) -> list[str]:
             "and have power off disabled"
         )
     problems += _interface_problems(spec)
+    problems += _firmware_settings_problems(spec, address.driver, scheme)
     if namespace is not None:
         for field, ref in (
             ("userData", spec.user_data),

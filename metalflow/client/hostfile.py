@@ -14,7 +14,13 @@ from typing import Any
 
 import yaml
 
-from metalflow.api.bmh import KIND, ManifestError, host_from_manifest
+from metalflow.api.bmh import (
+    HFS_KIND,
+    KIND,
+    ManifestError,
+    firmware_settings_from_manifest,
+    host_from_manifest,
+)
 from metalflow.api.models import Host, HostSpec
 
 
@@ -33,6 +39,20 @@ def _store_secret(obj: dict[str, Any], target: Path) -> None:
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump({k: obj[k] for k in ("kind", "data", "stringData") if k in obj}, f)
     tmp.replace(target)
+
+
+def _attach_firmware_settings(hosts: list[Host], objs: list[dict[str, Any]], path: Path) -> None:
+    """Each HostFirmwareSettings object's settings onto the host of its namespace and name."""
+    by_ref = {(h.ref.namespace, h.ref.name): h for h in hosts}
+    for obj in objs:
+        namespace, name, settings = firmware_settings_from_manifest(obj)
+        host = by_ref.get((namespace, name))
+        if host is None:
+            raise ManifestError(
+                f"{path}: {HFS_KIND} {namespace}/{name} names no {KIND} in the file; "
+                "give it the name and namespace of the host it configures"
+            )
+        host.spec = host.spec.model_copy(update={"firmware_settings": settings})
 
 
 def load_hosts(path: Path, secrets_dir: Path, check: Callable[[HostSpec], None] | None = None) -> list[Host]:
@@ -61,6 +81,7 @@ def load_hosts(path: Path, secrets_dir: Path, check: Callable[[HostSpec], None] 
     hosts = [host_from_manifest(o, locate) for o in items if o.get("kind") == KIND]
     if not hosts:
         raise ManifestError(f"{path} holds no {KIND} documents")
+    _attach_firmware_settings(hosts, [o for o in items if o.get("kind") == HFS_KIND], path)
     seen: dict[str, str] = {}
     for host in hosts:
         key = host.ref.workflow_id

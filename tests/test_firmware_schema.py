@@ -1,0 +1,164 @@
+"""HostFirmwareSettings checked against a FirmwareSchema before anything is written (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metalflow.api.bmh import ManifestError, firmware_settings_from_manifest
+from metalflow.api.firmware import (
+    AttributeType,
+    FirmwareSchema,
+    SettingSchema,
+    changes,
+    desired_values,
+    setting_problems,
+    typed_value,
+)
+from metalflow.api.models import HostSpec
+from metalflow.api.validation import spec_problems
+from metalflow.client.hostfile import load_hosts
+
+# the shape of a real registry (sushy-tools' BIOS registry, metal3's example schema)
+SCHEMA = FirmwareSchema(
+    hardware_vendor="Sushy Emulator",
+    attributes={
+        "ProcTurboMode": SettingSchema(
+            attribute_type=AttributeType.ENUMERATION, allowable_values=["Enabled", "Disabled"]
+        ),
+        "NumCores": SettingSchema(
+            attribute_type=AttributeType.INTEGER, lower_bound=10, upper_bound=20, read_only=True
+        ),
+        "Cores": SettingSchema(attribute_type=AttributeType.INTEGER, lower_bound=1, upper_bound=64),
+        "QuietBoot": SettingSchema(attribute_type=AttributeType.BOOLEAN),
+        "SerialNumber": SettingSchema(attribute_type=AttributeType.STRING, max_length=16, min_length=2),
+        "SysPassword": SettingSchema(attribute_type=AttributeType.PASSWORD),
+    },
+)
+
+
+def test_valid_settings_have_no_problems() -> None:
+    ok = {"ProcTurboMode": "Disabled", "Cores": "32", "QuietBoot": "False", "SerialNumber": "QPX1"}
+    assert setting_problems(ok, SCHEMA) == []
+
+
+def test_every_problem_is_named_with_its_fix() -> None:
+    bad = {
+        "ProcTurboMod": "Enabled",  # a typo: the close name is offered
+        "NumCores": "12",
+        "ProcTurboMode": "Maybe",
+        "Cores": "65",
+        "QuietBoot": "yes",
+        "SerialNumber": "x" * 17,
+        "SysPassword": "hunter2",
+    }
+    problems = setting_problems(bad, SCHEMA)
+    assert len(problems) == len(bad), problems
+    text = "\n".join(problems)
+    assert "ProcTurboMod: not a setting this BMC has (did you mean ProcTurboMode?)" in text
+    assert "NumCores: read-only on this BMC; remove it" in text
+    assert "ProcTurboMode: 'Maybe' is not allowed; use one of Enabled, Disabled" in text
+    assert "Cores: 65 is above the maximum 64" in text
+    assert "QuietBoot: 'yes' is not a boolean; write true or false" in text
+    assert "SerialNumber: 17 characters, more than the 16 allowed" in text
+    assert "SysPassword: a password attribute" in text and "hunter2" not in text  # never echoed
+    assert setting_problems({"Cores": "0"}, SCHEMA) == ["Cores: 0 is below the minimum 1"]
+    assert setting_problems({"Cores": "many"}, SCHEMA) == ["Cores: 'many' is not an integer"]
+    assert setting_problems({"SerialNumber": "x"}, SCHEMA) == [
+        "SerialNumber: 1 characters, fewer than the 2 required"
+    ]
+
+
+def test_only_differing_settings_are_written_typed_as_the_registry_says() -> None:
+    current = {"ProcTurboMode": "Enabled", "QuietBoot": "true", "Cores": "8"}
+    desired = {"ProcTurboMode": "Enabled", "QuietBoot": "True", "Cores": "16"}
+    assert changes(desired, current, SCHEMA) == {"Cores": "16"}  # a boolean compared case-blind
+    assert typed_value("16", SCHEMA.attributes["Cores"]) == 16
+    assert typed_value("False", SCHEMA.attributes["QuietBoot"]) is False
+    assert typed_value("Disabled", SCHEMA.attributes["ProcTurboMode"]) == "Disabled"
+    assert typed_value("x", None) == "x"
+
+
+def test_schema_name_follows_its_content() -> None:
+    same = FirmwareSchema.model_validate(SCHEMA.model_dump(by_alias=True))
+    assert same.name == SCHEMA.name and SCHEMA.name.startswith("schema-")
+    other = SCHEMA.model_copy(update={"hardware_model": "R650"})
+    assert other.name != SCHEMA.name
+    # metal3's snake_case JSON names
+    assert "attribute_type" in SCHEMA.model_dump(by_alias=True)["schema"]["Cores"]
+
+
+def test_metal3_int_or_string_and_yaml_booleans_become_text() -> None:
+    assert desired_values({"A": 5, "B": True, "C": "x"}) == {"A": "5", "B": "true", "C": "x"}
+    spec = HostSpec.model_validate(
+        {
+            "bmc": {"address": "redfish://1.2.3.4/redfish/v1/Systems/1", "credentials": {"name": "c"}},
+            "firmwareSettings": {"Cores": 16},
+        }
+    )
+    assert spec.firmware_settings == {"Cores": "16"}
+
+
+def _spec(address: str, settings: dict[str, str]) -> HostSpec:
+    return HostSpec.model_validate(
+        {"bmc": {"address": address, "credentials": {"name": "c"}}, "firmwareSettings": settings}
+    )
+
+
+def test_intake_refuses_passwords_and_drivers_without_bios() -> None:
+    """Before the workflow starts (its input is history): no password ever rides in a setting."""
+    problems = spec_problems(_spec("redfish://1.2.3.4/redfish/v1/Systems/1", {"SysPassword": "hunter2"}))
+    assert problems == [
+        "HostFirmwareSettings spec.settings.SysPassword: a password cannot be set as a setting "
+        "(settings are kept in the workflow's history); remove it"
+    ]
+    problems = spec_problems(_spec("ipmi://1.2.3.4", {"ProcTurboMode": "Disabled"}))
+    assert any("BMC driver ipmi has no BIOS settings" in p for p in problems), problems
+    assert spec_problems(_spec("redfish://1.2.3.4/redfish/v1/Systems/1", {"ProcTurboMode": "Disabled"})) == []
+
+
+def test_hostfile_takes_metal3s_host_firmware_settings(tmp_path: Path) -> None:
+    hostfile = tmp_path / "hosts.yaml"
+    hostfile.write_text(
+        """
+apiVersion: metal3.io/v1alpha1
+kind: BareMetalHost
+metadata: {name: worker-0, namespace: lab}
+spec:
+  online: true
+  bmc: {address: "redfish://10.0.0.5/redfish/v1/Systems/1", credentialsName: worker-0-bmc}
+---
+apiVersion: metal3.io/v1alpha1
+kind: HostFirmwareSettings
+metadata: {name: worker-0, namespace: lab}
+spec:
+  settings:
+    ProcTurboMode: Disabled
+    NumCores: 16
+"""
+    )
+    (host,) = load_hosts(hostfile, tmp_path / "secrets")
+    assert host.spec.firmware_settings == {"ProcTurboMode": "Disabled", "NumCores": "16"}
+
+    orphan = hostfile.read_text().replace(
+        "kind: HostFirmwareSettings\nmetadata: {name: worker-0",
+        "kind: HostFirmwareSettings\nmetadata: {name: worker-9",
+    )
+    hostfile.write_text(orphan)
+    with pytest.raises(
+        ManifestError, match="HostFirmwareSettings lab/worker-9 names no BareMetalHost in the file"
+    ):
+        load_hosts(hostfile, tmp_path / "secrets")
+
+
+def test_host_firmware_settings_manifest_errors() -> None:
+    with pytest.raises(ManifestError, match=r"has no metadata\.name"):
+        firmware_settings_from_manifest({"kind": "HostFirmwareSettings", "metadata": {}, "spec": {}})
+    with pytest.raises(ManifestError, match=r"spec\.settings\.X must be a string or an integer"):
+        firmware_settings_from_manifest({"metadata": {"name": "h"}, "spec": {"settings": {"X": [1]}}})
+    assert firmware_settings_from_manifest({"metadata": {"name": "h"}, "spec": {"settings": None}}) == (
+        "default",
+        "h",
+        {},
+    )
