@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
 from k8s_bridge.reconcile import FINALIZER, Fingerprint, Plan, fingerprint, reconcile
-from metalflow.api.kube_names import BMH_PLURAL, METAL3_GROUP, METAL3_VERSION
+from metalflow.api.kube_names import BMH_PLURAL, HFS_PLURAL, METAL3_GROUP, METAL3_VERSION
 from metalflow.api.models import (
     ErrorType,
     HostRef,
@@ -267,10 +267,13 @@ class Controller:
 
 
 class Bridge(Controller):
-    """BareMetalHosts -> HostWorkflows."""
+    """BareMetalHosts (with their HostFirmwareSettings) -> HostWorkflows."""
 
     async def handle(self, obj: dict[str, Any]) -> Fingerprint:
-        plan = await reconcile(obj, self._temporal, self._settings)
+        meta = obj["metadata"]
+        ref = HostRef(namespace=meta.get("namespace", "default"), name=meta["name"])
+        hfs = await self.blocking(self._firmware_settings, ref)
+        plan = await reconcile(obj, self._temporal, self._settings, hfs)
         await self.blocking(self._apply_plan, obj, plan)
         if "delete" in plan.signals:
             self._follow_up(obj)
@@ -289,6 +292,18 @@ class Bridge(Controller):
                 self._enqueue(fresh, force=True)
 
         self._spawn(wait_then_requeue())
+
+    def _firmware_settings(self, ref: HostRef) -> dict[str, Any] | None:
+        """The host's HostFirmwareSettings (same name), if any; none when its CRD is not installed."""
+        try:
+            got: dict[str, Any] = self._api.get_namespaced_custom_object(  # type: ignore[assignment]
+                self.group, self.version, ref.namespace, HFS_PLURAL, ref.name
+            )
+            return got
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # ---- Kubernetes side effects ----
 
@@ -340,3 +355,23 @@ def _plan_status(plan: Plan) -> dict[str, Any] | None:
             )
         )
     return None
+
+
+class FirmwareSettingsWatch(Controller):
+    """HostFirmwareSettings changes -> a reconcile of the BareMetalHost of the same name, which
+    reads them (Bridge.handle). Status writes leave the spec's fingerprint alone: no echo."""
+
+    plural = HFS_PLURAL
+    finalizer = ""
+
+    def __init__(self, api_client: k8s.ApiClient, bridge: Bridge, **kwargs: Any) -> None:
+        super().__init__(api_client, bridge._temporal, bridge._settings, **kwargs)
+        self._bridge = bridge
+
+    async def handle(self, obj: dict[str, Any]) -> Fingerprint:
+        meta = obj["metadata"]
+        ref = HostRef(namespace=meta.get("namespace", "default"), name=meta["name"])
+        host = await self._bridge.blocking(self._bridge._get, ref)
+        if host is not None:
+            self._bridge._enqueue(host, force=True)
+        return fingerprint(obj, finalizer=self.finalizer)

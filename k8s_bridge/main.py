@@ -6,7 +6,7 @@ import asyncio
 
 from kubernetes import client as k8s
 
-from k8s_bridge.controller import Bridge
+from k8s_bridge.controller import Bridge, FirmwareSettingsWatch
 from k8s_bridge.pools import ClaimController, SetController
 from metalflow.runtime import metrics
 from metalflow.runtime.kube import api_client
@@ -14,11 +14,11 @@ from metalflow.runtime.settings import Settings
 from metalflow.runtime.temporal import connect
 
 WORKERS = 16  # concurrent reconciles per controller
-CONTROLLERS = (Bridge, ClaimController, SetController)
+CONTROLLERS = (Bridge, FirmwareSettingsWatch, ClaimController, SetController)
 
 
 def bridge_api_client(settings: Settings) -> k8s.ApiClient:
-    """One client for the three controllers: a kept connection for each reconcile thread and
+    """One client for the four controllers: a kept connection for each reconcile thread and
     for each controller's open watch."""
     return api_client(settings, connections=len(CONTROLLERS) * (WORKERS + 1))
 
@@ -27,4 +27,7 @@ async def run_bridge(settings: Settings) -> None:
     temporal = await connect(settings, runtime=metrics.sdk_runtime(settings.sdk_metrics_address))
     metrics.serve(settings.metrics_address)
     with bridge_api_client(settings) as api:
-        await asyncio.gather(*(c(api, temporal, settings, workers=WORKERS).run() for c in CONTROLLERS))
+        bridge = Bridge(api, temporal, settings, workers=WORKERS)
+        pools = (c(api, temporal, settings, workers=WORKERS) for c in (ClaimController, SetController))
+        hfs = FirmwareSettingsWatch(api, bridge, workers=WORKERS)
+        await asyncio.gather(bridge.run(), hfs.run(), *(c.run() for c in pools))

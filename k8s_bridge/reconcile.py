@@ -16,7 +16,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from metalflow.api.bmh import HostNeedsBMC, ManifestError, host_from_manifest
+from metalflow.api.bmh import HostNeedsBMC, ManifestError, firmware_settings_from_manifest, host_from_manifest
 from metalflow.api.models import Host, HostRef
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
@@ -83,13 +83,17 @@ async def _workflow_state(client: Client, ref: HostRef) -> tuple[WorkflowExecuti
     return desc.status, str(memo.get("uid", ""))
 
 
-def _parse(obj: dict[str, Any]) -> tuple[Host | None, str]:
-    """The host the manifest describes, or why it is not valid (for status.errorMessage).
+def _parse(obj: dict[str, Any], hfs: dict[str, Any] | None = None) -> tuple[Host | None, str]:
+    """The host the manifest describes, with the settings of its HostFirmwareSettings (`hfs`,
+    the object of the same name), or why it is not valid (for status.errorMessage).
 
     A host without spec.bmc raises `HostNeedsBMC`: not an error, the caller waits for one.
     """
     try:
         host = host_from_manifest(obj)
+        if hfs is not None:
+            _, _, settings = firmware_settings_from_manifest(hfs)
+            host.spec = host.spec.model_copy(update={"firmware_settings": settings})
         operations.check_spec(host.spec)
     except HostNeedsBMC:
         raise
@@ -105,10 +109,13 @@ def _start_options(meta: dict[str, Any], annotations: dict[str, str]) -> operati
     )
 
 
-async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> Plan:
-    """Decide and perform the workflow side; return the Kubernetes-side patches to make."""
+async def reconcile(
+    obj: dict[str, Any], client: Client, settings: Settings, hfs: dict[str, Any] | None = None
+) -> Plan:
+    """Decide and perform the workflow side; return the Kubernetes-side patches to make.
+    `hfs`: the host's HostFirmwareSettings, if it has one."""
     try:
-        return await _reconcile(obj, client, settings)
+        return await _reconcile(obj, client, settings, hfs)
     except HostNeedsBMC as waiting:
         # metal3 accepts a BareMetalHost without spec.bmc and shows it unmanaged/discovered;
         # nothing starts until spec.bmc is set (a deleted one has nothing to deprovision).
@@ -120,7 +127,9 @@ async def reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> 
         )
 
 
-async def _reconcile(obj: dict[str, Any], client: Client, settings: Settings) -> Plan:
+async def _reconcile(
+    obj: dict[str, Any], client: Client, settings: Settings, hfs: dict[str, Any] | None
+) -> Plan:
     meta = obj.get("metadata") or {}
     ref = HostRef(namespace=meta.get("namespace") or "default", name=meta["name"])
     annotations: dict[str, str] = meta.get("annotations") or {}
@@ -130,7 +139,7 @@ async def _reconcile(obj: dict[str, Any], client: Client, settings: Settings) ->
     if not deleting and FINALIZER not in finalizers:
         # First sight of the object (no finalizer of ours yet): one start call is the common
         # case; only when a workflow already runs does the full comparison below follow.
-        host, error = _parse(obj)
+        host, error = _parse(obj, hfs)
         if host is None:
             return Plan(add_finalizer=True, status_error=error)
         if await operations.start(client, host, settings, _start_options(meta, annotations)):
@@ -150,7 +159,7 @@ async def _reconcile(obj: dict[str, Any], client: Client, settings: Settings) ->
 
     if FINALIZER not in finalizers:
         plan.add_finalizer = True
-    host, error = _parse(obj)
+    host, error = _parse(obj, hfs)
     if host is None:
         plan.status_error = error
         return plan

@@ -162,3 +162,31 @@ def test_host_firmware_settings_manifest_errors() -> None:
         "h",
         {},
     )
+
+
+def test_hfs_conditions_as_metal3_reports_them() -> None:
+    from datetime import UTC, datetime
+
+    from metalflow.api.firmware import hfs_conditions
+
+    t0, t1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    bad = hfs_conditions({"Cores": "65"}, {"Cores": "8"}, SCHEMA, ["Cores: 65 is above the maximum 64"], t0)
+    by = {c["type"]: c for c in bad}
+    assert by["Valid"] == {
+        "type": "Valid",
+        "status": "False",
+        "reason": "ConfigurationError",
+        "message": "Cores: 65 is above the maximum 64",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    assert by["ChangeDetected"]["status"] == "True"
+    # fixed and applied: both flip (new transition time); unchanged ones keep theirs
+    good = hfs_conditions({"Cores": "16"}, {"Cores": "16"}, SCHEMA, [], t1, before=bad)
+    by = {c["type"]: c for c in good}
+    assert by["Valid"]["status"] == "True" and by["Valid"]["reason"] == "Success"
+    assert by["ChangeDetected"]["status"] == "False"
+    assert by["Valid"]["lastTransitionTime"] == "2026-01-02T00:00:00Z"
+    again = hfs_conditions(
+        {"Cores": "16"}, {"Cores": "16"}, SCHEMA, [], datetime(2026, 1, 3, tzinfo=UTC), good
+    )
+    assert [c["lastTransitionTime"] for c in again] == [c["lastTransitionTime"] for c in good]

@@ -126,7 +126,7 @@ def test_bridge_service_account_is_held_to_rbac_yaml(
 def test_bridge_client_keeps_a_connection_for_each_reconcile_thread(
     kube_cluster: KubeCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """`metalflow bridge`'s one client, used by every reconcile thread of its three controllers
+    """`metalflow bridge`'s one client, used by every reconcile thread of its controllers
     at once, keeps a TLS connection for each: none is opened for one request and discarded
     (urllib3's "Connection pool is full"), as with the client's default pool of 5 per CPU."""
     settings = Settings(kubeconfig=kube_cluster.bridge_kubeconfig)

@@ -15,14 +15,22 @@ from temporalio.exceptions import ApplicationError
 from metalflow.api.bmc import PowerAction
 from metalflow.api.errors import ErrorName
 from metalflow.api.firmware import (
+    BIOSState,
     FirmwareSettingsStatus,
     SchemaReference,
     changes,
     setting_problems,
     typed_value,
 )
-from metalflow.api.host import APPLY_FIRMWARE_SETTINGS, StepInput, StepResult
+from metalflow.api.host import (
+    APPLY_FIRMWARE_SETTINGS,
+    FIRMWARE_PUBLISH,
+    FirmwareReport,
+    StepInput,
+    StepResult,
+)
 from workflows import bmc_calls
+from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 # How long a BIOS may take to apply its pending settings once the host was powered on or reset
 # (a real server's POST with a settings job runs for minutes).
@@ -37,6 +45,7 @@ class ApplyFirmwareSettings:
         desired = spec.firmware_settings
         state = await bmc_calls.read_bios(spec)
         problems = setting_problems(desired, state.schema_)
+        await _report(step, state, problems)
         if problems:  # nothing written: every problem named at once, each with its fix
             raise ApplicationError(
                 f"HostFirmwareSettings {step.ref.namespace}/{step.ref.name}: {len(problems)} invalid "
@@ -56,6 +65,7 @@ class ApplyFirmwareSettings:
             powered_on = True
             if not step.powered_on:
                 powered_on = await bmc_calls.power(spec, PowerAction.OFF)
+            await _report(step, state, [])
         return StepResult(
             powered_on=powered_on,
             firmware_settings=FirmwareSettingsStatus(
@@ -64,3 +74,20 @@ class ApplyFirmwareSettings:
                 last_updated=workflow.now(),
             ),
         )
+
+
+async def _report(step: StepInput, state: BIOSState, problems: list[str]) -> None:
+    """The host's HostFirmwareSettings status and FirmwareSchema (when it has them)."""
+    await workflow.execute_activity(
+        FIRMWARE_PUBLISH,
+        FirmwareReport(
+            host=step.ref,
+            schema_=state.schema_,
+            settings=state.settings,
+            desired=step.spec.firmware_settings,
+            problems=problems,
+        ),
+        start_to_close_timeout=LOCAL_TIMEOUT,
+        retry_policy=LOCAL_RETRY,
+        summary="publish firmware settings" + (" (invalid)" if problems else ""),
+    )

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from metalflow.api.firmware import desired_values
 from metalflow.api.kube_names import BMH_KIND as KIND
+from metalflow.api.kube_names import HFS_KIND as HFS_KIND
 from metalflow.api.kube_names import METAL3_API_VERSION as API_VERSION
 from metalflow.api.models import Host, HostRef, HostSpec, InspectionMode, SecretRef
 from metalflow.api.validation import SpecError, spec_problems
@@ -267,8 +268,6 @@ def admit(obj: dict[str, Any], locate: SecretLocator | None = None) -> Verdict:
         problems = [str(err)]
     return Verdict(name, namespace, not problems, problems, host=host)
 
-
-HFS_KIND = "HostFirmwareSettings"
 
 
 def firmware_settings_from_manifest(obj: dict[str, Any]) -> tuple[str, str, dict[str, str]]:

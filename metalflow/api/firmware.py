@@ -159,3 +159,36 @@ def changes(desired: Mapping[str, str], current: Mapping[str, str], schema: Firm
             continue
         out[name] = value
     return out
+
+
+def hfs_conditions(
+    desired: Mapping[str, str],
+    settings: Mapping[str, str],
+    schema: FirmwareSchema,
+    problems: list[str],
+    now: datetime,
+    before: list[dict[str, object]] | None = None,
+) -> list[dict[str, object]]:
+    """metal3's HostFirmwareSettings conditions: `Valid` (the spec obeys the schema; its
+    message lists what does not) and `ChangeDetected` (the spec differs from what the BMC
+    reports). A condition keeps its lastTransitionTime while its status stays the same."""
+    old = {str(c.get("type")): c for c in before or []}
+    valid = not problems
+    differs = bool(changes(desired, settings, schema))
+    out: list[dict[str, object]] = []
+    for kind, status, reason, message in (
+        ("ChangeDetected", differs, "Success", ""),
+        ("Valid", valid, "Success" if valid else "ConfigurationError", "; ".join(problems)),
+    ):
+        text = "True" if status else "False"
+        since = old[kind]["lastTransitionTime"] if old.get(kind, {}).get("status") == text else None
+        out.append(
+            {
+                "type": kind,
+                "status": text,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": since or now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+    return out

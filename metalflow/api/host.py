@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from metalflow.api.erase import DiskErasure
-from metalflow.api.firmware import FirmwareSettingsStatus
+from metalflow.api.firmware import FirmwareSchema, FirmwareSettingsStatus
 from metalflow.api.models import (
     HardwareDetails,
     HostRef,
@@ -23,6 +23,7 @@ from metalflow.api.models import (
 CONTROL_QUEUE = "metalflow"
 
 STATUS_PUBLISH = "status.publish"
+FIRMWARE_PUBLISH = "status.publish_firmware"
 
 
 # ---- workflow payloads ----
@@ -85,6 +86,16 @@ class StepResult(Model):
 
 
 # ---- status ----
+class FirmwareReport(Model):
+    """What a BIOS read found, for the host's HostFirmwareSettings status and FirmwareSchema."""
+
+    host: HostRef
+    schema_: FirmwareSchema = Field(alias="schema")
+    settings: dict[str, str] = Field(default_factory=dict, description="What the BMC reports.")
+    desired: dict[str, str] = Field(default_factory=dict)
+    problems: list[str] = Field(default_factory=list, description="How the desired settings break it.")
+
+
 class StatusUpdate(Model):
     host: HostRef
     status: HostStatus

@@ -8,6 +8,8 @@ METAL3_VERSION = "v1alpha1"
 METAL3_API_VERSION = f"{METAL3_GROUP}/{METAL3_VERSION}"
 BMH_KIND = "BareMetalHost"
 BMH_PLURAL = "baremetalhosts"
+HFS_KIND, HFS_PLURAL = "HostFirmwareSettings", "hostfirmwaresettings"
+FIRMWARE_SCHEMA_KIND, FIRMWARE_SCHEMA_PLURAL = "FirmwareSchema", "firmwareschemas"
 
 METALFLOW_GROUP = "metalflow.io"
 METALFLOW_VERSION = "v1alpha1"
