@@ -21,8 +21,8 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
-from k8s_bridge.reconcile import FINALIZER, Fingerprint, Plan, fingerprint, reconcile
-from metalflow.api.kube_names import BMH_PLURAL, HFS_PLURAL, METAL3_GROUP, METAL3_VERSION
+from k8s_bridge.reconcile import FINALIZER, Fingerprint, Plan, Related, fingerprint, reconcile
+from metalflow.api.kube_names import BMH_PLURAL, HFS_PLURAL, HUP_PLURAL, METAL3_GROUP, METAL3_VERSION
 from metalflow.api.models import (
     ErrorType,
     HostRef,
@@ -272,8 +272,11 @@ class Bridge(Controller):
     async def handle(self, obj: dict[str, Any]) -> Fingerprint:
         meta = obj["metadata"]
         ref = HostRef(namespace=meta.get("namespace", "default"), name=meta["name"])
-        hfs = await self.blocking(self._firmware_settings, ref)
-        plan = await reconcile(obj, self._temporal, self._settings, hfs)
+        related = Related(
+            firmware_settings=await self.blocking(self._same_name, HFS_PLURAL, ref),
+            update_policy=await self.blocking(self._same_name, HUP_PLURAL, ref),
+        )
+        plan = await reconcile(obj, self._temporal, self._settings, related)
         await self.blocking(self._apply_plan, obj, plan)
         if "delete" in plan.signals:
             self._follow_up(obj)
@@ -293,11 +296,12 @@ class Bridge(Controller):
 
         self._spawn(wait_then_requeue())
 
-    def _firmware_settings(self, ref: HostRef) -> dict[str, Any] | None:
-        """The host's HostFirmwareSettings (same name), if any; none when its CRD is not installed."""
+    def _same_name(self, plural: str, ref: HostRef) -> dict[str, Any] | None:
+        """The host's object of another metal3 kind (same name), if any; none when the kind's
+        CRD is not installed."""
         try:
             got: dict[str, Any] = self._api.get_namespaced_custom_object(  # type: ignore[assignment]
-                self.group, self.version, ref.namespace, HFS_PLURAL, ref.name
+                self.group, self.version, ref.namespace, plural, ref.name
             )
             return got
         except ApiException as exc:
@@ -357,14 +361,15 @@ def _plan_status(plan: Plan) -> dict[str, Any] | None:
     return None
 
 
-class FirmwareSettingsWatch(Controller):
-    """HostFirmwareSettings changes -> a reconcile of the BareMetalHost of the same name, which
-    reads them (Bridge.handle). Status writes leave the spec's fingerprint alone: no echo."""
+class RelatedWatch(Controller):
+    """Changes to a kind metal3 keeps beside a BareMetalHost (HostFirmwareSettings,
+    HostUpdatePolicy) -> a reconcile of the BareMetalHost of the same name, which reads them
+    (Bridge.handle). Status writes leave the spec's fingerprint alone: no echo."""
 
-    plural = HFS_PLURAL
     finalizer = ""
 
-    def __init__(self, api_client: k8s.ApiClient, bridge: Bridge, **kwargs: Any) -> None:
+    def __init__(self, api_client: k8s.ApiClient, bridge: Bridge, plural: str, **kwargs: Any) -> None:
+        self.plural = plural  # before the base class names its threads after it
         super().__init__(api_client, bridge._temporal, bridge._settings, **kwargs)
         self._bridge = bridge
 

@@ -6,21 +6,23 @@ import asyncio
 
 from kubernetes import client as k8s
 
-from k8s_bridge.controller import Bridge, FirmwareSettingsWatch
+from k8s_bridge.controller import Bridge, RelatedWatch
 from k8s_bridge.pools import ClaimController, SetController
+from metalflow.api.kube_names import HFS_PLURAL, HUP_PLURAL
 from metalflow.runtime import metrics
 from metalflow.runtime.kube import api_client
 from metalflow.runtime.settings import Settings
 from metalflow.runtime.temporal import connect
 
 WORKERS = 16  # concurrent reconciles per controller
-CONTROLLERS = (Bridge, FirmwareSettingsWatch, ClaimController, SetController)
+CONTROLLERS = (Bridge, ClaimController, SetController)
+RELATED = (HFS_PLURAL, HUP_PLURAL)  # a RelatedWatch each, beside the Bridge
 
 
 def bridge_api_client(settings: Settings) -> k8s.ApiClient:
     """One client for the four controllers: a kept connection for each reconcile thread and
     for each controller's open watch."""
-    return api_client(settings, connections=len(CONTROLLERS) * (WORKERS + 1))
+    return api_client(settings, connections=(len(CONTROLLERS) + len(RELATED)) * (WORKERS + 1))
 
 
 async def run_bridge(settings: Settings) -> None:
@@ -29,5 +31,5 @@ async def run_bridge(settings: Settings) -> None:
     with bridge_api_client(settings) as api:
         bridge = Bridge(api, temporal, settings, workers=WORKERS)
         pools = (c(api, temporal, settings, workers=WORKERS) for c in (ClaimController, SetController))
-        hfs = FirmwareSettingsWatch(api, bridge, workers=WORKERS)
-        await asyncio.gather(bridge.run(), hfs.run(), *(c.run() for c in pools))
+        related = (RelatedWatch(api, bridge, plural, workers=WORKERS) for plural in RELATED)
+        await asyncio.gather(bridge.run(), *(c.run() for c in (*related, *pools)))

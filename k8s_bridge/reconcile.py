@@ -16,7 +16,13 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from metalflow.api.bmh import HostNeedsBMC, ManifestError, firmware_settings_from_manifest, host_from_manifest
+from metalflow.api.bmh import (
+    HostNeedsBMC,
+    ManifestError,
+    firmware_settings_from_manifest,
+    host_from_manifest,
+    update_policy_from_manifest,
+)
 from metalflow.api.models import Host, HostRef
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
@@ -83,17 +89,29 @@ async def _workflow_state(client: Client, ref: HostRef) -> tuple[WorkflowExecuti
     return desc.status, str(memo.get("uid", ""))
 
 
-def _parse(obj: dict[str, Any], hfs: dict[str, Any] | None = None) -> tuple[Host | None, str]:
-    """The host the manifest describes, with the settings of its HostFirmwareSettings (`hfs`,
-    the object of the same name), or why it is not valid (for status.errorMessage).
+@dataclass(frozen=True)
+class Related:
+    """The objects named for a BareMetalHost that metal3 keeps beside it (None: there is none)."""
+
+    firmware_settings: dict[str, Any] | None = None  # HostFirmwareSettings
+    update_policy: dict[str, Any] | None = None  # HostUpdatePolicy
+
+
+def _parse(obj: dict[str, Any], related: Related | None = None) -> tuple[Host | None, str]:
+    """The host the manifest describes, with the settings of its HostFirmwareSettings and the
+    policy of its HostUpdatePolicy, or why it is not valid (for status.errorMessage).
 
     A host without spec.bmc raises `HostNeedsBMC`: not an error, the caller waits for one.
     """
+    related = related or Related()
     try:
         host = host_from_manifest(obj)
-        if hfs is not None:
-            _, _, settings = firmware_settings_from_manifest(hfs)
+        if related.firmware_settings is not None:
+            _, _, settings = firmware_settings_from_manifest(related.firmware_settings)
             host.spec = host.spec.model_copy(update={"firmware_settings": settings})
+        if related.update_policy is not None:
+            _, _, policy = update_policy_from_manifest(related.update_policy)
+            host.spec = host.spec.model_copy(update={"update_policy": policy})
         operations.check_spec(host.spec)
     except HostNeedsBMC:
         raise
@@ -110,12 +128,12 @@ def _start_options(meta: dict[str, Any], annotations: dict[str, str]) -> operati
 
 
 async def reconcile(
-    obj: dict[str, Any], client: Client, settings: Settings, hfs: dict[str, Any] | None = None
+    obj: dict[str, Any], client: Client, settings: Settings, related: Related | None = None
 ) -> Plan:
     """Decide and perform the workflow side; return the Kubernetes-side patches to make.
-    `hfs`: the host's HostFirmwareSettings, if it has one."""
+    `related`: the host's HostFirmwareSettings and HostUpdatePolicy, where it has them."""
     try:
-        return await _reconcile(obj, client, settings, hfs)
+        return await _reconcile(obj, client, settings, related)
     except HostNeedsBMC as waiting:
         # metal3 accepts a BareMetalHost without spec.bmc and shows it unmanaged/discovered;
         # nothing starts until spec.bmc is set (a deleted one has nothing to deprovision).
@@ -128,7 +146,7 @@ async def reconcile(
 
 
 async def _reconcile(
-    obj: dict[str, Any], client: Client, settings: Settings, hfs: dict[str, Any] | None
+    obj: dict[str, Any], client: Client, settings: Settings, related: Related | None
 ) -> Plan:
     meta = obj.get("metadata") or {}
     ref = HostRef(namespace=meta.get("namespace") or "default", name=meta["name"])
@@ -139,7 +157,7 @@ async def _reconcile(
     if not deleting and FINALIZER not in finalizers:
         # First sight of the object (no finalizer of ours yet): one start call is the common
         # case; only when a workflow already runs does the full comparison below follow.
-        host, error = _parse(obj, hfs)
+        host, error = _parse(obj, related)
         if host is None:
             return Plan(add_finalizer=True, status_error=error)
         if await operations.start(client, host, settings, _start_options(meta, annotations)):
@@ -159,7 +177,7 @@ async def _reconcile(
 
     if FINALIZER not in finalizers:
         plan.add_finalizer = True
-    host, error = _parse(obj, hfs)
+    host, error = _parse(obj, related)
     if host is None:
         plan.status_error = error
         return plan

@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from temporalio.client import Client
 from tests_support import eventually
 
-from k8s_bridge.controller import Bridge, FirmwareSettingsWatch
+from k8s_bridge.controller import Bridge, RelatedWatch
 from metalflow.api.bmh import manifest_from_host
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
@@ -93,7 +93,7 @@ async def test_host_firmware_settings_applied_reported_and_fixed_through_the_bri
             )
         # rbac.yaml's rights only; no resync within the test: a change reaches the host by the watch alone
         bridge = Bridge(bridge_api, client, settings, resync_seconds=600)
-        watch = FirmwareSettingsWatch(bridge_api, bridge, resync_seconds=600)
+        watch = RelatedWatch(bridge_api, bridge, "hostfirmwaresettings", resync_seconds=600)
         with ThreadPoolExecutor(max_workers=16) as executor:
             async with build_worker(client, settings, executor):
                 runners = [asyncio.create_task(bridge.run()), asyncio.create_task(watch.run())]

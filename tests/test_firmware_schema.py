@@ -190,3 +190,38 @@ def test_hfs_conditions_as_metal3_reports_them() -> None:
         {"Cores": "16"}, {"Cores": "16"}, SCHEMA, [], datetime(2026, 1, 3, tzinfo=UTC), good
     )
     assert [c["lastTransitionTime"] for c in again] == [c["lastTransitionTime"] for c in good]
+
+
+def test_hostfile_takes_metal3s_host_update_policy(tmp_path: Path) -> None:
+    from metalflow.api.models import UpdatePolicyMode
+
+    hostfile = tmp_path / "hosts.yaml"
+    host = """
+apiVersion: metal3.io/v1alpha1
+kind: BareMetalHost
+metadata: {name: worker-0}
+spec:
+  online: true
+  bmc: {address: "redfish://10.0.0.5/redfish/v1/Systems/1", credentialsName: worker-0-bmc}
+"""
+    hostfile.write_text(
+        host + "---\napiVersion: metal3.io/v1alpha1\nkind: HostUpdatePolicy\n"
+        "metadata: {name: worker-0}\nspec: {firmwareSettings: onReboot, firmwareUpdates: onReboot}\n"
+    )
+    (parsed,) = load_hosts(hostfile, tmp_path / "secrets")
+    assert parsed.spec.update_policy is not None
+    assert parsed.spec.update_policy.firmware_settings == UpdatePolicyMode.ON_REBOOT
+    hostfile.write_text(
+        host + "---\napiVersion: metal3.io/v1alpha1\nkind: HostUpdatePolicy\n"
+        "metadata: {name: worker-0}\nspec: {firmwareSettings: always}\n"
+    )
+    with pytest.raises(
+        ManifestError, match=r"HostUpdatePolicy default/worker-0 is invalid: spec\.firmwareSettings"
+    ):
+        load_hosts(hostfile, tmp_path / "secrets")
+    # metal3 keeps these in objects of their own: on a BareMetalHost they are unknown fields
+    hostfile.write_text(host + "  updatePolicy: {firmwareSettings: onReboot}\n")
+    with pytest.raises(
+        ManifestError, match=r"spec\.updatePolicy: unknown field; it goes in a HostUpdatePolicy"
+    ):
+        load_hosts(hostfile, tmp_path / "secrets")

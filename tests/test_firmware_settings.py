@@ -5,20 +5,17 @@ written, only differing settings written, applied by a boot, reported in status.
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest_asyncio
-import requests
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from tests_support import record
+from tests_support import child_steps, record, wait_status
+from tests_support import emulator_bios as bios
+from tests_support import emulator_bios_writes as bios_writes
 
 from metalflow.api.host import APPLY_FIRMWARE_SETTINGS, CLEAN_HOST
-from metalflow.api.models import ErrorType, Host, HostRef, HostStatus
+from metalflow.api.models import ErrorType, Host
 from metalflow.api.models import ProvisioningState as S
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
@@ -32,44 +29,6 @@ async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datac
         with ThreadPoolExecutor(max_workers=8) as executor:
             async with build_worker(client, settings, executor):
                 yield datacenter
-
-
-async def wait_status(
-    client: Client, ref: HostRef, pred: Callable[[HostStatus], Any], timeout: float = 240
-) -> HostStatus:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not pred(st := await operations.status(client, ref)):
-        assert asyncio.get_running_loop().time() < deadline, f"not reached; last: {st.model_dump_json()}"
-        await asyncio.sleep(0.3)
-    return st
-
-
-def bios(dc: Datacenter, index: int, settings: bool = False) -> dict[str, Any]:
-    """The emulated BMC's current (or pending) BIOS attributes, read as any Redfish client would."""
-    assert dc.sushy is not None
-    url = dc.sushy.system_url(dc.systems[index].uuid) + ("/BIOS/Settings" if settings else "/BIOS")
-    r = requests.get(url, auth=("admin", dc.password), timeout=10)
-    r.raise_for_status()
-    attributes: dict[str, Any] = r.json()["Attributes"]
-    return attributes
-
-
-def bios_writes(dc: Datacenter, index: int) -> list[dict[str, Any]]:
-    """Every BIOS PATCH the emulator took for one system, from its log."""
-    assert dc.sushy is not None
-    marker = f"metalflow-testbed: BIOS PATCH {dc.systems[index].uuid} "
-    log = dc.sushy.process.log_path.read_text()
-    return [json.loads(line.split(marker, 1)[1]) for line in log.splitlines() if marker in line]
-
-
-async def children(client: Client, ref: HostRef) -> list[str]:
-    """The step workflows the host's workflow started, in order, read from its history."""
-    history = await client.get_workflow_handle(ref.workflow_id).fetch_history()
-    return [
-        e.start_child_workflow_execution_initiated_event_attributes.workflow_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
-    ]
 
 
 async def test_settings_are_checked_against_the_bmc_registry_before_anything_is_written(
@@ -95,8 +54,8 @@ async def test_settings_are_checked_against_the_bmc_registry_before_anything_is_
     assert "ProcTurbo: not a setting this BMC has (did you mean ProcTurboMode?)" in message
     assert "L2Cache: 17 characters, more than the 16 allowed" in message
     # nothing written, and no disk cleaned: the check runs before CleanHost
-    assert bios_writes(dc, 0) == [] and bios(dc, 0) == before and bios(dc, 0, settings=True) == {}
-    steps = await children(client, host.ref)
+    assert bios_writes(dc, 0) == [] and bios(dc, 0) == before and bios(dc, 0, pending=True) == {}
+    steps = await child_steps(client, host.ref.workflow_id)
     assert APPLY_FIRMWARE_SETTINGS in steps and CLEAN_HOST not in steps, steps
 
 
@@ -122,7 +81,7 @@ async def test_settings_are_applied_at_preparing_by_a_boot_and_reported(
     assert bios_writes(dc, 1) == []
     current = bios(dc, 0)
     assert {k: str(current[k]).lower() if k == "QuietBoot" else current[k] for k in wanted} == wanted
-    assert bios(dc, 0, settings=True) == {}, "still pending"
+    assert bios(dc, 0, pending=True) == {}, "still pending"
     reported = done[0].firmware_settings
     assert reported is not None and reported.schema_ is not None
     assert {k: reported.settings[k] for k in wanted} == wanted
@@ -134,6 +93,6 @@ async def test_settings_are_applied_at_preparing_by_a_boot_and_reported(
     )
     # the settings step ran before cleaning, for both
     for host in (changed, already):
-        steps = await children(client, host.ref)
+        steps = await child_steps(client, host.ref.workflow_id)
         assert steps.index(APPLY_FIRMWARE_SETTINGS) < steps.index(CLEAN_HOST), steps
     await record(client, changed.ref.workflow_id, "firmware-settings")

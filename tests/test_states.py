@@ -278,3 +278,44 @@ def test_a_joined_host_is_deprovisioned_before_delete_even_with_cleaning_disable
     )
     rule = first_rule(REST_RULES, joined)
     assert rule is not None and rule.action == Fire(Event.DEPROVISION)
+
+
+def test_firmware_settings_are_checked_before_cleaning_and_serviced_only_on_a_reboot() -> None:
+    """Preparing runs ApplyFirmwareSettings before CleanHost when settings are asked for; a
+    provisioned host's changed settings go to `servicing` only with HostUpdatePolicy onReboot and
+    a reboot asked for (otherwise a reboot is a reboot, and the change waits for preparing)."""
+    from metalflow.api.firmware import FirmwareSettingsStatus
+    from metalflow.api.models import HostUpdatePolicy, UpdatePolicyMode
+
+    stages = STEPS[S.PREPARING].stages
+    assert [s.workflow for s in stages if s.when(facts(S.PREPARING))] == ["CleanHost"]
+    wanted = {"ProcTurboMode": "Disabled"}
+    assert [s.workflow for s in stages if s.when(facts(S.PREPARING, firmware_settings=wanted))] == [
+        "ApplyFirmwareSettings",
+        "CleanHost",
+    ]
+    policy = HostUpdatePolicy(firmware_settings=UpdatePolicyMode.ON_REBOOT)
+
+    def provisioned(pending: tuple[Request, ...], reported: str, **spec: Any) -> Facts:
+        f = facts(S.PROVISIONED, pending, firmware_settings=wanted, **spec)
+        f.status.firmware_settings = FirmwareSettingsStatus(settings={"ProcTurboMode": reported})
+        return f
+
+    def action(f: Facts) -> Action | None:
+        rule = first_rule(REST_RULES, f)
+        return rule.action if rule else None
+
+    assert action(provisioned((Request.REBOOT,), "Enabled", update_policy=policy)) == Fire(Event.SERVICE)
+    assert action(provisioned((), "Enabled", update_policy=policy)) is None  # waits for a reboot
+    assert action(provisioned((Request.REBOOT,), "Enabled")) == Power(PowerAction.REBOOT)  # no policy
+    assert action(provisioned((Request.REBOOT,), "disabled", update_policy=policy)) == Power(
+        PowerAction.REBOOT
+    )
+    on_preparing = HostUpdatePolicy(firmware_settings=UpdatePolicyMode.ON_PREPARING)
+    assert action(provisioned((Request.REBOOT,), "Enabled", update_policy=on_preparing)) == Power(
+        PowerAction.REBOOT
+    )
+    servicing = STEPS[S.SERVICING]
+    assert servicing.workflow == "ApplyFirmwareSettings" and servicing.fulfils == Request.REBOOT
+    assert servicing.error_type == ErrorType.SERVICING
+    assert TRANSITIONS[S.SERVICING][Event.SERVICED] == S.PROVISIONED

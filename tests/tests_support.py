@@ -187,3 +187,45 @@ async def workflow_paused(settings: Any, ref: Any) -> bool:
     from metalflow.runtime.temporal import connect
 
     return (await operations.status(await connect(settings), ref)).paused
+
+
+async def wait_status(client: Client, ref: Any, pred: Callable[[Any], Any], timeout: float = 240) -> Any:
+    """Poll the host's status Query until PRED holds; fail with the last status."""
+    from metalflow.client import operations
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred(st := await operations.status(client, ref)):
+        assert asyncio.get_running_loop().time() < deadline, f"not reached; last: {st.model_dump_json()}"
+        await asyncio.sleep(0.3)
+    return st
+
+
+async def child_steps(client: Client, workflow_id: str) -> list[str]:
+    """The step workflows a host's workflow started, in order, read from its history."""
+    from temporalio.api.enums.v1 import EventType
+
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return [
+        e.start_child_workflow_execution_initiated_event_attributes.workflow_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    ]
+
+
+def emulator_bios(dc: Any, index: int, pending: bool = False) -> dict[str, Any]:
+    """A Datacenter system's current (or pending) BIOS attributes, read as a Redfish client would."""
+    import requests
+
+    url = dc.sushy.system_url(dc.systems[index].uuid) + ("/BIOS/Settings" if pending else "/BIOS")
+    r = requests.get(url, auth=("admin", dc.password), timeout=10)
+    r.raise_for_status()
+    attributes: dict[str, Any] = r.json()["Attributes"]
+    return attributes
+
+
+def emulator_bios_writes(dc: Any, index: int) -> list[dict[str, Any]]:
+    """Every BIOS PATCH the emulator took for one Datacenter system, from its log
+    (testbed/sushy_bios.py logs each)."""
+    marker = f"metalflow-testbed: BIOS PATCH {dc.systems[index].uuid} "
+    log = dc.sushy.process.log_path.read_text()
+    return [json.loads(line.split(marker, 1)[1]) for line in log.splitlines() if marker in line]

@@ -397,6 +397,8 @@ class HostWorkflow:
             self._status.provisioning.root_device_hints = None
         if result.erasure:  # cleaning with spec.erase, preparing or deprovisioning
             self._status.erasure = result.erasure
+        if result.firmware_settings is not None:  # servicing: what the BIOS has now
+            self._status.firmware_settings = result.firmware_settings
 
     # ---- errors, pause, the end ----
 

@@ -18,8 +18,9 @@ from pydantic import ValidationError
 from metalflow.api.firmware import desired_values
 from metalflow.api.kube_names import BMH_KIND as KIND
 from metalflow.api.kube_names import HFS_KIND as HFS_KIND
+from metalflow.api.kube_names import HUP_KIND as HUP_KIND
 from metalflow.api.kube_names import METAL3_API_VERSION as API_VERSION
-from metalflow.api.models import Host, HostRef, HostSpec, InspectionMode, SecretRef
+from metalflow.api.models import Host, HostRef, HostSpec, HostUpdatePolicy, InspectionMode, SecretRef
 from metalflow.api.validation import SpecError, spec_problems
 
 # Fields of BareMetalHost.spec that are not the host's spec: metal3's webhook refuses `firmware`.
@@ -132,11 +133,15 @@ def host_from_manifest(obj: dict[str, Any], locate: SecretLocator | None = None)
     if raw.get("firmware") is not None:
         problems.append(f"spec.firmware: {FIRMWARE_REFUSED}")
     raw.pop("firmware", None)
-    if "firmwareSettings" in raw or "firmware_settings" in raw:  # a HostSpec field, not metal3's
-        problems.append(
-            "spec.firmwareSettings: unknown field; BIOS settings go in a HostFirmwareSettings "
-            "object with the host's name (metal3.io/v1alpha1)"
-        )
+    for field_name, alias, kind in (
+        ("firmwareSettings", "firmware_settings", HFS_KIND),
+        ("updatePolicy", "update_policy", HUP_KIND),
+    ):  # HostSpec fields that metal3 keeps in objects of their own
+        if field_name in raw or alias in raw:
+            problems.append(
+                f"spec.{field_name}: unknown field; it goes in a {kind} object with the host's name "
+                "(metal3.io/v1alpha1)"
+            )
     if problems:
         raise ManifestError(f"BareMetalHost {namespace}/{name} is invalid: " + "; ".join(problems))
     if "bmc" not in raw:
@@ -200,7 +205,10 @@ def _explain(err: ValidationError, what: str) -> str:
 def manifest_from_host(host: Host) -> dict[str, Any]:
     """The BareMetalHost a Host corresponds to (for `metalflow hosts -o yaml` and tests)."""
     spec = host.spec.model_dump(
-        mode="json", by_alias=True, exclude_none=True, exclude={"labels", "join", "firmware_settings"}
+        mode="json",
+        by_alias=True,
+        exclude_none=True,
+        exclude={"labels", "join", "firmware_settings", "update_policy"},
     )
     creds = spec["bmc"].pop("credentials")
     spec["bmc"]["credentialsName"] = creds["name"]
@@ -269,7 +277,6 @@ def admit(obj: dict[str, Any], locate: SecretLocator | None = None) -> Verdict:
     return Verdict(name, namespace, not problems, problems, host=host)
 
 
-
 def firmware_settings_from_manifest(obj: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
     """(namespace, name, desired settings as text) of one HostFirmwareSettings object; it
     belongs to the BareMetalHost of the same namespace and name, as in metal3."""
@@ -289,3 +296,16 @@ def firmware_settings_from_manifest(obj: dict[str, Any]) -> tuple[str, str, dict
             f"{HFS_KIND} {namespace}/{name}: spec.settings.{bad[0]} must be a string or an integer"
         )
     return namespace, str(name), desired_values(settings)
+
+
+def update_policy_from_manifest(obj: dict[str, Any]) -> tuple[str, str, HostUpdatePolicy]:
+    """(namespace, name, spec) of one HostUpdatePolicy; it governs the host of its name."""
+    meta = _mapping(obj.get("metadata"), "metadata")
+    name, namespace = meta.get("name"), meta.get("namespace") or "default"
+    if not name:
+        raise ManifestError(f"a {HUP_KIND} has no metadata.name; give it its host's name")
+    try:
+        policy = HostUpdatePolicy.model_validate(obj.get("spec") or {})
+    except ValidationError as err:
+        raise ManifestError(_explain(err, f"{HUP_KIND} {namespace}/{name}")) from None
+    return namespace, str(name), policy

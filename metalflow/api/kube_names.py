@@ -10,6 +10,7 @@ BMH_KIND = "BareMetalHost"
 BMH_PLURAL = "baremetalhosts"
 HFS_KIND, HFS_PLURAL = "HostFirmwareSettings", "hostfirmwaresettings"
 FIRMWARE_SCHEMA_KIND, FIRMWARE_SCHEMA_PLURAL = "FirmwareSchema", "firmwareschemas"
+HUP_KIND, HUP_PLURAL = "HostUpdatePolicy", "hostupdatepolicies"
 
 METALFLOW_GROUP = "metalflow.io"
 METALFLOW_VERSION = "v1alpha1"

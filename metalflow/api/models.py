@@ -190,6 +190,20 @@ class JoinedNode(Model):
     kubeconfig: SecretRef
 
 
+class UpdatePolicyMode(StrEnum):
+    """metal3's HostUpdatePolicy modes: when a change to a provisioned host's firmware is applied."""
+
+    ON_PREPARING = "onPreparing"  # only when the host is next prepared (the default)
+    ON_REBOOT = "onReboot"  # at the next reboot the operator asks for: servicing
+
+
+class HostUpdatePolicy(Model):
+    """metal3's HostUpdatePolicy spec (the object of the host's name)."""
+
+    firmware_settings: UpdatePolicyMode | None = None
+    firmware_updates: UpdatePolicyMode | None = None
+
+
 class HostSpec(Model):
     """What the operator wants of one host (metal3 BareMetalHost.spec, plus `join`)."""
 
@@ -223,6 +237,11 @@ class HostSpec(Model):
         default_factory=dict,
         description="metalflow: the desired BIOS settings, the spec.settings of the HostFirmwareSettings "
         "of the host's name (the bridge and host files fill it); applied while preparing.",
+    )
+
+    update_policy: HostUpdatePolicy | None = Field(
+        default=None,
+        description="metalflow: the spec of the HostUpdatePolicy of the host's name (onReboot: servicing).",
     )
 
     @field_validator("firmware_settings", mode="before")
@@ -380,6 +399,7 @@ class ProvisioningState(StrEnum):
     PROVISIONED = "provisioned"
     DEPROVISIONING = "deprovisioning"
     EXTERNALLY_PROVISIONED = "externally provisioned"
+    SERVICING = "servicing"
     POWERING_OFF_BEFORE_DELETE = "powering off before delete"
     DELETING = "deleting"
 

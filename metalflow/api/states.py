@@ -45,7 +45,7 @@ from metalflow.api.host import (
     POWER_OFF_HOST,
     REGISTER_HOST,
 )
-from metalflow.api.models import BMCDetails, CleaningMode, ErrorType, HostSpec, HostStatus
+from metalflow.api.models import BMCDetails, CleaningMode, ErrorType, HostSpec, HostStatus, UpdatePolicyMode
 from metalflow.api.models import ProvisioningState as S
 
 
@@ -61,6 +61,8 @@ class Event(StrEnum):
     DEPROVISIONED = "deprovisioned"
     INSPECT = "inspect"  # operator asks for inspection again
     DELETE = "delete"
+    SERVICE = "service"  # a provisioned host's firmware changes at the reboot asked for
+    SERVICED = "serviced"
     POWERED_OFF = "powered_off"
     DELETED = "deleted"
 
@@ -100,6 +102,11 @@ TRANSITIONS: dict[S, dict[Event, S]] = {
     },
     S.PROVISIONED: {
         Event.DEPROVISION: S.DEPROVISIONING,
+        Event.SERVICE: S.SERVICING,
+        Event.DELETE: S.POWERING_OFF_BEFORE_DELETE,
+    },
+    S.SERVICING: {
+        Event.SERVICED: S.PROVISIONED,
         Event.DELETE: S.POWERING_OFF_BEFORE_DELETE,
     },
     S.EXTERNALLY_PROVISIONED: {
@@ -194,6 +201,18 @@ def firmware_settings_requested(f: Facts) -> bool:
     return bool(f.spec.firmware_settings)
 
 
+def servicing_due(f: Facts) -> bool:
+    """A reboot is asked for, the host's HostUpdatePolicy applies firmware settings on reboot
+    (metal3's `onReboot`), and the settings differ from what the BIOS last reported."""
+    policy = f.spec.update_policy
+    if not (reboot_requested(f) and policy and policy.firmware_settings == UpdatePolicyMode.ON_REBOOT):
+        return False
+    reported = f.status.firmware_settings.settings if f.status.firmware_settings else {}
+    return any(
+        reported.get(name, "").lower() != value.lower() for name, value in f.spec.firmware_settings.items()
+    )
+
+
 def power_on_wanted(f: Facts) -> bool:
     return f.spec.online and not f.status.powered_on
 
@@ -279,6 +298,14 @@ STEPS: dict[S, Step] = {
         "clean disks, power off",
         purpose="deprovision",
         metric="deprovision",
+    ),
+    S.SERVICING: Step(
+        APPLY_FIRMWARE_SETTINGS,
+        Event.SERVICED,
+        ErrorType.SERVICING,
+        "apply changed firmware settings at the reboot (onReboot)",
+        fulfils=Request.REBOOT,
+        purpose="servicing",
     ),
     S.POWERING_OFF_BEFORE_DELETE: Step(
         POWER_OFF_HOST,
@@ -379,6 +406,7 @@ REST_RULES: tuple[Rule, ...] = (
     Rule("reprovision or deprovision", _PROVISIONED, image_changed, Fire(Event.DEPROVISION)),
     Rule("inspect again", _AVAILABLE, inspect_requested, Fire(Event.INSPECT), consumes=Request.INSPECT),
     Rule("provision", _AVAILABLE, image_set, Fire(Event.PROVISION)),
+    Rule("service at the reboot", _PROVISIONED, servicing_due, Fire(Event.SERVICE)),
     Rule("reboot", STABLE, reboot_requested, Power(PowerAction.REBOOT), consumes=Request.REBOOT),
     Rule("power on", STABLE, power_on_wanted, Power(PowerAction.ON)),
     Rule("power off", STABLE, power_off_wanted, Power(PowerAction.SOFT_OFF)),

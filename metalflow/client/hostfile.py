@@ -16,10 +16,12 @@ import yaml
 
 from metalflow.api.bmh import (
     HFS_KIND,
+    HUP_KIND,
     KIND,
     ManifestError,
     firmware_settings_from_manifest,
     host_from_manifest,
+    update_policy_from_manifest,
 )
 from metalflow.api.models import Host, HostSpec
 
@@ -55,6 +57,20 @@ def _attach_firmware_settings(hosts: list[Host], objs: list[dict[str, Any]], pat
         host.spec = host.spec.model_copy(update={"firmware_settings": settings})
 
 
+def _attach_update_policies(hosts: list[Host], objs: list[dict[str, Any]], path: Path) -> None:
+    """Each HostUpdatePolicy onto the host of its namespace and name."""
+    by_ref = {(h.ref.namespace, h.ref.name): h for h in hosts}
+    for obj in objs:
+        namespace, name, policy = update_policy_from_manifest(obj)
+        host = by_ref.get((namespace, name))
+        if host is None:
+            raise ManifestError(
+                f"{path}: {HUP_KIND} {namespace}/{name} names no {KIND} in the file; "
+                "give it the name and namespace of the host it governs"
+            )
+        host.spec = host.spec.model_copy(update={"update_policy": policy})
+
+
 def load_hosts(path: Path, secrets_dir: Path, check: Callable[[HostSpec], None] | None = None) -> list[Host]:
     """Parse a hostfile. Every host is validated (and `check`ed) before the file's Secrets are
     stored under `secrets_dir`: a rejected hostfile leaves nothing behind."""
@@ -82,6 +98,7 @@ def load_hosts(path: Path, secrets_dir: Path, check: Callable[[HostSpec], None] 
     if not hosts:
         raise ManifestError(f"{path} holds no {KIND} documents")
     _attach_firmware_settings(hosts, [o for o in items if o.get("kind") == HFS_KIND], path)
+    _attach_update_policies(hosts, [o for o in items if o.get("kind") == HUP_KIND], path)
     seen: dict[str, str] = {}
     for host in hosts:
         key = host.ref.workflow_id
