@@ -15,10 +15,12 @@ import jsonschema
 import yaml
 from kubernetes import client as k8s
 from temporalio.client import Client
-from tests_support import eventually
+from tests_support import child_steps, eventually
 
 from k8s_bridge.controller import Bridge, RelatedWatch
 from metalflow.api.bmh import manifest_from_host
+from metalflow.api.models import HostRef, HostSpec
+from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
 from worker.control import build_worker
@@ -62,6 +64,14 @@ spec:
         pass
     else:
         raise AssertionError("a nested value passed the HostFirmwareSettings schema")
+
+
+async def spec_of(settings: Settings, name: str, ns: str) -> HostSpec:
+    """The spec the host's workflow holds (a client of its own: called in a thread)."""
+    from metalflow.runtime.temporal import connect
+
+    client = await connect(settings)
+    return await operations.spec(client, HostRef(namespace=ns, name=name))
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -189,6 +199,59 @@ async def test_host_firmware_settings_applied_reported_and_fixed_through_the_bri
                         "the fixed HostFirmwareSettings to be Valid",
                     )
                     assert fixed["status"]["settings"]["ProcTurboMode"] == "Disabled"
+
+                    # servicing: with a HostUpdatePolicy onReboot, a changed HostFirmwareSettings of
+                    # the provisioned host is applied at the reboot the annotation asks for
+                    policy = {
+                        "apiVersion": f"{G}/{V}",
+                        "kind": "HostUpdatePolicy",
+                        "metadata": {"name": good, "namespace": ns},
+                        "spec": {"firmwareSettings": "onReboot"},
+                    }
+                    await asyncio.to_thread(
+                        co.create_namespaced_custom_object, G, V, ns, "hostupdatepolicies", policy
+                    )
+                    await asyncio.to_thread(
+                        co.patch_namespaced_custom_object,
+                        G,
+                        V,
+                        ns,
+                        "hostfirmwaresettings",
+                        good,
+                        {"spec": {"settings": {"ProcTurboMode": "Enabled"}}},
+                    )
+                    spec_has = lambda: asyncio.run(spec_of(settings, good, ns))  # noqa: E731
+                    await eventually(
+                        lambda: (
+                            (sp := spec_has()).update_policy is not None
+                            and sp.firmware_settings.get("ProcTurboMode") == "Enabled"
+                        ),
+                        "the workflow to hold the policy and the new settings",
+                    )
+                    assert state(good) == "provisioned"  # nothing before the reboot
+                    await asyncio.to_thread(
+                        co.patch_namespaced_custom_object,
+                        G,
+                        V,
+                        ns,
+                        "baremetalhosts",
+                        good,
+                        {"metadata": {"annotations": {"reboot.metal3.io": ""}}},
+                    )
+                    serviced = await eventually(
+                        lambda: (
+                            (o := get("hostfirmwaresettings", good))["status"]["settings"]["ProcTurboMode"]
+                            == "Enabled"
+                            and o
+                        ),
+                        "the serviced settings in the HostFirmwareSettings status",
+                    )
+                    assert condition(serviced, "ChangeDetected")["status"] == "False"
+                    await eventually(
+                        lambda: state(good) == "provisioned", "the serviced host back to provisioned"
+                    )
+                    ref = HostRef(namespace=ns, name=good)
+                    assert (await child_steps(client, ref.workflow_id))[-1] == "ApplyFirmwareSettings"
                 finally:
                     bridge.stop()
                     watch.stop()
