@@ -225,3 +225,55 @@ spec:
         ManifestError, match=r"spec\.updatePolicy: unknown field; it goes in a HostUpdatePolicy"
     ):
         load_hosts(hostfile, tmp_path / "secrets")
+
+
+def test_upstreams_sample_host_firmware_settings_is_refused_with_the_form_to_write() -> None:
+    """baremetal-operator's config/samples HostFirmwareSettings lists one-entry maps, which its
+    own CRD (a map of IntOrString) refuses; the error says how to write it."""
+    sample = {
+        "apiVersion": "metal3.io/v1alpha1",
+        "kind": "HostFirmwareSettings",
+        "metadata": {"name": "hostfirmwaresettings-sample"},
+        "spec": {"settings": [{"ProcVirtualization": "Enabled"}, {"SRIOV": "Enabled"}]},
+    }
+    with pytest.raises(
+        ManifestError, match=r"write it as one map, e\.g\. `settings: \{ProcVirtualization: Enabled\}`"
+    ):
+        firmware_settings_from_manifest(sample)
+    sample["spec"]["settings"] = {
+        "ProcVirtualization": "Enabled",
+        "SRIOV": "Enabled",
+        "NetworkBootRetryCount": "20",
+    }
+    assert firmware_settings_from_manifest(sample)[2]["NetworkBootRetryCount"] == "20"
+
+
+def test_metal3_schema_rules_on_upstreams_sample_schema() -> None:
+    """The attributes of baremetal-operator's sample FirmwareSchema, checked as metal3 does."""
+    schema = FirmwareSchema(
+        hardware_vendor="VendorA",
+        hardware_model="ModelT",
+        attributes={
+            "ProcVirtualization": SettingSchema(
+                attribute_type=AttributeType.ENUMERATION, allowable_values=["Enabled", "Disabled"]
+            ),
+            "ProcCPUCores": SettingSchema(
+                attribute_type=AttributeType.INTEGER, lower_bound=1, upper_bound=100, read_only=True
+            ),
+            "SRIOV": SettingSchema(allowable_values=["Enabled", "Disabled"]),  # no type: allowed, as metal3
+            "SystemModelName": SettingSchema(
+                attribute_type=AttributeType.STRING, max_length=40, min_length=0, read_only=True
+            ),
+            "SerialNumber": SettingSchema(attribute_type=AttributeType.STRING, max_length=16, min_length=0),
+        },
+    )
+    assert (
+        setting_problems(
+            {"ProcVirtualization": "Enabled", "SRIOV": "anything", "SerialNumber": "22654891"}, schema
+        )
+        == []
+    )
+    problems = setting_problems(
+        {"ProcCPUCores": "50", "SystemModelName": "x", "ProcVirtualization": "On"}, schema
+    )
+    assert [p.split(":")[0] for p in problems] == ["ProcCPUCores", "ProcVirtualization", "SystemModelName"]

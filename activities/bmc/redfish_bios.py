@@ -43,6 +43,7 @@ def schema_of(registry: Any, vendor: str, model: str) -> FirmwareSchema:
             min_length=_int(attr.min_length),
             max_length=_int(attr.max_length),
             read_only=bool(attr.read_only or attr.immutable),
+            reset_required=bool(attr.reset_required),
             unique=bool(attr.unique),
         )
     return FirmwareSchema(hardware_vendor=vendor, hardware_model=model, attributes=entries)

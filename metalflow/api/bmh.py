@@ -288,6 +288,13 @@ def firmware_settings_from_manifest(obj: dict[str, Any]) -> tuple[str, str, dict
     settings = spec.get("settings")
     if settings is None:
         settings = {}
+    if isinstance(settings, list) and all(isinstance(i, dict) and len(i) == 1 for i in settings):
+        first = next(iter(settings[0].items()), ("ProcVirtualization", "Enabled"))
+        raise ManifestError(
+            f"{HFS_KIND} {namespace}/{name}: spec.settings is a list of one-entry maps (as upstream's "
+            "sample writes it), which metal3's CRD refuses; write it as one map, e.g. "
+            f"`settings: {{{first[0]}: {first[1]}}}`"
+        )
     if not isinstance(settings, dict):
         raise ManifestError(f"{HFS_KIND} {namespace}/{name}: spec.settings must be a map of name: value")
     bad = [k for k, v in settings.items() if isinstance(v, dict | list)]

@@ -40,6 +40,7 @@ class SettingSchema(Model):
     min_length: int | None = Field(default=None, alias="min_length")
     max_length: int | None = Field(default=None, alias="max_length")
     read_only: bool = Field(default=False, alias="read_only")
+    reset_required: bool = Field(default=False, alias="reset_required")
     unique: bool = Field(default=False, alias="unique")
 
 
