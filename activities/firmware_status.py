@@ -15,10 +15,11 @@ from typing import Any
 from temporalio import activity
 
 from metalflow.api.firmware import hfs_conditions
-from metalflow.api.host import FIRMWARE_PUBLISH, FirmwareReport
+from metalflow.api.host import COMPONENTS_PUBLISH, FIRMWARE_PUBLISH, ComponentsReport, FirmwareReport
 from metalflow.api.kube_names import (
     FIRMWARE_SCHEMA_KIND,
     FIRMWARE_SCHEMA_PLURAL,
+    HFC_PLURAL,
     HFS_PLURAL,
     METAL3_API_VERSION,
     METAL3_GROUP,
@@ -89,4 +90,37 @@ def publish_firmware(report: FirmwareReport) -> None:
                 raise
 
 
-ACTIVITIES = [publish_firmware]
+@activity.defn(name=COMPONENTS_PUBLISH)
+def publish_components(report: ComponentsReport) -> None:
+    """The host's HostFirmwareComponents status: the updates applied and each component's
+    initial, current and last flashed version (camelCase, as metal3 writes it)."""
+    ref = report.host
+    versions = ", ".join(f"{c.component} {c.current_version}" for c in report.status.components)
+    activity.logger.info("host %s/%s: firmware %s", ref.namespace, ref.name, versions or "unknown")
+    settings = get_settings()
+    if not settings.publish_status_to_kubernetes:
+        return
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = report.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    status["conditions"] = [
+        {"type": kind, "status": value, "reason": "Success", "message": "", "lastTransitionTime": now}
+        for kind, value in (("ChangeDetected", "False"), ("Valid", "True"))
+    ]
+    for component in status.get("components", []):  # metal3 omits what is not known
+        for key in ("currentVersion", "lastVersionFlashed"):
+            if not component.get(key):
+                component.pop(key, None)
+    with api_client(settings) as kube:
+        try:
+            client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
+                METAL3_GROUP, METAL3_VERSION, ref.namespace, HFC_PLURAL, ref.name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # no HostFirmwareComponents (any more): nothing to report to
+                raise
+
+
+ACTIVITIES = [publish_firmware, publish_components]

@@ -22,7 +22,14 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 
 from k8s_bridge.reconcile import FINALIZER, Fingerprint, Plan, Related, fingerprint, reconcile
-from metalflow.api.kube_names import BMH_PLURAL, HFS_PLURAL, HUP_PLURAL, METAL3_GROUP, METAL3_VERSION
+from metalflow.api.kube_names import (
+    BMH_PLURAL,
+    HFC_PLURAL,
+    HFS_PLURAL,
+    HUP_PLURAL,
+    METAL3_GROUP,
+    METAL3_VERSION,
+)
 from metalflow.api.models import (
     ErrorType,
     HostRef,
@@ -275,6 +282,7 @@ class Bridge(Controller):
         related = Related(
             firmware_settings=await self.blocking(self._same_name, HFS_PLURAL, ref),
             update_policy=await self.blocking(self._same_name, HUP_PLURAL, ref),
+            firmware_components=await self.blocking(self._same_name, HFC_PLURAL, ref),
         )
         plan = await reconcile(obj, self._temporal, self._settings, related)
         await self.blocking(self._apply_plan, obj, plan)

@@ -8,7 +8,7 @@ from kubernetes import client as k8s
 
 from k8s_bridge.controller import Bridge, RelatedWatch
 from k8s_bridge.pools import ClaimController, SetController
-from metalflow.api.kube_names import HFS_PLURAL, HUP_PLURAL
+from metalflow.api.kube_names import HFC_PLURAL, HFS_PLURAL, HUP_PLURAL
 from metalflow.runtime import metrics
 from metalflow.runtime.kube import api_client
 from metalflow.runtime.settings import Settings
@@ -16,7 +16,7 @@ from metalflow.runtime.temporal import connect
 
 WORKERS = 16  # concurrent reconciles per controller
 CONTROLLERS = (Bridge, ClaimController, SetController)
-RELATED = (HFS_PLURAL, HUP_PLURAL)  # a RelatedWatch each, beside the Bridge
+RELATED = (HFS_PLURAL, HFC_PLURAL, HUP_PLURAL)  # a RelatedWatch each, beside the Bridge
 
 
 def bridge_api_client(settings: Settings) -> k8s.ApiClient:

@@ -20,6 +20,7 @@ from metalflow.api.bmh import (
     HostNeedsBMC,
     ManifestError,
     firmware_settings_from_manifest,
+    firmware_updates_from_manifest,
     host_from_manifest,
     update_policy_from_manifest,
 )
@@ -95,6 +96,7 @@ class Related:
 
     firmware_settings: dict[str, Any] | None = None  # HostFirmwareSettings
     update_policy: dict[str, Any] | None = None  # HostUpdatePolicy
+    firmware_components: dict[str, Any] | None = None  # HostFirmwareComponents
 
 
 def _parse(obj: dict[str, Any], related: Related | None = None) -> tuple[Host | None, str]:
@@ -112,6 +114,9 @@ def _parse(obj: dict[str, Any], related: Related | None = None) -> tuple[Host | 
         if related.update_policy is not None:
             _, _, policy = update_policy_from_manifest(related.update_policy)
             host.spec = host.spec.model_copy(update={"update_policy": policy})
+        if related.firmware_components is not None:
+            _, _, updates = firmware_updates_from_manifest(related.firmware_components)
+            host.spec = host.spec.model_copy(update={"firmware_updates": updates})
         operations.check_spec(host.spec)
     except HostNeedsBMC:
         raise

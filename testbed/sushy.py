@@ -59,6 +59,7 @@ class SushyEmulator:
 
 POWER_DELAY_ENV = "METALFLOW_TESTBED_POWER_DELAY"  # "LO-HI" seconds, e.g. "1-2"
 POWER_DRAW_ENV = "METALFLOW_SUSHY_POWER_DRAW"  # the same, as testbed.sushy_uefihttp reads it
+UPDATE_SECONDS_ENV = "METALFLOW_SUSHY_UPDATE_SECONDS"  # how long a SimpleUpdate's Task runs
 
 
 def power_delay_from_env() -> tuple[int, int] | None:
@@ -91,10 +92,12 @@ def start_sushy(
     feature_set: str = "full",
     notify_url: str | None = None,
     power_delay: tuple[int, int] | None = None,
+    update_seconds: float | None = None,
 ) -> SushyEmulator:
     """Start the emulator; with `notify_url`, every system change is PUT there as JSON
     (sushy-tools' external notifier), so watchers see each power transition, however short;
-    `power_delay`: see the module doc."""
+    `power_delay`: see the module doc; `update_seconds`: how long a SimpleUpdate's Task runs
+    (testbed/sushy_tasks.py; 3 s if None)."""
     fake = [
         {
             "uuid": s.uuid,
@@ -119,6 +122,7 @@ def start_sushy(
         port,
         power_delay,
         executable=UEFI_HTTP_EMULATOR,  # a UefiHttp boot target is kept as such, not made Pxe
+        update_seconds=update_seconds,
     )
 
 
@@ -153,6 +157,7 @@ def _launch(
     port: int | None,
     power_delay: tuple[int, int] | None = None,
     executable: list[str] | None = None,
+    update_seconds: float | None = None,
 ) -> SushyEmulator:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -161,6 +166,10 @@ def _launch(
         if not executable:
             raise ValueError("power_delay needs the test bed's emulator (executable=UEFI_HTTP_EMULATOR)")
         env[POWER_DRAW_ENV] = f"{power_delay[0]}-{power_delay[1]}"
+    if update_seconds is not None:
+        if not executable:
+            raise ValueError("update_seconds needs the test bed's emulator (executable=UEFI_HTTP_EMULATOR)")
+        env[UPDATE_SECONDS_ENV] = str(update_seconds)
     htpasswd = workdir / "htpasswd"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     htpasswd.write_text(f"{username}:{hashed}\n")

@@ -13,14 +13,9 @@ power-on and one reboot at the BMC; the drive's URL answers 404 once it is writt
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
-import pytest_asyncio
 import requests
+from fixtures.crash import Plant, until
 from temporalio.client import Client
 from tests_support import activity_results, activity_runs, at_rest, step_histories, workflow_workers
 
@@ -29,87 +24,11 @@ from metalflow.api.models import BMCDetails, HostStatus
 from metalflow.api.models import ProvisioningState as S
 from metalflow.client.operations import apply, status
 from metalflow.runtime.settings import Settings
-from metalflow.runtime.temporal import connect
 from testbed.datacenter import Datacenter
 from testbed.faultproxy import Fault, FaultProxy, Rule
 from testbed.images import MARKER
-from testbed.processes import Process, free_port, port_open, wait_for
-from testbed.temporal import start_dev_server
 
 RESET = "/Actions/ComputerSystem.Reset"
-
-
-@dataclass
-class Plant:
-    """A dev server and a worker this test owns and may kill."""
-
-    tmp: Path
-    port: int
-    server: Process
-    worker: Process | None = None
-    restarts: int = 0
-
-    def start_server(self) -> None:
-        self.server = start_dev_server(self.tmp, self.port, ui_port=None, db_file=self.tmp / "temporal.db")
-
-    def start_worker(self) -> None:
-        self.restarts += 1
-        self.worker = Process(
-            "metalflow worker",
-            [sys.executable, "-m", "metalflow", "worker"],
-            self.tmp / "logs" / f"worker-{self.restarts}.log",
-        )
-
-    def kill_worker(self) -> None:
-        assert self.worker is not None
-        self.worker.kill()
-
-    def kill_server(self) -> None:
-        self.server.kill()
-        wait_for(lambda: not port_open("127.0.0.1", self.port), 30, "the killed dev server's port to close")
-
-
-@pytest.fixture
-def plant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plant:
-    port = free_port()
-    for key, value in {
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
-        "BOOT_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-        "TASK_QUEUE": "metalflow",
-        "STATE_DIR": str(tmp_path / "state"),
-        "BOOT_DIR": str(tmp_path / "boot"),
-        "RAMDISK_BOOT_TIMEOUT_SECONDS": "90",
-    }.items():
-        monkeypatch.setenv(f"METALFLOW_{key}", value)
-    server = start_dev_server(tmp_path, port, ui_port=None, db_file=tmp_path / "temporal.db")
-    return Plant(tmp_path, port, server)
-
-
-@pytest_asyncio.fixture
-async def world(
-    plant: Plant, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Plant, Client, Datacenter, FaultProxy, FaultProxy]]:
-    settings = Settings()
-    try:
-        client = await connect(settings)
-        async with Datacenter(settings, hosts=1, prefix="crash") as dc:
-            assert dc.sushy is not None
-            async with FaultProxy(dc.sushy.url) as bmc, FaultProxy(settings.boot_server_url) as images:
-                # the worker hands out boot-server URLs through the proxy: config drives too
-                monkeypatch.setenv("METALFLOW_BOOT_SERVER_URL", images.url)
-                plant.start_worker()
-                yield plant, client, dc, bmc, images
-    finally:
-        if plant.worker is not None:
-            plant.worker.stop()
-        plant.server.stop()
-
-
-async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 120) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def test_killed_worker_and_dev_server_neither_stop_nor_repeat_provisioning(

@@ -277,3 +277,47 @@ def test_metal3_schema_rules_on_upstreams_sample_schema() -> None:
         {"ProcCPUCores": "50", "SystemModelName": "x", "ProcVirtualization": "On"}, schema
     )
     assert [p.split(":")[0] for p in problems] == ["ProcCPUCores", "ProcVirtualization", "SystemModelName"]
+
+
+def test_firmware_components_keep_their_first_version_and_last_flash() -> None:
+    from datetime import UTC, datetime
+
+    from metalflow.api.firmware_components import (
+        FirmwareComponentsStatus,
+        FirmwareComponentStatus,
+        FirmwareUpdate,
+        merged_components,
+    )
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    first = FirmwareComponentsStatus(
+        components=[
+            FirmwareComponentStatus(
+                component="bios",
+                initial_version="1.0",
+                current_version="1.1",
+                last_version_flashed="1.1",
+                updated_at=t,
+            ),
+            FirmwareComponentStatus(component="bmc", initial_version="5.0", current_version="5.0"),
+        ]
+    )
+    second = FirmwareComponentsStatus(
+        components=[
+            FirmwareComponentStatus(component="bios", initial_version="1.1", current_version="1.1"),
+            FirmwareComponentStatus(
+                component="bmc", initial_version="5.0", current_version="5.1", last_version_flashed="5.1"
+            ),
+        ]
+    )
+    merged = {c.component: c for c in merged_components(first, second).components}
+    assert (
+        merged["bios"].initial_version,
+        merged["bios"].last_version_flashed,
+        merged["bios"].updated_at,
+    ) == ("1.0", "1.1", t)
+    assert (merged["bmc"].initial_version, merged["bmc"].current_version) == ("5.0", "5.1")
+    with pytest.raises(ValueError, match="must be bios, bmc or nic:<id>"):
+        FirmwareUpdate(component="cpld", url="http://x/y")
+    with pytest.raises(ValueError, match="must be an http"):
+        FirmwareUpdate(component="bios", url="file:///tmp/x")

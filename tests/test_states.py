@@ -319,3 +319,32 @@ def test_firmware_settings_are_checked_before_cleaning_and_serviced_only_on_a_re
     assert servicing.workflow == "ApplyFirmwareSettings" and servicing.fulfils == Request.REBOOT
     assert servicing.error_type == ErrorType.SERVICING
     assert TRANSITIONS[S.SERVICING][Event.SERVICED] == S.PROVISIONED
+
+
+def test_firmware_updates_run_first_while_preparing_and_by_servicing_with_their_policy() -> None:
+    from metalflow.api.firmware_components import FirmwareComponentsStatus, FirmwareUpdate
+    from metalflow.api.models import HostUpdatePolicy, UpdatePolicyMode
+
+    updates = [FirmwareUpdate(component="bios", url="http://images/bios-2.bin")]
+    stages = STEPS[S.PREPARING].stages
+    wanted = {"ProcTurboMode": "Disabled"}
+    assert [
+        s.workflow
+        for s in stages
+        if s.when(facts(S.PREPARING, firmware_updates=updates, firmware_settings=wanted))
+    ] == [
+        "ApplyFirmwareUpdates",
+        "ApplyFirmwareSettings",
+        "CleanHost",
+    ]
+    policy = HostUpdatePolicy(firmware_updates=UpdatePolicyMode.ON_REBOOT)
+    f = facts(S.PROVISIONED, (Request.REBOOT,), firmware_updates=updates, update_policy=policy)
+    rule = first_rule(REST_RULES, f)
+    assert rule is not None and rule.action == Fire(Event.SERVICE)
+    assert [s.workflow for s in STEPS[S.SERVICING].stages if s.when(f)] == [
+        "ApplyFirmwareUpdates",
+        "ApplyFirmwareSettings",
+    ]
+    f.status.firmware_components = FirmwareComponentsStatus(updates=updates)  # already applied
+    rule = first_rule(REST_RULES, f)
+    assert rule is not None and rule.action == Power(PowerAction.REBOOT)

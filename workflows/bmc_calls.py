@@ -9,23 +9,32 @@ from temporalio import workflow
 from metalflow.api.bmc import (
     BMC_APPLY_BIOS,
     BMC_CONFIGURE_RAID,
+    BMC_FIRMWARE_TASKS,
+    BMC_FIRMWARE_VERSIONS,
     BMC_INVENTORY,
     BMC_POWER,
     BMC_READ_BIOS,
     BMC_SET_BOOT_DEVICE,
+    BMC_START_FIRMWARE_UPDATE,
     BMC_VALIDATE,
+    BMC_WAIT_FIRMWARE_TASK,
     BIOSApplyRequest,
     BIOSReadRequest,
     BMCTarget,
     BMCValidation,
     BootDevice,
     BootDeviceRequest,
+    FirmwareTaskRequest,
+    FirmwareTasks,
+    FirmwareUpdateRequest,
+    FirmwareVersions,
     PowerAction,
     PowerRequest,
     PowerResult,
     RAIDRequest,
 )
 from metalflow.api.firmware import BIOSState
+from metalflow.api.firmware_components import FirmwareTaskState, FirmwareUpdate
 from metalflow.api.models import HardwareDetails, HostSpec
 from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 
@@ -140,4 +149,51 @@ async def apply_bios(spec: HostSpec, settings: dict[str, str | int | bool]) -> N
         heartbeat_timeout=BMC_HEARTBEAT,
         retry_policy=BMC_RETRY,
         summary=f"write BIOS settings {', '.join(sorted(settings))} (pending until reboot)",
+    )
+
+
+async def firmware_versions(spec: HostSpec) -> dict[str, str]:
+    found = await workflow.execute_activity(
+        BMC_FIRMWARE_VERSIONS,
+        target_of(spec),
+        result_type=FirmwareVersions,
+        start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary="read firmware versions",
+    )
+    return found.versions
+
+
+async def update_firmware(spec: HostSpec, update: FirmwareUpdate, wait_seconds: int) -> None:
+    """One SimpleUpdate, followed to its end. The BMC's Tasks for it are listed first (in
+    history): a start whose answer was lost with its worker is found again on the BMC, never
+    posted twice; the Task's URI is in history before it is followed."""
+    request = FirmwareUpdateRequest(target=target_of(spec), component=update.component, url=update.url)
+    before = await workflow.execute_activity(
+        BMC_FIRMWARE_TASKS,
+        request,
+        result_type=FirmwareTasks,
+        start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary=f"list the BMC's {update.component} update tasks",
+    )
+    task = await workflow.execute_activity(
+        BMC_START_FIRMWARE_UPDATE,
+        request.model_copy(update={"known": before.uris}),
+        result_type=FirmwareTaskState,
+        start_to_close_timeout=BMC_TIMEOUT,
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary=f"start {update.component} update from {update.url}",
+    )
+    await workflow.execute_activity(
+        BMC_WAIT_FIRMWARE_TASK,
+        FirmwareTaskRequest(target=target_of(spec), uri=task.uri, wait_seconds=wait_seconds),
+        result_type=FirmwareTaskState,
+        start_to_close_timeout=BMC_TIMEOUT + timedelta(seconds=wait_seconds),
+        heartbeat_timeout=BMC_HEARTBEAT,
+        retry_policy=BMC_RETRY,
+        summary=f"wait for the {update.component} update task",
     )

@@ -17,6 +17,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 from metalflow.api.boot import BOOT_FORGET_UUID, learnt_boot_mac
+from metalflow.api.firmware_components import merged_components
 from metalflow.api.fleet import SLOT_GRANTED_SIGNAL, SLOT_QUEUED_SIGNAL
 from metalflow.api.host import HOST_WORKFLOW, HostWorkflowInput, StepInput, StepResult
 from metalflow.api.models import (
@@ -323,6 +324,11 @@ class HostWorkflow:
                 self._status.node = out.node
             elif out.firmware_settings is not None:  # ApplyFirmwareSettings: what the BIOS has now
                 self._status.firmware_settings = out.firmware_settings
+                self._status.powered_on = out.powered_on
+            elif out.firmware_components is not None:  # ApplyFirmwareUpdates: the versions now
+                self._status.firmware_components = merged_components(
+                    self._status.firmware_components, out.firmware_components
+                )
                 self._status.powered_on = out.powered_on
 
     async def _redo(self, redo: Redo) -> None:

@@ -23,17 +23,25 @@ from metalflow.api.bmc import (
     BMC_APPLY_BIOS,
     BMC_CONFIGURE_RAID,
     BMC_EJECT_MEDIA,
+    BMC_FIRMWARE_TASKS,
+    BMC_FIRMWARE_VERSIONS,
     BMC_INSERT_MEDIA,
     BMC_INVENTORY,
     BMC_POWER,
     BMC_READ_BIOS,
     BMC_SET_BOOT_DEVICE,
+    BMC_START_FIRMWARE_UPDATE,
     BMC_VALIDATE,
+    BMC_WAIT_FIRMWARE_TASK,
     BIOSApplyRequest,
     BIOSReadRequest,
     BMCTarget,
     BMCValidation,
     BootDeviceRequest,
+    FirmwareTaskRequest,
+    FirmwareTasks,
+    FirmwareUpdateRequest,
+    FirmwareVersions,
     MediaRequest,
     PowerRequest,
     PowerResult,
@@ -41,6 +49,7 @@ from metalflow.api.bmc import (
 )
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.firmware import BIOSState, changes
+from metalflow.api.firmware_components import FirmwareTaskState
 from metalflow.api.models import HardwareDetails
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -179,6 +188,59 @@ def apply_bios(req: BIOSApplyRequest) -> None:
     )
 
 
+TASK_POLL_SECONDS = 2.0
+
+
+@activity.defn(name=BMC_FIRMWARE_VERSIONS)
+@_keepalive
+def firmware_versions(target: BMCTarget) -> FirmwareVersions:
+    return FirmwareVersions(versions=open_driver(target).firmware_versions())
+
+
+@activity.defn(name=BMC_FIRMWARE_TASKS)
+@_keepalive
+def firmware_tasks(req: FirmwareUpdateRequest) -> FirmwareTasks:
+    """The BMC's Tasks for this update, listed before the first attempt to start it."""
+    return FirmwareTasks(uris=open_driver(req.target).firmware_tasks(req.component, req.url))
+
+
+@activity.defn(name=BMC_START_FIRMWARE_UPDATE)
+@_keepalive
+def start_firmware_update(req: FirmwareUpdateRequest) -> FirmwareTaskState:
+    """SimpleUpdate, once: a retry after a lost answer finds the Task the first call started."""
+    driver = open_driver(req.target)
+    uri = driver.start_firmware_update(req.component, req.url, req.known)
+    activity.logger.info(
+        "%s update from %s on %s: task %s", req.component, req.url, driver.addr.base_url, uri
+    )
+    return FirmwareTaskState(uri=uri)
+
+
+@activity.defn(name=BMC_WAIT_FIRMWARE_TASK)
+@_keepalive
+def wait_firmware_task(req: FirmwareTaskRequest) -> FirmwareTaskState:
+    """Follow the update Task to its end; one that ends badly fails the step with its messages."""
+    driver = open_driver(req.target)
+    deadline = time.monotonic() + req.wait_seconds
+    while True:
+        state = driver.firmware_task(req.uri)
+        if state.done:
+            if not state.ok:
+                raise permanent(
+                    ErrorName.FIRMWARE_UPDATE_FAILED,
+                    f"the BMC's update task {req.uri} ended {state.state}: "
+                    + ("; ".join(state.messages) or "no message"),
+                )
+            return state
+        if time.monotonic() >= deadline:
+            raise permanent(
+                ErrorName.FIRMWARE_UPDATE_FAILED,
+                f"the BMC's update task {req.uri} is still {state.state or 'unknown'} after "
+                f"{req.wait_seconds}s; check the BMC, then retry",
+            )
+        time.sleep(TASK_POLL_SECONDS)
+
+
 ACTIVITIES = [
     validate,
     power,
@@ -189,4 +251,8 @@ ACTIVITIES = [
     inventory,
     read_bios,
     apply_bios,
+    firmware_versions,
+    firmware_tasks,
+    start_firmware_update,
+    wait_firmware_task,
 ]

@@ -17,6 +17,7 @@ from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import BMCAddress
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.firmware import BIOSState
+from metalflow.api.firmware_components import FirmwareTaskState
 from metalflow.api.models import BootMode, HardwareDetails
 from metalflow.api.smbios import InvalidSystemUUID, canonical, is_nil
 
@@ -93,7 +94,21 @@ class BMCDriver(Protocol):
         """Write settings to the pending set; the BIOS applies them at the next boot."""
         ...
 
-    def update_firmware(self, image_url: str) -> None: ...
+    def firmware_versions(self) -> dict[str, str]:
+        """The running version of each component the driver can update (bios, bmc)."""
+        ...
+
+    def firmware_tasks(self, component: str, image_url: str) -> list[str]:
+        """The URIs of the BMC's Tasks updating `component` from `image_url`."""
+        ...
+
+    def start_firmware_update(self, component: str, image_url: str, known: list[str]) -> str:
+        """Start one update; the URI of its Task (a Task not in `known` is this request's)."""
+        ...
+
+    def firmware_task(self, uri: str) -> FirmwareTaskState:
+        """Where the update Task is now."""
+        ...
 
     def configure_raid(self, volumes: Sequence[Mapping[str, Any]]) -> None: ...
 
@@ -134,8 +149,25 @@ class BaseDriver:
     def apply_bios_settings(self, settings: Mapping[str, str | int | bool]) -> None:
         self.unsupported("BIOS settings", "remove the HostFirmwareSettings' settings or use a Redfish BMC")
 
-    def update_firmware(self, image_url: str) -> None:
-        self.unsupported("firmware update support", "firmware updates are not built yet")
+    def firmware_versions(self) -> dict[str, str]:
+        self.unsupported(
+            "firmware updates", "remove the HostFirmwareComponents' updates or use a Redfish BMC"
+        )
+
+    def firmware_tasks(self, component: str, image_url: str) -> list[str]:
+        self.unsupported(
+            "firmware updates", "remove the HostFirmwareComponents' updates or use a Redfish BMC"
+        )
+
+    def start_firmware_update(self, component: str, image_url: str, known: list[str]) -> str:
+        self.unsupported(
+            "firmware updates", "remove the HostFirmwareComponents' updates or use a Redfish BMC"
+        )
+
+    def firmware_task(self, uri: str) -> FirmwareTaskState:
+        self.unsupported(
+            "firmware updates", "remove the HostFirmwareComponents' updates or use a Redfish BMC"
+        )
 
     def configure_raid(self, volumes: Sequence[Mapping[str, Any]]) -> None:
         # metal3's wording for a BMC without RAID support; preparing fails with it in status

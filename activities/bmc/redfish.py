@@ -19,12 +19,13 @@ import sushy
 from sushy import exceptions as sx
 from temporalio import activity
 
-from activities.bmc import redfish_bios
+from activities.bmc import redfish_bios, redfish_firmware
 from activities.bmc.driver import BaseDriver, Credentials, SystemCheck, reported_uuid
 from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import BMCAddress
 from metalflow.api.errors import ErrorName, permanent, transient
 from metalflow.api.firmware import BIOSState
+from metalflow.api.firmware_components import FirmwareTaskState
 from metalflow.api.models import CPU, NIC, BootMode, HardwareDetails, HardwareSystemVendor, Storage
 
 _BOOT_TARGETS = {
@@ -352,3 +353,32 @@ class RedfishDriver(BaseDriver):
     def apply_bios_settings(self, settings: Mapping[str, str | int | bool]) -> None:
         where = f"the BMC at {self.addr.base_url}"
         self._call(lambda s: redfish_bios.apply_bios(s, settings, where))
+
+    def firmware_versions(self) -> dict[str, str]:
+        found: dict[str, str] = self._call(redfish_firmware.versions)
+        return found
+
+    def firmware_tasks(self, component: str, image_url: str) -> list[str]:
+        where = f"the BMC at {self.addr.base_url}"
+
+        def listed(system: Any) -> list[str]:
+            target = redfish_firmware.component_target(system, component, where)
+            return redfish_firmware.tasks_for(self._root(), image_url, target)
+
+        uris: list[str] = self._call(listed)
+        return uris
+
+    def start_firmware_update(self, component: str, image_url: str, known: list[str]) -> str:
+        where = f"the BMC at {self.addr.base_url}"
+        uri: str = self._call(
+            lambda s: redfish_firmware.start_update(self._root(), s, component, image_url, known, where)
+        )
+        return uri
+
+    def firmware_task(self, uri: str) -> FirmwareTaskState:
+        state: FirmwareTaskState = self._call(lambda _: redfish_firmware.task_state(self._root(), uri))
+        return state
+
+    def _root(self) -> sushy.Sushy:
+        """The service root of the current connection (inside `_call`: a fresh one after a re-login)."""
+        return _connect(self.addr, self.creds)

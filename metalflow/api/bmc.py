@@ -25,6 +25,10 @@ BMC_CONFIGURE_RAID = "bmc.configure_raid"
 BMC_INVENTORY = "bmc.inventory"
 BMC_READ_BIOS = "bmc.read_bios"
 BMC_APPLY_BIOS = "bmc.apply_bios"
+BMC_FIRMWARE_VERSIONS = "bmc.firmware_versions"
+BMC_FIRMWARE_TASKS = "bmc.firmware_tasks"
+BMC_START_FIRMWARE_UPDATE = "bmc.start_firmware_update"
+BMC_WAIT_FIRMWARE_TASK = "bmc.wait_firmware_task"
 
 
 # ---- BMC ----
@@ -114,3 +118,34 @@ class BIOSReadRequest(Model):
     target: BMCTarget
     expect: dict[str, str] = Field(default_factory=dict)
     wait_seconds: int = Field(default=0, ge=0)
+
+
+class FirmwareVersions(Model):
+    """The running firmware version of each component the driver can update (bios, bmc)."""
+
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+class FirmwareUpdateRequest(Model):
+    """Start one SimpleUpdate. A Task the BMC has for the same image and target that is not
+    among `known` (listed before any attempt: one whose answer was lost with its worker) is
+    returned instead of posting again."""
+
+    target: BMCTarget
+    component: str
+    url: str
+    known: list[str] = Field(default_factory=list, description="URIs of the Tasks listed before.")
+
+
+class FirmwareTasks(Model):
+    """The URIs of the BMC's Tasks for one image and target."""
+
+    uris: list[str] = Field(default_factory=list)
+
+
+class FirmwareTaskRequest(Model):
+    """Follow one update Task until it ends, for at most `wait_seconds`."""
+
+    target: BMCTarget
+    uri: str
+    wait_seconds: int = Field(default=3600, gt=0)

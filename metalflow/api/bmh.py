@@ -16,7 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from metalflow.api.firmware import desired_values
+from metalflow.api.firmware_components import FirmwareUpdate
 from metalflow.api.kube_names import BMH_KIND as KIND
+from metalflow.api.kube_names import HFC_KIND as HFC_KIND
 from metalflow.api.kube_names import HFS_KIND as HFS_KIND
 from metalflow.api.kube_names import HUP_KIND as HUP_KIND
 from metalflow.api.kube_names import METAL3_API_VERSION as API_VERSION
@@ -136,6 +138,7 @@ def host_from_manifest(obj: dict[str, Any], locate: SecretLocator | None = None)
     for field_name, alias, kind in (
         ("firmwareSettings", "firmware_settings", HFS_KIND),
         ("updatePolicy", "update_policy", HUP_KIND),
+        ("firmwareUpdates", "firmware_updates", HFC_KIND),
     ):  # HostSpec fields that metal3 keeps in objects of their own
         if field_name in raw or alias in raw:
             problems.append(
@@ -208,7 +211,7 @@ def manifest_from_host(host: Host) -> dict[str, Any]:
         mode="json",
         by_alias=True,
         exclude_none=True,
-        exclude={"labels", "join", "firmware_settings", "update_policy"},
+        exclude={"labels", "join", "firmware_settings", "update_policy", "firmware_updates"},
     )
     creds = spec["bmc"].pop("credentials")
     spec["bmc"]["credentialsName"] = creds["name"]
@@ -316,3 +319,26 @@ def update_policy_from_manifest(obj: dict[str, Any]) -> tuple[str, str, HostUpda
     except ValidationError as err:
         raise ManifestError(_explain(err, f"{HUP_KIND} {namespace}/{name}")) from None
     return namespace, str(name), policy
+
+
+def firmware_updates_from_manifest(obj: dict[str, Any]) -> tuple[str, str, list[FirmwareUpdate]]:
+    """(namespace, name, spec.updates) of one HostFirmwareComponents; it belongs to the host of
+    its name."""
+    meta = _mapping(obj.get("metadata"), "metadata")
+    name, namespace = meta.get("name"), meta.get("namespace") or "default"
+    if not name:
+        raise ManifestError(f"a {HFC_KIND} has no metadata.name; give it its host's name")
+    spec = _mapping(obj.get("spec"), f"{HFC_KIND} {namespace}/{name} spec")
+    raw = spec.get("updates") or []
+    if not isinstance(raw, list):
+        raise ManifestError(
+            f"{HFC_KIND} {namespace}/{name}: spec.updates must be a list of {{component, url}}"
+        )
+    updates = []
+    for i, item in enumerate(raw):
+        try:
+            updates.append(FirmwareUpdate.model_validate(item))
+        except ValidationError as err:
+            reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            raise ManifestError(f"{HFC_KIND} {namespace}/{name}: spec.updates[{i}]: {reason}") from None
+    return namespace, str(name), updates

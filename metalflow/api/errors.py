@@ -49,6 +49,7 @@ class ErrorName(StrEnum):
     # hardware settings (HostFirmwareSettings)
     INVALID_FIRMWARE_SETTINGS = "InvalidFirmwareSettings"
     FIRMWARE_SETTINGS_NOT_APPLIED = "FirmwareSettingsNotApplied"
+    FIRMWARE_UPDATE_FAILED = "FirmwareUpdateFailed"
 
 
 def permanent(name: ErrorName, message: str) -> ApplicationError:

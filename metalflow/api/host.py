@@ -8,6 +8,7 @@ from pydantic import Field
 
 from metalflow.api.erase import DiskErasure
 from metalflow.api.firmware import FirmwareSchema, FirmwareSettingsStatus
+from metalflow.api.firmware_components import FirmwareComponentsStatus
 from metalflow.api.models import (
     HardwareDetails,
     HostRef,
@@ -24,6 +25,7 @@ CONTROL_QUEUE = "metalflow"
 
 STATUS_PUBLISH = "status.publish"
 FIRMWARE_PUBLISH = "status.publish_firmware"
+COMPONENTS_PUBLISH = "status.publish_firmware_components"
 
 
 # ---- workflow payloads ----
@@ -36,6 +38,7 @@ JOIN_CLUSTER = "JoinCluster"
 POWER_OFF_HOST = "PowerOffHost"
 CONFIGURE_RAID = "ConfigureRAID"
 APPLY_FIRMWARE_SETTINGS = "ApplyFirmwareSettings"
+APPLY_FIRMWARE_UPDATES = "ApplyFirmwareUpdates"
 
 
 class HostWorkflowInput(Model):
@@ -83,6 +86,7 @@ class StepResult(Model):
     erasure: list[DiskErasure] = Field(default_factory=list)  # cleaning with spec.erase: per disk
     node: JoinedNode | None = None  # JoinCluster: the Node the host joined as
     firmware_settings: FirmwareSettingsStatus | None = None  # ApplyFirmwareSettings: what the BIOS reports
+    firmware_components: FirmwareComponentsStatus | None = None  # ApplyFirmwareUpdates: versions now
 
 
 # ---- status ----
@@ -94,6 +98,13 @@ class FirmwareReport(Model):
     settings: dict[str, str] = Field(default_factory=dict, description="What the BMC reports.")
     desired: dict[str, str] = Field(default_factory=dict)
     problems: list[str] = Field(default_factory=list, description="How the desired settings break it.")
+
+
+class ComponentsReport(Model):
+    """What a firmware update step found, for the host's HostFirmwareComponents status."""
+
+    host: HostRef
+    status: FirmwareComponentsStatus
 
 
 class StatusUpdate(Model):

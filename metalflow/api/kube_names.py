@@ -11,6 +11,7 @@ BMH_PLURAL = "baremetalhosts"
 HFS_KIND, HFS_PLURAL = "HostFirmwareSettings", "hostfirmwaresettings"
 FIRMWARE_SCHEMA_KIND, FIRMWARE_SCHEMA_PLURAL = "FirmwareSchema", "firmwareschemas"
 HUP_KIND, HUP_PLURAL = "HostUpdatePolicy", "hostupdatepolicies"
+HFC_KIND, HFC_PLURAL = "HostFirmwareComponents", "hostfirmwarecomponents"
 
 METALFLOW_GROUP = "metalflow.io"
 METALFLOW_VERSION = "v1alpha1"

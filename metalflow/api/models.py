@@ -16,6 +16,7 @@ from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_val
 
 from metalflow.api.erase import DiskErasure, EraseSpec
 from metalflow.api.firmware import FirmwareSettingsStatus, desired_values
+from metalflow.api.firmware_components import FirmwareComponentsStatus, FirmwareUpdate
 from metalflow.api.metal3_fields import CustomDeploy as CustomDeploy
 from metalflow.api.metal3_fields import HardwareRAIDVolume as HardwareRAIDVolume
 from metalflow.api.metal3_fields import InspectionMode as InspectionMode
@@ -239,6 +240,11 @@ class HostSpec(Model):
         "of the host's name (the bridge and host files fill it); applied while preparing.",
     )
 
+    firmware_updates: list[FirmwareUpdate] = Field(
+        default_factory=list,
+        description="metalflow: the spec.updates of the HostFirmwareComponents of the host's name; "
+        "applied while preparing (before the settings).",
+    )
     update_policy: HostUpdatePolicy | None = Field(
         default=None,
         description="metalflow: the spec of the HostUpdatePolicy of the host's name (onReboot: servicing).",
@@ -250,7 +256,7 @@ class HostSpec(Model):
         """IntOrString (and YAML booleans) as text, as metal3 compares them."""
         return desired_values(v) if isinstance(v, dict) else ({} if v is None else v)
 
-    @field_validator("taints", "network_interfaces", mode="before")
+    @field_validator("taints", "network_interfaces", "firmware_updates", mode="before")
     @classmethod
     def _null_is_empty(cls, v: object) -> object:
         """null for an empty list, as Go's JSON (the temporal CLI, kubectl) writes it."""
@@ -481,6 +487,9 @@ class HostStatus(Model):
     )
     firmware_settings: FirmwareSettingsStatus | None = Field(
         default=None, description="The BIOS settings the BMC last reported (HostFirmwareSettings status)."
+    )
+    firmware_components: FirmwareComponentsStatus | None = Field(
+        default=None, description="Firmware versions and the updates applied (HostFirmwareComponents status)."
     )
     current_step: str = ""
     paused: bool = False

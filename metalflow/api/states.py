@@ -1,6 +1,5 @@
-"""The host lifecycle, declared as data (as Ironic's states.py does). This module is the rule.
-
-HostWorkflow decides nothing itself: it walks these tables and executes what they say.
+"""The host lifecycle, declared as data (as Ironic's states.py does): HostWorkflow decides
+nothing itself, it walks these tables and executes what they say.
 
 - `TRANSITIONS[state][event]`: the next state.
 - `STEPS[state]`: a working state's job: its step workflow, follow-up workflows with guards
@@ -12,19 +11,13 @@ HostWorkflow decides nothing itself: it walks these tables and executes what the
   drive power). `AFTER_ERROR` is the same for a host that failed and backed off.
 - `POWER_SYNC`: the periodic power read at rest (Ironic's power sync) and its errorType.
 
-Predicates and guards are pure functions of `Facts` (spec, status, pending requests, the BMC
-registered), so they run inside the workflow sandbox and in unit tests alike.
+Predicates and guards are pure functions of `Facts`: they run in the workflow sandbox and in tests.
 
-Adding a lifecycle step (firmware settings or RAID while preparing, say) touches three places:
-1. a row here: a `Stage("ConfigureRAID", "apply spec.raid", when=...)` in the `then` of the
-   state's `Step` (its guard a predicate here too), or a new working state's `Step` plus its
-   `TRANSITIONS` (and its name in ProvisioningState);
-2. the step workflow: a `@workflow.defn(name="ConfigureRAID")` class in a new module under
-   `workflows/`, taking `StepInput`, returning `StepResult`. No list to extend:
-   `workflows.all_workflows()` finds it, and refuses to start while a name here has no class;
-3. its activities under `activities/`, their names and payloads in an API contract module.
-HostWorkflow needs no change (only a new working state whose result must land in status wants
-a branch in its `_apply`; a follow-up stage's result is not applied).
+Adding a lifecycle step touches three places: (1) a row here, a `Stage` in a state's `Step`
+(`before` or `then`, its guard a predicate here) or a new working state's `Step`, `TRANSITIONS`
+and ProvisioningState; (2) its `@workflow.defn` class under `workflows/`, `StepInput` in,
+`StepResult` out (`workflows.all_workflows()` finds it, and refuses a name here without one);
+(3) its activities under `activities/`, their contracts in the API package.
 """
 
 from __future__ import annotations
@@ -35,8 +28,10 @@ from enum import StrEnum
 from typing import Literal
 
 from metalflow.api.bmc import PowerAction
+from metalflow.api.firmware_changes import settings_changed, updates_changed
 from metalflow.api.host import (
     APPLY_FIRMWARE_SETTINGS,
+    APPLY_FIRMWARE_UPDATES,
     CLEAN_HOST,
     CONFIGURE_RAID,
     DEPLOY_HOST,
@@ -196,21 +191,27 @@ def raid_requested(f: Facts) -> bool:
 
 
 def firmware_settings_requested(f: Facts) -> bool:
-    """The host's HostFirmwareSettings asks for settings (they are checked and applied while
-    preparing; the step writes only those that differ)."""
+    """HostFirmwareSettings asks for settings (checked, and those that differ written, while preparing)."""
     return bool(f.spec.firmware_settings)
 
 
-def servicing_due(f: Facts) -> bool:
-    """A reboot is asked for, the host's HostUpdatePolicy applies firmware settings on reboot
-    (metal3's `onReboot`), and the settings differ from what the BIOS last reported."""
+def firmware_updates_requested(f: Facts) -> bool:
+    """HostFirmwareComponents asks for updates (applied while preparing)."""
+    return bool(f.spec.firmware_updates)
+
+
+def updates_due(f: Facts) -> bool:
+    """Servicing: updates not applied yet, and the HostUpdatePolicy applies them on reboot."""
     policy = f.spec.update_policy
-    if not (reboot_requested(f) and policy and policy.firmware_settings == UpdatePolicyMode.ON_REBOOT):
-        return False
-    reported = f.status.firmware_settings.settings if f.status.firmware_settings else {}
-    return any(
-        reported.get(name, "").lower() != value.lower() for name, value in f.spec.firmware_settings.items()
-    )
+    on_reboot = policy is not None and policy.firmware_updates == UpdatePolicyMode.ON_REBOOT
+    return on_reboot and updates_changed(f.spec, f.status)
+
+
+def servicing_due(f: Facts) -> bool:
+    """A reboot is asked for, and changed settings or new updates are due then (`onReboot`)."""
+    policy = f.spec.update_policy
+    on_reboot = policy is not None and policy.firmware_settings == UpdatePolicyMode.ON_REBOOT
+    return reboot_requested(f) and ((on_reboot and settings_changed(f.spec, f.status)) or updates_due(f))
 
 
 def power_on_wanted(f: Facts) -> bool:
@@ -280,7 +281,10 @@ STEPS: dict[S, Step] = {
         ErrorType.PREPARATION,
         "clean disks per automatedCleaningMode",
         # settings are checked against the BMC's registry before cleaning touches a disk
-        before=(Stage(APPLY_FIRMWARE_SETTINGS, "apply firmware settings", when=firmware_settings_requested),),
+        before=(
+            Stage(APPLY_FIRMWARE_UPDATES, "apply firmware updates", when=firmware_updates_requested),
+            Stage(APPLY_FIRMWARE_SETTINGS, "apply firmware settings", when=firmware_settings_requested),
+        ),
         then=(Stage(CONFIGURE_RAID, "apply spec.raid", when=raid_requested),),
     ),
     S.PROVISIONING: Step(
@@ -306,6 +310,7 @@ STEPS: dict[S, Step] = {
         "apply changed firmware settings at the reboot (onReboot)",
         fulfils=Request.REBOOT,
         purpose="servicing",
+        before=(Stage(APPLY_FIRMWARE_UPDATES, "apply new firmware updates", when=updates_due),),
     ),
     S.POWERING_OFF_BEFORE_DELETE: Step(
         POWER_OFF_HOST,

@@ -78,6 +78,7 @@ _METALFLOW_ONLY = {
     "detached",
     "deleted",
     "firmware_settings",  # HostFirmwareSettings status, not the BareMetalHost's
+    "firmware_components",  # HostFirmwareComponents status
 }
 
 

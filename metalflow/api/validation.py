@@ -7,6 +7,7 @@ names the field and what to write instead.
 from __future__ import annotations
 
 from metalflow.api.bmc_address import BMCAddressError, BootMethod, parse_bmc_address
+from metalflow.api.firmware_components import BUILT_COMPONENTS
 from metalflow.api.models import BootMode, CleaningMode, HostSpec, InspectionMode, ProvisioningState
 
 
@@ -97,9 +98,21 @@ def _firmware_settings_problems(spec: HostSpec, driver: str, scheme: str) -> lis
     """What can be told of the HostFirmwareSettings before the BMC's registry is read (the step
     checks the rest against it). A password never travels as a setting: the spec is kept in
     the workflow's history, where no secret may go."""
-    if not spec.firmware_settings:
-        return []
     problems: list[str] = []
+    for i, update in enumerate(spec.firmware_updates):
+        if driver != "redfish":
+            problems.append(
+                f"HostFirmwareComponents spec.updates[{i}]: BMC driver {scheme} has no firmware updates; "
+                "use a Redfish BMC address or remove the updates"
+            )
+            break
+        if update.component not in BUILT_COMPONENTS:
+            problems.append(
+                f"HostFirmwareComponents spec.updates[{i}].component {update.component}: metalflow "
+                f"updates {' and '.join(BUILT_COMPONENTS)} (a NIC's firmware needs its own target); remove it"
+            )
+    if not spec.firmware_settings:
+        return problems
     if driver != "redfish":
         problems.append(
             f"HostFirmwareSettings spec.settings: BMC driver {scheme} has no BIOS settings; "

@@ -15,11 +15,13 @@ from typing import Any
 import yaml
 
 from metalflow.api.bmh import (
+    HFC_KIND,
     HFS_KIND,
     HUP_KIND,
     KIND,
     ManifestError,
     firmware_settings_from_manifest,
+    firmware_updates_from_manifest,
     host_from_manifest,
     update_policy_from_manifest,
 )
@@ -71,6 +73,20 @@ def _attach_update_policies(hosts: list[Host], objs: list[dict[str, Any]], path:
         host.spec = host.spec.model_copy(update={"update_policy": policy})
 
 
+def _attach_firmware_updates(hosts: list[Host], objs: list[dict[str, Any]], path: Path) -> None:
+    """Each HostFirmwareComponents' updates onto the host of its namespace and name."""
+    by_ref = {(h.ref.namespace, h.ref.name): h for h in hosts}
+    for obj in objs:
+        namespace, name, updates = firmware_updates_from_manifest(obj)
+        host = by_ref.get((namespace, name))
+        if host is None:
+            raise ManifestError(
+                f"{path}: {HFC_KIND} {namespace}/{name} names no {KIND} in the file; "
+                "give it the name and namespace of the host it updates"
+            )
+        host.spec = host.spec.model_copy(update={"firmware_updates": updates})
+
+
 def load_hosts(path: Path, secrets_dir: Path, check: Callable[[HostSpec], None] | None = None) -> list[Host]:
     """Parse a hostfile. Every host is validated (and `check`ed) before the file's Secrets are
     stored under `secrets_dir`: a rejected hostfile leaves nothing behind."""
@@ -99,6 +115,7 @@ def load_hosts(path: Path, secrets_dir: Path, check: Callable[[HostSpec], None] 
         raise ManifestError(f"{path} holds no {KIND} documents")
     _attach_firmware_settings(hosts, [o for o in items if o.get("kind") == HFS_KIND], path)
     _attach_update_policies(hosts, [o for o in items if o.get("kind") == HUP_KIND], path)
+    _attach_firmware_updates(hosts, [o for o in items if o.get("kind") == HFC_KIND], path)
     seen: dict[str, str] = {}
     for host in hosts:
         key = host.ref.workflow_id
