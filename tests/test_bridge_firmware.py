@@ -102,6 +102,15 @@ async def test_host_firmware_settings_applied_reported_and_fixed_through_the_bri
                 co.create_namespaced_custom_object, G, V, ns, "hostfirmwaresettings", hfs(name, ns, wanted)
             )
         # rbac.yaml's rights only; no resync within the test: a change reaches the host by the watch alone
+        components = {
+            "apiVersion": f"{G}/{V}",
+            "kind": "HostFirmwareComponents",
+            "metadata": {"name": good, "namespace": ns},
+            "spec": {"updates": [{"component": "bios", "url": "http://images.example/bios-1.1.bin"}]},
+        }
+        await asyncio.to_thread(
+            co.create_namespaced_custom_object, G, V, ns, "hostfirmwarecomponents", components
+        )
         bridge = Bridge(bridge_api, client, settings, resync_seconds=600)
         watch = RelatedWatch(bridge_api, bridge, "hostfirmwaresettings", resync_seconds=600)
         with ThreadPoolExecutor(max_workers=16) as executor:
@@ -154,6 +163,23 @@ async def test_host_firmware_settings_applied_reported_and_fixed_through_the_bri
                     ]
                     assert schema["spec"]["schema"]["NumCores"]["read_only"] is True
                     assert schema["spec"]["hardwareVendor"] == "Sushy Emulator"
+
+                    # its HostFirmwareComponents: the BIOS flashed while preparing, versions reported
+                    updated = await eventually(
+                        lambda: (
+                            (o := get("hostfirmwarecomponents", good)).get("status", {}).get("components")
+                            and o
+                        ),
+                        "the HostFirmwareComponents status",
+                    )
+                    jsonschema.validate(updated, _schema("hostfirmwarecomponents"))
+                    bios = next(c for c in updated["status"]["components"] if c["component"] == "bios")
+                    assert (bios["initialVersion"], bios["currentVersion"], bios["lastVersionFlashed"]) == (
+                        "1.0.0",
+                        "1.1.0",
+                        "1.1.0",
+                    )
+                    assert updated["status"]["updates"] == components["spec"]["updates"]
 
                     # the invalid one: preparing fails, named; nothing written; the HFS says why
                     bmh = await eventually(

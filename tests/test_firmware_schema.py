@@ -321,3 +321,36 @@ def test_firmware_components_keep_their_first_version_and_last_flash() -> None:
         FirmwareUpdate(component="cpld", url="http://x/y")
     with pytest.raises(ValueError, match="must be an http"):
         FirmwareUpdate(component="bios", url="file:///tmp/x")
+
+
+def test_host_firmware_components_as_metal3_writes_them_and_upstreams_sample() -> None:
+    from metalflow.api.bmh import firmware_updates_from_manifest
+
+    ok = {
+        "kind": "HostFirmwareComponents",
+        "metadata": {"name": "worker-0", "namespace": "lab"},
+        "spec": {"updates": [{"component": "bios", "url": "https://myurl.with.firmware.for.bios"}]},
+    }
+    ns, name, updates = firmware_updates_from_manifest(ok)
+    assert (ns, name, [(u.component, u.url) for u in updates]) == (
+        "lab",
+        "worker-0",
+        [("bios", "https://myurl.with.firmware.for.bios")],
+    )
+    # baremetal-operator's config/samples writes `name:` (its CRD says `component`) and no metadata.name
+    sample = {
+        "kind": "HostFirmwareComponents",
+        "metadata": {"name": "worker-0"},
+        "spec": {"updates": [{"name": "bios", "url": "https://myurl.with.firmware.for.bios"}]},
+    }
+    with pytest.raises(
+        ManifestError, match=r"spec\.updates\[0\] has `name`, which is not a field .* write `component: bios`"
+    ):
+        firmware_updates_from_manifest(sample)
+    with pytest.raises(ManifestError, match=r"a HostFirmwareComponents has no metadata\.name"):
+        firmware_updates_from_manifest({"metadata": {"namespace": "x"}, "spec": {"updates": []}})
+    bad = {"metadata": {"name": "w"}, "spec": {"updates": [{"component": "cpld", "url": "https://x/y"}]}}
+    with pytest.raises(
+        ManifestError, match=r"spec\.updates\[0\]: component 'cpld' must be bios, bmc or nic:<id>"
+    ):
+        firmware_updates_from_manifest(bad)

@@ -336,6 +336,11 @@ def firmware_updates_from_manifest(obj: dict[str, Any]) -> tuple[str, str, list[
         )
     updates = []
     for i, item in enumerate(raw):
+        if isinstance(item, dict) and "name" in item and "component" not in item:
+            raise ManifestError(
+                f"{HFC_KIND} {namespace}/{name}: spec.updates[{i}] has `name`, which is not a field "
+                f"(upstream's sample writes it); write `component: {item['name']}`"
+            )
         try:
             updates.append(FirmwareUpdate.model_validate(item))
         except ValidationError as err:
