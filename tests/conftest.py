@@ -13,6 +13,7 @@ pytest_plugins = [
     "fixtures.registry",
     "fixtures.vm",
     "fixtures.stack",  # temporal-server on PostgreSQL, the workers (make test-stack)
+    "fixtures.datacenter",  # emulated hosts and an in-process worker (`dc`)
     "fixtures.crash",  # a dev server and a worker process a test may kill -9
     "fixtures.ci",  # under CI=true a skipped test fails, naming what was missing
 ]

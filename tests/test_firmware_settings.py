@@ -5,10 +5,6 @@ written, only differing settings written, applied by a boot, reported in status.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-
-import pytest_asyncio
 from temporalio.client import Client
 from tests_support import child_steps, record, wait_status
 from tests_support import emulator_bios as bios
@@ -20,15 +16,6 @@ from metalflow.api.models import ProvisioningState as S
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
-from worker.control import build_worker
-
-
-@pytest_asyncio.fixture
-async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
-    async with Datacenter(settings, hosts=2, namespace=ns, image_mib=4) as datacenter:
-        with ThreadPoolExecutor(max_workers=8) as executor:
-            async with build_worker(client, settings, executor):
-                yield datacenter
 
 
 async def test_settings_are_checked_against_the_bmc_registry_before_anything_is_written(

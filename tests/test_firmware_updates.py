@@ -6,10 +6,6 @@ does not flash twice: counted at the emulator and at the proxy in front of it.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-
-import pytest_asyncio
 import requests
 from fixtures.crash import Plant, until
 from temporalio.client import Client
@@ -23,15 +19,6 @@ from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
 from testbed.faultproxy import Fault, FaultProxy, Rule
-from worker.control import build_worker
-
-
-@pytest_asyncio.fixture
-async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
-    async with Datacenter(settings, hosts=2, namespace=ns, image_mib=4) as datacenter:
-        with ThreadPoolExecutor(max_workers=8) as executor:
-            async with build_worker(client, settings, executor):
-                yield datacenter
 
 
 def bios_version(dc: Datacenter, index: int) -> str:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest_asyncio
 from temporalio.client import Client
 from tests_support import record
 
@@ -40,17 +38,8 @@ from metalflow.api.status import bmh_status
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
-from worker.control import build_worker
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "metal3-bmh-status.schema.json").read_text())
-
-
-@pytest_asyncio.fixture
-async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
-    async with Datacenter(settings, hosts=2, namespace=ns, image_mib=4) as datacenter:
-        with ThreadPoolExecutor(max_workers=8) as executor:
-            async with build_worker(client, settings, executor):
-                yield datacenter
 
 
 async def wait_status(

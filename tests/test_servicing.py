@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
-import pytest_asyncio
 from temporalio.client import Client
 from tests_support import child_steps, record, wait_status
 from tests_support import emulator_bios as bios
@@ -23,17 +20,8 @@ from metalflow.api.models import ProvisioningState as S
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
-from worker.control import build_worker
 
 ON_REBOOT = HostUpdatePolicy(firmware_settings=UpdatePolicyMode.ON_REBOOT)
-
-
-@pytest_asyncio.fixture
-async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
-    async with Datacenter(settings, hosts=2, namespace=ns, image_mib=4) as datacenter:
-        with ThreadPoolExecutor(max_workers=8) as executor:
-            async with build_worker(client, settings, executor):
-                yield datacenter
 
 
 def disk_digest(dc: Datacenter, index: int) -> str:

@@ -45,46 +45,32 @@ def _store_secret(obj: dict[str, Any], target: Path) -> None:
     tmp.replace(target)
 
 
-def _attach_firmware_settings(hosts: list[Host], objs: list[dict[str, Any]], path: Path) -> None:
-    """Each HostFirmwareSettings object's settings onto the host of its namespace and name."""
+# The kinds metal3 keeps beside a BareMetalHost, under its name: how each is read, and the
+# HostSpec field it fills.
+RELATED: dict[str, tuple[Callable[[dict[str, Any]], tuple[str, str, Any]], str]] = {
+    HFS_KIND: (firmware_settings_from_manifest, "firmware_settings"),
+    HFC_KIND: (firmware_updates_from_manifest, "firmware_updates"),
+    HUP_KIND: (update_policy_from_manifest, "update_policy"),
+}
+
+
+def _attach_related(hosts: list[Host], items: list[dict[str, Any]], path: Path) -> None:
+    """Each HostFirmwareSettings, HostFirmwareComponents and HostUpdatePolicy of the file onto
+    the host of its namespace and name; one naming no host of the file is an error."""
     by_ref = {(h.ref.namespace, h.ref.name): h for h in hosts}
-    for obj in objs:
-        namespace, name, settings = firmware_settings_from_manifest(obj)
+    for obj in items:
+        kind = obj.get("kind")
+        if kind not in RELATED:
+            continue
+        parse, field = RELATED[kind]
+        namespace, name, value = parse(obj)
         host = by_ref.get((namespace, name))
         if host is None:
             raise ManifestError(
-                f"{path}: {HFS_KIND} {namespace}/{name} names no {KIND} in the file; "
-                "give it the name and namespace of the host it configures"
+                f"{path}: {kind} {namespace}/{name} names no {KIND} in the file; "
+                "give it the name and namespace of its host"
             )
-        host.spec = host.spec.model_copy(update={"firmware_settings": settings})
-
-
-def _attach_update_policies(hosts: list[Host], objs: list[dict[str, Any]], path: Path) -> None:
-    """Each HostUpdatePolicy onto the host of its namespace and name."""
-    by_ref = {(h.ref.namespace, h.ref.name): h for h in hosts}
-    for obj in objs:
-        namespace, name, policy = update_policy_from_manifest(obj)
-        host = by_ref.get((namespace, name))
-        if host is None:
-            raise ManifestError(
-                f"{path}: {HUP_KIND} {namespace}/{name} names no {KIND} in the file; "
-                "give it the name and namespace of the host it governs"
-            )
-        host.spec = host.spec.model_copy(update={"update_policy": policy})
-
-
-def _attach_firmware_updates(hosts: list[Host], objs: list[dict[str, Any]], path: Path) -> None:
-    """Each HostFirmwareComponents' updates onto the host of its namespace and name."""
-    by_ref = {(h.ref.namespace, h.ref.name): h for h in hosts}
-    for obj in objs:
-        namespace, name, updates = firmware_updates_from_manifest(obj)
-        host = by_ref.get((namespace, name))
-        if host is None:
-            raise ManifestError(
-                f"{path}: {HFC_KIND} {namespace}/{name} names no {KIND} in the file; "
-                "give it the name and namespace of the host it updates"
-            )
-        host.spec = host.spec.model_copy(update={"firmware_updates": updates})
+        host.spec = host.spec.model_copy(update={field: value})
 
 
 def load_hosts(path: Path, secrets_dir: Path, check: Callable[[HostSpec], None] | None = None) -> list[Host]:
@@ -113,9 +99,7 @@ def load_hosts(path: Path, secrets_dir: Path, check: Callable[[HostSpec], None] 
     hosts = [host_from_manifest(o, locate) for o in items if o.get("kind") == KIND]
     if not hosts:
         raise ManifestError(f"{path} holds no {KIND} documents")
-    _attach_firmware_settings(hosts, [o for o in items if o.get("kind") == HFS_KIND], path)
-    _attach_update_policies(hosts, [o for o in items if o.get("kind") == HUP_KIND], path)
-    _attach_firmware_updates(hosts, [o for o in items if o.get("kind") == HFC_KIND], path)
+    _attach_related(hosts, items, path)
     seen: dict[str, str] = {}
     for host in hosts:
         key = host.ref.workflow_id
