@@ -118,3 +118,26 @@ async def test_a_worker_killed_while_the_update_starts_does_not_flash_twice(
         if r.name == "bmc.start_firmware_update"
     ]
     assert [(r.attempt, r.outcome) for r in runs] == [(2, "completed")], runs
+
+
+async def test_a_sick_bmc_answering_the_update_with_503s_flashes_once(
+    client: Client, settings: Settings, dc: Datacenter
+) -> None:
+    """The fault proxy answers the first SimpleUpdate with a 503 (never forwarded) and the
+    first reads of its Task with 503s: the step retries through them and the BIOS is flashed once."""
+    assert dc.sushy is not None
+    async with FaultProxy(dc.sushy.url) as bmc:
+        bmc.add(Rule(Fault.UNAVAILABLE, method="POST", path="UpdateService.SimpleUpdate", times=1))
+        bmc.add(Rule(Fault.UNAVAILABLE, method="GET", path="/TaskService/Tasks/", times=2))
+        host = dc.host(
+            0, firmware_updates=[FirmwareUpdate(component="bios", url="http://images.example/bios-1.1.bin")]
+        )
+        address = f"redfish+http://127.0.0.1:{bmc.port}/redfish/v1/Systems/{dc.systems[0].uuid}"
+        spec = host.spec.model_copy(update={"bmc": BMCDetails(address=address, credentials=dc.credentials)})
+        await operations.apply(client, host.model_copy(update={"spec": spec}), settings)
+        st = await wait_status(
+            client, host.ref, lambda s: s.provisioning.state == S.PROVISIONED or s.error_type
+        )
+        assert st.error_type is None, st.error_message
+        assert bmc.count("POST", "UpdateService.SimpleUpdate") == 2, "the 503 was retried"
+        assert simple_updates(dc, 0) == 1 and bios_version(dc, 0) == "1.1.0"
