@@ -12,7 +12,8 @@ The fake driver (emulated fleets) stores the target as given, so emulated hosts 
 
 The driver is a subclass and the PATCH handler is wrapped, not copied. main() also installs
 testbed.sushy_bios (BIOS settings pending until the next boot, checked against the registry, for
-the fake driver too); this driver derives from its libvirt subclass; and testbed.sushy_tasks
+the fake driver too); this driver derives from its libvirt subclass; testbed.sushy_raid (a RAID
+controller with four drives and persisted volumes on every fake system); and testbed.sushy_tasks
 (SimpleUpdate starts a Task that runs METALFLOW_SUSHY_UPDATE_SECONDS, then bumps the version):
 
     python -m testbed.sushy_uefihttp --config emulator.conf -i 127.0.0.1 -p PORT
@@ -34,7 +35,7 @@ from sushy_tools.emulator import constants
 from sushy_tools.emulator import main as emulator
 from sushy_tools.emulator.resources.systems import libvirtdriver  # libvirt: None if not installed
 
-from testbed import sushy_bios, sushy_tasks
+from testbed import sushy_bios, sushy_raid, sushy_tasks
 
 UEFI_HTTP = "UefiHttp"
 NO_PXE = ("opt/org.tianocore/IPv4PXESupport", "opt/org.tianocore/IPv6PXESupport")
@@ -124,6 +125,7 @@ def main() -> int:
         draw_power_delay(int(lo), int(hi))
     libvirtdriver.LibvirtDriver = UefiHttpLibvirtDriver  # what the emulator instantiates
     sushy_bios.install()  # the fake driver's BIOS; Bios/Settings checked, pending until boot
+    sushy_raid.install()  # the fake driver's RAID controller (its driver derives from sushy_bios')
     sushy_tasks.install()  # SimpleUpdate runs as a Task, as on a BMC
     views = emulator.app.view_functions
     views["system_resource"] = _uefi_http_patch(views["system_resource"])

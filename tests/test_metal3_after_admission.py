@@ -1,9 +1,9 @@
 """After admission, metalflow follows metal3 (issue 16): fields are acted on, never ignored.
 
 Through the real Temporal dev server, sushy-emulator and an emulated server (testbed/hosts.py):
-- `raid`: applied while preparing; the Redfish driver builds no RAID yet, so preparing fails
-  with metal3's "RAID configuration is not supported by the <driver> driver" in status and the
-  host never becomes available (never deployed without its RAID);
+- `raid`: applied while preparing; hardware volumes through Redfish (tests/test_raid.py);
+  software RAID is not built, so preparing fails with metal3's "RAID configuration is not
+  supported by the <driver> driver" in status and the host never deploys without its RAID;
 - `disablePowerOff`: where metalflow would power the host off it reboots it instead;
 - `customDeploy.method`: a named deploy method of the agent's registry, unknown ones refused;
 - `inspectionMode`: `fast` inspects through the BMC's Redfish inventory alone, `disabled` not at all.
@@ -25,7 +25,6 @@ from metalflow.api.models import (
     CleaningMode,
     CustomDeploy,
     ErrorType,
-    HardwareRAIDVolume,
     HostRef,
     HostStatus,
     InspectionMode,
@@ -52,26 +51,28 @@ async def wait_status(
     return st
 
 
-async def test_raid_fails_preparing_with_metal3s_reason(
+async def test_software_raid_fails_preparing_with_metal3s_reason(
     client: Client, settings: Settings, dc: Datacenter
 ) -> None:
-    hardware = dc.host(0, raid=RAIDConfig(hardware_raid_volumes=[HardwareRAIDVolume(level="1", name="root")]))
+    """Hardware volumes are built through Redfish (tests/test_raid.py); software RAID is the
+    agent's, which does not build it yet: preparing fails with metal3's wording and the host
+    never deploys without its RAID."""
     software = dc.host(1, raid=RAIDConfig(software_raid_volumes=[SoftwareRAIDVolume(level="1")]))
-    for host in (hardware, software):
-        await operations.apply(client, host, settings)
-    for host in (hardware, software):
-        st = await wait_status(client, host.ref, lambda s: s.error_type is not None)
-        assert st.error_type == ErrorType.PREPARATION and st.provisioning.state == S.PREPARING
-        assert st.operational_status == OperationalStatus.ERROR
-        assert "RAID configuration is not supported by the redfish driver" in st.error_message
-        assert "(BMCUnsupportedError)" in st.error_message
-        doc = bmh_status(st)
-        jsonschema.validate(doc, SCHEMA)
-        assert doc["errorType"] == "preparation error"
+    await operations.apply(client, software, settings)
+    st = await wait_status(client, software.ref, lambda s: s.error_type is not None)
+    assert st.error_type == ErrorType.PREPARATION and st.provisioning.state == S.PREPARING
+    assert st.operational_status == OperationalStatus.ERROR
+    assert (
+        "RAID configuration is not supported by the redfish driver for softwareRAIDVolumes"
+        in st.error_message
+    )
+    assert "(BMCUnsupportedError)" in st.error_message
+    doc = bmh_status(st)
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["errorType"] == "preparation error"
     # never deployed without its RAID: no boot from disk, nothing written
-    for emu in dc.emulated:
-        assert all(b.target != "Hdd" for b in emu.boots), emu.boots
-    await record(client, hardware.ref.workflow_id, "metal3-raid")
+    assert all(b.target != "Hdd" for b in dc.emulated[1].boots), dc.emulated[1].boots
+    await record(client, software.ref.workflow_id, "metal3-raid")
 
 
 async def test_disable_power_off_reboots_instead(client: Client, settings: Settings, dc: Datacenter) -> None:

@@ -133,13 +133,21 @@ def eject_media(req: MediaRequest) -> None:
 @activity.defn(name=BMC_CONFIGURE_RAID)
 @_keepalive
 def configure_raid(req: RAIDRequest) -> None:
-    """Hardware and software volumes alike go to the driver: none builds RAID yet, so each
-    refuses with metal3's "RAID configuration is not supported by the <driver> driver"."""
+    """Hardware volumes go to the driver (Redfish builds them; others refuse with metal3's "RAID
+    configuration is not supported by the <driver> driver"). Software RAID is the agent's, with
+    mdadm, which is not built: refused before anything is touched."""
+    driver = open_driver(req.target)
+    if req.raid.software_raid_volumes:
+        raise permanent(
+            ErrorName.BMC_UNSUPPORTED,
+            f"RAID configuration is not supported by the {driver.name} driver for softwareRAIDVolumes: "
+            "metalflow's agent does not build software RAID yet; remove spec.raid.softwareRAIDVolumes",
+        )
     volumes = [
         v.model_dump(mode="json", by_alias=True, exclude_none=True)
-        for v in [*(req.raid.hardware_raid_volumes or []), *(req.raid.software_raid_volumes or [])]
+        for v in req.raid.hardware_raid_volumes or []
     ]
-    open_driver(req.target).configure_raid(volumes)
+    driver.configure_raid(volumes)
 
 
 @activity.defn(name=BMC_INVENTORY)

@@ -9,9 +9,10 @@ version) naturally gets a fresh connection.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
@@ -19,7 +20,7 @@ import sushy
 from sushy import exceptions as sx
 from temporalio import activity
 
-from activities.bmc import redfish_bios, redfish_firmware
+from activities.bmc import redfish_bios, redfish_firmware, redfish_raid
 from activities.bmc.driver import BaseDriver, Credentials, SystemCheck, reported_uuid
 from metalflow.api.bmc import BootDevice, PowerAction, PowerResult
 from metalflow.api.bmc_address import BMCAddress
@@ -40,6 +41,8 @@ _BOOT_MODES = {
     BootMode.LEGACY: sushy.BootSourceOverrideMode.LEGACY,
 }
 
+
+log = logging.getLogger(__name__)
 
 # A BMC may think for a while (10 s stalls are common), but one that says nothing for 30 s is
 # treated as down for this attempt.
@@ -382,3 +385,9 @@ class RedfishDriver(BaseDriver):
     def _root(self) -> sushy.Sushy:
         """The service root of the current connection (inside `_call`: a fresh one after a re-login)."""
         return _connect(self.addr, self.creds)
+
+    def configure_raid(self, volumes: Sequence[Mapping[str, Any]]) -> None:
+        """metal3's hardwareRAIDVolumes through Redfish Storage/Volumes (redfish_raid.py)."""
+        where = f"the BMC at {self.addr.base_url}"
+        made: list[str] = self._call(lambda s: redfish_raid.configure(s, volumes, where))
+        log.info("RAID on %s: %s", self.addr.base_url, "; ".join(made))

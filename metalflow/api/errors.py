@@ -50,6 +50,7 @@ class ErrorName(StrEnum):
     INVALID_FIRMWARE_SETTINGS = "InvalidFirmwareSettings"
     FIRMWARE_SETTINGS_NOT_APPLIED = "FirmwareSettingsNotApplied"
     FIRMWARE_UPDATE_FAILED = "FirmwareUpdateFailed"
+    RAID_CONFIG = "RAIDConfigurationError"
 
 
 def permanent(name: ErrorName, message: str) -> ApplicationError:
