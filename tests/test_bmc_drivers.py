@@ -76,24 +76,28 @@ def test_ipmi_driver_has_no_virtual_media(call: str) -> None:
 @pytest.mark.parametrize(
     ("call", "missing"),
     [
+        (lambda d: d.read_bios(), "BIOS settings"),
         (lambda d: d.apply_bios_settings({"ProcVirtualization": "Enabled"}), "BIOS settings"),
-        (lambda d: d.update_firmware("http://192.0.2.9/bios.bin"), "firmware update"),
+        (lambda d: d.firmware_versions(), "firmware updates"),
+        (lambda d: d.start_firmware_update("bios", "http://192.0.2.9/bios.bin", []), "firmware updates"),
         # metal3's wording for a BMC without RAID support
         (
             lambda d: d.configure_raid([{"level": "1"}]),
-            "RAID configuration is not supported by the redfish/idrac driver",
+            "RAID configuration is not supported by the ipmi driver",
         ),
     ],
 )
 def test_unbuilt_operations_are_typed_refusals_naming_the_driver(
     call: Callable[[BMCDriver], None], missing: str
 ) -> None:
-    addr = parse_bmc_address("idrac-redfish://192.0.2.2")
+    """IPMI has no BIOS settings, firmware updates or RAID (Redfish builds them: tests/test_firmware_*.py,
+    tests/test_raid.py): each is a typed refusal naming the driver, never a guess."""
+    addr = parse_bmc_address("ipmi://192.0.2.2")
     driver = driver_class(addr)(addr, CREDS)
     with pytest.raises(ApplicationError) as err:
         call(driver)
     assert err.value.type == "BMCUnsupportedError" and err.value.non_retryable
-    assert "redfish/idrac" in err.value.message and missing in err.value.message
+    assert "ipmi" in err.value.message and missing in err.value.message
 
 
 # ---- through the workflows, against sushy-emulator and an emulated server ----
