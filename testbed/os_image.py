@@ -67,6 +67,7 @@ PACKAGES = (
     "grub-pc-bin",
     "grub-efi-amd64-bin",
     "grub-common",
+    "mdadm",  # its initramfs hook assembles a software RAID root (spec.raid.softwareRAIDVolumes)
 )
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*")
 CLOUD_CFG = """\
@@ -93,7 +94,8 @@ HOOKS = (
     'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*',
 )
 BIOS_MODULES = ("biosdisk", "part_gpt", "part_msdos", "ext2", "search_fs_uuid")
-EFI_MODULES = ("part_gpt", "part_msdos", "ext2", "fat", "search_fs_uuid")
+# mdraid1x: GRUB reads a root on an md RAID (mdadm's default 1.2 metadata), as on a software RAID host
+EFI_MODULES = ("part_gpt", "part_msdos", "ext2", "fat", "search_fs_uuid", "mdraid1x")
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ PACKAGES = (
     "qemu-utils",
     "nvme-cli",
     "hdparm",
+    "mdadm",
 )
 # Only what `metalflow agent` imports (checked in the built root: an import error fails the build).
 AGENT_REQUIREMENTS = (
@@ -103,6 +104,9 @@ MODULES = (
     "mpt3sas",
     "sd_mod",
     "sr_mod",
+    "raid0",  # software RAID (mdadm): md_mod comes with them
+    "raid1",
+    "raid10",
     "isofs",
     "vfat",
     "nls_cp437",

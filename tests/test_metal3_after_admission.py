@@ -1,9 +1,10 @@
 """After admission, metalflow follows metal3 (issue 16): fields are acted on, never ignored.
 
 Through the real Temporal dev server, sushy-emulator and an emulated server (testbed/hosts.py):
-- `raid`: applied while preparing; hardware volumes through Redfish (tests/test_raid.py);
-  software RAID is not built, so preparing fails with metal3's "RAID configuration is not
-  supported by the <driver> driver" in status and the host never deploys without its RAID;
+- `raid`: applied while preparing; hardware volumes through Redfish (tests/test_raid.py),
+  software volumes by the agent with mdadm (tests/e2e/test_realos_deploy.py boots a VM from one);
+  software volumes the host's disks cannot hold fail preparing before cleaning touches a disk,
+  and the host never deploys without its RAID;
 - `disablePowerOff`: where metalflow would power the host off it reboots it instead;
 - `customDeploy.method`: a named deploy method of the agent's registry, unknown ones refused;
 - `inspectionMode`: `fast` inspects through the BMC's Redfish inventory alone, `disabled` not at all.
@@ -51,28 +52,32 @@ async def wait_status(
     return st
 
 
-async def test_software_raid_fails_preparing_with_metal3s_reason(
+async def test_software_raid_the_disks_cannot_hold_fails_preparing_before_any_disk_is_touched(
     client: Client, settings: Settings, dc: Datacenter
 ) -> None:
-    """Hardware volumes are built through Redfish (tests/test_raid.py); software RAID is the
-    agent's, which does not build it yet: preparing fails with metal3's wording and the host
-    never deploys without its RAID."""
-    software = dc.host(1, raid=RAIDConfig(software_raid_volumes=[SoftwareRAIDVolume(level="1")]))
+    """The emulated server has one disk: a mirror needs two. The plan is checked against the
+    inventory before cleaning, so preparing fails naming the field and the disk keeps its bytes."""
+    software = dc.host(
+        1, root_device_hints=None, raid=RAIDConfig(software_raid_volumes=[SoftwareRAIDVolume(level="1")])
+    )
+    disk = dc.emulated[1].disk_path
+    disk.parent.mkdir(parents=True, exist_ok=True)
+    with disk.open("wb") as f:
+        f.truncate(dc.emulated[1].disk_size)
+        f.write(b"previous tenant")
     await operations.apply(client, software, settings)
     st = await wait_status(client, software.ref, lambda s: s.error_type is not None)
     assert st.error_type == ErrorType.PREPARATION and st.provisioning.state == S.PREPARING
     assert st.operational_status == OperationalStatus.ERROR
-    assert (
-        "RAID configuration is not supported by the redfish driver for softwareRAIDVolumes"
-        in st.error_message
-    )
-    assert "(BMCUnsupportedError)" in st.error_message
+    assert "spec.raid.softwareRAIDVolumes: software RAID needs at least two disks" in st.error_message
+    assert "(no disk was touched)" in st.error_message and "(RAIDConfigurationError)" in st.error_message
     doc = bmh_status(st)
     jsonschema.validate(doc, SCHEMA)
     assert doc["errorType"] == "preparation error"
-    # never deployed without its RAID: no boot from disk, nothing written
+    assert disk.read_bytes()[:15] == b"previous tenant"  # cleaning never ran
+    # never deployed without its RAID: no boot from disk
     assert all(b.target != "Hdd" for b in dc.emulated[1].boots), dc.emulated[1].boots
-    await record(client, software.ref.workflow_id, "metal3-raid")
+    await record(client, software.ref.workflow_id, "software-raid-precheck")
 
 
 async def test_disable_power_off_reboots_instead(client: Client, settings: Settings, dc: Datacenter) -> None:

@@ -1,6 +1,8 @@
 """spec.raid's hardwareRAIDVolumes built through Redfish Storage/Volumes while preparing, on the
 test bed's emulated RAID controller (testbed/sushy_raid.py: four drives, RAID0/1/5/10, a real
-controller's refusals). Software RAID stays refused: the agent does not build it."""
+controller's refusals). Built before cleaning, as metal3 does (cleaning then wipes what the new
+volumes hold); tests/histories/*hardware-raid.json replays the order from before that patch.
+Software RAID is the agent's (tests/test_software_raid.py, tests/e2e/test_realos_deploy.py)."""
 
 from __future__ import annotations
 
@@ -67,8 +69,9 @@ async def test_hardware_raid_is_built_through_redfish_while_preparing(
     assert made["scratch"]["CapacityBytes"] == 100 << 30
     assert [json.loads(c)["RAIDType"] for c in raid_log(dc, 0, "create")] == ["RAID1", "RAID0"]
     steps = await child_steps(client, built.ref.workflow_id)
-    assert steps.index(CLEAN_HOST) < steps.index(CONFIGURE_RAID), steps
-    await record(client, built.ref.workflow_id, "hardware-raid")
+    assert steps.index(CONFIGURE_RAID) < steps.index(CLEAN_HOST), steps
+    assert steps.count(CONFIGURE_RAID) == 1, steps
+    await record(client, built.ref.workflow_id, "hardware-raid-before-cleaning")
 
     st = await wait_status(client, short.ref, lambda s: s.error_type is not None)
     assert st.error_type == ErrorType.PREPARATION and st.provisioning.state == S.PREPARING

@@ -22,7 +22,7 @@ from workflows.inband import (
     run_on_host,
 )
 from workflows.options import AGENT_SHORT_TIMEOUT, ERASE_HEARTBEAT, ERASE_TIMEOUT, LOCAL_RETRY
-from workflows.prechecks import check_root_device_hints
+from workflows.prechecks import check_root_device_hints, check_software_raid
 
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.bmc_address import parse_bmc_address
@@ -35,8 +35,9 @@ class CleanHost:
         powered_on = step.powered_on
         deprovisioning = step.purpose == "deprovision"
         erasure = []
-        if not deprovisioning:  # hints no disk matches: fail before cleaning wipes every disk
+        if not deprovisioning:  # hints or RAID volumes the disks cannot take: fail before cleaning
             check_root_device_hints(step)
+            check_software_raid(step)
         elif step.node is not None:  # a joined host leaves its cluster before its disk is wiped
             await drain_and_delete_node(step)
         if step.spec.automated_cleaning_mode != CleaningMode.DISABLED:
@@ -46,7 +47,11 @@ class CleanHost:
                 step.ref,
                 step.spec,
                 AGENT_CLEAN,
-                CleanRequest(mode=mode, erase=erase),
+                CleanRequest(
+                    mode=mode,
+                    erase=erase,
+                    software_raid=step.spec.raid.software_raid_volumes if step.spec.raid else None,
+                ),
                 CleanResult,
                 purpose=BootPurpose.CLEAN,
                 powered_on=powered_on,

@@ -42,7 +42,7 @@ from workflows.options import (
     IMAGE_WRITE_TIMEOUT,
     LOCAL_RETRY,
 )
-from workflows.prechecks import check_network_data, check_root_device_hints
+from workflows.prechecks import check_network_data, check_root_device_hints, check_software_raid
 
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.bmc_address import parse_bmc_address
@@ -60,6 +60,7 @@ class DeployHost:
         if spec.image is None and not custom:
             raise ApplicationError("DeployHost needs spec.image", non_retryable=True)
         check_root_device_hints(step)
+        check_software_raid(step)
         await check_network_data(step)
         ramdisk_timeout = timedelta(seconds=step.ramdisk_boot_timeout_seconds)
         request: CustomDeployRequest | WriteImageRequest
@@ -78,6 +79,9 @@ class DeployHost:
                 oci = await self._stage_oci(step)
                 request = write_request(oci, spec.root_device_hints)
             summary = f"write image {oci.resolved.pinned_url if oci else spec.image.url}"
+        if spec.raid is not None and spec.raid.software_raid_volumes:  # the image goes to an md array
+            request = request.model_copy(update={"software_raid": spec.raid.software_raid_volumes})
+            summary += " to software RAID"
         try:
             written = await run_on_host(
                 step.ref,

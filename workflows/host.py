@@ -44,6 +44,7 @@ from metalflow.api.states import (
     Redo,
     Request,
     Rule,
+    Stage,
     Step,
     completion_event,
     first_rule,
@@ -310,7 +311,7 @@ class HostWorkflow:
         """The stages whose guard holds, in order; the step workflow's own result is applied."""
         result: StepResult | None = None
         for stage in step.stages:
-            if not stage.when(self._facts()):
+            if not stage.when(self._facts()) or not _patch_allows(stage):
                 continue
             self._status.current_step = stage.workflow
             await self._publish()
@@ -485,3 +486,10 @@ class HostWorkflow:
             history_event_limit=self._history_limit,
             power_check_interval_seconds=self._power_check,
         )
+
+
+def _patch_allows(stage: Stage) -> bool:
+    """A stage moved by a patch runs at its new place in new histories, at its old in old ones."""
+    if stage.patch:
+        return workflow.patched(stage.patch)
+    return not (stage.unpatched and workflow.patched(stage.unpatched))

@@ -16,11 +16,13 @@ from metalflow.api.configdrive import NETWORK_DATA_CHECK, NetworkDataCheck
 from metalflow.api.errors import ErrorName
 from metalflow.api.host import StepInput
 from metalflow.api.root_device import inventory_problem
+from metalflow.api.software_raid import inventory_problem as software_raid_problem
 from workflows.options import LOCAL_RETRY
 
 # New checks: histories from before them replay without (patched() is False there).
 HINTS_PRECHECK_PATCH = "root-device-hints-precheck"
 NETWORK_DATA_PRECHECK_PATCH = "network-data-mac-precheck"
+SOFTWARE_RAID_PATCH = "software-raid-agent"
 
 
 def check_root_device_hints(step: StepInput) -> None:
@@ -29,6 +31,19 @@ def check_root_device_hints(step: StepInput) -> None:
     problem = inventory_problem(step.spec.root_device_hints, disks)
     if problem and workflow.patched(HINTS_PRECHECK_PATCH):
         raise ApplicationError(problem, type=ErrorName.NO_ROOT_DEVICE.value, non_retryable=True)
+
+
+def check_software_raid(step: StepInput) -> None:
+    """Raise when spec.raid.softwareRAIDVolumes cannot be built on the inspected disks."""
+    raid = step.spec.raid
+    volumes = raid.software_raid_volumes if raid else None
+    if not volumes:
+        return
+    problem = software_raid_problem(volumes, step.hardware.storage if step.hardware else [])
+    if problem and workflow.patched(SOFTWARE_RAID_PATCH):
+        raise ApplicationError(
+            problem + " (no disk was touched)", type=ErrorName.RAID_CONFIG.value, non_retryable=True
+        )
 
 
 async def check_network_data(step: StepInput) -> None:

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.agent import cleaning, configdrive, deploy_methods, erase, image, inventory
+from activities.agent import cleaning, configdrive, deploy_methods, erase, image, inventory, softraid
 from activities.agent.config import AgentConfig
 from activities.agent.devices import BlockDevice, list_devices
 from activities.agent.hints import choose_root_device
@@ -20,17 +21,21 @@ from metalflow.api.agent import (
     AGENT_CLEAN,
     AGENT_CUSTOM_DEPLOY,
     AGENT_INVENTORY,
+    AGENT_SOFTWARE_RAID,
     AGENT_WRITE_CONFIGDRIVE,
     AGENT_WRITE_IMAGE,
     CleanRequest,
     CleanResult,
     CustomDeployRequest,
+    SoftwareRAIDRequest,
+    SoftwareRAIDResult,
     WriteConfigDriveRequest,
     WriteImageRequest,
     WriteImageResult,
 )
 from metalflow.api.erase import EraseMethod, EraseSpec
 from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.metal3_fields import SoftwareRAIDVolume
 from metalflow.api.models import HardwareDetails
 
 
@@ -42,6 +47,9 @@ class AgentActivities:
         for dev in list_devices(self.config):
             if dev.name == name:
                 return dev
+        array = None if self.config.disks is not None else softraid.array_device(name, self.config.sys_root)
+        if array is not None:
+            return array
         raise permanent(ErrorName.NO_ROOT_DEVICE, f"device {name} is gone from {self.config.host_id}")
 
     @activity.defn(name=AGENT_INVENTORY)
@@ -57,12 +65,33 @@ class AgentActivities:
         if req.mode == "disabled":
             return CleanResult()
         devices = list_devices(self.config)
+        kept = self._kept_raid(devices, req) if self.config.disks is None else None
+        if kept is not None:  # the arrays spec.raid asks for: what they hold is cleaned, not them
+            devices = [d for d in devices if d not in kept.holders] + softraid.cleaned_parts(
+                kept, self.config.sys_root
+            )
+        elif self.config.disks is None:  # any other software RAID is taken apart before its disks
+            for member in softraid.stop_all(self.config.sys_root):
+                activity.logger.info("software RAID member %s cleared", member)
         if req.mode == "erase":
             return self._erase(devices, req.erase or EraseSpec(method=EraseMethod.OVERWRITE))
         for dev in devices:
             cleaning.wipe_metadata(dev)
             activity.heartbeat({"cleaned": dev.name})
         return CleanResult(devices=[d.name for d in devices])
+
+    def _kept_raid(self, devices: list[BlockDevice], req: CleanRequest) -> softraid.Layout | None:
+        """metadata cleaning of a host whose running arrays are the ones spec.raid asks for."""
+        if req.mode != "metadata" or not req.software_raid:
+            return None
+        try:
+            layout = softraid.plan(devices, req.software_raid)
+        except ApplicationError:
+            return None  # cannot be built here: whatever runs is taken apart
+        if softraid.matching(layout, softraid.arrays(self.config.sys_root)) is None:
+            return None
+        activity.logger.info("software RAID kept: its arrays and ESPs cleaned, not the disks under them")
+        return layout
 
     def _erase(self, devices: list[BlockDevice], spec: EraseSpec) -> CleanResult:
         """Every disk planned (or a typed error, nothing erased), then erased and read back."""
@@ -87,9 +116,39 @@ class AgentActivities:
             erasure=records,
         )
 
+    def _software_raid(self, volumes: list[SoftwareRAIDVolume]) -> tuple[softraid.Layout, SoftwareRAIDResult]:
+        if self.config.disks is not None:
+            raise permanent(
+                ErrorName.RAID_CONFIG,
+                "spec.raid.softwareRAIDVolumes: software RAID needs the host's own disks and the kernel's md "
+                "driver; this agent runs on emulated file disks",
+            )
+        layout = softraid.plan(list_devices(self.config), volumes)
+        arrays, built = softraid.ensure(layout, self.config.sys_root)
+        for array in arrays:
+            activity.logger.info(
+                "software RAID %s: level %s over %s (%s)",
+                array.device,
+                array.level,
+                ", ".join(array.members),
+                "built" if built else "kept",
+            )
+        return layout, SoftwareRAIDResult(arrays=arrays, built=built)
+
+    @activity.defn(name=AGENT_SOFTWARE_RAID)
+    def software_raid(self, req: SoftwareRAIDRequest) -> SoftwareRAIDResult:
+        """spec.raid.softwareRAIDVolumes while preparing: the arrays built (or kept when they match)."""
+        return self._software_raid(req.volumes)[1]
+
     @activity.defn(name=AGENT_WRITE_IMAGE)
     def write_image(self, req: WriteImageRequest) -> WriteImageResult:
-        dev = choose_root_device(list_devices(self.config), req.root_device_hints)
+        layout = None
+        if req.software_raid:  # the root volume's array, built here if cleaning took it apart
+            layout, raid = self._software_raid(req.software_raid)
+            dev = softraid.array_device(raid.arrays[layout.plan.root].device, self.config.sys_root)
+            assert dev is not None
+        else:
+            dev = choose_root_device(list_devices(self.config), req.root_device_hints)
         activity.logger.info("writing %s to %s", req.image.url, dev.name)
         written = image.write_image(
             req.image,
@@ -97,6 +156,11 @@ class AgentActivities:
             lambda n, total: activity.heartbeat({"device": dev.name, "bytes_written": n, "total": total}),
             compression=req.compression,
         )
+        if layout is not None:
+            copied = softraid.install_esp(dev, layout.holders)
+            activity.logger.info(
+                "the image's ESP (%d bytes) copied to %s", copied, ", ".join(h.name for h in layout.holders)
+            )
         return WriteImageResult(
             device=dev.name,
             bytes_written=written.bytes_written,
@@ -130,4 +194,11 @@ def _heartbeat_erase(name: str) -> Callable[[int], None]:
 
 def agent_activities(config: AgentConfig) -> list[Any]:
     acts = AgentActivities(config)
-    return [acts.inventory, acts.clean, acts.write_image, acts.custom_deploy, acts.write_configdrive]
+    return [
+        acts.inventory,
+        acts.clean,
+        acts.software_raid,
+        acts.write_image,
+        acts.custom_deploy,
+        acts.write_configdrive,
+    ]

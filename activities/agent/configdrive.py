@@ -81,6 +81,7 @@ class Partition:
     start: int  # bytes
     size: int  # bytes
     name: str = ""
+    type: str = ""  # GPT: the type GUID; dos: the id, as sfdisk prints them
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ def read_table(path: str) -> Table:
             start=int(p["start"]) * sector,
             size=int(p["size"]) * sector,
             name=p.get("name", ""),
+            type=p.get("type", ""),
         )
         for p in table.get("partitions", ())
     )

@@ -27,7 +27,11 @@ def write_image(agent: AgentActivities, req: CustomDeployRequest) -> WriteImageR
             ErrorName.INVALID_SPEC,
             "spec.customDeploy.method write_image needs spec.image: the image it writes",
         )
-    return agent.write_image(WriteImageRequest(image=req.image, root_device_hints=req.root_device_hints))
+    return agent.write_image(
+        WriteImageRequest(
+            image=req.image, root_device_hints=req.root_device_hints, software_raid=req.software_raid
+        )
+    )
 
 
 DEPLOY_METHODS: dict[str, DeployMethod] = {

@@ -134,14 +134,14 @@ def eject_media(req: MediaRequest) -> None:
 @_keepalive
 def configure_raid(req: RAIDRequest) -> None:
     """Hardware volumes go to the driver (Redfish builds them; others refuse with metal3's "RAID
-    configuration is not supported by the <driver> driver"). Software RAID is the agent's, with
-    mdadm, which is not built: refused before anything is touched."""
+    configuration is not supported by the <driver> driver"). Software RAID is the agent's
+    (workflows/raid.py); only histories from before it reach here with software volumes."""
     driver = open_driver(req.target)
     if req.raid.software_raid_volumes:
         raise permanent(
             ErrorName.BMC_UNSUPPORTED,
             f"RAID configuration is not supported by the {driver.name} driver for softwareRAIDVolumes: "
-            "metalflow's agent does not build software RAID yet; remove spec.raid.softwareRAIDVolumes",
+            "metalflow's agent builds them with mdadm; retry the host to have it do so",
         )
     volumes = [
         v.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from metalflow.api.configdrive import ConfigDriveStaged
 from metalflow.api.erase import DiskErasure, EraseSpec
+from metalflow.api.metal3_fields import SoftwareRAIDVolume
 from metalflow.api.models import (
     ImageSpec,
     Model,
@@ -21,12 +22,18 @@ AGENT_CLEAN = "agent.clean"
 AGENT_WRITE_IMAGE = "agent.write_image"
 AGENT_WRITE_CONFIGDRIVE = "agent.write_configdrive"
 AGENT_CUSTOM_DEPLOY = "agent.custom_deploy"
+AGENT_SOFTWARE_RAID = "agent.software_raid"
 
 
 # ---- in-band agent ----
 class CleanRequest(Model):
     mode: str = Field(description="metadata | disabled | erase")
     erase: EraseSpec | None = Field(default=None, description="mode erase: the methods (spec.erase).")
+    software_raid: list[SoftwareRAIDVolume] | None = Field(
+        default=None,
+        description="spec.raid.softwareRAIDVolumes: metadata cleaning keeps arrays built as these ask "
+        "and cleans what they hold; any other array is taken apart",
+    )
 
 
 class CleanResult(Model):
@@ -35,9 +42,32 @@ class CleanResult(Model):
     erasure: list[DiskErasure] = Field(default_factory=list)
 
 
+class SoftwareRAIDRequest(Model):
+    """spec.raid.softwareRAIDVolumes: the md arrays the agent builds (activities/agent/softraid.py)."""
+
+    volumes: list[SoftwareRAIDVolume] = Field(min_length=1, max_length=2)
+
+
+class SoftwareRAIDArray(Model):
+    device: str = Field(description="/dev/mdN")
+    level: str = Field(description="metal3's level: 0, 1 or 1+0")
+    members: list[str] = Field(description="the holders' partitions, /dev/vda2 ...")
+    size_bytes: int
+
+
+class SoftwareRAIDResult(Model):
+    arrays: list[SoftwareRAIDArray] = Field(default_factory=list)
+    built: bool = Field(default=False, description="False: the arrays asked for were already there")
+
+
 class WriteImageRequest(Model):
     image: ImageSpec
     root_device_hints: RootDeviceHints | None = None
+    software_raid: list[SoftwareRAIDVolume] | None = Field(
+        default=None,
+        description="spec.raid.softwareRAIDVolumes: the image goes to the root volume's array, "
+        "which is built first when it is missing",
+    )
     compression: Literal["", "gzip"] = Field(
         default="", description="How the download is compressed (an OCI layer's media type); hashed as sent."
     )
@@ -57,6 +87,7 @@ class CustomDeployRequest(Model):
     method: str
     image: ImageSpec | None = None
     root_device_hints: RootDeviceHints | None = None
+    software_raid: list[SoftwareRAIDVolume] | None = None
 
 
 class WriteConfigDriveRequest(Model):

@@ -28,7 +28,13 @@ from enum import StrEnum
 from typing import Literal
 
 from metalflow.api.bmc import PowerAction
-from metalflow.api.firmware_changes import settings_changed, updates_changed
+from metalflow.api.firmware_changes import settings_changed
+from metalflow.api.hardware_guards import (
+    firmware_settings_requested,
+    firmware_updates_requested,
+    raid_requested,
+    updates_due,
+)
 from metalflow.api.host import (
     APPLY_FIRMWARE_SETTINGS,
     APPLY_FIRMWARE_UPDATES,
@@ -185,28 +191,6 @@ def image_set(f: Facts) -> bool:
     return f.spec.image is not None or f.spec.custom_deploy is not None
 
 
-def raid_requested(f: Facts) -> bool:
-    """spec.raid names volumes to build (an empty list asks for none)."""
-    return f.spec.raid is not None and f.spec.raid.requested
-
-
-def firmware_settings_requested(f: Facts) -> bool:
-    """HostFirmwareSettings asks for settings (checked, and those that differ written, while preparing)."""
-    return bool(f.spec.firmware_settings)
-
-
-def firmware_updates_requested(f: Facts) -> bool:
-    """HostFirmwareComponents asks for updates (applied while preparing)."""
-    return bool(f.spec.firmware_updates)
-
-
-def updates_due(f: Facts) -> bool:
-    """Servicing: updates not applied yet, and the HostUpdatePolicy applies them on reboot."""
-    policy = f.spec.update_policy
-    on_reboot = policy is not None and policy.firmware_updates == UpdatePolicyMode.ON_REBOOT
-    return on_reboot and updates_changed(f.spec, f.status)
-
-
 def servicing_due(f: Facts) -> bool:
     """A reboot is asked for, and changed settings or new updates are due then (`onReboot`)."""
     policy = f.spec.update_policy
@@ -232,8 +216,11 @@ class Stage:
     workflow: str
     summary: str
     when: Guard = always
+    patch: str = ""  # run only where workflow.patched(patch) holds: histories made since the patch
+    unpatched: str = ""  # run only where this patch is absent: histories from before it
 
 
+RAID_BEFORE_CLEANING = "raid-before-cleaning"  # ConfigureRAID ran after CleanHost until this patch
 Metric = Literal["register_", "inspect", "provision", "deprovision"]
 
 
@@ -280,12 +267,14 @@ STEPS: dict[S, Step] = {
         Event.PREPARED,
         ErrorType.PREPARATION,
         "clean disks per automatedCleaningMode",
-        # settings are checked against the BMC's registry before cleaning touches a disk
+        # settings are checked against the BMC's registry before cleaning touches a disk; RAID is
+        # built before cleaning (as metal3 does), so cleaning sees the volumes the OS will
         before=(
             Stage(APPLY_FIRMWARE_UPDATES, "apply firmware updates", when=firmware_updates_requested),
             Stage(APPLY_FIRMWARE_SETTINGS, "apply firmware settings", when=firmware_settings_requested),
+            Stage(CONFIGURE_RAID, "apply spec.raid", when=raid_requested, patch=RAID_BEFORE_CLEANING),
         ),
-        then=(Stage(CONFIGURE_RAID, "apply spec.raid", when=raid_requested),),
+        then=(Stage(CONFIGURE_RAID, "apply spec.raid", when=raid_requested, unpatched=RAID_BEFORE_CLEANING),),
     ),
     S.PROVISIONING: Step(
         DEPLOY_HOST,

@@ -46,6 +46,16 @@ def _raid_problems(spec: HostSpec, driver: str, scheme: str) -> list[str]:
         problems.append(
             "spec.raid: softwareRAIDVolumes[*].rootVolume and rootDeviceHints can not be set at the same time"
         )
+    if software and spec.boot_mode == BootMode.LEGACY:
+        problems.append(
+            "spec.raid.softwareRAIDVolumes: a software RAID host boots by UEFI from the ESP metalflow copies "
+            "to every disk (legacy BIOS boot from md arrays is not built); set spec.bootMode: UEFI"
+        )
+    if software and roots == 0 and spec.root_device_hints is not None:
+        problems.append(
+            "spec.rootDeviceHints: with softwareRAIDVolumes the image goes to the first volume (or the one "
+            "marked rootVolume), never to a disk the hints pick; remove rootDeviceHints"
+        )
     for i, sw_volume in enumerate(software):
         if sw_volume.root_volume and sw_volume.level != "1":
             problems.append(

@@ -12,7 +12,9 @@ disk (QEMU devices), each holding a previous tenant's data. In order, on one VM:
 4. deprovisioning asking for ATA secure erase, which QEMU's AHCI disk lacks: refused before any
    disk is erased, the OS still on the NVMe disk;
 5. erase asked as before: deprovisioned (every disk erased again); then the same OS as a raw
-   image (streamed to the disk; step 3's was qcow2) is provisioned and boots.
+   image (streamed to the disk; step 3's was qcow2) is provisioned on a software RAID-1 over the
+   SATA and NVMe disks (spec.raid.softwareRAIDVolumes with physicalDisks: mdadm in the agent, the
+   image on the md array, its ESP copied to both disks) and boots with its root on the array.
 
 The VM, defined SeaBIOS, is switched to UEFI (OVMF) by its Redfish BMC for `bootMode: UEFI`
 (tests/e2e/test_os_image.py boots the same image by BIOS); it PXE-boots the deploy ramdisk;
@@ -221,6 +223,8 @@ def host_docs(
             ' bond=$(grep -c "^Slave Interface" /proc/net/bonding/bond0)'
             f' vlan=$(ip -d link show | grep -c "vlan protocol 802.1Q id {VLAN_ID} ")" > /dev/ttyS0',
             # traffic on the VLAN for the test to see on the wire (nothing answers it there)
+            # where the root file system is, and the md arrays (step 5 boots from one)
+            f'echo "{marker}-root $(findmnt -no SOURCE /) $(grep ^md /proc/mdstat)" > /dev/ttyS0',
             f"nohup sh -c 'for i in $(seq 600); do ping -c1 -W1 -I bond0.{VLAN_ID} {VLAN_NS_IP}; done'"
             " >/dev/null 2>&1 &",
         ],
@@ -281,7 +285,8 @@ def host_docs(
 
 
 MIB = 1 << 20
-SMALL = 512 * MIB  # the virtio and SATA disks: erased by overwrite inside the TCG VM
+SMALL = 512 * MIB  # the virtio disk: erased by overwrite inside the TCG VM
+SATA = 2 << 30  # a software RAID-1 member in step 5: a 512 MiB ESP and the 1.2 GB image on the array
 NVME = 4 << 30  # the OS disk
 CUSTOMER = b"a previous tenant's data " * 160
 
@@ -357,7 +362,7 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
         tb.add_domain,
         "vm-realos",
         SMALL,
-        extra_disks=[("sata", SMALL, True), ("nvme", NVME, False)],
+        extra_disks=[("sata", SATA, True), ("nvme", NVME, False)],
         nics=2,
         memory_mib=2048,  # the qcow2 is spooled in the ramdisk's RAM before conversion (not raw)
     )
@@ -389,7 +394,7 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
             disks = {d.name: d for d in st.hardware.storage}
             assert disks.keys() == {"/dev/vda", "/dev/sda", "/dev/nvme0n1"}, disks
             assert (disks["/dev/vda"].serial_number, disks["/dev/vda"].size_bytes) == (dom.disk_serial, SMALL)
-            assert (disks["/dev/sda"].serial_number, disks["/dev/sda"].size_bytes) == (sata.serial, SMALL)
+            assert (disks["/dev/sda"].serial_number, disks["/dev/sda"].size_bytes) == (sata.serial, SATA)
             assert disks["/dev/sda"].rotational and disks["/dev/sda"].type == "HDD"
             # virtio-blk says nothing of rotation, and Linux then counts a disk as rotational
             assert disks["/dev/vda"].rotational and disks["/dev/vda"].type == "HDD"
@@ -487,7 +492,8 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
                 + st.error_message
             )
 
-            # 5. erase asked as before: deprovisioned (every disk erased again), then the raw image
+            # 5. erase asked as before: deprovisioned (every disk erased again), then the raw image on
+            # a software RAID-1 over the SATA and NVMe disks
             bmh["erase"] = dict(ERASE)
             await apply()
             st = await wait_status(client, ref, lambda s: s.provisioning.state == S.AVAILABLE, BUDGET, dom)
@@ -501,6 +507,15 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
                 "checksumType": "sha256",
                 "format": "raw",  # streamed to the disk as it arrives
             }
+            bmh.pop("rootDeviceHints")  # the image goes to the array
+            bmh["raid"] = {
+                "softwareRAIDVolumes": [
+                    {
+                        "level": "1",
+                        "physicalDisks": [{"serialNumber": sata.serial}, {"serialNumber": nvme.serial}],
+                    }
+                ]
+            }
             await apply()
             await wait_status(client, ref, lambda s: s.provisioning.state == S.PROVISIONED, BUDGET, dom)
             deadline = time.monotonic() + OS_BUDGET
@@ -508,7 +523,11 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
                 assert time.monotonic() < deadline, f"the raw OS never phoned home\n{dom.console()[-4000:]}"
                 await asyncio.sleep(2)
             booted_raw = time.monotonic() - started
-            print(f"{dom.name}: 5. deprovisioned, then the raw image booted at {booted_raw:.0f}s")
+            raid_root = [ln for ln in dom.console().splitlines() if ln.startswith(f"{marker}-root ")][-1]
+            print(
+                f"{dom.name}: 5. deprovisioned, then the raw image booted from software RAID at "
+                f"{booted_raw:.0f}s: {raid_root}"
+            )
 
     line = next(ln for ln in console.splitlines() if ln.startswith(marker))
     assert f"hostname={dom.name}-os" in line and f"instance={iid}" in line, line
@@ -529,6 +548,12 @@ async def test_metalflow_deploys_the_real_os_and_cloud_init_consumes_the_config_
     assert not schema["planted-invalid"].startswith("rc=0 "), schema
     assert f"route={ROUTE_NET}/24_via_{NET_ADDRESS}" in line and f"dns=DNS={NET_ADDRESS}" in line, line
     assert " bond=2 " in line and line.rstrip().endswith(" vlan=1"), line
+    # step 5: the root file system is on the md array, a RAID-1 over both disks' second partitions
+    assert re.match(rf"{marker}-root /dev/md\d+p\d+ ", raid_root), raid_root
+    assert "raid1" in raid_root and "sda2[" in raid_root and "nvme0n1p2[" in raid_root, raid_root
+    agent_log = tb_agent_log(tb, ns, dom)
+    assert re.search(r"software RAID /dev/md\d+: level 1 over /dev/nvme0n1p2, /dev/sda2 \(built\)", agent_log)
+    assert "ESP (" in agent_log and "copied to /dev/sda, /dev/nvme0n1" in agent_log, agent_log[-3000:]
 
 
 def tb_agent_log(tb: VMTestBed, ns: str, dom: Domain) -> str:
