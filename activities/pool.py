@@ -44,7 +44,7 @@ def _handle(client: Client, ref: HostRef) -> WorkflowHandle[object, HostStatus]:
     return client.get_workflow_handle(ref.workflow_id, result_type=HostStatus)
 
 
-async def _look(client: Client, ref: HostRef) -> tuple[HostSpec, HostStatus]:
+async def look(client: Client, ref: HostRef) -> tuple[HostSpec, HostStatus]:
     h = _handle(client, ref)
     spec, status = await asyncio.gather(
         h.query("spec", result_type=HostSpec), h.query("status", result_type=HostStatus)
@@ -57,21 +57,26 @@ def _consumer(spec: HostSpec) -> str:
     return spec.consumer_ref.name if spec.consumer_ref is not None else ""
 
 
-@activity.defn(name=POOL_CANDIDATES)
-async def candidates(namespace: str) -> list[Candidate]:
-    client = activity.client()
+async def running_hosts(client: Client, namespace: str) -> list[tuple[HostRef, HostSpec, HostStatus]]:
+    """Every running host workflow of NAMESPACE with its spec and status (visibility, then queries)."""
     refs = [
         HostRef.from_workflow_id(wf.id)
         async for wf in client.list_workflows(
             f'WorkflowType="{HOST_WORKFLOW}" AND ExecutionStatus="Running" AND HostNamespace="{namespace}"'
         )
     ]
-    looks = await asyncio.gather(*(_look(client, r) for r in refs), return_exceptions=True)
+    looks = await asyncio.gather(*(look(client, r) for r in refs), return_exceptions=True)
+    return [
+        (ref, *look)
+        for ref, look in zip(refs, looks, strict=True)
+        if not isinstance(look, BaseException)  # ended between the listing and the query
+    ]
+
+
+@activity.defn(name=POOL_CANDIDATES)
+async def candidates(namespace: str) -> list[Candidate]:
     out = []
-    for ref, look in zip(refs, looks, strict=True):
-        if isinstance(look, BaseException):
-            continue  # ended between the listing and the query
-        spec, status = look
+    for ref, spec, status in await running_hosts(activity.client(), namespace):
         out.append(
             Candidate(
                 ref=ref,
@@ -102,7 +107,7 @@ async def assign(a: Assignment) -> None:
     if uid:
         await asyncio.to_thread(kube.assign, a.host, uid, a.claim_id, a.spec, consumer)
         return
-    spec, _ = await _look(client, a.host)
+    spec, _ = await look(client, a.host)
     if spec.consumer_ref is not None and spec.consumer_ref.name != a.claim_id:
         raise permanent(
             ErrorName.INVALID_SPEC, f"{a.host.name} is already consumed by {spec.consumer_ref.name}"
@@ -128,7 +133,7 @@ async def release(a: Assignment) -> None:
         if uid:
             await asyncio.to_thread(kube.release, a.host, uid, a.claim_id)
             return
-        spec, _ = await _look(client, a.host)
+        spec, _ = await look(client, a.host)
     except RPCError:
         return  # the host is gone: nothing to release
     if spec.consumer_ref is None or spec.consumer_ref.name != a.claim_id:
@@ -143,7 +148,7 @@ async def health(hosts: list[HostRef]) -> list[HostHealth]:
 
     async def one(ref: HostRef) -> HostHealth:
         try:
-            spec, st = await _look(client, ref)
+            spec, st = await look(client, ref)
             uid = await kube.managed_uid(client, ref)
         except RPCError:
             return HostHealth(host=ref, state="", exists=False)

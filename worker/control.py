@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def control_activities() -> list[Any]:
-    from activities import configdrive, firmware_status, fleet, kubeadm, oci, pool, status
+    from activities import campaign, configdrive, firmware_status, fleet, kubeadm, oci, pool, status
     from activities.bmc import ACTIVITIES as BMC
     from activities.boot import ACTIVITIES as BOOT
 
@@ -33,6 +33,7 @@ def control_activities() -> list[Any]:
         *fleet.ACTIVITIES,
         *status.ACTIVITIES,
         *firmware_status.ACTIVITIES,
+        *campaign.ACTIVITIES,
     ]
 
 

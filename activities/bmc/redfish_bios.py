@@ -94,6 +94,12 @@ def apply_bios(system: Any, settings: Mapping[str, str | int | bool], where: str
     """Write to the pending set, to apply at the next reset where the BMC lets one choose.
     A BMC's refusal (HTTP 400) is the operator's to fix: permanent, with the BMC's words."""
     bios = _bios(system, where)
+    try:
+        pending = dict(bios.pending_attributes or {})
+    except (sx.SushyError, AttributeError):
+        pending = {}
+    if settings and all(name in pending and pending[name] == value for name, value in settings.items()):
+        return  # already pending: a write retried after a crash writes nothing more
     apply_time = None
     try:
         if sushy.ApplyTime.ON_RESET in (bios.supported_apply_times or []):

@@ -26,6 +26,7 @@ from temporalio.service import RPCError
 from metalflow.api.bmh import ManifestError
 from metalflow.api.models import Host, HostRef, HostStatus
 from metalflow.cli import agent as agent_cli
+from metalflow.cli import campaign as campaign_cli
 from metalflow.cli import validate
 from metalflow.client import operations
 from metalflow.client.hostfile import load_hosts
@@ -434,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(run=cmd_worker)
 
     agent_cli.add_parser(sub)
+    campaign_cli.add_parser(sub)
 
     sp = sub.add_parser("boot-server", help="serve iPXE scripts, kernel, ramdisk and images")
     sp.add_argument("--host", default="0.0.0.0")

@@ -1,0 +1,98 @@
+"""Campaign activities: which hosts a selector picks, a host's spec given the change, and the
+wait until the host is back and healthy. They talk to the host workflows (visibility, queries,
+the `update_spec` update), so the campaign workflow stays deterministic and each host stays the
+only owner of its spec and the only caller of its BMC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from temporalio import activity
+
+from activities import kube
+from activities.pool import look, running_hosts
+from metalflow.api.campaign import (
+    CAMPAIGN_APPLY,
+    CAMPAIGN_TARGETS,
+    CAMPAIGN_WAIT,
+    CampaignChange,
+    CampaignSelect,
+    CampaignTarget,
+    HostChange,
+    HostOutcome,
+)
+from metalflow.api.firmware_changes import settings_changed, updates_changed
+from metalflow.api.models import (
+    HostSpec,
+    HostUpdatePolicy,
+    ProvisioningState,
+    UpdatePolicyMode,
+)
+
+POLL_SECONDS = 1.0
+
+
+@activity.defn(name=CAMPAIGN_TARGETS)
+async def targets(req: CampaignSelect) -> list[CampaignTarget]:
+    """The running hosts of the namespace whose labels hold every matchLabels pair, by name."""
+    client = activity.client()
+    out = []
+    for ref, spec, status in await running_hosts(client, req.namespace):
+        if any(spec.labels.get(k) != v for k, v in req.selector.match_labels.items()):
+            continue
+        managed = bool(await kube.managed_uid(client, ref))
+        out.append(
+            CampaignTarget(
+                ref=ref, spec=spec, state=status.provisioning.state.value, managed_by_kubernetes=managed
+            )
+        )
+    return sorted(out, key=lambda t: t.ref.name)
+
+
+def changed_spec(spec: HostSpec, change: CampaignChange) -> HostSpec:
+    """SPEC with the campaign's settings merged in, its updates, and onReboot for what it changes."""
+    policy = spec.update_policy or HostUpdatePolicy()
+    if change.firmware_settings:
+        policy = policy.model_copy(update={"firmware_settings": UpdatePolicyMode.ON_REBOOT})
+    if change.firmware_updates:
+        policy = policy.model_copy(update={"firmware_updates": UpdatePolicyMode.ON_REBOOT})
+    return spec.model_copy(
+        update={
+            "firmware_settings": {**spec.firmware_settings, **change.firmware_settings},
+            "firmware_updates": change.firmware_updates or spec.firmware_updates,
+            "update_policy": policy,
+        }
+    )
+
+
+@activity.defn(name=CAMPAIGN_APPLY)
+async def apply_change(req: HostChange) -> None:
+    """Give the host the change (idempotent: an unchanged spec is not sent again)."""
+    client = activity.client()
+    spec, _ = await look(client, req.host)
+    new = changed_spec(spec, req.change)
+    if new != spec:
+        activity.logger.info("%s: %s gives it %s", req.host.host_id, req.campaign, req.change)
+        await client.get_workflow_handle(req.host.workflow_id).execute_update("update_spec", new)
+
+
+@activity.defn(name=CAMPAIGN_WAIT)
+async def wait_healthy(req: HostChange) -> HostOutcome:
+    """Until the host is provisioned and powered on with the change applied (ok), or its
+    servicing failed (the host's error); the activity's timeout is the campaign's health gate."""
+    client = activity.client()
+    started = time.monotonic()
+    while True:
+        spec, status = await look(client, req.host)
+        if status.error_type is not None:
+            return HostOutcome(ok=False, message=f"{status.error_type.value}: {status.error_message}")
+        applied = not settings_changed(spec, status) and not updates_changed(spec, status)
+        if status.provisioning.state == ProvisioningState.PROVISIONED and status.powered_on and applied:
+            return HostOutcome(ok=True, message=f"serviced in {time.monotonic() - started:.0f}s")
+        activity.heartbeat(status.provisioning.state.value)
+        await asyncio.sleep(POLL_SECONDS)  # the host's own progress; no event to wait on from here
+
+
+ACTIVITIES = [targets, apply_change, wait_healthy]
