@@ -11,7 +11,7 @@ import time
 
 from temporalio import activity
 
-from activities import kube
+from activities import kube, kube_firmware
 from activities.pool import look, running_hosts
 from metalflow.api.campaign import (
     CAMPAIGN_APPLY,
@@ -69,13 +69,26 @@ def changed_spec(spec: HostSpec, change: CampaignChange) -> HostSpec:
 
 @activity.defn(name=CAMPAIGN_APPLY)
 async def apply_change(req: HostChange) -> None:
-    """Give the host the change (idempotent: an unchanged spec is not sent again)."""
+    """Give the host the change (idempotent: an unchanged spec is not sent again). A host a
+    BareMetalHost manages gets it in its HostFirmwareSettings / HostFirmwareComponents /
+    HostUpdatePolicy, and this waits until the bridge has carried it to the host's workflow: the
+    reboot that follows must find it there."""
     client = activity.client()
     spec, _ = await look(client, req.host)
-    new = changed_spec(spec, req.change)
-    if new != spec:
-        activity.logger.info("%s: %s gives it %s", req.host.host_id, req.campaign, req.change)
-        await client.get_workflow_handle(req.host.workflow_id).execute_update("update_spec", new)
+    if changed_spec(spec, req.change) == spec:
+        return
+    activity.logger.info("%s: %s gives it %s", req.host.host_id, req.campaign, req.change)
+    uid = await kube.managed_uid(client, req.host)
+    if not uid:
+        await client.get_workflow_handle(req.host.workflow_id).execute_update(
+            "update_spec", changed_spec(spec, req.change)
+        )
+        return
+    await asyncio.to_thread(kube_firmware.put_change, req.host, uid, req.change)
+    while changed_spec(spec, req.change) != spec:
+        activity.heartbeat("waiting for the bridge")
+        await asyncio.sleep(POLL_SECONDS)  # the bridge's reconcile, in another process
+        spec, _ = await look(client, req.host)
 
 
 @activity.defn(name=CAMPAIGN_WAIT)

@@ -1,4 +1,4 @@
-"""`metalflow bridge`: watch BareMetalHosts, HostClaims and HostSets and drive their workflows."""
+"""`metalflow bridge`: watch BareMetalHosts, HostClaims, HostSets and Campaigns and drive their workflows."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 
 from kubernetes import client as k8s
 
+from k8s_bridge.campaigns import CampaignController
 from k8s_bridge.controller import Bridge, RelatedWatch
 from k8s_bridge.pools import ClaimController, SetController
 from metalflow.api.kube_names import HFC_PLURAL, HFS_PLURAL, HUP_PLURAL
@@ -15,12 +16,12 @@ from metalflow.runtime.settings import Settings
 from metalflow.runtime.temporal import connect
 
 WORKERS = 16  # concurrent reconciles per controller
-CONTROLLERS = (Bridge, ClaimController, SetController)
+CONTROLLERS = (Bridge, ClaimController, SetController, CampaignController)
 RELATED = (HFS_PLURAL, HFC_PLURAL, HUP_PLURAL)  # a RelatedWatch each, beside the Bridge
 
 
 def bridge_api_client(settings: Settings) -> k8s.ApiClient:
-    """One client for the four controllers: a kept connection for each reconcile thread and
+    """One client for the controllers: a kept connection for each reconcile thread and
     for each controller's open watch."""
     return api_client(settings, connections=(len(CONTROLLERS) + len(RELATED)) * (WORKERS + 1))
 
@@ -30,6 +31,9 @@ async def run_bridge(settings: Settings) -> None:
     metrics.serve(settings.metrics_address)
     with bridge_api_client(settings) as api:
         bridge = Bridge(api, temporal, settings, workers=WORKERS)
-        pools = (c(api, temporal, settings, workers=WORKERS) for c in (ClaimController, SetController))
+        pools = (
+            c(api, temporal, settings, workers=WORKERS)
+            for c in (ClaimController, SetController, CampaignController)
+        )
         related = (RelatedWatch(api, bridge, plural, workers=WORKERS) for plural in RELATED)
         await asyncio.gather(bridge.run(), *(c.run() for c in (*related, *pools)))

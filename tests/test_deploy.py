@@ -206,6 +206,7 @@ NEEDED = {
     "baremetalhosts.metal3.io": ("", "/status", "/finalizers"),  # driven, reported, released
     "hostclaims.metalflow.io": ("", "/status", "/finalizers"),
     "hostsets.metalflow.io": ("", "/status", "/finalizers"),
+    "campaigns.metalflow.io": ("", "/status", "/finalizers"),
     "hostfirmwaresettings.metal3.io": ("", "/status"),  # read, its status written
     "hostfirmwarecomponents.metal3.io": ("", "/status"),
     "hostupdatepolicies.metal3.io": ("",),  # only read

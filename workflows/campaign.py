@@ -40,7 +40,7 @@ from metalflow.api.campaign import (
 from metalflow.api.firmware import setting_problems
 from metalflow.api.models import ProvisioningState
 from workflows import bmc_calls
-from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
+from workflows.options import LOCAL_RETRY
 
 
 @workflow.defn(name=CAMPAIGN_WORKFLOW)
@@ -133,7 +133,8 @@ class CampaignWorkflow:
         await workflow.execute_activity(
             CAMPAIGN_APPLY,
             change,
-            start_to_close_timeout=LOCAL_TIMEOUT,
+            start_to_close_timeout=timedelta(minutes=5),  # a BareMetalHost's: until the bridge carried it
+            heartbeat_timeout=timedelta(seconds=60),
             retry_policy=LOCAL_RETRY,
             summary=f"give {host.ref.name} the change",
         )
@@ -167,8 +168,6 @@ class CampaignWorkflow:
 def _skip_reason(target: CampaignTarget) -> str | None:
     if target.state != ProvisioningState.PROVISIONED.value:
         return f"{target.state}: servicing is for provisioned hosts"
-    if target.managed_by_kubernetes:
-        return "managed by a BareMetalHost: change its HostFirmwareSettings/HostFirmwareComponents instead"
     return None
 
 

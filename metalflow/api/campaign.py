@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from metalflow.api.firmware import desired_values
 from metalflow.api.firmware_components import FirmwareUpdate
 from metalflow.api.model_base import Model
 from metalflow.api.models import HostRef, HostSpec
@@ -33,6 +34,11 @@ class CampaignChange(Model):
 
     firmware_settings: dict[str, str] = Field(default_factory=dict)
     firmware_updates: list[FirmwareUpdate] = Field(default_factory=list)
+
+    @field_validator("firmware_settings", mode="before")
+    @classmethod
+    def _as_text(cls, v: object) -> object:
+        return desired_values(v) if isinstance(v, dict) else v  # IntOrString, as HostFirmwareSettings
 
     @model_validator(mode="after")
     def _something(self) -> CampaignChange:

@@ -43,9 +43,10 @@ def load_campaign(path: Path) -> Campaign:
 
 
 async def apply(
-    client: Client, campaign: Campaign, task_queue: str
+    client: Client, campaign: Campaign, task_queue: str, memo: dict[str, str] | None = None
 ) -> WorkflowHandle[object, CampaignStatus]:
-    """Start the campaign; one of that name already running is an error, not a second run."""
+    """Start the campaign; one of that name already running is an error, not a second run. The
+    bridge keeps the Campaign object's uid in the memo."""
     try:
         return await client.start_workflow(
             CAMPAIGN_WORKFLOW,
@@ -56,6 +57,7 @@ async def apply(
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=f"campaign {campaign.namespace}/{campaign.name}",
             static_details=campaign.spec.model_dump_json(by_alias=True, exclude_defaults=True),
+            memo=memo,
         )
     except WorkflowAlreadyStartedError:
         raise ManifestError(
