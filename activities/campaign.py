@@ -15,17 +15,21 @@ from activities import kube, kube_firmware
 from activities.pool import look, running_hosts
 from metalflow.api.campaign import (
     CAMPAIGN_APPLY,
+    CAMPAIGN_DRIFT,
     CAMPAIGN_TARGETS,
     CAMPAIGN_WAIT,
     CampaignChange,
+    CampaignDrift,
     CampaignSelect,
     CampaignTarget,
+    DriftRequest,
     HostChange,
     HostOutcome,
 )
 from metalflow.api.firmware_changes import settings_changed, updates_changed
 from metalflow.api.models import (
     HostSpec,
+    HostStatus,
     HostUpdatePolicy,
     ProvisioningState,
     UpdatePolicyMode,
@@ -108,4 +112,32 @@ async def wait_healthy(req: HostChange) -> HostOutcome:
         await asyncio.sleep(POLL_SECONDS)  # the host's own progress; no event to wait on from here
 
 
-ACTIVITIES = [targets, apply_change, wait_healthy]
+def differences(spec_change: CampaignChange, status: HostStatus) -> list[str]:
+    """How the host's reported firmware differs from the change (empty: it has it)."""
+    reported = status.firmware_settings.settings if status.firmware_settings else {}
+    out = [
+        f"{name} is {reported.get(name, 'unreported')!r}, the campaign wants {want!r}"
+        for name, want in spec_change.firmware_settings.items()
+        if reported.get(name, "").lower() != want.lower()
+    ]
+    applied = status.firmware_components.updates if status.firmware_components else []
+    out += [
+        f"{u.component} update {u.url} not applied" for u in spec_change.firmware_updates if u not in applied
+    ]
+    return out
+
+
+@activity.defn(name=CAMPAIGN_DRIFT)
+async def drift(req: DriftRequest) -> list[CampaignDrift]:
+    """The hosts whose reported settings or applied updates differ from the change."""
+    client = activity.client()
+    out = []
+    for ref in req.hosts:
+        _, status = await look(client, ref)
+        found = differences(req.change, status)
+        if found:
+            out.append(CampaignDrift(ref=ref, differences=found))
+    return out
+
+
+ACTIVITIES = [targets, apply_change, wait_healthy, drift]

@@ -100,5 +100,6 @@ def _status(st: CampaignStatus, generation: int | None) -> dict[str, Any]:
             {"name": h.ref.name, "phase": h.phase.value, "wave": h.wave, "message": h.message}
             for h in st.hosts
         ],
+        "drift": [{"name": d.ref.name, "differences": d.differences} for d in st.drift],
         "observedGeneration": generation,
     }

@@ -124,6 +124,7 @@ async def test_a_campaign_object_services_its_bare_metal_hosts_through_the_bridg
                     )
                     st = ended["status"]
                     assert (st["phase"], st["done"], st["total"], st["failed"]) == ("Succeeded", 2, 2, 0), st
+                    assert st["drift"] == [] and st["waveLabel"] == "1/1", st
                     assert [(h["name"], h["phase"], h["wave"]) for h in st["hosts"]] == [
                         (names[0], "Done", 0),
                         (names[1], "Done", 1),

@@ -91,6 +91,13 @@ async def test_a_campaign_services_the_canary_then_waves_each_host_once(
     assert [(h.ref.name, h.wave, h.phase) for h in st.hosts] == [
         (dc.host(i).ref.name, 0 if i == 0 else 1, HostPhase.DONE) for i in range(3)
     ]
+    assert st.drift == [], st.drift  # every selected host reports the change
+    # operators find it by phase in the UI and CLI (the CampaignPhase search attribute)
+    found = [
+        wf.id
+        async for wf in client.list_workflows(f'CampaignPhase="Succeeded" AND WorkflowId="{c.workflow_id}"')
+    ]
+    assert found == [c.workflow_id]
     # every selected host's BIOS written exactly once, the other rack's never
     assert [bios_writes(dc, i) for i in range(4)] == [[TURBO_OFF], [TURBO_OFF], [TURBO_OFF], []]
     for i in range(3):  # back to provisioned with the change applied, the OS untouched
@@ -107,7 +114,7 @@ async def test_a_campaign_services_the_canary_then_waves_each_host_once(
         and e.activity_task_completed_event_attributes.scheduled_event_id == waited[0]
     )
     assert len(applied) == 3 and min(applied[1:]) > canary_healthy, (applied, canary_healthy)
-    await record(client, c.workflow_id, "campaign")
+    await record(client, c.workflow_id, "campaign-drift")
 
 
 async def test_a_failing_canary_halts_the_campaign_before_the_first_wave(
@@ -134,6 +141,10 @@ async def test_a_failing_canary_halts_the_campaign_before_the_first_wave(
     assert updates == [1, 0, 0, 0], updates
     for i in (1, 2):
         assert (await operations.spec(client, dc.host(i).ref)).firmware_updates == []
+    # the drift report: none of the three has the update
+    assert [(d.ref.name, d.differences) for d in st.drift] == [
+        (dc.host(i).ref.name, ["bios update http://images.example/bios-9.fail not applied"]) for i in range(3)
+    ]
 
 
 async def test_an_invalid_setting_is_refused_before_any_host_is_touched(

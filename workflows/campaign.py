@@ -20,6 +20,7 @@ from temporalio import workflow
 from metalflow.api.campaign import (
     ABORT_SIGNAL,
     CAMPAIGN_APPLY,
+    CAMPAIGN_DRIFT,
     CAMPAIGN_TARGETS,
     CAMPAIGN_WAIT,
     CAMPAIGN_WORKFLOW,
@@ -27,11 +28,13 @@ from metalflow.api.campaign import (
     RESUME_SIGNAL,
     STATUS_QUERY,
     Campaign,
+    CampaignDrift,
     CampaignHost,
     CampaignPhase,
     CampaignSelect,
     CampaignStatus,
     CampaignTarget,
+    DriftRequest,
     HostChange,
     HostOutcome,
     HostPhase,
@@ -39,8 +42,12 @@ from metalflow.api.campaign import (
 )
 from metalflow.api.firmware import setting_problems
 from metalflow.api.models import ProvisioningState
+from metalflow.api.search_attributes import CAMPAIGN_PHASE
 from workflows import bmc_calls
 from workflows.options import LOCAL_RETRY
+
+SEARCH_PATCH = "campaign-phase-search-attribute"  # histories from before it set none
+DRIFT_PATCH = "campaign-drift-report"
 
 
 @workflow.defn(name=CAMPAIGN_WORKFLOW)
@@ -58,13 +65,13 @@ class CampaignWorkflow:
     def pause(self) -> None:
         self._paused = True
         if self._status.phase == CampaignPhase.RUNNING:
-            self._status.phase = CampaignPhase.PAUSED
+            self._set_phase(CampaignPhase.PAUSED)
 
     @workflow.signal(name=RESUME_SIGNAL)
     def resume(self) -> None:
         self._paused = False
         if self._status.phase == CampaignPhase.PAUSED:
-            self._status.phase = CampaignPhase.RUNNING
+            self._set_phase(CampaignPhase.RUNNING)
 
     @workflow.signal(name=ABORT_SIGNAL)
     def abort(self) -> None:
@@ -90,14 +97,16 @@ class CampaignWorkflow:
         rows = {h.ref.name: h for h in self._status.hosts}
         problems = await self._check(campaign, targets)
         if problems:
-            return self._end(CampaignPhase.FAILED, "nothing was changed: " + "; ".join(problems))
+            return await self._end(
+                campaign, CampaignPhase.FAILED, "nothing was changed: " + "; ".join(problems)
+            )
         plan = waves(len(targets), spec.canary, spec.max_unavailable)
         self._status.waves = len(plan)
-        self._status.phase = CampaignPhase.PAUSED if self._paused else CampaignPhase.RUNNING
+        self._set_phase(CampaignPhase.PAUSED if self._paused else CampaignPhase.RUNNING)
         for i, wave in enumerate(plan):
             await workflow.wait_condition(lambda: not self._paused or self._aborted)
             if self._aborted:
-                return self._end(CampaignPhase.ABORTED, f"aborted before wave {i}")
+                return await self._end(campaign, CampaignPhase.ABORTED, f"aborted before wave {i}")
             self._status.wave = i
             self._details()
             hosts = [rows[targets[j].ref.name] for j in wave]
@@ -106,14 +115,19 @@ class CampaignWorkflow:
             await asyncio.gather(*(self._service(campaign, host) for host in hosts))
             failed = self._status.count(HostPhase.FAILED)
             if i == 0 and spec.canary and any(h.phase == HostPhase.FAILED for h in hosts):
-                return self._end(CampaignPhase.HALTED, "the canary failed: " + _failures(hosts))
+                return await self._end(
+                    campaign, CampaignPhase.HALTED, "the canary failed: " + _failures(hosts)
+                )
             if failed > spec.failure_budget:
-                return self._end(
+                return await self._end(
+                    campaign,
                     CampaignPhase.HALTED,
                     f"{failed} hosts failed, over the failure budget of {spec.failure_budget}: "
                     + _failures(self._status.hosts),
                 )
-        return self._end(CampaignPhase.SUCCEEDED, f"{self._status.count(HostPhase.DONE)} hosts serviced")
+        return await self._end(
+            campaign, CampaignPhase.SUCCEEDED, f"{self._status.count(HostPhase.DONE)} hosts serviced"
+        )
 
     async def _check(self, campaign: Campaign, targets: list[CampaignTarget]) -> list[str]:
         """The settings against every host's BMC registry (reads only), before any host changes."""
@@ -159,8 +173,26 @@ class CampaignWorkflow:
             f"{st.count(HostPhase.FAILED)} failed"
         )
 
-    def _end(self, phase: CampaignPhase, message: str) -> CampaignStatus:
-        self._status.phase, self._status.message = phase, message
+    def _set_phase(self, phase: CampaignPhase) -> None:
+        """The phase in status and, since SEARCH_PATCH, in the CampaignPhase search attribute."""
+        self._status.phase = phase
+        if workflow.patched(SEARCH_PATCH):
+            workflow.upsert_search_attributes([CAMPAIGN_PHASE.value_set(phase.value)])
+
+    async def _end(self, campaign: Campaign, phase: CampaignPhase, message: str) -> CampaignStatus:
+        """The campaign's end: the selected hosts' drift from the change (since DRIFT_PATCH)."""
+        hosts = [h.ref for h in self._status.hosts]
+        if hosts and workflow.patched(DRIFT_PATCH):
+            self._status.drift = await workflow.execute_activity(
+                CAMPAIGN_DRIFT,
+                DriftRequest(hosts=hosts, change=campaign.spec.change),
+                result_type=list[CampaignDrift],
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=LOCAL_RETRY,
+                summary="hosts whose firmware differs from the change",
+            )
+        self._set_phase(phase)
+        self._status.message = message
         self._details()
         return self._status
 

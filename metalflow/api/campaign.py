@@ -21,6 +21,7 @@ CAMPAIGN_WORKFLOW = "CampaignWorkflow"
 CAMPAIGN_TARGETS = "campaign.targets"
 CAMPAIGN_APPLY = "campaign.apply_change"
 CAMPAIGN_WAIT = "campaign.wait_healthy"
+CAMPAIGN_DRIFT = "campaign.drift"
 PAUSE_SIGNAL, RESUME_SIGNAL, ABORT_SIGNAL = "pause", "resume", "abort"
 STATUS_QUERY = "status"
 
@@ -101,12 +102,22 @@ class CampaignHost(Model):
     message: str = ""
 
 
+class CampaignDrift(Model):
+    """A selected host whose firmware differs from the campaign's change, and how."""
+
+    ref: HostRef
+    differences: list[str]
+
+
 class CampaignStatus(Model):
     phase: CampaignPhase = CampaignPhase.CHECKING
     wave: int = Field(default=-1, description="the wave running or last run; 0 is the canary")
     waves: int = 0
     hosts: list[CampaignHost] = Field(default_factory=list)
     message: str = ""
+    drift: list[CampaignDrift] = Field(
+        default_factory=list, description="when it ended: the selected hosts still differing from the change"
+    )
 
     def count(self, phase: HostPhase) -> int:
         return sum(1 for h in self.hosts if h.phase == phase)
@@ -142,6 +153,11 @@ class HostChange(Model):
     host: HostRef
     change: CampaignChange
     campaign: str = Field(description="the campaign's workflow id, for the host's log")
+
+
+class DriftRequest(Model):
+    hosts: list[HostRef]
+    change: CampaignChange
 
 
 class HostOutcome(Model):

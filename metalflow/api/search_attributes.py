@@ -15,6 +15,7 @@ BMC_ADDRESS = SearchAttributeKey.for_keyword("BMCAddress")
 IMAGE_URL = SearchAttributeKey.for_keyword("ImageURL")
 ERROR_TYPE = SearchAttributeKey.for_keyword("ErrorType")
 OPERATIONAL_STATUS = SearchAttributeKey.for_keyword("OperationalStatus")
+CAMPAIGN_PHASE = SearchAttributeKey.for_keyword("CampaignPhase")  # a servicing campaign's phase
 
 ALL: tuple[SearchAttributeKey[str], ...] = (
     HOST_NAME,
@@ -24,6 +25,7 @@ ALL: tuple[SearchAttributeKey[str], ...] = (
     IMAGE_URL,
     ERROR_TYPE,
     OPERATIONAL_STATUS,
+    CAMPAIGN_PHASE,
 )
 
 

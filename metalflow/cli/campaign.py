@@ -55,6 +55,9 @@ def table(name: str, st: CampaignStatus) -> Table:
     )
     for col in ("HOST", "WAVE", "PHASE", "MESSAGE"):
         t.add_column(col)
+    drift = {d.ref.name: "; ".join(d.differences) for d in st.drift}
+    if drift:
+        t.caption = "drift: " + " | ".join(f"{name}: {what}" for name, what in drift.items())
     for h in st.hosts:
         t.add_row(
             h.ref.name,

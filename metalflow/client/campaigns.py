@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from metalflow.api.bmh import ManifestError
@@ -15,9 +15,11 @@ from metalflow.api.campaign import (
     CAMPAIGN_WORKFLOW,
     STATUS_QUERY,
     Campaign,
+    CampaignPhase,
     CampaignStatus,
     campaign_workflow_id,
 )
+from metalflow.api.search_attributes import CAMPAIGN_PHASE
 
 KIND, API_VERSION = "Campaign", "metalflow.io/v1alpha1"
 
@@ -58,6 +60,9 @@ async def apply(
             static_summary=f"campaign {campaign.namespace}/{campaign.name}",
             static_details=campaign.spec.model_dump_json(by_alias=True, exclude_defaults=True),
             memo=memo,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(CAMPAIGN_PHASE, CampaignPhase.CHECKING.value)]
+            ),
         )
     except WorkflowAlreadyStartedError:
         raise ManifestError(
