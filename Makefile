@@ -39,6 +39,7 @@ bench: install system-deps kube-binaries  # prints figures; never part of make t
 	$(PY) -m bench.image_write
 	$(PY) -m bench.fleet --hosts 100 --limit 20
 	$(PY) -m bench.bridge --hosts 1000
+	$(PY) -m bench.campaign --hosts 200 --wave 20
 
 # The QEMU test bed (README: "metal3-dev-env on one laptop"); installs libvirt/QEMU on first use.
 # Its kernel is kept in the build cache, ${METALFLOW_CACHE:-~/.cache/metalflow} (testbed/cache.py).

@@ -49,7 +49,11 @@ async def targets(req: CampaignSelect) -> list[CampaignTarget]:
         managed = bool(await kube.managed_uid(client, ref))
         out.append(
             CampaignTarget(
-                ref=ref, spec=spec, state=status.provisioning.state.value, managed_by_kubernetes=managed
+                ref=ref,
+                spec=spec,
+                state=status.provisioning.state.value,
+                managed_by_kubernetes=managed,
+                node=status.node,
             )
         )
     return sorted(out, key=lambda t: t.ref.name)

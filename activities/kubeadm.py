@@ -424,57 +424,71 @@ def _drain_pass(core: k8s.CoreV1Api, node: str, ready: bool, evicted: set[str], 
     return waiting
 
 
+def host_node(core: k8s.CoreV1Api, req: LeaveRequest) -> k8s.V1Node | None:
+    """The host's Node, or None: gone, or a Node of that name that is not this host's (another
+    providerID and no metalflow.io/host label of it), which is left alone."""
+    try:
+        node = core.read_node(req.node.name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    labels = (node.metadata.labels if node.metadata else None) or {}
+    spec = node.spec or k8s.V1NodeSpec()
+    if (spec.provider_id or "") != req.node.provider_id and labels.get(HOST_LABEL) != req.host.host_id:
+        activity.logger.warning(
+            "Node %s is not %s's (providerID %s): left alone",
+            req.node.name,
+            req.host.host_id,
+            spec.provider_id,
+        )
+        return None
+    return node
+
+
+def drain(core: k8s.CoreV1Api, name: str, timeout_seconds: int) -> LeaveResult:
+    """Cordon Node NAME and evict every pod but DaemonSet and mirror pods through the Eviction API
+    (PodDisruptionBudgets honoured: a refused eviction is asked again until the timeout); wait
+    until the evicted pods are gone."""
+    node = core.read_node(name)
+    if not (node.spec and node.spec.unschedulable):
+        core.patch_node(name, {"spec": {"unschedulable": True}})
+    deadline = time.monotonic() + timeout_seconds
+    evicted: set[str] = set()
+    left: set[str] = set()
+    while True:
+        ready, _ = _ready(core.read_node(name))
+        waiting = _drain_pass(core, name, ready, evicted, left)
+        if not waiting:
+            return LeaveResult(evicted=sorted(evicted), left_alone=sorted(left))
+        activity.heartbeat(f"{len(waiting)} pods still on Node {name}")
+        if time.monotonic() > deadline:
+            raise permanent(
+                ErrorName.NODE_DRAIN_TIMEOUT,
+                f"Node {name} not drained after {timeout_seconds}s (spec.join.drainTimeoutSeconds): "
+                f"{', '.join(waiting[:10])}; the disk is untouched. Let these pods go (a "
+                "PodDisruptionBudget that allows no disruption, a pod that does not stop) and retry",
+            )
+        time.sleep(2)
+
+
 @activity.defn(name=KUBEADM_LEAVE)
 def leave(req: LeaveRequest) -> LeaveResult:
     """Drain and delete the host's Node, as `kubectl drain --ignore-daemonsets --force
-    --delete-emptydir-data` then `kubectl delete node` would: cordon it, evict every pod but
-    DaemonSet and mirror pods through the Eviction API (PodDisruptionBudgets are honoured: a
-    refused eviction is asked again until the drain timeout), wait for the evicted pods to be
-    gone, delete the Node. A Node of that name that is not this host's (another providerID and
-    no metalflow.io/host label of it) is left alone."""
-    name = req.node.name
+    --delete-emptydir-data` then `kubectl delete node` would (Cluster API's choice). Another
+    machine's Node of that name is left alone."""
     with _cluster(req.node.kubeconfig) as api:
         core = k8s.CoreV1Api(api)
-        try:
-            node = core.read_node(name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return LeaveResult()
-            raise
-        labels = (node.metadata.labels if node.metadata else None) or {}
-        spec = node.spec or k8s.V1NodeSpec()
-        if (spec.provider_id or "") != req.node.provider_id and labels.get(HOST_LABEL) != req.host.host_id:
-            activity.logger.warning(
-                "Node %s is not %s's (providerID %s): left alone", name, req.host.host_id, spec.provider_id
-            )
+        if host_node(core, req) is None:
             return LeaveResult()
-        if not spec.unschedulable:
-            core.patch_node(name, {"spec": {"unschedulable": True}})
-        deadline = time.monotonic() + req.drain_timeout_seconds
-        evicted: set[str] = set()
-        left: set[str] = set()
-        while True:
-            ready, _ = _ready(core.read_node(name))
-            waiting = _drain_pass(core, name, ready, evicted, left)
-            if not waiting:
-                break
-            activity.heartbeat(f"{len(waiting)} pods still on Node {name}")
-            if time.monotonic() > deadline:
-                raise permanent(
-                    ErrorName.NODE_DRAIN_TIMEOUT,
-                    f"Node {name} not drained after {req.drain_timeout_seconds}s "
-                    "(spec.join.drainTimeoutSeconds): "
-                    f"{', '.join(waiting[:10])}; the disk is untouched. Let these pods go (a "
-                    "PodDisruptionBudget that allows no disruption, a pod that does not stop) and retry",
-                )
-            time.sleep(2)
+        result = drain(core, req.node.name, req.drain_timeout_seconds)
         try:
-            core.delete_node(name)
+            core.delete_node(req.node.name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
-    activity.logger.info("Node %s drained (%d pods evicted) and deleted", name, len(evicted))
-    return LeaveResult(evicted=sorted(evicted), left_alone=sorted(left), deleted=True)
+    activity.logger.info("Node %s drained (%d pods evicted) and deleted", req.node.name, len(result.evicted))
+    return result.model_copy(update={"deleted": True})
 
 
 ACTIVITIES = [prepare_join, wait_node, cleanup_token, leave]

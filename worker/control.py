@@ -19,7 +19,17 @@ log = logging.getLogger(__name__)
 
 
 def control_activities() -> list[Any]:
-    from activities import campaign, configdrive, firmware_status, fleet, kubeadm, oci, pool, status
+    from activities import (
+        campaign,
+        configdrive,
+        firmware_status,
+        fleet,
+        kubeadm,
+        node_gate,
+        oci,
+        pool,
+        status,
+    )
     from activities.bmc import ACTIVITIES as BMC
     from activities.boot import ACTIVITIES as BOOT
 
@@ -34,6 +44,7 @@ def control_activities() -> list[Any]:
         *status.ACTIVITIES,
         *firmware_status.ACTIVITIES,
         *campaign.ACTIVITIES,
+        *node_gate.ACTIVITIES,
     ]
 
 

@@ -16,11 +16,14 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 from metalflow.api.campaign import (
     ABORT_SIGNAL,
     CAMPAIGN_APPLY,
     CAMPAIGN_DRIFT,
+    CAMPAIGN_NODE_DRAIN,
+    CAMPAIGN_NODE_READY,
     CAMPAIGN_TARGETS,
     CAMPAIGN_WAIT,
     CAMPAIGN_WORKFLOW,
@@ -41,6 +44,7 @@ from metalflow.api.campaign import (
     waves,
 )
 from metalflow.api.firmware import setting_problems
+from metalflow.api.join import LeaveRequest, LeaveResult, NodeInfo
 from metalflow.api.models import ProvisioningState
 from metalflow.api.search_attributes import CAMPAIGN_PHASE
 from workflows import bmc_calls
@@ -48,6 +52,7 @@ from workflows.options import LOCAL_RETRY
 
 SEARCH_PATCH = "campaign-phase-search-attribute"  # histories from before it set none
 DRIFT_PATCH = "campaign-drift-report"
+NODE_GATE_PATCH = "campaign-node-gate"  # joined hosts: drained before, Ready and uncordoned after
 
 
 @workflow.defn(name=CAMPAIGN_WORKFLOW)
@@ -112,7 +117,9 @@ class CampaignWorkflow:
             hosts = [rows[targets[j].ref.name] for j in wave]
             for host in hosts:
                 host.wave = i
-            await asyncio.gather(*(self._service(campaign, host) for host in hosts))
+            await asyncio.gather(
+                *(self._service(campaign, rows[targets[j].ref.name], targets[j]) for j in wave)
+            )
             failed = self._status.count(HostPhase.FAILED)
             if i == 0 and spec.canary and any(h.phase == HostPhase.FAILED for h in hosts):
                 return await self._end(
@@ -141,27 +148,56 @@ class CampaignWorkflow:
             for problem in setting_problems(desired, state.schema_)
         ]
 
-    async def _service(self, campaign: Campaign, host: CampaignHost) -> None:
+    async def _service(self, campaign: Campaign, host: CampaignHost, target: CampaignTarget) -> None:
+        """One host: drained (when it joined a cluster), the change, the reboot, the health gate
+        (and its Node Ready and schedulable again). A failure is the host's, named in its row."""
         host.phase = HostPhase.UPDATING
-        change = HostChange(host=host.ref, change=campaign.spec.change, campaign=workflow.info().workflow_id)
-        await workflow.execute_activity(
-            CAMPAIGN_APPLY,
-            change,
-            start_to_close_timeout=timedelta(minutes=5),  # a BareMetalHost's: until the bridge carried it
-            heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=LOCAL_RETRY,
-            summary=f"give {host.ref.name} the change",
-        )
-        await workflow.get_external_workflow_handle(host.ref.workflow_id).signal("reboot")
-        outcome: HostOutcome = await workflow.execute_activity(
-            CAMPAIGN_WAIT,
-            change,
-            result_type=HostOutcome,
-            start_to_close_timeout=timedelta(seconds=campaign.spec.health_timeout_seconds),
-            heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=LOCAL_RETRY,
-            summary=f"wait for {host.ref.name} to be serviced and healthy",
-        )
+        gate = _node_gate(target) if target.node is not None and workflow.patched(NODE_GATE_PATCH) else None
+        healthy = timedelta(seconds=campaign.spec.health_timeout_seconds)
+        try:
+            if gate is not None:
+                await workflow.execute_activity(
+                    CAMPAIGN_NODE_DRAIN,
+                    gate,
+                    result_type=LeaveResult,
+                    start_to_close_timeout=timedelta(seconds=gate.drain_timeout_seconds + 120),
+                    heartbeat_timeout=timedelta(seconds=60),
+                    retry_policy=LOCAL_RETRY,
+                    summary=f"drain Node {gate.node.name}",
+                )
+            change = HostChange(
+                host=host.ref, change=campaign.spec.change, campaign=workflow.info().workflow_id
+            )
+            await workflow.execute_activity(
+                CAMPAIGN_APPLY,
+                change,
+                start_to_close_timeout=timedelta(minutes=5),  # a BareMetalHost's: until the bridge carried it
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=LOCAL_RETRY,
+                summary=f"give {host.ref.name} the change",
+            )
+            await workflow.get_external_workflow_handle(host.ref.workflow_id).signal("reboot")
+            outcome: HostOutcome = await workflow.execute_activity(
+                CAMPAIGN_WAIT,
+                change,
+                result_type=HostOutcome,
+                schedule_to_close_timeout=healthy,  # the gate: retries after a crash fit in it
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=LOCAL_RETRY,
+                summary=f"wait for {host.ref.name} to be serviced and healthy",
+            )
+            if outcome.ok and gate is not None:
+                await workflow.execute_activity(
+                    CAMPAIGN_NODE_READY,
+                    gate,
+                    result_type=NodeInfo,
+                    schedule_to_close_timeout=healthy,
+                    heartbeat_timeout=timedelta(seconds=60),
+                    retry_policy=LOCAL_RETRY,
+                    summary=f"wait for Node {gate.node.name} to be Ready, then uncordon it",
+                )
+        except ActivityError as err:
+            outcome = HostOutcome(ok=False, message=str(err.cause or err))
         host.phase = HostPhase.DONE if outcome.ok else HostPhase.FAILED
         host.message = outcome.message
         self._details()
@@ -201,6 +237,12 @@ def _skip_reason(target: CampaignTarget) -> str | None:
     if target.state != ProvisioningState.PROVISIONED.value:
         return f"{target.state}: servicing is for provisioned hosts"
     return None
+
+
+def _node_gate(target: CampaignTarget) -> LeaveRequest:
+    assert target.node is not None
+    timeout = target.spec.join.drain_timeout_seconds if target.spec.join else 900
+    return LeaveRequest(host=target.ref, node=target.node, drain_timeout_seconds=timeout)
 
 
 def _failures(hosts: list[CampaignHost]) -> str:

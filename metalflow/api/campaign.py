@@ -15,13 +15,15 @@ from pydantic import Field, field_validator, model_validator
 from metalflow.api.firmware import desired_values
 from metalflow.api.firmware_components import FirmwareUpdate
 from metalflow.api.model_base import Model
-from metalflow.api.models import HostRef, HostSpec
+from metalflow.api.models import HostRef, HostSpec, JoinedNode
 
 CAMPAIGN_WORKFLOW = "CampaignWorkflow"
 CAMPAIGN_TARGETS = "campaign.targets"
 CAMPAIGN_APPLY = "campaign.apply_change"
 CAMPAIGN_WAIT = "campaign.wait_healthy"
 CAMPAIGN_DRIFT = "campaign.drift"
+CAMPAIGN_NODE_DRAIN = "campaign.drain_node"
+CAMPAIGN_NODE_READY = "campaign.uncordon_when_ready"
 PAUSE_SIGNAL, RESUME_SIGNAL, ABORT_SIGNAL = "pause", "resume", "abort"
 STATUS_QUERY = "status"
 
@@ -139,6 +141,7 @@ class CampaignTarget(Model):
     spec: HostSpec
     state: str
     managed_by_kubernetes: bool = False
+    node: JoinedNode | None = Field(default=None, description="the Node it joined as: drained, then Ready")
 
 
 def waves(count: int, canary: int, max_unavailable: int) -> list[list[int]]:
