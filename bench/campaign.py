@@ -27,7 +27,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.context import load, preamble
-from bench.fleet import cpu_seconds, peak_rss_mib, start_engine
+from bench.fleet import bench_env, cpu_seconds, peak_rss_mib, start_engine
 from metalflow.api.campaign import (
     CAMPAIGN_WORKFLOW,
     Campaign,
@@ -56,15 +56,7 @@ async def run(hosts: int, wave: int, limit: int) -> None:
     with tempfile.TemporaryDirectory(prefix="metalflow-campaign-bench-") as tmp:
         root = Path(tmp)
         port = free_port()
-        env = {
-            "METALFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
-            "METALFLOW_TASK_QUEUE": "bench",
-            "METALFLOW_STATE_DIR": str(root / "state"),
-            "METALFLOW_BOOT_DIR": str(root / "boot"),
-            "METALFLOW_BOOT_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-            "METALFLOW_MAX_CONCURRENT_PROVISIONING": str(limit),
-        }
-        os.environ.update(env)
+        env = bench_env(root, port, limit)
         settings = Settings()
         engine = start_engine("dev", root, port, "FULL")
         worker = Process("worker", [sys.executable, "-m", "metalflow", "worker"], root / "worker.log", env)

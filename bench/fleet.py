@@ -184,21 +184,27 @@ def postgres_backends(postmaster: int) -> list[int]:
     return out
 
 
+def bench_env(root: Path, port: int, limit: int) -> dict[str, str]:
+    """The worker's settings for a run under ROOT (set in this process's environment too)."""
+    env = {
+        "METALFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "METALFLOW_TASK_QUEUE": "bench",
+        "METALFLOW_STATE_DIR": str(root / "state"),
+        "METALFLOW_BOOT_DIR": str(root / "boot"),
+        "METALFLOW_BOOT_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "METALFLOW_MAX_CONCURRENT_PROVISIONING": str(limit),
+    }
+    os.environ.update(env)
+    return env
+
+
 async def run(
     kind: str, hosts: int, limit: int, image_mib: int, show_trace: bool, synchronous: str
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="metalflow-fleet-bench-") as tmp:
         root = Path(tmp)
         port = free_port()
-        env = {
-            "METALFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
-            "METALFLOW_TASK_QUEUE": "bench",
-            "METALFLOW_STATE_DIR": str(root / "state"),
-            "METALFLOW_BOOT_DIR": str(root / "boot"),
-            "METALFLOW_BOOT_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-            "METALFLOW_MAX_CONCURRENT_PROVISIONING": str(limit),
-        }
-        os.environ.update(env)
+        env = bench_env(root, port, limit)
         settings = Settings()
         engine = start_engine(kind, root, port, synchronous)
         worker = Process("worker", [sys.executable, "-m", "metalflow", "worker"], root / "worker.log", env)

@@ -18,6 +18,7 @@ from k8s_bridge.reconcile import Fingerprint, Plan
 from metalflow.api.bmh import ManifestError
 from metalflow.api.campaign import (
     ABORT_SIGNAL,
+    ENDED,
     PAUSE_SIGNAL,
     RESUME_SIGNAL,
     CampaignPhase,
@@ -26,8 +27,6 @@ from metalflow.api.campaign import (
 )
 from metalflow.api.kube_names import CAMPAIGN_PLURAL
 from metalflow.client import campaigns
-
-ENDED = {CampaignPhase.SUCCEEDED, CampaignPhase.HALTED, CampaignPhase.ABORTED, CampaignPhase.FAILED}
 
 
 class CampaignController(_PoolController):

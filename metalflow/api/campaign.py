@@ -89,6 +89,11 @@ class CampaignPhase(StrEnum):
     FAILED = "Failed"  # nothing was touched: the change is invalid for some host
 
 
+ENDED = frozenset(
+    {CampaignPhase.SUCCEEDED, CampaignPhase.HALTED, CampaignPhase.ABORTED, CampaignPhase.FAILED}
+)
+
+
 class HostPhase(StrEnum):
     PENDING = "Pending"
     UPDATING = "Updating"

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from metalflow.api.campaign import (
     ABORT_SIGNAL,
+    ENDED,
     PAUSE_SIGNAL,
     RESUME_SIGNAL,
     CampaignPhase,
@@ -27,7 +28,6 @@ from metalflow.client import campaigns
 from metalflow.runtime.settings import Settings
 from metalflow.runtime.temporal import connect
 
-ENDED = {CampaignPhase.SUCCEEDED, CampaignPhase.HALTED, CampaignPhase.ABORTED, CampaignPhase.FAILED}
 SIGNALS = {"pause": PAUSE_SIGNAL, "resume": RESUME_SIGNAL, "abort": ABORT_SIGNAL}
 console = Console()
 
