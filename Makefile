@@ -27,7 +27,7 @@ kube-binaries:
 	@scripts/build-tctl.sh >/dev/null
 
 test: install system-deps kube-binaries
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25  # the slowest tests, printed: the 15-minute budget is watched from them
 
 lint: install
 	$(BIN)/ruff check .

@@ -79,9 +79,19 @@ async def run(client: Client, settings: Settings, c: Campaign) -> CampaignStatus
     return await asyncio.wait_for(handle.result(), timeout=300)
 
 
-async def test_a_campaign_services_the_canary_then_waves_each_host_once(
+async def test_an_invalid_change_touches_nothing_then_a_valid_one_services_canary_then_waves_once(
     client: Client, settings: Settings, dc: Datacenter, ns: str
 ) -> None:
+    # an invalid setting is refused before any host is touched (checked against every host's registry)
+    bad = campaign(ns, "maybe", change=CampaignChange(firmware_settings={"ProcTurboMode": "Maybe"}))
+    st = await run(client, settings, bad)
+    assert st.phase == CampaignPhase.FAILED and st.message.startswith("nothing was changed: "), st
+    assert "ProcTurboMode: 'Maybe' is not allowed" in st.message, st.message
+    assert all(h.phase == HostPhase.PENDING for h in st.hosts), st
+    assert [bios_writes(dc, i) for i in range(4)] == [[], [], [], []]
+    for i in range(3):
+        assert (await operations.spec(client, dc.host(i).ref)).firmware_settings == {}
+
     c = campaign(
         ns, "turbo-off", change=CampaignChange(firmware_settings=TURBO_OFF), canary=1, max_unavailable=2
     )
@@ -145,19 +155,6 @@ async def test_a_failing_canary_halts_the_campaign_before_the_first_wave(
     assert [(d.ref.name, d.differences) for d in st.drift] == [
         (dc.host(i).ref.name, ["bios update http://images.example/bios-9.fail not applied"]) for i in range(3)
     ]
-
-
-async def test_an_invalid_setting_is_refused_before_any_host_is_touched(
-    client: Client, settings: Settings, dc: Datacenter, ns: str
-) -> None:
-    c = campaign(ns, "maybe", change=CampaignChange(firmware_settings={"ProcTurboMode": "Maybe"}))
-    st = await run(client, settings, c)
-    assert st.phase == CampaignPhase.FAILED and st.message.startswith("nothing was changed: "), st
-    assert "ProcTurboMode: 'Maybe' is not allowed" in st.message, st.message
-    assert all(h.phase == HostPhase.PENDING for h in st.hosts), st
-    assert [bios_writes(dc, i) for i in range(4)] == [[], [], [], []]
-    for i in range(3):
-        assert (await operations.spec(client, dc.host(i).ref)).firmware_settings == {}
 
 
 async def test_pause_holds_the_next_wave_and_abort_starts_no_other_host(

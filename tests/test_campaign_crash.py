@@ -36,7 +36,7 @@ TURBO_OFF = {"ProcTurboMode": "Disabled"}
 
 @pytest.fixture
 def crash_hosts() -> int:
-    return 3
+    return 2  # the canary, then a wave of one: the host whose PATCH answer is held
 
 
 async def test_a_worker_killed_mid_wave_resumes_and_updates_no_host_twice(
@@ -45,7 +45,7 @@ async def test_a_worker_killed_mid_wave_resumes_and_updates_no_host_twice(
     the_plant, client, dc, bmc, _ = world
     settings = Settings()
     hosts = []
-    for i in range(3):
+    for i in range(2):
         host = dc.host(i, labels=RACK)
         address = f"redfish+http://127.0.0.1:{bmc.port}/redfish/v1/Systems/{dc.systems[i].uuid}"
         bmc_details = BMCDetails(address=address, credentials=dc.credentials)
@@ -58,7 +58,7 @@ async def test_a_worker_killed_mid_wave_resumes_and_updates_no_host_twice(
         assert all(st.error_type is None for st in sts), [st.error_message for st in sts]
         return all(st.provisioning.state == S.PROVISIONED for st in sts)
 
-    await until("three hosts provisioned", provisioned, timeout=240)
+    await until("both hosts provisioned", provisioned, timeout=240)
     # the wave's first host: its PATCH reaches the BMC, the answer is held, the worker dies
     bmc.add(Rule(Fault.HOLD_RESPONSE, method="PATCH", path=f"{dc.systems[1].uuid}/BIOS/Settings", times=1))
     c = Campaign(
@@ -68,7 +68,7 @@ async def test_a_worker_killed_mid_wave_resumes_and_updates_no_host_twice(
             selector=LabelSelector(match_labels=RACK),
             change=CampaignChange(firmware_settings=TURBO_OFF),
             canary=1,
-            max_unavailable=2,
+            max_unavailable=1,
         ),
     )
     handle = await campaigns.apply(client, c, settings.task_queue)
@@ -81,13 +81,13 @@ async def test_a_worker_killed_mid_wave_resumes_and_updates_no_host_twice(
     the_plant.start_worker()
     bmc.release()
     st = await asyncio.wait_for(handle.result(), timeout=300)
-    assert st.phase == CampaignPhase.SUCCEEDED and st.count(HostPhase.DONE) == 3, st
-    assert [bios_writes(dc, i) for i in range(3)] == [[TURBO_OFF]] * 3, "a host was written twice"
-    assert bmc.count("PATCH", "BIOS/Settings") == 3
+    assert st.phase == CampaignPhase.SUCCEEDED and st.count(HostPhase.DONE) == 2, st
+    assert [bios_writes(dc, i) for i in range(2)] == [[TURBO_OFF]] * 2, "a host was written twice"
+    assert bmc.count("PATCH", "BIOS/Settings") == 2
     history = await handle.fetch_history()
     reboots = [
         e
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
     ]
-    assert len(reboots) == 3, "a host was asked to reboot twice"
+    assert len(reboots) == 2, "a host was asked to reboot twice"
