@@ -65,12 +65,13 @@ def start_dev_server(
     ui_port: int | None = 8233,
     db_file: Path | None = None,
     pragmas: tuple[str, ...] = DEFAULT_PRAGMAS,
+    extra_args: tuple[str, ...] = (),
 ) -> Process:
     state_dir.mkdir(parents=True, exist_ok=True)
     db = db_file if db_file is not None else state_dir / "temporal.db"
     proc = Process(
         "temporal dev server",
-        [temporal_cli(), *dev_server_args(db, port, ui_port, pragmas)],
+        [temporal_cli(), *dev_server_args(db, port, ui_port, pragmas), *extra_args],
         state_dir / "logs" / "temporal.log",
     )
 

@@ -144,6 +144,13 @@ def _fields(msg: Message, path: str) -> Iterator[tuple[str, Any]]:
                 yield item_path, item
 
 
+def payloads_in(msg: Message) -> Iterator[tuple[str, Payload]]:
+    """(field path, payload) for every Payload anywhere in a protobuf message."""
+    for path, value in _fields(msg, ""):
+        if isinstance(value, Payload):
+            yield path, value
+
+
 def scan_message(msg: Message, secrets: Sequence[str]) -> list[tuple[str, str]]:
     """(field path, secret) for each secret anywhere in a protobuf message (an event, a Failure)."""
     wanted = needles(*secrets)

@@ -14,11 +14,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client, TLSConfig
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.agent import agent_activities
 from activities.agent.config import AgentConfig, load_agent_config
+from metalflow.runtime.converter import agent_data_converter
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ async def connect(
     while True:
         try:
             return await Client.connect(
-                temporal_address, namespace=namespace, data_converter=pydantic_data_converter, tls=tls
+                temporal_address, namespace=namespace, data_converter=agent_data_converter, tls=tls
             )
         except RuntimeError as err:  # the bridge's connection errors
             if time.monotonic() + delay > deadline:

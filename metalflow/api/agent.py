@@ -12,6 +12,7 @@ from metalflow.api.configdrive import ConfigDriveStaged
 from metalflow.api.erase import DiskErasure, EraseSpec
 from metalflow.api.metal3_fields import SoftwareRAIDVolume
 from metalflow.api.models import (
+    HardwareDetails,
     ImageSpec,
     Model,
     RootDeviceHints,
@@ -93,3 +94,18 @@ class CustomDeployRequest(Model):
 class WriteConfigDriveRequest(Model):
     device: str
     config_drive: ConfigDriveStaged
+
+
+# What crosses to and from the ramdisk. The agent holds no payload key, so these travel unsealed
+# even when history is encrypted (metalflow.runtime.payload_codec): they must stay secret-free.
+AGENT_WIRE_MODELS: tuple[type[Model], ...] = (
+    HardwareDetails,
+    CleanRequest,
+    CleanResult,
+    SoftwareRAIDRequest,
+    SoftwareRAIDResult,
+    WriteImageRequest,
+    WriteImageResult,
+    CustomDeployRequest,
+    WriteConfigDriveRequest,
+)

@@ -27,6 +27,7 @@ from metalflow.api.bmh import ManifestError
 from metalflow.api.models import Host, HostRef, HostStatus
 from metalflow.cli import agent as agent_cli
 from metalflow.cli import campaign as campaign_cli
+from metalflow.cli import payload_keys as payload_keys_cli
 from metalflow.cli import validate
 from metalflow.client import operations
 from metalflow.client.hostfile import load_hosts
@@ -436,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent_cli.add_parser(sub)
     campaign_cli.add_parser(sub)
+    payload_keys_cli.add_parsers(sub)
 
     sp = sub.add_parser("boot-server", help="serve iPXE scripts, kernel, ramdisk and images")
     sp.add_argument("--host", default="0.0.0.0")
@@ -468,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO
-        if args.command in ("worker", "agent", "boot-server", "bridge")
+        if args.command in ("worker", "agent", "boot-server", "bridge", "codec-server")
         else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

@@ -14,6 +14,11 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "metalflow"
+    payload_keys_file: Path | None = Field(
+        default=None,
+        description="JSON key file ({active, keys}) that seals every control-plane payload in Temporal's "
+        "history (AES-256-GCM); unset: payloads are plain JSON. `metalflow payload-key new` writes one.",
+    )
     state_dir: Path = Field(
         default=Path(".metalflow"), description="Local state: dev server DB, boot files, logs."
     )
