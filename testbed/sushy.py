@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import bcrypt
 import requests
 
 from testbed.processes import Process, free_port, wait_for
+from testbed.tls import Issued
 
 # sushy-emulator with the UefiHttp boot target (testbed/sushy_uefihttp.py)
 UEFI_HTTP_EMULATOR = [sys.executable, "-m", "testbed.sushy_uefihttp"]
@@ -41,17 +43,18 @@ class SushyEmulator:
     port: int
     username: str
     password: str = field(repr=False)
+    tls: bool = False  # HTTPS with a certificate of the caller's CA (testbed/tls.py)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def system_url(self, uuid: str) -> str:
         return f"{self.url}/redfish/v1/Systems/{uuid}"
 
     def system_address(self, uuid: str) -> str:
         """The metal3 BMC address of one system."""
-        return f"redfish+http://127.0.0.1:{self.port}/redfish/v1/Systems/{uuid}"
+        return f"redfish+{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/redfish/v1/Systems/{uuid}"
 
     def stop(self) -> None:
         self.process.stop()
@@ -93,11 +96,13 @@ def start_sushy(
     notify_url: str | None = None,
     power_delay: tuple[int, int] | None = None,
     update_seconds: float | None = None,
+    tls: Issued | None = None,
 ) -> SushyEmulator:
     """Start the emulator; with `notify_url`, every system change is PUT there as JSON
     (sushy-tools' external notifier), so watchers see each power transition, however short;
     `power_delay`: see the module doc; `update_seconds`: how long a SimpleUpdate's Task runs
-    (testbed/sushy_tasks.py; 3 s if None)."""
+    (testbed/sushy_tasks.py; 3 s if None); `tls`: serve HTTPS with that certificate (sushy-tools'
+    own --ssl-certificate/--ssl-key)."""
     fake = [
         {
             "uuid": s.uuid,
@@ -123,6 +128,7 @@ def start_sushy(
         power_delay,
         executable=UEFI_HTTP_EMULATOR,  # a UefiHttp boot target is kept as such, not made Pxe
         update_seconds=update_seconds,
+        tls=tls,
     )
 
 
@@ -158,6 +164,7 @@ def _launch(
     power_delay: tuple[int, int] | None = None,
     executable: list[str] | None = None,
     update_seconds: float | None = None,
+    tls: Issued | None = None,
 ) -> SushyEmulator:
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -185,18 +192,23 @@ def _launch(
             ]
         )
     )
+    ssl = [] if tls is None else ["--ssl-certificate", str(tls.cert), "--ssl-key", str(tls.key)]
     proc = Process(
         "sushy-emulator",
-        [*(executable or _executable()), "--config", str(config), "-i", "127.0.0.1", "-p", str(port)],
+        [*(executable or _executable()), "--config", str(config), "-i", "127.0.0.1", "-p", str(port), *ssl],
         workdir / "sushy-emulator.log",
         env=env,
     )
-    emulator = SushyEmulator(proc, port, username, password)
+    emulator = SushyEmulator(proc, port, username, password, tls=tls is not None)
 
     def ready() -> bool:
         proc.check_alive()
         try:
-            r = requests.get(f"{emulator.url}/redfish/v1/Systems", auth=(username, password), timeout=1)
+            with warnings.catch_warnings():  # readiness only: the tests check the certificate
+                warnings.simplefilter("ignore")
+                r = requests.get(
+                    f"{emulator.url}/redfish/v1/Systems", auth=(username, password), timeout=1, verify=False
+                )
         except requests.RequestException:
             return False
         return r.status_code == 200

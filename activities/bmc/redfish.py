@@ -10,6 +10,7 @@ version) naturally gets a fresh connection.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from metalflow.api.errors import ErrorName, permanent, transient
 from metalflow.api.firmware import BIOSState
 from metalflow.api.firmware_components import FirmwareTaskState
 from metalflow.api.models import CPU, NIC, BootMode, HardwareDetails, HardwareSystemVendor, Storage
+from metalflow.runtime.settings import get_settings
 
 _BOOT_TARGETS = {
     BootDevice.PXE: sushy.BootSource.PXE,
@@ -49,12 +51,42 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 30
 
-_cache: dict[tuple[str, str, str, bool], sushy.Sushy] = {}
+_cache: dict[tuple[str, str, str, bool | str], sushy.Sushy] = {}
 _cache_lock = threading.Lock()
+CERTIFICATE_FAILURES = (
+    "CERTIFICATE_VERIFY_FAILED",
+    "certificate verify failed",
+    "doesn't match",
+    "Hostname mismatch",
+)
+
+
+def _verify(addr: BMCAddress) -> bool | str:
+    """requests' `verify`: off when the host's spec says so, else METALFLOW_BMC_CA_BUNDLE (checked
+    here, so a bad path is named before any BMC is called) or the system's trust store."""
+    if not addr.verify_tls:
+        return False
+    bundle = get_settings().bmc_ca_bundle
+    if bundle is None:
+        return True
+    try:
+        pem = bundle.read_bytes()
+    except OSError as err:
+        raise permanent(
+            ErrorName.BMC_TLS,
+            f"METALFLOW_BMC_CA_BUNDLE={bundle}: cannot read it ({err.strerror}); fix the path",
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise permanent(
+            ErrorName.BMC_TLS,
+            f"METALFLOW_BMC_CA_BUNDLE={bundle}: no PEM certificate in it; give the CA's PEM",
+        )
+    return str(bundle)
 
 
 def _connect(addr: BMCAddress, creds: Credentials) -> sushy.Sushy:
-    key = (addr.base_url, creds.username, creds.version, addr.verify_tls)
+    verify = _verify(addr)
+    key = (addr.base_url, creds.username, creds.version, verify)
     with _cache_lock:
         conn = _cache.get(key)
     if conn is None:
@@ -62,7 +94,7 @@ def _connect(addr: BMCAddress, creds: Credentials) -> sushy.Sushy:
             addr.base_url + "/redfish/v1",
             username=creds.username,
             password=creds.password,
-            verify=addr.verify_tls,
+            verify=verify,
             # Retries belong to Temporal (bounded, with backoff, in the history): sushy's own
             # defaults (10 x 3 s per 5xx GET, 3 x 2 s per reset) would hide a sick BMC for
             # half a minute per call. One quick second try smooths a single hiccup.
@@ -78,7 +110,8 @@ def _connect(addr: BMCAddress, creds: Credentials) -> sushy.Sushy:
 
 def _forget(addr: BMCAddress, creds: Credentials) -> None:
     with _cache_lock:
-        _cache.pop((addr.base_url, creds.username, creds.version, addr.verify_tls), None)
+        for key in [k for k in _cache if k[:3] == (addr.base_url, creds.username, creds.version)]:
+            _cache.pop(key, None)
 
 
 def _attempt() -> str:
@@ -100,6 +133,12 @@ def classify(err: Exception, addr: BMCAddress, creds: Credentials) -> Exception:
     where = f"the BMC at {addr.base_url}"
     if isinstance(err, sx.ServerSideError):
         return transient("BMCServerError", f"{where} failed with HTTP {err.status_code}{_attempt()}")
+    if isinstance(err, sx.ConnectionError) and any(m in str(err) for m in CERTIFICATE_FAILURES):
+        return permanent(
+            ErrorName.BMC_TLS,
+            f"{where} presented a certificate this worker does not trust ({_tls_reason(err)}); set "
+            "METALFLOW_BMC_CA_BUNDLE to the CA that signed it, or spec.bmc.disableCertificateVerification",
+        )
     if isinstance(err, sx.ConnectionError):
         return transient("BMCUnreachable", f"cannot reach {where}{_attempt()}: {_short(err)}")
     if isinstance(err, sx.HTTPError):
@@ -109,6 +148,13 @@ def classify(err: Exception, addr: BMCAddress, creds: Credentials) -> Exception:
     ):
         return transient("BMCBadResponse", f"{where} sent a malformed Redfish response{_attempt()}: {err}")
     return err
+
+
+def _tls_reason(err: Exception) -> str:
+    """OpenSSL's own words ("certificate verify failed: unable to get local issuer certificate")
+    out of urllib3's chain of wrappers."""
+    found = re.search(r"\[SSL: \w+\] ([^(]+)", str(err)) or re.search(r"(Hostname mismatch[^'\"]*)", str(err))
+    return found.group(1).strip() if found else _short(err)
 
 
 def _short(err: Exception) -> str:

@@ -13,6 +13,7 @@ class ErrorName(StrEnum):
     BMC_AUTH = "BMCAuthError"
     BMC_UNSUPPORTED = "BMCUnsupportedError"
     BMC_NOT_FOUND = "BMCSystemNotFound"
+    BMC_TLS = "BMCCertificateUntrusted"
     BOOT_METHOD_NOT_BUILT = "BootMethodNotBuilt"
     PREPROVISIONING_NETWORK_DATA = "PreprovisioningNetworkDataInvalid"
     NETWORK_DATA_MAC = "NetworkDataUnknownMAC"

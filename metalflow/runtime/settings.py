@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     publish_status_to_kubernetes: bool = Field(
         default=False, description="Patch BareMetalHost.status; off for script-only hosts."
     )
+    bmc_ca_bundle: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that BMC certificates are verified against (https Redfish addresses "
+        "without disableCertificateVerification); unset: the system's trust store.",
+    )
     boot_server_url: str = "http://127.0.0.1:8088"
     boot_dir: Path = Field(default=Path(".metalflow/boot"), description="What the boot server serves.")
     dnsmasq_hosts_dir: Path | None = Field(
