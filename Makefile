@@ -73,7 +73,7 @@ stack: install system-deps
 
 test-stack: install system-deps
 	scripts/build-temporal.sh >/dev/null
-	$(BIN)/pytest -q -m stack tests/test_stack.py
+	$(BIN)/pytest -q -m stack tests/test_stack.py tests/test_stack_mtls.py
 
 clean:
 	rm -rf .metalflow

@@ -23,17 +23,18 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.context import load, preamble
 from metalflow.api.fleet import FLEET_WORKFLOW, LIMITER_REQUEST, FleetInput, FleetProgress
 from metalflow.api.models import ProvisioningState as S
 from metalflow.runtime.settings import Settings
+from metalflow.runtime.temporal import connect
 from testbed.datacenter import Datacenter
 from testbed.processes import Process, free_port
 from testbed.temporal import start_dev_server
@@ -144,6 +145,8 @@ class Engine:
     name: str
     pids: Callable[[], list[int]]
     stop: Callable[[], None]
+    client_env: dict[str, str] = field(default_factory=dict)  # the stack's mTLS identity
+    agent_tls: Any = False
 
     def cpu(self) -> float:
         return sum(cpu_seconds(pid, children=True) for pid in self.pids())
@@ -168,7 +171,9 @@ def start_engine(kind: str, root: Path, port: int, synchronous: str) -> Engine:
             *postgres_backends(stack.pg.postmaster_pid()),
         ]
 
-    return Engine("temporal-server on PostgreSQL", pids, stack.stop)
+    return Engine(
+        "temporal-server on PostgreSQL (mTLS)", pids, stack.stop, stack.client_env(), stack.agent_tls()
+    )
 
 
 def postgres_backends(postmaster: int) -> list[int]:
@@ -205,13 +210,17 @@ async def run(
         root = Path(tmp)
         port = free_port()
         env = bench_env(root, port, limit)
-        settings = Settings()
         engine = start_engine(kind, root, port, synchronous)
+        env.update(engine.client_env)
+        os.environ.update(engine.client_env)
+        settings = Settings()
         worker = Process("worker", [sys.executable, "-m", "metalflow", "worker"], root / "worker.log", env)
         try:
-            client = await Client.connect(settings.temporal_address, data_converter=pydantic_data_converter)
+            client = await connect(settings)
             t_setup = time.monotonic()
-            async with Datacenter(settings, hosts=hosts, prefix="bench", image_mib=image_mib) as dc:
+            async with Datacenter(
+                settings, hosts=hosts, prefix="bench", image_mib=image_mib, agent_tls=engine.agent_tls
+            ) as dc:
                 setup = time.monotonic() - t_setup
                 assert dc.sushy is not None
                 sushy_pid = dc.sushy.process.pid

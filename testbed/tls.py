@@ -92,3 +92,72 @@ class TestCA:
         out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, out.key)
         return out
+
+
+@dataclass(frozen=True)
+class TemporalPKI:
+    """The stack's mTLS (testbed/stack.py): the frontend's certificate from a server CA; clients
+    from two CAs of their own, so a control-plane identity and an agent identity differ by issuer
+    (and a leaked agent certificate is revoked by rotating the agent CA alone)."""
+
+    server_ca: Path
+    frontend: Issued
+    system_worker: Issued
+    control_plane_ca: Path
+    control_plane: Issued
+    agent_ca: Path
+    agent: Issued
+    server_name: str = "localhost"
+
+    @classmethod
+    def create(cls, directory: Path) -> TemporalPKI:
+        server = TestCA(directory / "server", "temporal server CA")
+        control = TestCA(directory / "control-plane", "metalflow control-plane CA")
+        agents = TestCA(directory / "agents", "metalflow agent CA")
+        return cls(
+            server_ca=server.cert,
+            frontend=server.issue("frontend"),
+            system_worker=server.issue("system-worker", client=True),
+            control_plane_ca=control.cert,
+            control_plane=control.issue("metalflow-control-plane", client=True),
+            agent_ca=agents.cert,
+            agent=agents.issue("metalflow-agent", client=True),
+        )
+
+    def server_config(self) -> dict[str, object]:
+        """temporal-server's `global.tls`: the frontend requires a client certificate from one of
+        the client CAs (or the server CA: its own system worker)."""
+        return {
+            "frontend": {
+                "server": {
+                    "certFile": str(self.frontend.cert),
+                    "keyFile": str(self.frontend.key),
+                    "requireClientAuth": True,
+                    "clientCaFiles": [str(self.control_plane_ca), str(self.agent_ca), str(self.server_ca)],
+                }
+            },
+            "systemWorker": {
+                "certFile": str(self.system_worker.cert),
+                "keyFile": str(self.system_worker.key),
+                "client": {"serverName": self.server_name, "rootCaFiles": [str(self.server_ca)]},
+            },
+        }
+
+    def client_env(self, identity: Issued | None = None) -> dict[str, str]:
+        """METALFLOW_TEMPORAL_TLS_* for a control-plane process (or another identity)."""
+        who = identity or self.control_plane
+        return {
+            "METALFLOW_TEMPORAL_TLS_CA": str(self.server_ca),
+            "METALFLOW_TEMPORAL_TLS_CERT": str(who.cert),
+            "METALFLOW_TEMPORAL_TLS_KEY": str(who.key),
+            "METALFLOW_TEMPORAL_TLS_SERVER_NAME": self.server_name,
+        }
+
+    def cli_args(self) -> list[str]:
+        """The `temporal` CLI's flags for an operator with the control-plane identity."""
+        return [
+            "--tls-ca-path", str(self.server_ca),
+            "--tls-cert-path", str(self.control_plane.cert),
+            "--tls-key-path", str(self.control_plane.key),
+            "--tls-server-name", self.server_name,
+        ]  # fmt: skip

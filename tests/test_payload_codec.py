@@ -147,7 +147,10 @@ def test_the_agent_needs_no_crypto_library() -> None:
     import subprocess
     import sys
 
-    probe = "import sys, worker.agent; print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    probe = (
+        "import sys, metalflow.cli.agent, worker.agent, activities.agent; "
+        "print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )

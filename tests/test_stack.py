@@ -53,7 +53,14 @@ async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float 
 
 @asynccontextmanager
 async def datacenter(w: StackWorld, hosts: int, image_mib: int = 32) -> AsyncIterator[Datacenter]:
-    async with Datacenter(w.settings, hosts=hosts, prefix="stack", namespace=w.ns, image_mib=image_mib) as dc:
+    async with Datacenter(
+        w.settings,
+        hosts=hosts,
+        prefix="stack",
+        namespace=w.ns,
+        image_mib=image_mib,
+        agent_tls=w.stack.agent_tls(),  # the frontend requires mTLS: agents carry the agent identity
+    ) as dc:
         yield dc
 
 

@@ -29,22 +29,43 @@ def agent_config_from_args(host_id: str, config_file: Path | None) -> AgentConfi
     return AgentConfig(host_id=host_id)
 
 
-def agent_tls(enabled: bool, ca_file: Path | None, server_name: str | None) -> TLSConfig | bool:
+def _read_pem(path: Path, flag: str, marker: bytes, what: str, whose: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: cannot read the {what} ({err.strerror}); give a PEM file") from None
+    if marker not in data:
+        raise ValueError(f"{flag} {path}: not a PEM {what.split()[-1]}; give the {whose}'s PEM file")
+    return data
+
+
+def agent_tls(
+    enabled: bool,
+    ca_file: Path | None,
+    server_name: str | None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+) -> TLSConfig | bool:
     """The agent's TLS to the Temporal frontend: off, on with the system CAs, or pinned to a CA
-    file and/or a server name (from the ramdisk's kernel command line)."""
-    if not (enabled or ca_file or server_name):
+    file and/or a server name (from the ramdisk's kernel command line); with a client certificate
+    and key for a frontend that requires mTLS."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("--tls-cert and --tls-key go together: give both, or neither")
+    if not (enabled or ca_file or server_name or cert_file):
         return False
-    ca = None
-    if ca_file is not None:
-        try:
-            ca = ca_file.read_bytes()
-        except OSError as err:
-            raise ValueError(
-                f"--tls-ca {ca_file}: cannot read the CA certificate ({err.strerror}); give a PEM file"
-            ) from None
-        if b"-----BEGIN CERTIFICATE-----" not in ca:
-            raise ValueError(f"--tls-ca {ca_file}: not a PEM certificate; give the CA's PEM file")
-    return TLSConfig(server_root_ca_cert=ca, domain=server_name or None)
+    cert = b"-----BEGIN CERTIFICATE-----"
+    return TLSConfig(
+        server_root_ca_cert=None
+        if ca_file is None
+        else _read_pem(ca_file, "--tls-ca", cert, "CA certificate", "CA"),
+        domain=server_name or None,
+        client_cert=None
+        if cert_file is None
+        else _read_pem(cert_file, "--tls-cert", cert, "certificate", "client certificate"),
+        client_private_key=None
+        if key_file is None
+        else _read_pem(key_file, "--tls-key", b"PRIVATE KEY-----", "private key", "client key"),
+    )
 
 
 def uptime() -> str:

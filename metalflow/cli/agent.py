@@ -29,6 +29,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--tls-ca", help="PEM CA certificate the frontend's certificate must chain to (implies --tls)"
     )
     sp.add_argument("--tls-server-name", help="name to check the frontend's certificate for (implies --tls)")
+    sp.add_argument("--tls-cert", help="PEM client certificate for mTLS (with --tls-key; implies --tls)")
+    sp.add_argument("--tls-key", help="PEM private key of --tls-cert")
     sp.add_argument(
         "--log-url",
         default=os.environ.get("METALFLOW_AGENT_LOG_URL"),
@@ -46,7 +48,13 @@ async def cmd_agent(args: argparse.Namespace, settings: Any = None) -> int:
     shipper = logs.install(args.log_url)  # redacts the console too, with or without a URL
     try:
         config = agent_config_from_args(args.host_id, Path(args.config) if args.config else None)
-        tls = agent_tls(args.tls, Path(args.tls_ca) if args.tls_ca else None, args.tls_server_name)
+        tls = agent_tls(
+            args.tls,
+            Path(args.tls_ca) if args.tls_ca else None,
+            args.tls_server_name,
+            Path(args.tls_cert) if args.tls_cert else None,
+            Path(args.tls_key) if args.tls_key else None,
+        )
         if args.temporal:
             address = args.temporal
         else:

@@ -14,6 +14,17 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "metalflow"
+    temporal_tls_ca: Path | None = Field(
+        default=None, description="PEM CA the Temporal frontend's certificate must chain to; set: TLS on"
+    )
+    temporal_tls_cert: Path | None = Field(
+        default=None, description="PEM client certificate for mTLS to the frontend (with temporal_tls_key)"
+    )
+    temporal_tls_key: Path | None = Field(default=None, description="PEM private key of temporal_tls_cert")
+    temporal_tls_server_name: str = Field(
+        default="",
+        description="The name the frontend's certificate is checked for; default: the address's host",
+    )
     payload_keys_file: Path | None = Field(
         default=None,
         description="JSON key file ({active, keys}) that seals every control-plane payload in Temporal's "
