@@ -16,6 +16,7 @@ from activities.agent import cleaning, configdrive, deploy_methods, erase, image
 from activities.agent.config import AgentConfig
 from activities.agent.devices import BlockDevice, list_devices
 from activities.agent.hints import choose_root_device
+from activities.agent.keepalive import keepalive
 from activities.agent.logs import REDACTOR, drain_installed
 from metalflow.api.agent import (
     AGENT_CLEAN,
@@ -138,10 +139,15 @@ class AgentActivities:
     @activity.defn(name=AGENT_SOFTWARE_RAID)
     def software_raid(self, req: SoftwareRAIDRequest) -> SoftwareRAIDResult:
         """spec.raid.softwareRAIDVolumes while preparing: the arrays built (or kept when they match)."""
-        return self._software_raid(req.volumes)[1]
+        with keepalive():
+            return self._software_raid(req.volumes)[1]
 
     @activity.defn(name=AGENT_WRITE_IMAGE)
     def write_image(self, req: WriteImageRequest) -> WriteImageResult:
+        with keepalive() as beat:
+            return self._write_image(req, beat)
+
+    def _write_image(self, req: WriteImageRequest, beat: Callable[[Any], None]) -> WriteImageResult:
         layout = None
         if req.software_raid:  # the root volume's array, built here if cleaning took it apart
             layout, raid = self._software_raid(req.software_raid)
@@ -153,7 +159,7 @@ class AgentActivities:
         written = image.write_image(
             req.image,
             dev,
-            lambda n, total: activity.heartbeat({"device": dev.name, "bytes_written": n, "total": total}),
+            lambda n, total: beat({"device": dev.name, "bytes_written": n, "total": total}),
             compression=req.compression,
         )
         if layout is not None:
@@ -172,7 +178,8 @@ class AgentActivities:
     def custom_deploy(self, req: CustomDeployRequest) -> WriteImageResult:
         """spec.customDeploy: the named method from the registry (deploy_methods.py)."""
         try:
-            return deploy_methods.deploy_method(req.method)(self, req)
+            with keepalive():
+                return deploy_methods.deploy_method(req.method)(self, req)
         finally:
             drain_installed()  # the host reboots into what it deployed next
 
