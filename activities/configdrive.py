@@ -3,12 +3,13 @@
 userData / networkData / metaData are resolved here and go straight into a ConfigDrive v2
 ISO (label config-2, openstack/latest/...) built with pycdlib; the agent downloads it by
 URL. So secret content travels over the boot network once and never through Temporal: the
-workflow only sees the URL (unguessable), its sha256 and size.
+workflow only sees the URL, its sha256 and size.
 
-The boot server serves it to anyone with the URL, and the URL is in history, so a drive lives
-only as long as its deploy attempt: `configdrive/<host id>/<attempt>.<token>.iso`, staged again
-under the same name when the attempt's staging is retried, removed when the attempt ends and
-(every drive of the host) on deprovision.
+The URL is a plain address: the boot server serves the drive only to a request carrying the
+host's current agent token (activities/boot/agent_tokens.py), which only the booted ramdisk
+holds. A drive lives only as long as its deploy attempt: `configdrive/<host id>/<attempt>.iso`,
+staged again under the same name when the attempt's staging is retried, removed when the
+attempt ends and (every drive of the host) on deprovision.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import hashlib
 import io
 import json
 import re
-import secrets as pysecrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -137,9 +137,9 @@ def stage_configdrive(req: ConfigDriveRequest) -> ConfigDriveStaged:
     host_dir = drives / req.host.host_id
     host_dir.mkdir(parents=True, exist_ok=True)
     _remove_legacy(drives, req.host)
-    # A retried staging of the same attempt (its result lost with a worker) keeps the name.
-    mine = sorted(host_dir.glob(f"{attempt}.*.iso"))
-    name = mine[0].name if mine else f"{attempt}.{pysecrets.token_urlsafe(16)}.iso"
+    for old in host_dir.glob(f"{attempt}.*.iso"):  # named with a bearer part before agent tokens
+        old.unlink(missing_ok=True)
+    name = f"{attempt}.iso"  # a retried staging of the same attempt keeps the name
     tmp = host_dir / (name + ".tmp")
     tmp.write_bytes(image)
     tmp.chmod(0o644)

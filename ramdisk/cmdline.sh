@@ -1,5 +1,6 @@
 # metalflow deploy ramdisk: read the agent's settings from the kernel command line.
-# The iPXE script (activities/boot/templates/host.ipxe.j2) writes them; nothing secret is there.
+# The iPXE script (activities/boot/templates/host.ipxe.j2) writes them; the one secret there is
+# a PXE boot's agent token (metalflow.token), which init keeps in a 0600 file and never prints.
 parse_cmdline() {
     for arg in $1; do
         case "$arg" in
@@ -12,6 +13,8 @@ parse_cmdline() {
             metalflow.task_queue=*) MF_TASK_QUEUE=${arg#*=} ;;
             metalflow.medium=*) MF_MEDIUM=${arg#*=} ;;   # iso: booted from the host's own ISO
             metalflow.log_url=*) MF_LOG_URL=${arg#*=} ;;   # the boot server's agent-log endpoint
+            metalflow.boot_server=*) MF_BOOT_SERVER=${arg#*=} ;;   # where the agent token may go
+            metalflow.token=*) MF_TOKEN=${arg#*=} ;;   # a PXE boot's agent token (the one secret here)
             metalflow.9p=*) MF_9P=${arg#*=} ;;   # tag:/path,... (test bed: agent code over 9p)
             metalflow.agent=*) MF_AGENT=${arg#*=} ;;
             BOOTIF=01-*) MF_BOOT_MAC=$(echo "${arg#BOOTIF=01-}" | tr '-' ':') ;;

@@ -130,6 +130,7 @@ class Datacenter:
                 temporal_address=self.settings.temporal_address,
                 temporal_namespace=self.settings.temporal_namespace,
                 agent_tls=self.agent_tls,
+                boot_server_url=self.settings.boot_server_url,  # its firmware fetches its boot medium
                 # The notifier pushes every change (the BMC activities read the systems, which applies
                 # pending power changes), so the poll is only a safety net: ~10 reads/s at most.
                 poll_interval=0.25 if self.hosts <= 8 else max(1.0, self.hosts / 10),

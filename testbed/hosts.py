@@ -29,6 +29,7 @@ NETWORK_BOOT_TARGETS = {"Pxe", "Cd", "UefiHttp"}
 class BootRecord:
     target: str  # what the firmware booted: the Redfish override target at power-on
     agent: bool
+    token: str = ""  # the fingerprint of the agent token its boot medium carried
 
 
 @dataclass
@@ -44,6 +45,9 @@ class EmulatedHost:
     temporal_namespace: str = "default"
     poll_interval: float = 0.25
     agent_tls: Any = False  # the agent's TLSConfig when the frontend requires mTLS (testbed/stack.py)
+    # The boot server the firmware fetches its boot medium from (testbed/firmware_boot.py); empty:
+    # the ramdisk comes up holding no agent token (tests of the agent alone).
+    boot_server_url: str = ""
     boots: list[BootRecord] = field(default_factory=list)
     _powered: bool = False
     _pushed: int = 0  # changes pushed by the emulator's notifier so far
@@ -55,11 +59,13 @@ class EmulatedHost:
     def agent_running(self) -> bool:
         return self._agent is not None and not self._agent.done()
 
-    def agent_config(self):  # type: ignore[no-untyped-def]
+    def agent_config(self, medium: Any = None):  # type: ignore[no-untyped-def]
         from activities.agent.config import AgentConfig, FileDisk
 
         return AgentConfig(
             host_id=self.ref.host_id,
+            token=medium.token if medium is not None and medium.token else None,
+            boot_server=medium.boot_server if medium is not None else "",
             disks=[
                 FileDisk(
                     name="/dev/sda",
@@ -75,17 +81,41 @@ class EmulatedHost:
             nics=[NIC(name="eth0", mac=self.mac, speed_gbps=10, pxe=True)],
         )
 
-    async def _start_agent(self) -> None:
+    async def _boot_medium(self, target: str) -> Any:
+        """What the firmware boots (testbed/firmware_boot.py): whether a ramdisk comes up, its token."""
+        from testbed import firmware_boot
+
+        if not self.boot_server_url:
+            return firmware_boot.Medium(boots=True)
+        try:
+            if target == "Cd":
+                headers = {"Authorization": aiohttp.encode_basic_auth(self.username, self.password)}
+                async with aiohttp.ClientSession(headers=headers) as session:
+                    return await firmware_boot.vmedia(session, self.system_url)
+            return await firmware_boot.pxe(self.boot_server_url, self.mac, self.system_url.rsplit("/", 1)[1])
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.warning("%s: the firmware found no boot medium (%s): nothing boots", self.ref.name, err)
+            return firmware_boot.Medium(boots=False)
+
+    async def _start_agent(self, medium: Any = None) -> None:
         from worker.agent import run_agent
 
         self._agent = asyncio.create_task(
-            run_agent(self.agent_config(), self.temporal_address, self.temporal_namespace, self.agent_tls),
+            run_agent(
+                self.agent_config(medium), self.temporal_address, self.temporal_namespace, self.agent_tls
+            ),
             name=f"agent {self.ref.host_id}",
         )
         self._agent.add_done_callback(self._agent_ended)
 
     def _agent_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
+        from worker.agent import TokenRefused
+
+        if task.cancelled() or task.exception() is None:
+            return
+        if isinstance(task.exception(), TokenRefused):  # as the ramdisk's init: it stays stopped
+            log.warning("%s: the agent stopped: its agent token was refused", self.ref.name)
+        else:
             log.error("%s: the agent died: %s", self.ref.name, task.exception())
 
     async def _stop_agent(self) -> None:
@@ -121,11 +151,17 @@ class EmulatedHost:
 
     async def _power_seen(self, power: str, target: str) -> None:
         if power == "On" and not self._powered:
-            network = target in NETWORK_BOOT_TARGETS
-            self.boots.append(BootRecord(target=target, agent=network))
-            log.info("%s powered on, booting %s", self.ref.name, target)
-            if network:
-                await self._start_agent()
+            from activities.boot.agent_tokens import fingerprint
+
+            medium = await self._boot_medium(target) if target in NETWORK_BOOT_TARGETS else None
+            if medium is None or not medium.boots:
+                self.boots.append(BootRecord(target=target, agent=False))
+                log.info("%s powered on, booting %s (no deploy ramdisk)", self.ref.name, target)
+            else:
+                token = fingerprint(medium.token) if medium.token else ""
+                self.boots.append(BootRecord(target=target, agent=True, token=token))
+                log.info("%s powered on, booting %s", self.ref.name, target)
+                await self._start_agent(medium)
         elif power != "On" and self._powered:
             log.info("%s powered off", self.ref.name)
             await self._stop_agent()

@@ -205,6 +205,7 @@ def test_redaction_of_planted_secrets_in_user_data_urls_and_headers() -> None:
         log.warning("fetching http://10.0.0.1:8088/configdrive/metal.log-0/Zm9vYmFy.iso")
         log.warning("image https://admin:hunter2@registry.example/v2/os?token=abc123&x=1")
         log.warning("headers {'Authorization': 'Bearer eyJhbGciOi.payload.sig'}")
+        log.warning("init: kernel command line: quiet metalflow.token=Tk3n-0f-this_boot BOOTIF=01-aa")
         try:
             raise RuntimeError(f"join failed with {secret}")
         except RuntimeError:
@@ -212,9 +213,10 @@ def test_redaction_of_planted_secrets_in_user_data_urls_and_headers() -> None:
     finally:
         log.removeHandler(handler)
     text = out.getvalue()
-    for leaked in (secret, "Zm9vYmFy", "hunter2", "abc123", "eyJhbGciOi"):
+    for leaked in (secret, "Zm9vYmFy", "hunter2", "abc123", "eyJhbGciOi", "Tk3n-0f-this_boot"):
         assert leaked not in text, text
-    assert text.count(REDACTED) >= 6 and "registry.example/v2/os" in text and "x=1" in text
+    assert "BOOTIF=01-aa" in text
+    assert text.count(REDACTED) >= 7 and "registry.example/v2/os" in text and "x=1" in text
 
 
 async def test_the_agent_worker_redacts_its_console_and_ships(boot_server: tuple[str, Path]) -> None:

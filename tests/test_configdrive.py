@@ -1,11 +1,13 @@
-"""A config drive lives on the boot server, which serves it to anyone with its URL (and the URL
-is in history), only as long as its deploy attempt: the staging and removal activities against
-the real boot server. That DeployHost and CleanHost call them is test_lifecycle's part."""
+"""A config drive lives on the boot server, which serves it only to the host's agent token
+(tests/test_agent_tokens.py), and only as long as its deploy attempt: the staging and removal
+activities against the real boot server. That DeployHost and CleanHost call them is
+test_lifecycle's part."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest_asyncio
 import requests
 from temporalio.testing import ActivityEnvironment
 
+from activities.boot import agent_tokens
 from activities.configdrive import remove_configdrives, stage_configdrive
 from metalflow.api.configdrive import ConfigDriveRemove, ConfigDriveRequest, ConfigDriveStaged
 from metalflow.api.models import HostRef, SecretRef
@@ -32,6 +35,7 @@ async def boot_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
     monkeypatch.setenv("METALFLOW_BOOT_DIR", str(boot))
     monkeypatch.setenv("METALFLOW_BOOT_SERVER_URL", f"http://127.0.0.1:{port}")
     runner = await start_boot_server("127.0.0.1", port, boot)
+    agent_tokens.issue(boot, HOST.host_id, agent_tokens.Medium.ISO)  # the host is in a ramdisk boot
     try:
         yield boot
     finally:
@@ -39,8 +43,12 @@ async def boot_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
 
 
 async def served(drive: ConfigDriveStaged) -> bool:
-    """True when the boot server hands out exactly the staged drive, False on 404."""
-    resp = await asyncio.to_thread(requests.get, drive.url, timeout=10)
+    """True when the boot server hands out exactly the staged drive (to the host's agent token),
+    False on 404."""
+    token = agent_tokens.current(Path(os.environ["METALFLOW_BOOT_DIR"]), HOST.host_id)
+    assert token is not None
+    headers = {"Authorization": f"Bearer {token.value}"}
+    resp = await asyncio.to_thread(requests.get, drive.url, headers=headers, timeout=10)
     assert resp.status_code in (200, 404), resp.status_code
     if resp.status_code == 404:
         return False

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
@@ -85,6 +86,12 @@ async def http_status(url: str) -> int:
     return (await asyncio.to_thread(requests.get, url, timeout=10)).status_code
 
 
+def on_boot_server(dc: Datacenter, url: str) -> bool:
+    """Whether the boot server still holds the file behind one of its URLs."""
+    path = urlsplit(url).path.lstrip("/")
+    return (dc.settings.boot_dir / path).is_file()
+
+
 async def assert_no_bmc_password(client: Client, dc: Datacenter, ref: HostRef, at_least: int) -> None:
     """Not in any payload of the host's history nor its children's, nor in its status."""
     await assert_no_secret_in_histories(client, [dc.password], ref.workflow_id, at_least=at_least)
@@ -134,12 +141,14 @@ async def test_host_is_provisioned_then_deprovisioned(
     # the config drive (its URL is in history) was on the boot server for its deploy attempt only
     steps = await step_histories(client, host.ref.workflow_id)
     [drive] = activity_results(steps, CONFIGDRIVE_STAGE, ConfigDriveStaged)
-    assert await http_status(drive.url) == 404
+    assert not on_boot_server(dc, drive.url)
     assert activity_results(steps, CONFIGDRIVE_REMOVE, type(None)) == [None]
     # one an interrupted deploy would have left behind goes with the deprovisioning
     left = ConfigDriveRequest(host=host.ref, attempt="interrupted")
     left_behind = await asyncio.to_thread(ActivityEnvironment().run, stage_configdrive, left)
-    assert await http_status(left_behind.url) == 200
+    assert on_boot_server(dc, left_behind.url)
+    # and its URL alone opens nothing: the host left the ramdisk, its agent token is revoked
+    assert await http_status(left_behind.url) == 403
 
     # deprovision: clean the disk, power off, back to available
     await operations.deprovision(client, host.ref)
@@ -149,7 +158,7 @@ async def test_host_is_provisioned_then_deprovisioned(
     with emu.disk_path.open("rb") as f:
         assert f.read(1 << 20) == bytes(1 << 20), "the partition table area was not wiped"
     assert emu.boots[-1].target == "Pxe", "deprovisioning must boot the ramdisk, not the OS"
-    assert await http_status(left_behind.url) == 404
+    assert not on_boot_server(dc, left_behind.url)
     await assert_no_bmc_password(client, dc, host.ref, at_least=6)
     await record(client, host.ref.workflow_id, "provision-deprovision")
 

@@ -21,7 +21,7 @@ from test_boot import lease_script, start_dhcp_server
 
 from activities.agent.inventory import boot_mac, mark_booted
 from activities.bmc import validate
-from activities.boot import by_uuid, cleanup_boot, dnsmasq, forget_uuid, ipxe, prepare_boot
+from activities.boot import agent_tokens, by_uuid, cleanup_boot, dnsmasq, forget_uuid, ipxe, prepare_boot
 from metalflow.api.bmc import BMCTarget
 from metalflow.api.boot import BootPrepareRequest, BootPurpose, learnt_boot_mac
 from metalflow.api.models import NIC, HardwareDetails, HostRef, SecretRef
@@ -133,7 +133,7 @@ def test_prepare_without_mac_writes_the_script_under_the_uuid(boot_settings: Set
     kernel = next(line for line in text.splitlines() if line.startswith("kernel "))
     # iPXE fills in the NIC it booted from, so the agent can tell inspection which MAC it was
     assert "BOOTIF=01-${netX/mac:hexhyp}" in kernel and "metalflow.host_id=metal3.no-mac-a" in kernel
-    assert f"chain http://192.0.2.1:8088/by-uuid/{UUID_A}" in text
+    assert "goto start" in text and "chain" not in text  # a retry never fetches the script again
     # nothing for dnsmasq: the host has no entry until its MAC is known
     assert not (dnsmasq.hosts_dir(boot_settings) / A.host_id).exists()
     assert prepare(A, UUID_A).ipxe_script_url == result.ipxe_script_url  # type: ignore[attr-defined]
@@ -198,16 +198,24 @@ async def test_boot_server_maps_uuids_in_either_byte_order_and_refuses_unknown_o
                     assert resp.status == 200  # iPXE runs the script either way
                     return await resp.text()
 
-            mine = by_uuid.script_path(boot_settings.boot_dir, UUID_A).read_text()
+            def served(host: HostRef, system_uuid: str) -> str:
+                """The host's script as its next boot's first fetch gets it: with a new token."""
+                token = agent_tokens.issue(boot_settings.boot_dir, host.host_id, agent_tokens.Medium.PXE)
+                text = by_uuid.script_path(boot_settings.boot_dir, system_uuid).read_text()
+                return text.replace(agent_tokens.PLACEHOLDER, token.value)
+
+            mine = served(A, UUID_A)
             assert await get(UUID_A) == mine
+            mine = served(A, UUID_A)
             assert await get(UUID_A.upper()) == mine  # iPXE prints lower case; BMCs vary
             # the firmware names the machine in the other byte orders registration may have seen
             true_uuid = uuid.UUID(UUID_A)
             pre_2_6 = str(uuid.UUID(bytes=true_uuid.bytes_le))
+            mine = served(A, UUID_A)
             assert await get(pre_2_6) == mine
             # B registered through an IPMI-order BMC (what registration then records); its
             # firmware's iPXE names it by the true UUID, and the mismatch is logged
-            theirs = by_uuid.script_path(boot_settings.boot_dir, B_RECORDED).read_text()
+            theirs = served(B, B_RECORDED)
             caplog.clear()
             assert await get(UUID_B) == theirs
             assert "disagree on the UUID's byte order" in caplog.text

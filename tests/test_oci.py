@@ -12,26 +12,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
 import requests
+import test_bad_input as bad_input
 from fixtures.registry import REGISTRY_PASSWORD, REGISTRY_USER
 from history_scan import assert_no_secret_in, assert_no_secret_in_histories
+from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
-from test_bad_input import OldDisk, agent_with_old_os, fails, untouched
+from test_bad_input import OldDisk, fails, untouched
 from test_lifecycle import wait_status
 from tests_support import activity_results, step_histories
 
 from activities.agent import AgentActivities
+from activities.boot import agent_tokens
 from activities.oci import remove_oci, stage_oci
 from metalflow.api.models import HostRef, ImageFormat, ImageSpec, RootDeviceHints, SecretRef
 from metalflow.api.models import ProvisioningState as S
@@ -132,6 +137,16 @@ def deploy(
     staged = stage(url, arch, auth)
     written = ActivityEnvironment().run(a.write_image, write_request(staged, HINTS))
     return staged, written
+
+
+def agent_with_old_os(tmp_path: Path) -> tuple[AgentActivities, OldDisk]:
+    """test_bad_input's agent, booted: holding its boot's agent token, which opens the grant."""
+    a, disk = bad_input.agent_with_old_os(tmp_path)
+    token = agent_tokens.issue(Path(os.environ["METALFLOW_BOOT_DIR"]), HOST.host_id, agent_tokens.Medium.ISO)
+    a.config = a.config.model_copy(
+        update={"token": SecretStr(token.value), "boot_server": os.environ["METALFLOW_BOOT_SERVER_URL"]}
+    )
+    return a, disk
 
 
 def subdir(tmp_path: Path, name: str) -> Path:
@@ -346,7 +361,12 @@ def test_basic_auth_from_a_dockerconfigjson_secret(
     again = stage(
         url(auth_registry, "private/disk:v1"), auth=secret
     )  # a newer attempt sweeps the older grant
-    assert requests.get(left.url, timeout=10).status_code == 404 and requests.head(again.url, timeout=10).ok
+    token = agent_tokens.current(Path(os.environ["METALFLOW_BOOT_DIR"]), HOST.host_id)
+    assert token is not None
+    mine = {"Authorization": f"Bearer {token.value}"}
+    assert requests.get(left.url, headers=mine, timeout=10).status_code == 404
+    assert requests.head(again.url, headers=mine, timeout=10).ok
+    assert requests.head(again.url, timeout=10).status_code == 401, "the grant opens only to the token"
     ActivityEnvironment().run(remove_oci, OciRemove(host=HOST, attempt="a1"))
     assert not list((env[0] / "oci").glob(f"{HOST.host_id}/*")), "the grant is withdrawn after the attempt"
 
@@ -432,7 +452,7 @@ async def test_a_host_provisions_from_a_private_registry_and_records_the_digest(
         assert f.read(dc.image.size) == dc.image.path.read_bytes()
     steps = await step_histories(client, host.ref.workflow_id)
     [staged] = activity_results(steps, OCI_STAGE, OciStaged)
-    assert (await asyncio.to_thread(requests.get, staged.url, timeout=10)).status_code == 404, (
+    assert not (dc.settings.boot_dir / urlsplit(staged.url).path.lstrip("/")).exists(), (
         "the blob's grant is withdrawn once the image is written"
     )
     await assert_no_secret_in_histories(client, [REGISTRY_PASSWORD], host.ref.workflow_id, at_least=3)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.boot import ipxe
+from activities.boot import agent_tokens, ipxe
 from metalflow.api.boot import BootPurpose
 from metalflow.api.models import HostRef
 from metalflow.runtime.settings import Settings
@@ -61,6 +61,23 @@ def test_test_ramdisk_builds_and_its_init_parses_the_ipxe_kernel_args(tmp_path: 
         text=True,
     ).stdout.strip()
     assert parsed == "metal3.worker-0|192.0.2.1:7233|metal|0|host-metal3.worker-0|52:54:00:12:34:56"
+    # the boot server fills in the boot's agent token (activities/boot/agent_tokens.py)
+    served = cmdline.replace(agent_tokens.PLACEHOLDER, "tok-EN_0123456789")
+    parsed = subprocess.run(
+        [
+            "busybox",
+            "sh",
+            "-c",
+            '. ./lib/metalflow/cmdline.sh && parse_cmdline "$1" && echo "$MF_TOKEN|$MF_BOOT_SERVER"',
+            "sh",
+            served,
+        ],
+        cwd=unpacked,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert parsed == "tok-EN_0123456789|http://192.0.2.1:8088"
     # with TLS: the CA's URL and the server name reach the init's variables
     tls_settings = settings.model_copy(
         update={

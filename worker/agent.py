@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import SecretStr
 from temporalio.client import Client, TLSConfig
 from temporalio.worker import Worker
 
@@ -23,10 +25,25 @@ from metalflow.runtime.converter import agent_data_converter
 log = logging.getLogger(__name__)
 
 
-def agent_config_from_args(host_id: str, config_file: Path | None) -> AgentConfig:
-    if config_file is not None:
-        return load_agent_config(config_file, host_id)
-    return AgentConfig(host_id=host_id)
+def agent_config_from_args(
+    host_id: str, config_file: Path | None, token_file: Path | None = None, boot_server: str = ""
+) -> AgentConfig:
+    """The agent's binding; `token_file` holds this boot's agent token (the ramdisk's init writes
+    it from the boot medium), sent only to `boot_server`."""
+    config = (
+        load_agent_config(config_file, host_id) if config_file is not None else AgentConfig(host_id=host_id)
+    )
+    if token_file is None:
+        return config
+    try:
+        token = token_file.read_text().strip()
+    except OSError as err:
+        raise ValueError(f"--token-file {token_file}: cannot read the agent token ({err.strerror})") from None
+    if not token:
+        raise ValueError(f"--token-file {token_file} is empty; the boot medium carries no agent token")
+    if not boot_server:
+        raise ValueError("--token-file needs --boot-server: the only place the token may be sent")
+    return config.model_copy(update={"token": SecretStr(token), "boot_server": boot_server})
 
 
 def _read_pem(path: Path, flag: str, marker: bytes, what: str, whose: str) -> bytes:
@@ -97,6 +114,16 @@ async def connect(
             delay = min(delay * 2, 5.0)
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    loop.call_soon_threadsafe(callback)
+
+
+class TokenRefused(Exception):
+    """The boot server refused this boot's agent token: the agent stopped serving the host."""
+
+    exit_code = 3  # the ramdisk's init does not restart an agent that exits with it
+
+
 async def run_agent(
     config: AgentConfig,
     temporal_address: str,
@@ -104,13 +131,17 @@ async def run_agent(
     tls: TLSConfig | bool = False,
     connect_patience: float = 120.0,
 ) -> None:
-    """Serve in-band work for one host until cancelled."""
+    """Serve in-band work for one host until cancelled, or until the boot server refuses this
+    boot's token (TokenRefused): an agent whose token is stale or compromised must not keep
+    taking the host's work, so the step's retry boots the host again with a new one."""
     client = await connect(temporal_address, namespace, tls, connect_patience)
+    loop = asyncio.get_running_loop()
+    refused = asyncio.Event()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"agent-{config.host_id}") as executor:
         worker = Worker(
             client,
             task_queue=config.task_queue,
-            activities=agent_activities(config),
+            activities=agent_activities(config, lambda: _call_soon(loop, refused.set)),
             activity_executor=executor,
             max_concurrent_activities=4,
             # Heartbeats (bytes written/erased) reach the server at most this far apart, so
@@ -124,4 +155,20 @@ async def run_agent(
             temporal_address,
             uptime(),
         )
-        await worker.run()
+        running = asyncio.create_task(worker.run())
+        stop = asyncio.create_task(refused.wait())
+        try:
+            await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not refused.is_set():
+            await running  # ended by itself: its error, if any
+            return
+        log.error(
+            "the boot server refused this boot's agent token: the agent stops serving %s; the host "
+            "boots again with a new token",
+            config.task_queue,
+        )
+        await worker.shutdown()  # the refused activity's failure is reported first
+        await running
+        raise TokenRefused(config.host_id)

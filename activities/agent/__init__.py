@@ -6,13 +6,23 @@ methods the agent worker runs in its thread pool.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import cleaning, configdrive, deploy_methods, erase, image, inventory, softraid
+from activities.agent import (
+    boot_auth,
+    cleaning,
+    configdrive,
+    deploy_methods,
+    erase,
+    image,
+    inventory,
+    softraid,
+)
 from activities.agent.config import AgentConfig
 from activities.agent.devices import BlockDevice, list_devices
 from activities.agent.hints import choose_root_device
@@ -35,14 +45,27 @@ from metalflow.api.agent import (
     WriteImageResult,
 )
 from metalflow.api.erase import EraseMethod, EraseSpec
-from metalflow.api.errors import ErrorName, permanent
+from metalflow.api.errors import AGENT_TOKEN_REFUSED, ErrorName, permanent
 from metalflow.api.metal3_fields import SoftwareRAIDVolume
 from metalflow.api.models import HardwareDetails
 
 
 class AgentActivities:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, on_token_refused: Callable[[], None] | None = None) -> None:
         self.config = config
+        self._on_token_refused = on_token_refused
+
+    @contextlib.contextmanager
+    def _boot_server_call(self) -> Iterator[None]:
+        """The boot server refused this boot's agent token: the agent stops serving (its worker
+        shuts down), so the step's retry finds nobody on the queue and boots the host again, with
+        a new token (workflows/inband.py)."""
+        try:
+            yield
+        except ApplicationError as err:
+            if err.type == AGENT_TOKEN_REFUSED and self._on_token_refused is not None:
+                self._on_token_refused()
+            raise
 
     def _device(self, name: str) -> BlockDevice:
         for dev in list_devices(self.config):
@@ -156,12 +179,14 @@ class AgentActivities:
         else:
             dev = choose_root_device(list_devices(self.config), req.root_device_hints)
         activity.logger.info("writing %s to %s", req.image.url, dev.name)
-        written = image.write_image(
-            req.image,
-            dev,
-            lambda n, total: beat({"device": dev.name, "bytes_written": n, "total": total}),
-            compression=req.compression,
-        )
+        with self._boot_server_call():
+            written = image.write_image(
+                req.image,
+                dev,
+                lambda n, total: beat({"device": dev.name, "bytes_written": n, "total": total}),
+                compression=req.compression,
+                headers=boot_auth.headers_for(self.config, req.image.url),
+            )
         if layout is not None:
             copied = softraid.install_esp(dev, layout.holders)
             activity.logger.info(
@@ -186,8 +211,10 @@ class AgentActivities:
     @activity.defn(name=AGENT_WRITE_CONFIGDRIVE)
     def write_configdrive(self, req: WriteConfigDriveRequest) -> None:
         dev = self._device(req.device)
-        REDACTOR.add(req.config_drive.url)  # the URL alone fetches the drive: as secret as its content
-        data = configdrive.fetch(req.config_drive)
+        with self._boot_server_call():
+            data = configdrive.fetch(
+                req.config_drive, boot_auth.headers_for(self.config, req.config_drive.url)
+            )
         REDACTOR.add(configdrive.user_data(data))
         offset = configdrive.write(dev, data)
         activity.logger.info("config drive written to %s at offset %d", dev.name, offset)
@@ -199,8 +226,8 @@ def _heartbeat_erase(name: str) -> Callable[[int], None]:
     return lambda n: activity.heartbeat({"device": name, "bytes_erased": n})
 
 
-def agent_activities(config: AgentConfig) -> list[Any]:
-    acts = AgentActivities(config)
+def agent_activities(config: AgentConfig, on_token_refused: Callable[[], None] | None = None) -> list[Any]:
+    acts = AgentActivities(config, on_token_refused)
     return [
         acts.inventory,
         acts.clean,

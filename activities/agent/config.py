@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from metalflow.api.models import NIC, Model
 
@@ -29,6 +29,14 @@ class AgentConfig(Model):
     disks: list[FileDisk] | None = Field(default=None, description="None: the real /sys/block")
     nics: list[NIC] | None = Field(default=None, description="None: the real /sys/class/net")
     sys_root: Path = Field(default=Path("/"), description="Where /sys and /proc are read from")
+    token: SecretStr | None = Field(
+        default=None,
+        description="This boot's agent token (from the boot medium): the boot server asks for it "
+        "before it serves the host's config drive or OCI image",
+    )
+    boot_server: str = Field(
+        default="", description="The boot server's base URL: the only place the token is ever sent"
+    )
 
     @property
     def task_queue(self) -> str:

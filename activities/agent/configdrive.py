@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import requests
 
+from activities.agent import boot_auth
 from activities.agent.devices import BlockDevice
 from metalflow.api.configdrive import ConfigDriveStaged
 from metalflow.api.errors import ErrorName, permanent, transient
@@ -38,11 +39,14 @@ MBR_LIMIT = 2 << 40  # 2 TiB: what 32-bit sector numbers of 512 bytes address
 LINUX_FS_GPT = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 
 
-def fetch(staged: ConfigDriveStaged) -> bytes:
+def fetch(staged: ConfigDriveStaged, headers: dict[str, str] | None = None) -> bytes:
+    """The staged drive, fetched with this boot's agent token (`headers`, boot_auth.headers_for)."""
     try:
-        resp = requests.get(staged.url, timeout=(10, 60))
+        resp = requests.get(staged.url, headers=headers, timeout=(10, 60))
     except requests.RequestException as err:
         raise transient("ConfigDriveFetchError", f"cannot fetch the config drive: {err}") from None
+    if (error := boot_auth.refused(resp, "config drive", staged.url)) is not None:
+        raise error
     if resp.status_code != 200:
         raise transient("ConfigDriveFetchError", f"config drive {staged.url} answered {resp.status_code}")
     data = resp.content

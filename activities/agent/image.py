@@ -36,7 +36,7 @@ import requests
 import urllib3
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import cleaning
+from activities.agent import boot_auth, cleaning
 from activities.agent.devices import BlockDevice
 from metalflow.api.errors import ErrorName, permanent, transient
 from metalflow.api.models import ChecksumType, ImageFormat, ImageSpec
@@ -73,11 +73,14 @@ class Written:
     checksum_type: ChecksumType
 
 
-def _get(url: str, what: str, stream: bool) -> requests.Response:
+def _get(url: str, what: str, stream: bool, headers: dict[str, str] | None = None) -> requests.Response:
     try:
-        resp = requests.get(url, stream=stream, timeout=(10, 60))
+        resp = requests.get(url, stream=stream, timeout=(10, 60), headers=headers)
     except requests.RequestException as err:
         raise transient("ImageFetchError", f"cannot fetch {what} {url}: {err}") from None
+    if headers and (error := boot_auth.refused(resp, what, url)) is not None:
+        resp.close()
+        raise error
     if resp.status_code in (401, 403, 404, 410):
         resp.close()
         raise permanent(
@@ -183,7 +186,9 @@ def write_image(
     progress: Progress,
     workdir: Path | None = None,
     compression: str = "",
+    headers: dict[str, str] | None = None,
 ) -> Written:
+    """`headers`: this boot's agent token when the image is on the boot server (an OCI grant)."""
     if image.format == ImageFormat.LIVE_ISO:
         raise permanent(
             ErrorName.IMAGE_FORMAT,
@@ -191,7 +196,7 @@ def write_image(
         )
     want, kind = expected_checksum(image)
     # Open the download first: an image that is not there leaves the disk as it was.
-    resp = _get(image.url, "image", stream=True)
+    resp = _get(image.url, "image", stream=True, headers=headers)
     digest = hashlib.new(kind.value)
     src = _Wire(resp, digest, compression)
     head: _Head | None = None

@@ -42,6 +42,7 @@ _TOKEN_PARAM = re.compile(
     r"(?i)([?&;](?:token|access_token|auth|password|passwd|secret|sig|signature|x-amz-signature|"
     r"x-amz-credential|x-amz-security-token)=)[^&\s\"']+"
 )
+_KERNEL_TOKEN = re.compile(r"\b(metalflow\.token=)\S+")  # the agent token on a PXE boot's command line
 _WORD_SPLIT = re.compile(r"[\s\"'=:,;]+")
 _PLAIN_WORD = re.compile(r"^[A-Za-z#_-]+$")
 
@@ -73,6 +74,7 @@ class Redactor:
                 text = text.replace(value, REDACTED)
         text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
         text = _AUTH_HEADER.sub(rf"\1\2\3{REDACTED}", text)
+        text = _KERNEL_TOKEN.sub(rf"\1{REDACTED}", text)
         return _TOKEN_PARAM.sub(rf"\1{REDACTED}", text)
 
 

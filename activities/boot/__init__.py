@@ -17,7 +17,7 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.boot import by_uuid, dnsmasq, ipxe, vmedia
+from activities.boot import agent_tokens, by_uuid, dnsmasq, ipxe, vmedia
 from activities.boot.render import mac_file_name, write_atomically
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.boot import (
@@ -70,12 +70,15 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     except UnknownArchitecture as err:
         raise permanent(ErrorName.INVALID_SPEC, f"{req.host.namespace}/{req.host.name}: {err}") from None
     iso_url = ""
-    if req.boot_method == BootMethod.VIRTUAL_MEDIA:
-        # the host's own ISO: its identity (and network data) inside, a new URL per boot
+    vmedia_boot = req.boot_method == BootMethod.VIRTUAL_MEDIA
+    if vmedia_boot:
+        # the host's own ISO: its identity, this boot's agent token (and network data) inside, a
+        # new URL per boot
         network = _preprovisioning_network_data(req, settings)
-        iso_url = vmedia.make_host_iso(settings, arch, req.host, req.boot_mac_address, network)
-        if not req.boot_mac_address:
-            return BootPrepareResult(iso_url=iso_url)  # nothing to tell DHCP: the BMC mounts the ISO
+        token = agent_tokens.issue(settings.boot_dir, req.host.host_id, agent_tokens.Medium.ISO)
+        iso_url = vmedia.make_host_iso(settings, arch, req.host, req.boot_mac_address, network, token.value)
+        if not req.boot_mac_address:  # nothing to tell DHCP: the BMC mounts the ISO
+            return BootPrepareResult(iso_url=iso_url, agent_token=token.fingerprint)
     elif req.preprovisioning_network_data_name:
         raise permanent(
             ErrorName.PREPROVISIONING_NETWORK_DATA,
@@ -87,9 +90,13 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
     uefi_http = req.boot_method == BootMethod.UEFI_HTTP
     if uefi_http:
         _check_uefi_http(req, settings, arch)
+    if not vmedia_boot:  # its iPXE script hands the token out, once
+        token = agent_tokens.issue(settings.boot_dir, req.host.host_id, agent_tokens.Medium.PXE)
     if not req.boot_mac_address:
-        return _prepare_without_mac(req, settings, arch, iso_url)
-    text = ipxe.script(req.host, req.boot_mac_address, req.purpose, settings, arch)
+        return _prepare_without_mac(req, settings, arch, iso_url).model_copy(
+            update={"agent_token": token.fingerprint}
+        )
+    text = ipxe.script(req.host, req.boot_mac_address, req.purpose, settings, arch, token=not vmedia_boot)
     mac_name = mac_file_name(req.boot_mac_address)
     write_atomically(ipxe_dir(settings) / f"{mac_name}.ipxe", text)
     write_atomically(ipxe_dir(settings) / f"{req.host.host_id}.ipxe", text)
@@ -103,6 +110,7 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
         ipxe_script_url=f"{base}/boot/{mac_name}.ipxe",
         iso_url=iso_url or f"{base}/images/deploy{arch.suffix}.iso",
         dhcp_entry_written=True,
+        agent_token=token.fingerprint,
     )
 
 
@@ -148,6 +156,7 @@ def cleanup_boot(host: HostRef) -> None:
     script = ipxe_dir(settings) / f"{host.host_id}.ipxe"
     mac_line = entry.read_text().split(",", 1)[0] if entry.exists() else ""
     vmedia.remove_host_isos(settings, host)  # the host leaves the ramdisk: its ISO is no longer needed
+    agent_tokens.revoke(settings.boot_dir, host.host_id)  # and its agent's token opens nothing
     with contextlib.suppress(FileNotFoundError):
         entry.unlink()
     with contextlib.suppress(FileNotFoundError):

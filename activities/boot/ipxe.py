@@ -1,10 +1,14 @@
 """The per-host iPXE script: kernel and ramdisk URLs plus what the agent needs to find Temporal.
 
-Kernel arguments carry only addresses, names and the task queue: never credentials.
+Kernel arguments carry addresses, names and the task queue. The one secret, a PXE boot's agent
+token, is not in the file: a placeholder is, which the boot server fills in for the first fetch
+only (activities/boot/agent_tokens.py). A failed kernel or ramdisk download is retried from the
+script's own label, not by fetching the script again (that would be a second fetch).
 """
 
 from __future__ import annotations
 
+from activities.boot.agent_tokens import PLACEHOLDER
 from activities.boot.render import render
 from metalflow.api.boot import Architecture, BootPurpose, architecture
 from metalflow.api.models import HostRef
@@ -29,15 +33,16 @@ def script(
     settings: Settings,
     arch: Architecture | None = None,
     system_uuid: str = "",
+    token: bool = True,
 ) -> str:
     """The per-host script; with `system_uuid` (and `mac` empty) the one a MAC-less host gets by its
-    UUID: BOOTIF names the NIC iPXE booted from, so inspection learns that MAC."""
+    UUID: BOOTIF names the NIC iPXE booted from, so inspection learns that MAC. `token`: the boot's
+    agent token goes out with the script (False: a virtual-media host's, whose token is on its ISO)."""
     arch = arch or architecture(None)
-    base_url = settings.boot_server_url.rstrip("/")
     if system_uuid and not mac:
-        bootif, retry_url, mac = IPXE_BOOT_MAC, f"{base_url}/by-uuid/{system_uuid}", f"uuid {system_uuid}"
+        bootif, mac = IPXE_BOOT_MAC, f"uuid {system_uuid}"
     else:
-        bootif, retry_url = mac.replace(":", "-"), f"{base_url}/boot/{mac.replace(':', '-')}.ipxe"
+        bootif = mac.replace(":", "-")
     return render(
         "host.ipxe.j2",
         purpose=purpose.value,
@@ -55,7 +60,7 @@ def script(
         tls_server_name=settings.agent_temporal_tls_server_name if settings.agent_temporal_tls else "",
         task_queue=ref.agent_task_queue,
         bootif=bootif,
-        retry_url=retry_url,
+        token=PLACEHOLDER if token else "",
     )
 
 

@@ -4,15 +4,18 @@ The base ISO (`python -m testbed.ramdisk` builds it next to kernel and initrd) b
 (isolinux) and UEFI (an El Torito EFI image holding GRUB); both boot loaders read their
 configuration from the ISO's file system (/isolinux/isolinux.cfg, /boot/grub/grub.cfg). A
 host's ISO is the base with those two files replaced, their kernel command lines carrying the
-host's `metalflow.*` arguments (what its iPXE script would say), and, when the host has
-preprovisioning network data, /metalflow/network_data.json that the ramdisk's init applies
-instead of DHCP. `xorriso -indev base -outdev new -boot_image any replay` copies the base
-and its boot records without rebuilding anything (well under a second for the ramdisk's ISO).
+host's `metalflow.*` arguments (what its iPXE script would say), its boot's agent token in
+/metalflow/agent-token, and, when the host has preprovisioning network data,
+/metalflow/network_data.json that the ramdisk's init applies instead of DHCP.
+`xorriso -indev base -outdev new -boot_image any replay` copies the base and its boot records
+without rebuilding anything (well under a second for the ramdisk's ISO).
 
 Each ISO is written to a temporary name and renamed, under
-`<boot_dir>/images/vmedia/<host id>/<random token>.iso`: the boot server serves it at an
-unguessable URL (no index), a new one per boot, the host's older ones deleted; `remove_host_isos`
-deletes them when the host leaves the ramdisk.
+`<boot_dir>/images/vmedia/<host id>/<random name>.iso`: the boot server serves it at an
+unguessable URL (no index) for the BMC, a new one per boot, the host's older ones deleted;
+`remove_host_isos` deletes them when the host leaves the ramdisk. That URL is a bearer URL to the
+boot's agent token (as any virtual-media image is to what it carries): it is in history (sealed
+when payloads are encrypted) and lives for one boot.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from metalflow.runtime.settings import Settings
 ISOLINUX_CFG = "/isolinux/isolinux.cfg"
 GRUB_CFG = "/boot/grub/grub.cfg"
 NETWORK_DATA = "/metalflow/network_data.json"
+# This boot's agent token (activities/boot/agent_tokens.py): the ramdisk's init keeps it in /run.
+AGENT_TOKEN = "/metalflow/agent-token"
 # The ramdisk's init looks for the boot medium (and network_data.json on it) when it sees this.
 MEDIUM_ARG = "metalflow.medium=iso"
 
@@ -65,6 +70,7 @@ def host_kernel_args(host: HostRef, settings: Settings, mac: str | None) -> str:
     args.append(f"metalflow.task_queue={host.agent_task_queue}")
     # the agent streams its log to the boot server (worker/agent_logs.py), as a PXE host's does
     args.append(f"metalflow.log_url={settings.boot_server_url.rstrip('/')}/agent-log/{host.host_id}")
+    args.append(f"metalflow.boot_server={settings.boot_server_url.rstrip('/')}")  # where the token goes
     if mac:
         args.append(f"BOOTIF=01-{mac.lower().replace(':', '-')}")
     args.append(MEDIUM_ARG)
@@ -117,6 +123,7 @@ def make_host_iso(
     host: HostRef,
     mac: str | None,
     network_data: dict[str, Any] | None,
+    agent_token: str = "",
 ) -> str:
     """The host's ISO for this boot; returns the URL the BMC fetches it from."""
     base = base_iso(settings, arch)
@@ -134,6 +141,8 @@ def make_host_iso(
     }
     if network_data is not None:
         files[NETWORK_DATA] = json.dumps(network_data, indent=1, sort_keys=True).encode()
+    if agent_token:
+        files[AGENT_TOKEN] = agent_token.encode()
     directory = host_dir(settings, host)
     name = f"{secrets.token_urlsafe(24)}.iso"
     remaster(base, directory / name, files)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from metalflow.api.bmc_address import BootMethod
 from metalflow.api.models import (
@@ -104,3 +104,8 @@ class BootPrepareResult(Model):
     ipxe_script_url: str = ""
     iso_url: str = ""
     dhcp_entry_written: bool = False
+    agent_token: str = Field(
+        default="",
+        description="The fingerprint of this boot's agent token (activities/boot/agent_tokens.py); "
+        "the token itself never enters history",
+    )

@@ -1,6 +1,6 @@
 """Config-drive contracts: staging the drive the agent writes (references in, a URL out), and
-removing it once written: the boot server serves it without authentication, to whoever has
-the URL, and the URL is in history."""
+removing it once written. The URL is a plain address: the boot server serves the drive only
+with the host's current agent token (activities/boot/agent_tokens.py)."""
 
 from __future__ import annotations
 

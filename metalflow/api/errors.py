@@ -54,6 +54,12 @@ class ErrorName(StrEnum):
     RAID_CONFIG = "RAIDConfigurationError"
 
 
+# Retryable (so not an ErrorName, which every retry policy treats as permanent): the boot server
+# refused a ramdisk's agent token (an earlier boot's, or one handed out twice); that agent stops,
+# and the retry finds the host booted again with a new token (activities/boot/agent_tokens.py).
+AGENT_TOKEN_REFUSED = "AgentTokenRefused"
+
+
 def permanent(name: ErrorName, message: str) -> ApplicationError:
     """A failure retrying cannot fix: the message must say what to change."""
     return ApplicationError(message, type=name.value, non_retryable=True)

@@ -32,6 +32,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     sp.add_argument("--tls-cert", help="PEM client certificate for mTLS (with --tls-key; implies --tls)")
     sp.add_argument("--tls-key", help="PEM private key of --tls-cert")
     sp.add_argument(
+        "--token-file",
+        default=os.environ.get("METALFLOW_AGENT_TOKEN_FILE"),
+        help="file holding this boot's agent token (the ramdisk's init writes it from the boot medium)",
+    )
+    sp.add_argument(
+        "--boot-server",
+        default=os.environ.get("METALFLOW_AGENT_BOOT_SERVER", ""),
+        help="the boot server's base URL: the only place the agent token is sent",
+    )
+    sp.add_argument(
         "--log-url",
         default=os.environ.get("METALFLOW_AGENT_LOG_URL"),
         help="the boot server's agent-log endpoint for this host (<boot server>/agent-log/<host id>): "
@@ -43,11 +53,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 async def cmd_agent(args: argparse.Namespace, settings: Any = None) -> int:
     from activities.agent import logs
-    from worker.agent import agent_config_from_args, agent_tls, run_agent
+    from worker.agent import TokenRefused, agent_config_from_args, agent_tls, run_agent
 
     shipper = logs.install(args.log_url)  # redacts the console too, with or without a URL
     try:
-        config = agent_config_from_args(args.host_id, Path(args.config) if args.config else None)
+        config = agent_config_from_args(
+            args.host_id,
+            Path(args.config) if args.config else None,
+            Path(args.token_file) if args.token_file else None,
+            args.boot_server,
+        )
+        if config.token is not None:
+            logs.REDACTOR.add(config.token.get_secret_value())
         tls = agent_tls(
             args.tls,
             Path(args.tls_ca) if args.tls_ca else None,
@@ -61,7 +78,10 @@ async def cmd_agent(args: argparse.Namespace, settings: Any = None) -> int:
             from metalflow.runtime.settings import get_settings
 
             address = (settings or get_settings()).temporal_address
-        await run_agent(config, address, args.temporal_namespace, tls)
+        try:
+            await run_agent(config, address, args.temporal_namespace, tls)
+        except TokenRefused:
+            return TokenRefused.exit_code
     finally:
         if shipper is not None:
             await asyncio.to_thread(shipper.close)

@@ -61,6 +61,13 @@ UNKNOWN_MACHINE_BOOTS = Counter(
     "nothing), by reason: unknown, ambiguous (several hosts claim its encodings), malformed.",
     ["reason"],
 )
+AGENT_TOKEN_EVENTS = Counter(
+    "metalflow_agent_token_security_events_total",
+    "Security events about agent tokens at the boot server, by kind: refetched (a PXE host's "
+    "script, and so its token, asked for a second time), missing, wrong, compromised or "
+    "none-issued (a request for a host's secrets without its current token).",
+    ["kind"],
+)
 BRIDGE_QUEUE_DEPTH = Gauge(
     "metalflow_bridge_queue_depth", "Objects waiting to be reconciled, by kind.", ["kind"]
 )
