@@ -48,6 +48,9 @@ class EmulatedHost:
     # The boot server the firmware fetches its boot medium from (testbed/firmware_boot.py); empty:
     # the ramdisk comes up holding no agent token (tests of the agent alone).
     boot_server_url: str = ""
+    # Tests: while set and cleared, a booted ramdisk's agent waits before it polls (the host's
+    # queue is then someone else's alone: tests/test_agent_replies.py's rogue poller).
+    agent_gate: asyncio.Event | None = None
     boots: list[BootRecord] = field(default_factory=list)
     _powered: bool = False
     _pushed: int = 0  # changes pushed by the emulator's notifier so far
@@ -100,10 +103,14 @@ class EmulatedHost:
     async def _start_agent(self, medium: Any = None) -> None:
         from worker.agent import run_agent
 
+        async def agent() -> None:
+            if self.agent_gate is not None:
+                await self.agent_gate.wait()
+            config = self.agent_config(medium)
+            await run_agent(config, self.temporal_address, self.temporal_namespace, self.agent_tls)
+
         self._agent = asyncio.create_task(
-            run_agent(
-                self.agent_config(medium), self.temporal_address, self.temporal_namespace, self.agent_tls
-            ),
+            agent(),
             name=f"agent {self.ref.host_id}",
         )
         self._agent.add_done_callback(self._agent_ended)

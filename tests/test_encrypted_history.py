@@ -86,9 +86,10 @@ def _payload_texts(node: Any) -> Iterator[str]:
 
 
 def _readable_by_design(path: str) -> bool:
-    """Search attributes (indexes) and the SDK's patch markers (the patch's name, set by the SDK
-    without the codec) are not payloads of the user's data."""
-    return "search_attributes" in path or "details['patch-data']" in path
+    """Search attributes (indexes), the SDK's patch markers (the patch's name) and its local
+    activity markers' bookkeeping (sequence number, activity type, times; the result itself goes
+    through the codec), set by the SDK without the codec, are not payloads of the user's data."""
+    return "search_attributes" in path or "details['patch-data']" in path or "details['data']" in path
 
 
 async def test_history_is_ciphertext_but_for_the_agents_marked_traffic(

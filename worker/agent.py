@@ -7,6 +7,7 @@ access to the Temporal frontend.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from temporalio.worker import Worker
 
 from activities.agent import agent_activities
 from activities.agent.config import AgentConfig, load_agent_config
+from activities.agent.proof import ProvingInterceptor
 from metalflow.runtime.converter import agent_data_converter
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,7 @@ async def run_agent(
             client,
             task_queue=config.task_queue,
             activities=agent_activities(config, lambda: _call_soon(loop, refused.set)),
+            interceptors=[ProvingInterceptor(config)],  # each reply proved with the boot's token
             activity_executor=executor,
             max_concurrent_activities=4,
             # Heartbeats (bytes written/erased) reach the server at most this far apart, so
@@ -159,6 +162,11 @@ async def run_agent(
         stop = asyncio.create_task(refused.wait())
         try:
             await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # powered off: the worker goes down with us, as before
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            raise
         finally:
             stop.cancel()
         if not refused.is_set():

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 def control_activities() -> list[Any]:
     from activities import (
+        agent_replies,
         campaign,
         configdrive,
         firmware_status,
@@ -37,6 +38,7 @@ def control_activities() -> list[Any]:
         *BMC,
         *BOOT,
         *configdrive.ACTIVITIES,
+        *agent_replies.ACTIVITIES,
         *oci.ACTIVITIES,
         *kubeadm.ACTIVITIES,
         *pool.ACTIVITIES,

@@ -30,6 +30,7 @@ from metalflow.api.models import (
     SecretRef,
 )
 from metalflow.api.models import ProvisioningState as S
+from metalflow.api.security import SECURITY_EVENT_SIGNAL, SECURITY_EVENTS_KEPT, SecurityEvent
 from metalflow.api.states import (
     AFTER_ERROR,
     FINAL,
@@ -44,7 +45,6 @@ from metalflow.api.states import (
     Redo,
     Request,
     Rule,
-    Stage,
     Step,
     completion_event,
     first_rule,
@@ -57,6 +57,7 @@ from workflows.host_errors import backoff, clear_error, record_error
 from workflows.host_publish import publish
 from workflows.host_slot import ProvisioningSlot
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
+from workflows.patches import stage_allowed
 
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.validation import validate_update
@@ -153,6 +154,12 @@ class HostWorkflow:
     def slot_queued(self) -> None:
         """No slot free: this host waits in the limiter's line (operationalStatus delayed)."""
         self._slot.queued = True
+
+    @workflow.signal(name=SECURITY_EVENT_SIGNAL)
+    def security_event(self, event: SecurityEvent) -> None:
+        """A step refused an agent reply (workflows/inband.py): kept in status, newest last."""
+        self._status.security_events = [*self._status.security_events, event][-SECURITY_EVENTS_KEPT:]
+        self._poke()
 
     @workflow.signal
     def inspect(self) -> None:
@@ -311,7 +318,7 @@ class HostWorkflow:
         """The stages whose guard holds, in order; the step workflow's own result is applied."""
         result: StepResult | None = None
         for stage in step.stages:
-            if not stage.when(self._facts()) or not _patch_allows(stage):
+            if not stage.when(self._facts()) or not stage_allowed(stage):
                 continue
             self._status.current_step = stage.workflow
             await self._publish()
@@ -486,10 +493,3 @@ class HostWorkflow:
             history_event_limit=self._history_limit,
             power_check_interval_seconds=self._power_check,
         )
-
-
-def _patch_allows(stage: Stage) -> bool:
-    """A stage moved by a patch runs at its new place in new histories, at its old in old ones."""
-    if stage.patch:
-        return workflow.patched(stage.patch)
-    return not (stage.unpatched and workflow.patched(stage.unpatched))

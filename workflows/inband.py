@@ -4,6 +4,12 @@ The agent is a Temporal worker polling `host-<id>` from inside the ramdisk, so "
 never booted" is simply a schedule-to-start timeout. A ramdisk left running by an earlier
 step is reused (Ironic calls this fast-track): a short probe first, a real boot only if
 nobody picks the task up.
+
+Anything that reaches the frontend can poll that queue, so no reply is taken on trust: each
+request carries a nonce, and the reply's proof of the boot's agent token is checked by a local
+activity (activities/agent_replies.py) before the step acts on it. A refused reply is a security
+event (this history, the log, a metric, the host's status) and the request is made again; a void
+or compromised token is replaced by booting the host again.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
+from metalflow.api.agent import AGENT_VERIFY, AgentReply, InventoryRequest, ReplyVerdict, VerifyReply
 from metalflow.api.bmc import BMC_EJECT_MEDIA, BMC_INSERT_MEDIA, BootDevice, MediaRequest, PowerAction
 from metalflow.api.boot import BOOT_CLEANUP, BOOT_PREPARE, BootPrepareRequest, BootPrepareResult, BootPurpose
 from metalflow.api.configdrive import CONFIGDRIVE_REMOVE, ConfigDriveRemove
-from metalflow.api.errors import ErrorName
+from metalflow.api.errors import AGENT_REPLY_REFUSED, ErrorName
 from metalflow.api.models import HostRef, HostSpec
+from metalflow.api.security import SECURITY_EVENT_SIGNAL, SecurityEvent
 from workflows import bmc_calls
 from workflows.options import (
     AGENT_RETRY,
@@ -43,6 +51,10 @@ CONFIGDRIVE_PATCH = "configdrive-per-attempt"
 UEFI_HTTP_PATCH = "uefi-http-boot-target"
 # Histories recorded before per-host virtual-media ISOs left the ISO inserted after deprovisioning.
 VMEDIA_EJECT_PATCH = "vmedia-eject-after-deprovision"
+# Histories recorded before agent replies were proved took the agent's results as they came.
+AGENT_PROOF_PATCH = "agent-reply-proof"
+# A reply without a valid proof is asked for again, this many times in all, before the step fails.
+MAX_REFUSED_REPLIES = 5
 
 
 async def boot_ramdisk(
@@ -104,16 +116,51 @@ async def run_on_host(
     """Run an agent activity, booting the ramdisk first unless one already answers."""
 
     async def attempt(schedule_to_start: timedelta) -> T:
-        return await workflow.execute_activity(
-            activity,
-            args=[] if arg is None else [arg],
-            result_type=result_type,
-            task_queue=ref.agent_task_queue,
-            schedule_to_start_timeout=schedule_to_start,
-            start_to_close_timeout=start_to_close,
-            heartbeat_timeout=heartbeat,
-            retry_policy=AGENT_RETRY,
-            summary=summary,
+        if not workflow.patched(AGENT_PROOF_PATCH):
+            return await workflow.execute_activity(
+                activity,
+                args=[] if arg is None else [arg],
+                result_type=result_type,
+                task_queue=ref.agent_task_queue,
+                schedule_to_start_timeout=schedule_to_start,
+                start_to_close_timeout=start_to_close,
+                heartbeat_timeout=heartbeat,
+                retry_policy=AGENT_RETRY,
+                summary=summary,
+            )
+        for _ in range(MAX_REFUSED_REPLIES):
+            nonce = str(workflow.uuid4())
+            reply = await workflow.execute_activity(
+                activity,
+                _with_nonce(arg, nonce),
+                result_type=AgentReply,
+                task_queue=ref.agent_task_queue,
+                schedule_to_start_timeout=schedule_to_start,
+                start_to_close_timeout=start_to_close,
+                heartbeat_timeout=heartbeat,
+                retry_policy=AGENT_RETRY,
+                summary=summary,
+            )
+            verdict = await workflow.execute_local_activity(
+                AGENT_VERIFY,
+                VerifyReply(host=ref, activity=activity, nonce=nonce, reply=reply),
+                result_type=ReplyVerdict,
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary=f"check the proof of {activity}'s reply",
+            )
+            if verdict.ok:
+                return _parsed(result_type, reply.result)
+            await _security_event(activity, verdict.reason)
+            if verdict.reboot:  # the boot's token is void or compromised: a new boot, a new token
+                await boot_ramdisk(ref, spec, purpose, True, system_uuid)
+                schedule_to_start = ramdisk_timeout
+        raise ApplicationError(
+            f"{ref.namespace}/{ref.name}: {MAX_REFUSED_REPLIES} replies to {activity} in a row carried no "
+            "valid proof of the host's agent token (see the host's securityEvents); something other "
+            f"than the host's ramdisk is polling {ref.agent_task_queue}",
+            type=AGENT_REPLY_REFUSED,
+            non_retryable=True,
         )
 
     if powered_on and fast_track:
@@ -176,6 +223,28 @@ async def remove_configdrives(ref: HostRef, attempt: str = "") -> None:
         retry_policy=LOCAL_RETRY,
         summary="remove the config drive from the boot server",
     )
+
+
+def _with_nonce(arg: Any, nonce: str) -> Any:
+    """The request, with this call's nonce (inventory has no request of its own: it gets one)."""
+    return InventoryRequest(nonce=nonce) if arg is None else arg.model_copy(update={"nonce": nonce})
+
+
+def _parsed(result_type: type[T], value: Any) -> T:
+    if result_type is type(None):
+        return None  # type: ignore[return-value]
+    return result_type.model_validate(value)  # type: ignore[attr-defined, no-any-return]
+
+
+async def _security_event(activity: str, reason: str) -> None:
+    """A refused reply: in this step's history (the verdict), the log, and the host's status."""
+    info = workflow.info()
+    workflow.logger.warning("SECURITY: %s's reply refused: %s", activity, reason)
+    if info.parent is not None:
+        event = SecurityEvent(at=workflow.now(), step=info.workflow_id, activity=activity, reason=reason)
+        await workflow.get_external_workflow_handle(info.parent.workflow_id).signal(
+            SECURITY_EVENT_SIGNAL, event
+        )
 
 
 def _is_schedule_to_start_timeout(err: ActivityError) -> bool:

@@ -38,6 +38,7 @@ from metalflow.api.agent import (
     CleanRequest,
     CleanResult,
     CustomDeployRequest,
+    InventoryRequest,
     SoftwareRAIDRequest,
     SoftwareRAIDResult,
     WriteConfigDriveRequest,
@@ -77,7 +78,8 @@ class AgentActivities:
         raise permanent(ErrorName.NO_ROOT_DEVICE, f"device {name} is gone from {self.config.host_id}")
 
     @activity.defn(name=AGENT_INVENTORY)
-    def inventory(self) -> HardwareDetails:
+    def inventory(self, req: InventoryRequest | None = None) -> HardwareDetails:
+        """`req` carries the nonce the reply is proved with (activities/agent/proof.py)."""
         return inventory.collect(self.config)
 
     @activity.defn(name=AGENT_CLEAN)

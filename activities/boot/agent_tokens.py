@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import hmac
 import json
 import os
@@ -29,6 +28,8 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from metalflow.api.agent_proof import fingerprint
 
 # What a per-host iPXE script carries in place of the token until the boot server serves it.
 PLACEHOLDER = "@METALFLOW_AGENT_TOKEN@"
@@ -57,10 +58,6 @@ class AgentToken:
     def fingerprint(self) -> str:
         """What may be shown and stored anywhere: names the token, reveals nothing of it."""
         return fingerprint(self.value)
-
-
-def fingerprint(value: str) -> str:
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 def token_dir(boot_dir: Path) -> Path:

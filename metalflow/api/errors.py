@@ -58,6 +58,8 @@ class ErrorName(StrEnum):
 # refused a ramdisk's agent token (an earlier boot's, or one handed out twice); that agent stops,
 # and the retry finds the host booted again with a new token (activities/boot/agent_tokens.py).
 AGENT_TOKEN_REFUSED = "AgentTokenRefused"
+# Permanent: a step got no agent reply with a valid proof of the host's token in several asks.
+AGENT_REPLY_REFUSED = "AgentReplyRefused"
 
 
 def permanent(name: ErrorName, message: str) -> ApplicationError:

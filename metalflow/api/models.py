@@ -27,6 +27,7 @@ from metalflow.api.metal3_fields import SoftwareRAIDVolume as SoftwareRAIDVolume
 from metalflow.api.metal3_fields import Taint as Taint
 from metalflow.api.model_base import Model as Model
 from metalflow.api.oci_ref import parse_oci_url
+from metalflow.api.security import SecurityEvent
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -491,6 +492,7 @@ class HostStatus(Model):
     firmware_components: FirmwareComponentsStatus | None = Field(
         default=None, description="Firmware versions and the updates applied (HostFirmwareComponents status)."
     )
+    security_events: list[SecurityEvent] = Field(default_factory=list, description="Agent replies refused.")
     current_step: str = ""
     paused: bool = False
     detached: bool = False

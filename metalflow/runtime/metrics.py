@@ -68,6 +68,12 @@ AGENT_TOKEN_EVENTS = Counter(
     "none-issued (a request for a host's secrets without its current token).",
     ["kind"],
 )
+AGENT_REPLIES_REJECTED = Counter(
+    "metalflow_agent_replies_rejected_total",
+    "Agent replies the control plane refused to act on (no valid proof of the host's current "
+    "agent token: a rogue poller, an earlier boot's agent, a forgery), by agent activity.",
+    ["activity"],
+)
 BRIDGE_QUEUE_DEPTH = Gauge(
     "metalflow_bridge_queue_depth", "Objects waiting to be reconciled, by kind.", ["kind"]
 )
