@@ -145,7 +145,7 @@ def stage_configdrive(req: ConfigDriveRequest) -> ConfigDriveStaged:
     tmp.chmod(0o644)
     tmp.replace(host_dir / name)
     return ConfigDriveStaged(
-        url=f"{settings.boot_server_url.rstrip('/')}/configdrive/{req.host.host_id}/{name}",
+        url=f"{settings.agent_boot_server}/configdrive/{req.host.host_id}/{name}",
         sha256=hashlib.sha256(image).hexdigest(),
         size_bytes=len(image),
     )

@@ -305,7 +305,7 @@ def stage_oci(req: OciStageRequest) -> OciStaged:
     tmp = host_dir / (name + ".tmp")
     tmp.write_text(json.dumps(grant))
     tmp.replace(host_dir / name)
-    url = f"{settings.boot_server_url.rstrip('/')}/oci/{req.host.host_id}/{name}"
+    url = f"{settings.agent_boot_server}/oci/{req.host.host_id}/{name}"
     return OciStaged(url=url, resolved=resolved)
 
 

@@ -15,6 +15,7 @@ parse_cmdline() {
             metalflow.log_url=*) MF_LOG_URL=${arg#*=} ;;   # the boot server's agent-log endpoint
             metalflow.boot_server=*) MF_BOOT_SERVER=${arg#*=} ;;   # where the agent token may go
             metalflow.token=*) MF_TOKEN=${arg#*=} ;;   # a PXE boot's agent token (the one secret here)
+            metalflow.boot_ca=*) MF_BOOT_CA=${arg#*=} ;;   # where the boot server's HTTPS CA is (public)
             metalflow.9p=*) MF_9P=${arg#*=} ;;   # tag:/path,... (test bed: agent code over 9p)
             metalflow.agent=*) MF_AGENT=${arg#*=} ;;
             BOOTIF=01-*) MF_BOOT_MAC=$(echo "${arg#BOOTIF=01-}" | tr '-' ':') ;;

@@ -57,6 +57,7 @@ class Datacenter:
     # the emulator's power delay (testbed/sushy.py): its own 1-11 s unless the environment says
     power_delay: tuple[int, int] | None = field(default_factory=power_delay_from_env)
     agent_tls: Any = False  # the emulated agents' TLSConfig for an mTLS frontend (Stack.agent_tls())
+    boot_tls: Any = None  # the boot server's HTTPS (worker.boot_server.BootServerTLS), if any
     sushy: SushyEmulator | None = None
     image: BuiltImage | None = None
     emulated: list[EmulatedHost] = field(default_factory=list)
@@ -117,7 +118,7 @@ class Datacenter:
         # The EFI iPXE a UEFI HTTP boot is sent to (emulated firmware never runs it: bytes suffice).
         (boot_dir / ARCHITECTURES["x86_64"].uefi_ipxe).write_bytes(b"MZ emulated EFI iPXE\n")
         port = int(self.settings.boot_server_url.rsplit(":", 1)[1])
-        self._boot = await start_boot_server("127.0.0.1", port, boot_dir)
+        self._boot = await start_boot_server("127.0.0.1", port, boot_dir, self.boot_tls)
         for host, system in zip(self.all_hosts(), self.systems, strict=True):
             emu = EmulatedHost(
                 ref=host.ref,

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 import pycdlib
 
 from activities.boot.agent_tokens import KERNEL_ARG
-from activities.boot.vmedia import AGENT_TOKEN
+from activities.boot.vmedia import AGENT_TOKEN, BOOT_CA
 
 _TOKEN = re.compile(rf"\b{re.escape(KERNEL_ARG)}=(\S+)")
 _BOOT_SERVER = re.compile(r"\bmetalflow\.boot_server=(\S+)")
+_BOOT_CA = re.compile(r"\bmetalflow\.boot_ca=(\S+)")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Medium:
     boots: bool  # whether the deploy ramdisk comes up at all
     token: str = ""
     boot_server: str = ""
+    boot_ca: bytes = b""  # the boot server's HTTPS CA, as the ramdisk's init finds it
+    boot_ca_url: str = ""
 
 
 def from_script(text: str) -> Medium:
@@ -35,18 +38,31 @@ def from_script(text: str) -> Medium:
     kernel = next((line for line in text.splitlines() if line.startswith("kernel ")), None)
     if kernel is None:
         return Medium(boots=False)
-    token, server = _TOKEN.search(kernel), _BOOT_SERVER.search(kernel)
-    return Medium(True, token.group(1) if token else "", server.group(1) if server else "")
+    token, server, ca = _TOKEN.search(kernel), _BOOT_SERVER.search(kernel), _BOOT_CA.search(kernel)
+    return Medium(
+        True,
+        token.group(1) if token else "",
+        server.group(1) if server else "",
+        b"",
+        ca.group(1) if ca else "",
+    )
 
 
 async def pxe(boot_server_url: str, mac: str, system_uuid: str) -> Medium:
-    """The script iPXE gets: the host's by MAC, else (no DHCP entry for it) by SMBIOS UUID."""
+    """The script iPXE gets: the host's by MAC, else (no DHCP entry for it) by SMBIOS UUID; and the
+    CA its kernel line names, fetched as the ramdisk's init does."""
     base = boot_server_url.rstrip("/")
     async with aiohttp.ClientSession() as session:
         for url in (f"{base}/boot/{mac.lower().replace(':', '-')}.ipxe", f"{base}/by-uuid/{system_uuid}"):
             async with session.get(url) as resp:
-                if resp.status == 200:
-                    return from_script(await resp.text())
+                if resp.status != 200:
+                    continue
+                medium = from_script(await resp.text())
+            if medium.boot_ca_url:
+                async with session.get(medium.boot_ca_url) as resp:
+                    resp.raise_for_status()
+                    medium = replace(medium, boot_ca=await resp.read())
+            return medium
     return Medium(boots=False)
 
 
@@ -82,7 +98,12 @@ def _iso_medium(data: bytes) -> Medium:
             return Medium(boots=True)  # an ISO without a token: the ramdisk boots, holds none
         grub = io.BytesIO()
         iso.get_file_from_iso_fp(grub, rr_path="/boot/grub/grub.cfg")
+        ca = io.BytesIO()
+        try:
+            iso.get_file_from_iso_fp(ca, rr_path=BOOT_CA)
+        except pycdlib.pycdlibexception.PyCdlibInvalidInput:
+            pass  # no HTTPS boot server configured
     finally:
         iso.close()
     server = _BOOT_SERVER.search(grub.getvalue().decode())
-    return Medium(True, out.getvalue().decode().strip(), server.group(1) if server else "")
+    return Medium(True, out.getvalue().decode().strip(), server.group(1) if server else "", ca.getvalue())

@@ -65,7 +65,12 @@ class EmulatedHost:
     def agent_config(self, medium: Any = None):  # type: ignore[no-untyped-def]
         from activities.agent.config import AgentConfig, FileDisk
 
+        ca = None
+        if medium is not None and medium.boot_ca:  # where the ramdisk's init keeps it
+            ca = self.disk_path.with_name(f"{self.ref.name}-boot-ca.pem")
+            ca.write_bytes(medium.boot_ca)
         return AgentConfig(
+            boot_server_ca=ca,
             host_id=self.ref.host_id,
             token=medium.token if medium is not None and medium.token else None,
             boot_server=medium.boot_server if medium is not None else "",

@@ -28,13 +28,21 @@ log = logging.getLogger(__name__)
 
 
 def agent_config_from_args(
-    host_id: str, config_file: Path | None, token_file: Path | None = None, boot_server: str = ""
+    host_id: str,
+    config_file: Path | None,
+    token_file: Path | None = None,
+    boot_server: str = "",
+    boot_server_ca: Path | None = None,
 ) -> AgentConfig:
     """The agent's binding; `token_file` holds this boot's agent token (the ramdisk's init writes
-    it from the boot medium), sent only to `boot_server`."""
+    it from the boot medium), sent only to `boot_server`, whose HTTPS is checked against
+    `boot_server_ca`."""
     config = (
         load_agent_config(config_file, host_id) if config_file is not None else AgentConfig(host_id=host_id)
     )
+    if boot_server_ca is not None:
+        _read_pem(boot_server_ca, "--boot-server-ca", b"-----BEGIN CERTIFICATE-----", "CA certificate", "CA")
+        config = config.model_copy(update={"boot_server_ca": boot_server_ca})
     if token_file is None:
         return config
     try:

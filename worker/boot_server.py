@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -219,15 +221,41 @@ def _http_error(status: int, message: str) -> web.HTTPException:
     return kinds[status](text=message)
 
 
-async def start_boot_server(host: str, port: int, boot_dir: Path) -> web.AppRunner:
+@dataclass(frozen=True)
+class BootServerTLS:
+    """HTTPS on a second port, where ramdisk agents fetch the host's secrets with its token
+    (settings.boot_server_tls_url); firmware keeps plain HTTP (Debian's iPXE has no HTTPS)."""
+
+    port: int
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as err:
+            raise ValueError(
+                f"--tls-cert {self.cert} / --tls-key {self.key}: cannot load them ({err}); give the boot "
+                "server's PEM certificate and its key"
+            ) from None
+        return ctx
+
+
+async def start_boot_server(
+    host: str, port: int, boot_dir: Path, tls: BootServerTLS | None = None
+) -> web.AppRunner:
+    context = tls.context() if tls is not None else None  # checked before anything listens
     runner = web.AppRunner(build_app(boot_dir), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    if tls is not None:
+        await web.TCPSite(runner, host, tls.port, ssl_context=context).start()
     return runner
 
 
-async def serve(host: str, port: int, boot_dir: Path) -> None:
-    runner = await start_boot_server(host, port, boot_dir)
+async def serve(host: str, port: int, boot_dir: Path, tls: BootServerTLS | None = None) -> None:
+    runner = await start_boot_server(host, port, boot_dir, tls)
     try:
         await asyncio.Event().wait()
     finally:

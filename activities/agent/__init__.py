@@ -188,6 +188,7 @@ class AgentActivities:
                 lambda n, total: beat({"device": dev.name, "bytes_written": n, "total": total}),
                 compression=req.compression,
                 headers=boot_auth.headers_for(self.config, req.image.url),
+                verify=boot_auth.verify_for(self.config, req.image.url),
             )
         if layout is not None:
             copied = softraid.install_esp(dev, layout.holders)
@@ -214,9 +215,9 @@ class AgentActivities:
     def write_configdrive(self, req: WriteConfigDriveRequest) -> None:
         dev = self._device(req.device)
         with self._boot_server_call():
-            data = configdrive.fetch(
-                req.config_drive, boot_auth.headers_for(self.config, req.config_drive.url)
-            )
+            url = req.config_drive.url
+            auth, verify = boot_auth.headers_for(self.config, url), boot_auth.verify_for(self.config, url)
+            data = configdrive.fetch(req.config_drive, auth, verify)
         REDACTOR.add(configdrive.user_data(data))
         offset = configdrive.write(dev, data)
         activity.logger.info("config drive written to %s at offset %d", dev.name, offset)

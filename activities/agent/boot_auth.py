@@ -1,5 +1,6 @@
 """The agent's side of agent tokens (activities/boot/agent_tokens.py): present this boot's token
-to the boot server, and to nothing else, when fetching the host's config drive or image."""
+to the boot server, and to nothing else, when fetching the host's config drive or image; over
+HTTPS, check the boot server against the CA its boot medium carried."""
 
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ def headers_for(config: AgentConfig, url: str) -> dict[str, str]:
     if config.token is None or not config.boot_server or _origin(url) != _origin(config.boot_server):
         return {}
     return {"Authorization": f"Bearer {config.token.get_secret_value()}"}
+
+
+def verify_for(config: AgentConfig, url: str) -> str | bool:
+    """requests' `verify`: the boot medium's CA for the boot server, the system's for the rest."""
+    if (
+        config.boot_server_ca is not None
+        and config.boot_server
+        and _origin(url) == _origin(config.boot_server)
+    ):
+        return str(config.boot_server_ca)
+    return True
 
 
 def refused(resp: requests.Response, what: str, url: str) -> Exception | None:

@@ -37,6 +37,9 @@ class AgentConfig(Model):
     boot_server: str = Field(
         default="", description="The boot server's base URL: the only place the token is ever sent"
     )
+    boot_server_ca: Path | None = Field(
+        default=None, description="The CA of the boot server's HTTPS (from the boot medium); unset: system's"
+    )
 
     @property
     def task_queue(self) -> str:

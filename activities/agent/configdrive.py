@@ -39,10 +39,13 @@ MBR_LIMIT = 2 << 40  # 2 TiB: what 32-bit sector numbers of 512 bytes address
 LINUX_FS_GPT = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 
 
-def fetch(staged: ConfigDriveStaged, headers: dict[str, str] | None = None) -> bytes:
-    """The staged drive, fetched with this boot's agent token (`headers`, boot_auth.headers_for)."""
+def fetch(
+    staged: ConfigDriveStaged, headers: dict[str, str] | None = None, verify: str | bool = True
+) -> bytes:
+    """The staged drive, fetched with this boot's agent token (`headers`, boot_auth.headers_for),
+    over HTTPS checked against `verify` (boot_auth.verify_for)."""
     try:
-        resp = requests.get(staged.url, headers=headers, timeout=(10, 60))
+        resp = requests.get(staged.url, headers=headers, timeout=(10, 60), verify=verify)
     except requests.RequestException as err:
         raise transient("ConfigDriveFetchError", f"cannot fetch the config drive: {err}") from None
     if (error := boot_auth.refused(resp, "config drive", staged.url)) is not None:

@@ -73,9 +73,11 @@ class Written:
     checksum_type: ChecksumType
 
 
-def _get(url: str, what: str, stream: bool, headers: dict[str, str] | None = None) -> requests.Response:
+def _get(
+    url: str, what: str, stream: bool, headers: dict[str, str] | None = None, verify: str | bool = True
+) -> requests.Response:
     try:
-        resp = requests.get(url, stream=stream, timeout=(10, 60), headers=headers)
+        resp = requests.get(url, stream=stream, timeout=(10, 60), headers=headers, verify=verify)
     except requests.RequestException as err:
         raise transient("ImageFetchError", f"cannot fetch {what} {url}: {err}") from None
     if headers and (error := boot_auth.refused(resp, what, url)) is not None:
@@ -187,8 +189,10 @@ def write_image(
     workdir: Path | None = None,
     compression: str = "",
     headers: dict[str, str] | None = None,
+    verify: str | bool = True,
 ) -> Written:
-    """`headers`: this boot's agent token when the image is on the boot server (an OCI grant)."""
+    """`headers`, `verify`: this boot's agent token and the boot server's CA when the image is on
+    the boot server (an OCI grant)."""
     if image.format == ImageFormat.LIVE_ISO:
         raise permanent(
             ErrorName.IMAGE_FORMAT,
@@ -196,7 +200,7 @@ def write_image(
         )
     want, kind = expected_checksum(image)
     # Open the download first: an image that is not there leaves the disk as it was.
-    resp = _get(image.url, "image", stream=True, headers=headers)
+    resp = _get(image.url, "image", stream=True, headers=headers, verify=verify)
     digest = hashlib.new(kind.value)
     src = _Wire(resp, digest, compression)
     head: _Head | None = None

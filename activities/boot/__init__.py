@@ -69,6 +69,7 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
         arch = architecture(req.architecture)
     except UnknownArchitecture as err:
         raise permanent(ErrorName.INVALID_SPEC, f"{req.host.namespace}/{req.host.name}: {err}") from None
+    _publish_boot_ca(settings)
     iso_url = ""
     vmedia_boot = req.boot_method == BootMethod.VIRTUAL_MEDIA
     if vmedia_boot:
@@ -112,6 +113,27 @@ def prepare_boot(req: BootPrepareRequest) -> BootPrepareResult:
         dhcp_entry_written=True,
         agent_token=token.fingerprint,
     )
+
+
+def _publish_boot_ca(settings: Settings) -> None:
+    """The boot server's HTTPS CA (settings.boot_server_ca), checked before anything is written,
+    and copied where network-booted ramdisks fetch it (`<boot_server_url>/boot-ca.pem`)."""
+    if settings.boot_server_ca is None:
+        return
+    try:
+        pem = settings.boot_server_ca.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise permanent(
+            ErrorName.INVALID_SPEC,
+            f"METALFLOW_BOOT_SERVER_CA {settings.boot_server_ca}: cannot read it ({err}); give the PEM "
+            "of the CA that signed the boot server's HTTPS certificate, or unset it",
+        ) from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise permanent(
+            ErrorName.INVALID_SPEC,
+            f"METALFLOW_BOOT_SERVER_CA {settings.boot_server_ca} is not a PEM certificate; give the CA's PEM",
+        )
+    write_atomically(settings.boot_dir / ipxe.BOOT_CA, pem)
 
 
 def _preprovisioning_network_data(req: BootPrepareRequest, settings: Settings) -> dict[str, Any] | None:

@@ -20,6 +20,9 @@ IPXE_COMMANDS = frozenset(
 )
 
 
+# The boot server's HTTPS CA, where network-booted ramdisks fetch it (prepare_boot copies it there).
+BOOT_CA = "boot-ca.pem"
+
 # iPXE's own names for what a host enrolled without a MAC is known by at boot (issue 21): the
 # NIC it is booting from (netX: the last opened one), and its SMBIOS UUID.
 IPXE_BOOT_MAC = "${netX/mac:hexhyp}"
@@ -39,6 +42,7 @@ def script(
     UUID: BOOTIF names the NIC iPXE booted from, so inspection learns that MAC. `token`: the boot's
     agent token goes out with the script (False: a virtual-media host's, whose token is on its ISO)."""
     arch = arch or architecture(None)
+    base_url = settings.boot_server_url.rstrip("/")
     if system_uuid and not mac:
         bootif, mac = IPXE_BOOT_MAC, f"uuid {system_uuid}"
     else:
@@ -49,7 +53,7 @@ def script(
         host_id=ref.host_id,
         mac=mac,
         arch=arch.name,
-        base_url=settings.boot_server_url.rstrip("/"),
+        base_url=base_url,
         kernel=settings.kernel_name + arch.suffix,
         initrd=settings.initrd_name + arch.suffix,
         kernel_args=settings.kernel_args,
@@ -61,6 +65,8 @@ def script(
         task_queue=ref.agent_task_queue,
         bootif=bootif,
         token=PLACEHOLDER if token else "",
+        agent_boot_server=settings.agent_boot_server,
+        boot_ca=f"{base_url}/{BOOT_CA}" if settings.boot_server_ca else "",
     )
 
 

@@ -5,10 +5,10 @@ The base ISO (`python -m testbed.ramdisk` builds it next to kernel and initrd) b
 configuration from the ISO's file system (/isolinux/isolinux.cfg, /boot/grub/grub.cfg). A
 host's ISO is the base with those two files replaced, their kernel command lines carrying the
 host's `metalflow.*` arguments (what its iPXE script would say), its boot's agent token in
-/metalflow/agent-token, and, when the host has preprovisioning network data,
-/metalflow/network_data.json that the ramdisk's init applies instead of DHCP.
-`xorriso -indev base -outdev new -boot_image any replay` copies the base and its boot records
-without rebuilding anything (well under a second for the ramdisk's ISO).
+/metalflow/agent-token (and the boot server's HTTPS CA in /metalflow/boot-ca.pem), and, when
+the host has preprovisioning network data, /metalflow/network_data.json that the ramdisk's init
+applies instead of DHCP. `xorriso -indev base -outdev new -boot_image any replay` copies the
+base and its boot records without rebuilding anything (well under a second for the ramdisk's ISO).
 
 Each ISO is written to a temporary name and renamed, under
 `<boot_dir>/images/vmedia/<host id>/<random name>.iso`: the boot server serves it at an
@@ -39,6 +39,7 @@ GRUB_CFG = "/boot/grub/grub.cfg"
 NETWORK_DATA = "/metalflow/network_data.json"
 # This boot's agent token (activities/boot/agent_tokens.py): the ramdisk's init keeps it in /run.
 AGENT_TOKEN = "/metalflow/agent-token"
+BOOT_CA = "/metalflow/boot-ca.pem"  # the CA of the boot server's HTTPS (settings.boot_server_ca)
 # The ramdisk's init looks for the boot medium (and network_data.json on it) when it sees this.
 MEDIUM_ARG = "metalflow.medium=iso"
 
@@ -70,7 +71,7 @@ def host_kernel_args(host: HostRef, settings: Settings, mac: str | None) -> str:
     args.append(f"metalflow.task_queue={host.agent_task_queue}")
     # the agent streams its log to the boot server (worker/agent_logs.py), as a PXE host's does
     args.append(f"metalflow.log_url={settings.boot_server_url.rstrip('/')}/agent-log/{host.host_id}")
-    args.append(f"metalflow.boot_server={settings.boot_server_url.rstrip('/')}")  # where the token goes
+    args.append(f"metalflow.boot_server={settings.agent_boot_server}")  # where the token goes
     if mac:
         args.append(f"BOOTIF=01-{mac.lower().replace(':', '-')}")
     args.append(MEDIUM_ARG)
@@ -143,6 +144,8 @@ def make_host_iso(
         files[NETWORK_DATA] = json.dumps(network_data, indent=1, sort_keys=True).encode()
     if agent_token:
         files[AGENT_TOKEN] = agent_token.encode()
+    if settings.boot_server_ca is not None:  # the boot server's HTTPS CA, from the trusted medium
+        files[BOOT_CA] = settings.boot_server_ca.read_bytes()
     directory = host_dir(settings, host)
     name = f"{secrets.token_urlsafe(24)}.iso"
     remaster(base, directory / name, files)

@@ -42,6 +42,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="the boot server's base URL: the only place the agent token is sent",
     )
     sp.add_argument(
+        "--boot-server-ca",
+        default=os.environ.get("METALFLOW_AGENT_BOOT_SERVER_CA"),
+        help="PEM CA the boot server's HTTPS certificate must chain to (from the boot medium)",
+    )
+    sp.add_argument(
         "--log-url",
         default=os.environ.get("METALFLOW_AGENT_LOG_URL"),
         help="the boot server's agent-log endpoint for this host (<boot server>/agent-log/<host id>): "
@@ -62,6 +67,7 @@ async def cmd_agent(args: argparse.Namespace, settings: Any = None) -> int:
             Path(args.config) if args.config else None,
             Path(args.token_file) if args.token_file else None,
             args.boot_server,
+            Path(args.boot_server_ca) if args.boot_server_ca else None,
         )
         if config.token is not None:
             logs.REDACTOR.add(config.token.get_secret_value())

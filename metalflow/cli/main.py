@@ -26,6 +26,7 @@ from temporalio.service import RPCError
 from metalflow.api.bmh import ManifestError
 from metalflow.api.models import Host, HostRef, HostStatus
 from metalflow.cli import agent as agent_cli
+from metalflow.cli import boot_server as boot_server_cli
 from metalflow.cli import campaign as campaign_cli
 from metalflow.cli import payload_keys as payload_keys_cli
 from metalflow.cli import validate
@@ -274,13 +275,6 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_boot_server(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.boot_server import serve
-
-    await serve(args.host, args.port, Path(args.boot_dir or settings.boot_dir))
-    return 0
-
-
 async def cmd_dnsmasq(args: argparse.Namespace, settings: Settings) -> int:
     from activities.boot.dnsmasq import BootNetwork
     from worker.dnsmasq import run_dnsmasq
@@ -439,11 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     campaign_cli.add_parser(sub)
     payload_keys_cli.add_parsers(sub)
 
-    sp = sub.add_parser("boot-server", help="serve iPXE scripts, kernel, ramdisk and images")
-    sp.add_argument("--host", default="0.0.0.0")
-    sp.add_argument("--port", type=int, default=8088)
-    sp.add_argument("--boot-dir")
-    sp.set_defaults(run=cmd_boot_server)
+    boot_server_cli.add_parser(sub)
 
     sp = sub.add_parser("dnsmasq", help="run dnsmasq for the boot network (DHCP + TFTP -> iPXE)")
     sp.add_argument("--interface", required=True, help="the provisioning network interface")

@@ -46,6 +46,17 @@ class Settings(BaseSettings):
         "without disableCertificateVerification); unset: the system's trust store.",
     )
     boot_server_url: str = "http://127.0.0.1:8088"
+    boot_server_tls_url: str = Field(
+        default="",
+        description="The boot server's HTTPS address (`metalflow boot-server --tls-port`): ramdisk agents "
+        "fetch a host's secrets (its config drive, its OCI image) there, checked against boot_server_ca; "
+        "unset: over boot_server_url",
+    )
+    boot_server_ca: Path | None = Field(
+        default=None,
+        description="PEM of the CA that signed the boot server's HTTPS certificate: on each host's ISO, "
+        "and at <boot_server_url>/boot-ca.pem for network-booted ramdisks",
+    )
     boot_dir: Path = Field(default=Path(".metalflow/boot"), description="What the boot server serves.")
     dnsmasq_hosts_dir: Path | None = Field(
         default=None, description="dnsmasq dhcp-hostsdir; default <boot_dir>/dnsmasq/hosts"
@@ -100,6 +111,11 @@ class Settings(BaseSettings):
         default=None,
         description="HOST:PORT for the Temporal SDK's Prometheus metrics (worker, bridge); unset: off.",
     )
+
+    @property
+    def agent_boot_server(self) -> str:
+        """Where a ramdisk's agent fetches the host's secrets with its token: HTTPS when configured."""
+        return (self.boot_server_tls_url or self.boot_server_url).rstrip("/")
 
 
 def get_settings() -> Settings:
