@@ -79,6 +79,7 @@ _METALFLOW_ONLY = {
     "deleted",
     "firmware_settings",  # HostFirmwareSettings status, not the BareMetalHost's
     "firmware_components",  # HostFirmwareComponents status
+    "security_events",  # refused agent replies: the status query, the CLI, the logs and metrics
 }
 
 
