@@ -137,6 +137,15 @@ class HostCountCollector(Collector):
             zip(errors, got[len(states) :], strict=True)
         )
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families without samples. Without describe(), REGISTRY.register() calls collect()
+        to learn the names: on the event loop's own thread (serve() runs there), collect() then
+        waits on a coroutine that loop cannot run, stalling the worker's start by its 20 s timeout."""
+        yield _gauge("metalflow_hosts", "Running host workflows by lifecycle state", "state", {})
+        yield _gauge(
+            "metalflow_hosts_in_error", "Running host workflows by metal3 errorType", "error_type", {}
+        )
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             now = time.monotonic()
