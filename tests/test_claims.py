@@ -156,10 +156,12 @@ async def bring_available(
         await asyncio.sleep(0.5)
 
 
-async def test_fifty_concurrent_claims_over_forty_hosts(
+async def test_twenty_concurrent_claims_over_sixteen_hosts(
     client: Client, settings: Settings, many: Any
 ) -> None:
-    async with many(40) as dc:
+    # Twice the dev server's ten in-flight Updates per workflow, four more claims than hosts: the
+    # allocator serialises them all the same, so more hosts add time, not proof.
+    async with many(16) as dc:
         with ThreadPoolExecutor(max_workers=64) as executor:
             async with build_worker(client, settings, executor):
                 await bring_available(client, settings, dc, lambda i: {"role": "worker", "rack": f"r{i % 4}"})
@@ -169,7 +171,7 @@ async def test_fifty_concurrent_claims_over_forty_hosts(
                 }
                 claims = [
                     Claim(id=f"c{i:02d}", namespace=dc.namespace, spec=ClaimSpec.model_validate(spec))
-                    for i in range(50)
+                    for i in range(20)
                 ]
                 await asyncio.gather(*(pools.claim(client, c, settings.task_queue) for c in claims))
                 # every claim has been through an allocation round: granted, or pending with a reason
@@ -182,9 +184,9 @@ async def test_fifty_concurrent_claims_over_forty_hosts(
                     await asyncio.sleep(0.5)
                 granted = [r for r in results if r.phase == ClaimPhase.GRANTED]
                 pending = [r for r in results if r.phase == ClaimPhase.PENDING]
-                assert len(granted) == 40 and len(pending) == 10
+                assert len(granted) == 16 and len(pending) == 4
                 hosts = [r.host.host_id for r in granted if r.host]
-                assert len(set(hosts)) == 40, "a host was granted twice"
+                assert len(set(hosts)) == 16, "a host was granted twice"
                 assert all("no available host matches" in r.reason for r in pending)
                 # consumerRef is set on every chosen host
                 for r in granted[:5]:
