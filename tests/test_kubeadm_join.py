@@ -145,7 +145,7 @@ async def test_expired_token_is_removed_by_the_token_cleaner_and_fails_discovery
     kubeadm's discovery with metalflow's JoinConfiguration fails."""
     monkeypatch.setenv("METALFLOW_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("METALFLOW_PUBLISH_STATUS_TO_KUBERNETES", raising=False)
-    monkeypatch.setattr(kubeadm, "TOKEN_TTL", timedelta(seconds=10))
+    monkeypatch.setattr(kubeadm, "TOKEN_TTL", timedelta(seconds=5))
     host = HostRef(namespace=ns, name=f"expiring-{uuid.uuid4().hex[:6]}")
     plan = await asyncio.to_thread(
         ActivityEnvironment().run,
@@ -159,7 +159,7 @@ async def test_expired_token_is_removed_by_the_token_cleaner_and_fails_discovery
         core = k8s.CoreV1Api(admin)
         data = core.read_namespaced_secret(name, "kube-system").data  # there until it expires
         expires = datetime.fromisoformat(base64.b64decode(data["expiration"]).decode().replace("Z", "+00:00"))
-        assert timedelta(0) < expires - datetime.now(UTC) <= timedelta(seconds=10)
+        assert timedelta(0) < expires - datetime.now(UTC) <= timedelta(seconds=5)
 
         def gone() -> bool:
             try:
