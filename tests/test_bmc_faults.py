@@ -17,7 +17,7 @@ import pytest_asyncio
 from temporalio.api.enums.v1 import RetryState
 from temporalio.client import Client
 from test_lifecycle import wait_status
-from tests_support import activity_runs, step_histories
+from tests_support import activity_runs, backing_off, step_histories
 
 from metalflow.api.models import BMCDetails, ErrorType, Host, HostStatus, OperationalStatus
 from metalflow.api.models import ProvisioningState as S
@@ -97,10 +97,12 @@ async def test_flaky_bmcs_still_provision_and_a_dead_bmc_is_a_power_management_e
         # it comes back with factory credentials: rejected at once, not retried, counted again
         proxies[BROKEN].clear()
         proxies[BROKEN].add(Rule(Fault.UNAUTHORIZED))
+        await backing_off(client, broken.ref.workflow_id)  # a retry sent before would be dropped
         await operations.signal(client, broken.ref, "retry")
         # (the wait is the check that errorCount went on to 2: asserting it again would restate it)
         seen.append(await wait_status(client, broken.ref, lambda s: s.error_count == 2, timeout=150))
         proxies[BROKEN].clear()  # the BMC is fixed for real
+        await backing_off(client, broken.ref.workflow_id)
         await operations.signal(client, broken.ref, "retry")
         seen.append(
             await wait_status(client, broken.ref, lambda s: not s.powered_on and s.error_type is None)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from temporalio.client import Client
+from tests_support import backing_off
 
 from metalflow.api.host import HostWorkflowInput
 from metalflow.api.models import HostStatus, ImageSpec
@@ -294,6 +295,7 @@ async def test_metalflow_cli_and_temporal_cli_drive_hosts(
                 assert [w["execution"]["workflowId"] for w in json.loads(listed.stdout)] == [
                     f"host/{ns}/cli-1"
                 ]
+                await backing_off(client, f"host/{ns}/cli-1")  # a retry sent before would be dropped
                 await signal_host("cli-1", "retry")
                 await until(
                     f"host/{ns}/cli-1", "retried at once", lambda st: st["errorCount"] == 2, timeout=25

@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
-from tests_support import malformed_yaml, record
+from tests_support import backing_off, malformed_yaml, record
 
 from metalflow.api.models import ErrorType, Host, HostStatus, JoinedNode, JoinSpec, SecretRef, Taint
 from metalflow.api.models import ProvisioningState as S
@@ -226,6 +226,7 @@ async def test_a_token_expired_before_the_host_joined_fails_the_step_and_the_ret
                 helper = asyncio.create_task(
                     kubelet(dc.emulated[0], cluster, after=len(dc.emulated[0].boots))
                 )
+                await backing_off(client, host.ref.workflow_id)  # a retry sent before would be dropped
                 await operations.signal(client, host.ref, "retry")
                 token = await asyncio.wait_for(helper, 240)
                 assert not token.startswith(stale.removeprefix("bootstrap-token-") + "."), (

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest_asyncio
 import requests
-from fixtures.crash import until
 from temporalio.client import Client
 from test_lifecycle import wait_status
-from tests_support import at_rest, eventually, record
+from tests_support import backing_off, eventually, record
 
 from metalflow.api.models import ErrorType, OperationalStatus
 from metalflow.api.models import ProvisioningState as S
@@ -76,11 +75,10 @@ async def test_resting_host_is_powered_back_on_and_a_failing_bmc_is_reported(
     assert "BMCAuthError" in st.error_message and st.operational_status == OperationalStatus.ERROR
     assert st.error_count >= 1 and st.provisioning.state == S.AVAILABLE
 
-    # Fixed credentials: the next check clears the error (retry skips the back-off). The retry
-    # is sent once the host waits out its back-off (nothing in flight): the query shows the
-    # error while its status.publish still runs, and a retry sent then would not count.
+    # Fixed credentials: the next check clears the error (retry skips the back-off; sent once
+    # the host is in it, see backing_off).
     write_secret(secret, {"username": "admin", "password": dc.password})
-    await until("the host to wait out its back-off", lambda: at_rest(client, host.ref.workflow_id), 60)
+    await backing_off(client, host.ref.workflow_id)
     await operations.signal(client, host.ref, "retry")
     st = await wait_status(client, host.ref, lambda s: s.error_type is None, 120)
     assert st.operational_status == OperationalStatus.OK and st.error_count == 0 and st.powered_on

@@ -114,6 +114,18 @@ async def at_rest(client: Client, workflow_id: str) -> bool:
     return not (desc.HasField("pending_workflow_task") or desc.pending_activities or desc.pending_children)
 
 
+async def backing_off(client: Client, workflow_id: str, timeout: float = 60) -> None:
+    """Wait until a host that reported an error waits out its back-off (nothing in flight), so a
+    `retry` signal sent now counts. The status query shows the error as soon as the workflow
+    records it, while the failure's status.publish still runs; a retry signalled in that window
+    is dropped (the back-off wait resets the flag after the publish) and the host sits out its
+    30 s+ back-off instead: how long depends on the machine's load."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await at_rest(client, workflow_id):
+        assert asyncio.get_running_loop().time() < deadline, f"{workflow_id} still busy after {timeout:.0f}s"
+        await asyncio.sleep(0.1)
+
+
 def activity_runs(histories: dict[str, list[HistoryEvent]]) -> list[ActivityRun]:
     runs: list[ActivityRun] = []
     for wid, events in histories.items():
