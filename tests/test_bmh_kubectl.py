@@ -17,7 +17,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 from temporalio.client import Client
-from tests_support import eventually, workflow_paused
+from tests_support import backing_off, eventually, workflow_paused
 
 from k8s_bridge.controller import Bridge
 from k8s_bridge.reconcile import DETACHED, INSPECT, PAUSED, REBOOT_PREFIX
@@ -208,6 +208,7 @@ async def test_kubectl_shows_live_columns_waits_on_the_state_and_describes_the_e
                     assert rows["kc-0"][1:5] == ["provisioning", "", "true", "provisioning error"], (
                         rows
                     )  # ERROR: "provisioning error"
+                    await backing_off(client, ref.workflow_id)  # a retry sent before would be dropped
                     await operations.signal(client, ref, "retry")
                     [again] = await eventually(
                         lambda: [w for w in warnings() if (w.get("count") or 1) >= 2],
