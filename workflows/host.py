@@ -70,6 +70,7 @@ LEARNT_MAC_PATCH = "learnt-boot-mac"
 # until the next power check (300 s): the change counter is now read before that await.
 WAKE_PATCH = "wake-on-change-during-give-back"
 FORGET_UUID_PATCH = "forget-uuid-claim"  # ...and a deleted one frees its SMBIOS UUID
+RETRY_PATCH = "retry-during-error-publish"  # a retry sent while the error was published was lost
 
 
 @workflow.defn(name=HOST_WORKFLOW)
@@ -420,13 +421,16 @@ class HostWorkflow:
         self, error_type: ErrorType, what: str, err: ChildWorkflowError | ActivityError
     ) -> None:
         record_error(self._status, error_type, err, self._ref.host_id, what)
+        early = workflow.patched(RETRY_PATCH)  # a retry sent once the error shows, during its publish, counts
+        if early:
+            self._retry_now, spec_at_failure = False, self._spec
         await self._publish()
-        await self._wait_after_error()
+        await self._wait_after_error(spec_at_failure if early else None)
 
-    async def _wait_after_error(self) -> None:
+    async def _wait_after_error(self, spec_at_failure: HostSpec | None = None) -> None:
         """Back off, but wake at once for a retry, a new spec, or a request `AFTER_ERROR` takes."""
-        spec_at_failure = self._spec
-        self._retry_now = False  # before any await: a retry or spec sent while the slot goes back counts
+        if spec_at_failure is None:  # as histories before RETRY_PATCH were made
+            spec_at_failure, self._retry_now = self._spec, False
         await self._slot.give_back()
         if not workflow.patched(WAKE_PATCH):  # as histories before the fix were made
             spec_at_failure, self._retry_now = self._spec, False
