@@ -36,6 +36,7 @@ from metalflow.api.models import (
 )
 
 POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 2.0  # wait_healthy's; its heartbeat timeout (workflows/campaign.py) is 20 s
 
 
 @activity.defn(name=CAMPAIGN_TARGETS)
@@ -102,18 +103,31 @@ async def apply_change(req: HostChange) -> None:
 @activity.defn(name=CAMPAIGN_WAIT)
 async def wait_healthy(req: HostChange) -> HostOutcome:
     """Until the host is provisioned and powered on with the change applied (ok), or its
-    servicing failed (the host's error); the activity's timeout is the campaign's health gate."""
+    servicing failed (the host's error); the activity's timeout is the campaign's health gate.
+    Heartbeats come from a task of their own, every HEARTBEAT_SECONDS however slow a query is
+    under load, so a worker lost mid-wait is noticed after a short heartbeat timeout."""
     client = activity.client()
     started = time.monotonic()
+    state = ["waiting"]
+    beating = asyncio.create_task(_heartbeats(state))
+    try:
+        while True:
+            spec, status = await look(client, req.host)
+            if status.error_type is not None:
+                return HostOutcome(ok=False, message=f"{status.error_type.value}: {status.error_message}")
+            applied = not settings_changed(spec, status) and not updates_changed(spec, status)
+            if status.provisioning.state == ProvisioningState.PROVISIONED and status.powered_on and applied:
+                return HostOutcome(ok=True, message=f"serviced in {time.monotonic() - started:.0f}s")
+            state[0] = status.provisioning.state.value
+            await asyncio.sleep(POLL_SECONDS)  # the host's own progress; no event to wait on from here
+    finally:
+        beating.cancel()
+
+
+async def _heartbeats(state: list[str]) -> None:
     while True:
-        spec, status = await look(client, req.host)
-        if status.error_type is not None:
-            return HostOutcome(ok=False, message=f"{status.error_type.value}: {status.error_message}")
-        applied = not settings_changed(spec, status) and not updates_changed(spec, status)
-        if status.provisioning.state == ProvisioningState.PROVISIONED and status.powered_on and applied:
-            return HostOutcome(ok=True, message=f"serviced in {time.monotonic() - started:.0f}s")
-        activity.heartbeat(status.provisioning.state.value)
-        await asyncio.sleep(POLL_SECONDS)  # the host's own progress; no event to wait on from here
+        activity.heartbeat(state[0])
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 def differences(spec_change: CampaignChange, status: HostStatus) -> list[str]:

@@ -182,7 +182,7 @@ class CampaignWorkflow:
                 change,
                 result_type=HostOutcome,
                 schedule_to_close_timeout=healthy,  # the gate: retries after a crash fit in it
-                heartbeat_timeout=timedelta(seconds=60),
+                heartbeat_timeout=timedelta(seconds=20),  # it beats every 2 s, from a task of its own
                 retry_policy=LOCAL_RETRY,
                 summary=f"wait for {host.ref.name} to be serviced and healthy",
             )
