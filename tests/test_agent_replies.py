@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from history_scan import assert_no_secret_in_histories
@@ -107,16 +108,17 @@ def test_only_a_reply_proved_with_this_boots_token_for_this_request_is_accepted(
 
 class Rogue:
     """Something on the provisioning network polling a host's queue: it answers the first task
-    it gets with a forged reply (a fake inventory or write, proved with a guess), then stops."""
+    it gets with a forged reply (a fake inventory or write, proved with a guess) or with garbage,
+    then stops."""
 
-    def __init__(self, client: Client, task_queue: str, boot_dir: Path, host_id: str) -> None:
+    def __init__(self, client: Client, task_queue: str, boot_dir: Path, host_id: str, garbage: bool) -> None:
         self.seen: list[tuple[str, bytes]] = []
         self.tokens: list[str] = []  # the boot's token when it got the task (for the test to look for)
         self.answered = asyncio.Event()
         self.boot_dir, self.host_id = boot_dir, host_id
 
         @activity.defn(dynamic=True)
-        async def forge(args: Sequence[RawValue]) -> dict:  # type: ignore[type-arg]
+        async def forge(args: Sequence[RawValue]) -> Any:
             if self.answered.is_set():  # only the first; later ones fail (the real agent retries)
                 raise RuntimeError("the rogue answers once")
             name = activity.info().activity_type
@@ -129,6 +131,8 @@ class Rogue:
                 else {"device": "/dev/sda", "bytesWritten": 1, "checksum": "0" * 64, "checksumType": "sha256"}
             )
             self.answered.set()
+            if garbage:  # not even a reply: must not wedge the workflow, only be refused
+                return ["not", "an", "agent", "reply"]
             return {
                 "result": result,
                 "proof": prove("a guess", b"forged"),
@@ -154,7 +158,8 @@ async def test_a_rogue_poller_during_inspection_and_deploy_gets_no_secret_and_is
         gate = asyncio.Event()  # the host's own agent waits: the queue is the rogue's alone
         emu.agent_gate = gate
         gates.append(gate)
-        rogues.append(Rogue(client, host.ref.agent_task_queue, settings.boot_dir, host.ref.host_id))
+        garbage = host is deployed
+        rogues.append(Rogue(client, host.ref.agent_task_queue, settings.boot_dir, host.ref.host_id, garbage))
     before = (rejected(AGENT_INVENTORY), rejected(AGENT_WRITE_IMAGE))
     runs = [asyncio.create_task(r.worker.run()) for r in rogues]
     try:
@@ -171,13 +176,14 @@ async def test_a_rogue_poller_during_inspection_and_deploy_gets_no_secret_and_is
     assert [name for name, _ in rogues[0].seen] == [AGENT_INVENTORY]
     assert [name for name, _ in rogues[1].seen] == [AGENT_WRITE_IMAGE]
 
-    for host, expected in ((inspected, AGENT_INVENTORY), (deployed, AGENT_WRITE_IMAGE)):
+    cases = ((inspected, AGENT_INVENTORY, "does not match"), (deployed, AGENT_WRITE_IMAGE, "no proof"))
+    for host, expected, why in cases:
         st = await wait_status(
             client, host.ref, lambda s: s.provisioning.state == S.PROVISIONED or s.error_type
         )
         assert st.error_type is None, st.error_message
         [event] = st.security_events
-        assert event.activity == expected and "does not match" in event.reason
+        assert event.activity == expected and why in event.reason
         assert event.step.startswith(host.ref.workflow_id)
     # the host's own agent did the work: the inventory is the real one, the image is on the disk
     st = await operations.status(client, inspected.ref)

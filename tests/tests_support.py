@@ -17,9 +17,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import TypeAdapter
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+
+from metalflow.api.agent import AgentReply
 
 HISTORIES = Path(__file__).parent / "histories"
 T = TypeVar("T")
@@ -167,6 +170,10 @@ def activity_results(histories: dict[str, list[HistoryEvent]], name: str, result
         for e in events:
             if e.activity_task_completed_event_attributes.scheduled_event_id in scheduled:
                 payload = e.activity_task_completed_event_attributes.result.payloads[0]
+                if name.startswith("agent."):  # the agent's replies come proved: the result inside
+                    reply = pydantic_data_converter.payload_converter.from_payload(payload, AgentReply)
+                    out.append(TypeAdapter(result_type).validate_python(reply.result))
+                    continue
                 out.append(pydantic_data_converter.payload_converter.from_payload(payload, result_type))
     return out
 

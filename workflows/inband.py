@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
@@ -115,32 +116,26 @@ async def run_on_host(
 ) -> T:
     """Run an agent activity, booting the ramdisk first unless one already answers."""
 
+    async def call(args: list[Any], schedule_to_start: timedelta, result: type[Any] | None) -> Any:
+        return await workflow.execute_activity(
+            activity,
+            args=args,
+            result_type=result,
+            task_queue=ref.agent_task_queue,
+            schedule_to_start_timeout=schedule_to_start,
+            start_to_close_timeout=start_to_close,
+            heartbeat_timeout=heartbeat,
+            retry_policy=AGENT_RETRY,
+            summary=summary,
+        )
+
     async def attempt(schedule_to_start: timedelta) -> T:
         if not workflow.patched(AGENT_PROOF_PATCH):
-            return await workflow.execute_activity(
-                activity,
-                args=[] if arg is None else [arg],
-                result_type=result_type,
-                task_queue=ref.agent_task_queue,
-                schedule_to_start_timeout=schedule_to_start,
-                start_to_close_timeout=start_to_close,
-                heartbeat_timeout=heartbeat,
-                retry_policy=AGENT_RETRY,
-                summary=summary,
-            )
+            return await call([] if arg is None else [arg], schedule_to_start, result_type)  # type: ignore[no-any-return]
         for _ in range(MAX_REFUSED_REPLIES):
             nonce = str(workflow.uuid4())
-            reply = await workflow.execute_activity(
-                activity,
-                _with_nonce(arg, nonce),
-                result_type=AgentReply,
-                task_queue=ref.agent_task_queue,
-                schedule_to_start_timeout=schedule_to_start,
-                start_to_close_timeout=start_to_close,
-                heartbeat_timeout=heartbeat,
-                retry_policy=AGENT_RETRY,
-                summary=summary,
-            )
+            # decoded here, not by the SDK: whatever a poller sends must not fail the workflow task
+            reply = _as_reply(await call([_with_nonce(arg, nonce)], schedule_to_start, None))
             verdict = await workflow.execute_local_activity(
                 AGENT_VERIFY,
                 VerifyReply(host=ref, activity=activity, nonce=nonce, reply=reply),
@@ -228,6 +223,14 @@ async def remove_configdrives(ref: HostRef, attempt: str = "") -> None:
 def _with_nonce(arg: Any, nonce: str) -> Any:
     """The request, with this call's nonce (inventory has no request of its own: it gets one)."""
     return InventoryRequest(nonce=nonce) if arg is None else arg.model_copy(update={"nonce": nonce})
+
+
+def _as_reply(value: Any) -> AgentReply:
+    """An AgentReply, or (anything else a poller sent) one without proof, which is refused."""
+    try:
+        return AgentReply.model_validate(value)
+    except ValidationError:
+        return AgentReply()
 
 
 def _parsed(result_type: type[T], value: Any) -> T:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from temporalio import activity
 
 from activities.bmc.registry import open_driver
+from activities.boot import agent_tokens
 from metalflow.api.bmc import (
     BMC_APPLY_BIOS,
     BMC_CONFIGURE_RAID,
@@ -43,6 +44,7 @@ from metalflow.api.bmc import (
     FirmwareUpdateRequest,
     FirmwareVersions,
     MediaRequest,
+    PowerAction,
     PowerRequest,
     PowerResult,
     RAIDRequest,
@@ -50,7 +52,8 @@ from metalflow.api.bmc import (
 from metalflow.api.errors import ErrorName, permanent
 from metalflow.api.firmware import BIOSState, changes
 from metalflow.api.firmware_components import FirmwareTaskState
-from metalflow.api.models import HardwareDetails
+from metalflow.api.models import HardwareDetails, HostRef
+from metalflow.runtime.settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 HEARTBEAT_EVERY = 2.0
@@ -101,6 +104,7 @@ def validate(target: BMCTarget) -> BMCValidation:
 @_keepalive
 def power(req: PowerRequest) -> PowerResult:
     driver = open_driver(req.target)
+    _new_boot_window(req, driver)
     result = driver.power(req.action, req.wait_seconds)
     activity.logger.info(
         "power %s on %s: on=%s changed=%s",
@@ -110,6 +114,18 @@ def power(req: PowerRequest) -> PowerResult:
         result.changed,
     )
     return result
+
+
+def _new_boot_window(req: PowerRequest, driver: Any) -> None:
+    """Before a power action that boots the host, its network boot gets a new agent token
+    (activities/boot/agent_tokens.py): the boot about to start fetches its iPXE script once more,
+    legitimately. The host is the calling workflow's (`host/<namespace>/<name>[/<step>]`)."""
+    parts = (activity.info().workflow_id or "").split("/") if activity.in_activity() else []
+    if len(parts) < 3 or parts[0] != "host" or req.action not in (PowerAction.ON, PowerAction.REBOOT):
+        return
+    if req.action == PowerAction.ON and driver.validate().powered_on:
+        return  # already on: no boot, and a running ramdisk keeps its token
+    agent_tokens.renew_for_boot(get_settings().boot_dir, HostRef(namespace=parts[1], name=parts[2]).host_id)
 
 
 @activity.defn(name=BMC_SET_BOOT_DEVICE)

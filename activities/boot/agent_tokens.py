@@ -85,6 +85,18 @@ def issue(boot_dir: Path, host_id: str, medium: Medium) -> AgentToken:
     return token
 
 
+def renew_for_boot(boot_dir: Path, host_id: str) -> bool:
+    """A power action is about to boot the host (activities/bmc): when it network-boots by iPXE
+    script, that boot gets a token of its own, which the script's next first fetch hands out. So
+    a boot window runs from one power-on to the next, however the host is powered (a step, a
+    reboot request, firmware applied at a reboot); a second fetch inside one is the security event."""
+    token = current(boot_dir, host_id)
+    if token is None or token.medium != Medium.PXE:
+        return False
+    issue(boot_dir, host_id, Medium.PXE)
+    return True
+
+
 def current(boot_dir: Path, host_id: str) -> AgentToken | None:
     try:
         data = json.loads(_path(boot_dir, host_id, ".json").read_text())
