@@ -13,6 +13,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import visibility_rows
 from metalflow.api import search_attributes as sa
 from metalflow.api import states
 from metalflow.api.fleet import (
@@ -125,25 +126,23 @@ async def observe(req: FleetObserve) -> FleetProgress:
     rows: dict[str, HostOutcome] = {}
     query = f'WorkflowType="{HOST_WORKFLOW}" AND HostNamespace="{req.namespace}"'
     running: set[str] = set()
-    async for wf in client.list_workflows(query):
-        ref = HostRef.from_workflow_id(wf.id)
+    keys = (sa.HOST_STATE.name, sa.ERROR_TYPE.name, sa.OPERATIONAL_STATUS.name)
+    async for wf in visibility_rows.rows(client, query, keys):
+        ref = HostRef.from_workflow_id(wf.workflow_id)
         live = wf.status == WorkflowExecutionStatus.RUNNING
         # one row per host: its running run wins over older runs (continued-as-new, ended)
         if ref.name not in wanted or ref.name in running or wf.status in SUPERSEDED:
             continue
         if ref.name in rows and not live:
             continue
-        attrs = wf.typed_search_attributes
-        state = attrs.get(sa.HOST_STATE) or ""
-        error_type = attrs.get(sa.ERROR_TYPE) or ""
+        state, error_type, operational = (wf.attrs[k] for k in keys)
         if wf.status in ENDED_BADLY:  # terminated, say: the host needs the operator
-            assert wf.status is not None
             error_type = f"workflow {wf.status.name.lower().replace('_', ' ')}"
         rows[ref.name] = HostOutcome(
             name=ref.name,
             namespace=ref.namespace,
             state=state,
-            operational_status=attrs.get(sa.OPERATIONAL_STATUS) or "",
+            operational_status=operational,
             error_type=error_type,
             settled=not live
             or states.settled(state, ref.name not in without_image, in_error=bool(error_type)),

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +34,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from bench.context import load, preamble
+from bench.history_counts import count
 from metalflow.api.fleet import FLEET_WORKFLOW, LIMITER_REQUEST, FleetInput, FleetProgress
 from metalflow.api.models import ProvisioningState as S
 from metalflow.runtime.settings import Settings
@@ -41,6 +45,7 @@ from testbed.temporal import start_dev_server
 
 STEPS = ("RegisterHost", "InspectHost", "CleanHost", "DeployHost")
 TICKS = os.sysconf("SC_CLK_TCK")
+DEV_ARGS: list[str] = []  # --dev-arg: extra `temporal server start-dev` arguments, for tuning runs
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:
@@ -78,6 +83,17 @@ def pct(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else values[0]
 
 
+def activity_type(ev: Any) -> str:
+    """The activity an event schedules, or the local activity a marker records ("" otherwise)."""
+    if ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        return str(ev.activity_task_scheduled_event_attributes.activity_type.name)
+    if ev.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+        data = ev.marker_recorded_event_attributes.details.get("data")
+        if data is not None and data.payloads:
+            return str(json.loads(data.payloads[0].data).get("activity_type", ""))
+    return ""
+
+
 async def step_latencies(client: Client, workflow_ids: list[str]) -> dict[str, list[float]]:
     """Per step: seconds from the child workflow's start command to its completion, from histories."""
     out: dict[str, list[float]] = defaultdict(list)
@@ -98,11 +114,7 @@ async def step_latencies(client: Client, workflow_ids: list[str]) -> dict[str, l
             elif ev.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
                 name, t0 = started[ev.child_workflow_execution_completed_event_attributes.initiated_event_id]
                 out[name].append(t - t0)
-            elif (
-                ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                and acquire is None
-                and ev.activity_task_scheduled_event_attributes.activity_type.name == LIMITER_REQUEST
-            ):
+            elif acquire is None and activity_type(ev) == LIMITER_REQUEST:
                 acquire = t
         out["host total"].append(
             history.events[-1].event_time.ToMicroseconds() / 1e6
@@ -152,10 +164,12 @@ class Engine:
         return sum(cpu_seconds(pid, children=True) for pid in self.pids())
 
 
-def start_engine(kind: str, root: Path, port: int, synchronous: str) -> Engine:
+def start_engine(
+    kind: str, root: Path, port: int, synchronous: str, dev_args: tuple[str, ...] = ()
+) -> Engine:
     if kind == "dev":
         pragmas = ("journal_mode=wal", f"synchronous={synchronous}")
-        temporal = start_dev_server(root, port=port, ui_port=None, pragmas=pragmas)
+        temporal = start_dev_server(root, port=port, ui_port=None, pragmas=pragmas, extra_args=dev_args)
         return Engine(
             f"dev server (SQLite WAL, synchronous={synchronous})", lambda: [temporal.pid], temporal.stop
         )
@@ -204,13 +218,19 @@ def bench_env(root: Path, port: int, limit: int) -> dict[str, str]:
 
 
 async def run(
-    kind: str, hosts: int, limit: int, image_mib: int, show_trace: bool, synchronous: str
+    kind: str,
+    hosts: int,
+    limit: int,
+    image_mib: int,
+    show_trace: bool,
+    synchronous: str,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="metalflow-fleet-bench-") as tmp:
         root = Path(tmp)
         port = free_port()
         env = bench_env(root, port, limit)
-        engine = start_engine(kind, root, port, synchronous)
+        engine = start_engine(kind, root, port, synchronous, tuple(DEV_ARGS))
         env.update(engine.client_env)
         os.environ.update(engine.client_env)
         settings = Settings()
@@ -225,6 +245,8 @@ async def run(
                 assert dc.sushy is not None
                 sushy_pid = dc.sushy.process.pid
                 server_cpu0, bench_cpu0 = engine.cpu(), time.process_time()
+                worker_cpu0 = cpu_seconds(worker.pid)
+                spy = profiler(worker.pid, profile) if profile else None
                 sushy_cpu0 = cpu_seconds(sushy_pid)
                 start = time.monotonic()
                 handle = await client.start_workflow(
@@ -253,10 +275,14 @@ async def run(
                 bench_cpu = time.process_time() - bench_cpu0
                 sushy_cpu = cpu_seconds(sushy_pid) - sushy_cpu0
                 worker_rss = peak_rss_mib(worker.pid)
-                worker_cpu = cpu_seconds(worker.pid)
+                worker_cpu = cpu_seconds(worker.pid) - worker_cpu0
+                if spy:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
             lat = await step_latencies(client, [f"host/default/bench-{i}" for i in range(hosts)])
             if show_trace:
                 await trace(client, f"host/default/bench-{hosts - 1}")
+            counts_ = await count(client)
         finally:
             worker.stop()
             engine.stop()
@@ -274,6 +300,13 @@ async def run(
         values = lat.get(name, [])
         if values:
             print(f"  {name:16s} p50 {pct(values, 50):6.2f}s  p99 {pct(values, 99):6.2f}s  (n={len(values)})")
+    done = max(counts["provisioned"], 1)
+    plane = (worker_cpu + server_cpu) / done
+    print(
+        f"  control plane CPU {plane:.2f} s/host (worker {worker_cpu / done:.2f} + "
+        f"{engine.name.split(' (')[0]} {server_cpu / done:.2f})"
+    )
+    print("\n".join(counts_.report(hosts)))
     print(f"  worker peak RSS {worker_rss:.0f} MiB, worker CPU {worker_cpu:.0f}s")
     print(
         f"  {engine.name} CPU {server_cpu:.0f}s over {elapsed:.0f}s "
@@ -281,19 +314,44 @@ async def run(
     )
     print(f"  sushy-emulator CPU {sushy_cpu:.0f}s; datacenter process (agents, boot) CPU {bench_cpu:.0f}s")
     print(f"after: {load()}", flush=True)
-    done = max(counts["provisioned"], 1)
-    return {"rate": rate, "server_cpu_per_host": server_cpu / done, "worker_cpu_per_host": worker_cpu / done}
+    return {
+        "rate": rate,
+        "server_cpu_per_host": server_cpu / done,
+        "worker_cpu_per_host": worker_cpu / done,
+        "plane_cpu_per_host": plane,
+    }
 
 
-async def main(
-    hosts: int, limit: int, image_mib: int, show_trace: bool, synchronous: str, stack: bool
-) -> None:
+def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the worker (collapsed stacks, for `bench.profile_top`); stopped by SIGINT."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(spy), "record", "--gil", "-p", str(pid), "-r", "50", "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def main(a: argparse.Namespace) -> None:
     logging.getLogger("sushy").setLevel(logging.CRITICAL)
     print(preamble("bench.fleet"), flush=True)
     figures = {}
-    for kind in ("dev", "stack") if stack else ("dev",):
-        figures[kind] = await run(kind, hosts, limit, image_mib, show_trace, synchronous)
-    if stack:
+    for kind in ("dev", "stack") if a.stack else ("dev",):
+        runs = []
+        for i in range(a.runs):
+            if a.runs > 1:
+                print(f"run {i + 1} of {a.runs} on {kind}:", flush=True)
+            runs.append(await run(kind, a.hosts, a.limit, a.image_mib, a.trace, a.synchronous, a.profile))
+        figures[kind] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        if a.runs > 1:
+            print(
+                f"{kind}: medians of {a.runs} runs: control plane CPU "
+                f"{figures[kind]['plane_cpu_per_host']:.2f} s/host (runs: "
+                + ", ".join(f"{r['plane_cpu_per_host']:.2f}" for r in runs)
+                + f"), {figures[kind]['rate']:.0f} hosts/min",
+                flush=True,
+            )
+    if a.stack:
         print("side by side (same fleet, one after the other in this run):")
         for kind, label in (("dev", "dev server, SQLite"), ("stack", "temporal-server, PostgreSQL")):
             f = figures[kind]
@@ -320,5 +378,9 @@ if __name__ == "__main__":
         action="store_true",
         help="then the same fleet on temporal-server + PostgreSQL (testbed/stack.py), side by side",
     )
-    a = p.parse_args()
-    asyncio.run(main(a.hosts, a.limit, a.image_mib, a.trace, a.synchronous, a.stack))
+    p.add_argument("--runs", type=int, default=1, help="runs per engine; figures are their medians")
+    p.add_argument("--profile", type=Path, help="py-spy the worker into this file (raw collapsed stacks)")
+    p.add_argument("--dev-arg", action="append", default=[], help="extra argument for the dev server")
+    args = p.parse_args()
+    DEV_ARGS.extend(args.dev_arg)
+    asyncio.run(main(args))

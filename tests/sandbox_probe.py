@@ -19,3 +19,27 @@ class SandboxImportProbe:
             except Exception as err:
                 outcome[name] = f"{type(err).__name__}: {err}"
         return outcome
+
+
+@workflow.defn(name="SandboxCallProbe")
+class SandboxCallProbe:
+    @workflow.run
+    async def run(self) -> dict[str, str]:
+        """Each non-deterministic call -> the error the sandbox raised ("" if it was let through)."""
+        import datetime
+        import random
+        import time
+
+        calls = {
+            "datetime.now": datetime.datetime.now,
+            "time.time": time.time,
+            "random.random": random.random,
+        }
+        outcome: dict[str, str] = {}
+        for name, call in calls.items():
+            try:
+                call()
+                outcome[name] = ""
+            except Exception as err:
+                outcome[name] = type(err).__name__
+        return outcome

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sandbox_probe import SandboxImportProbe
+from sandbox_probe import SandboxCallProbe, SandboxImportProbe
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -107,6 +107,20 @@ async def test_api_package_imports_inside_the_workflow_sandbox(client: Client) -
     assert {m: outcome[m] for m in modules if outcome[m]} == {}
     # the probe can tell: a module that reads the clock at import is refused by the sandbox
     assert "RestrictedWorkflowAccessError" in outcome["impure_at_import"]
+
+
+async def test_the_workers_sandbox_still_refuses_non_deterministic_calls(client: Client) -> None:
+    """The worker passes every module through (for speed); the sandbox's runtime checks stay."""
+    from workflows import sandbox_runner
+
+    queue = f"sandbox-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client, task_queue=queue, workflows=[SandboxCallProbe], workflow_runner=sandbox_runner()
+    ):
+        outcome = await client.execute_workflow(
+            SandboxCallProbe.run, id=f"sandbox-calls-{uuid.uuid4().hex[:8]}", task_queue=queue
+        )
+    assert outcome == dict.fromkeys(outcome, "RestrictedWorkflowAccessError") and len(outcome) == 3
 
 
 PRODUCT = ["metalflow", "workflows", "activities", "worker", "k8s_bridge"]

@@ -6,17 +6,19 @@ it booted from; a second host claiming the same machine, and a UUID that changed
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 from test_lifecycle import wait_status
-from tests_support import record, step_histories
+from tests_support import record
 
 from activities.boot import by_uuid, dnsmasq
 from metalflow.api.boot import BOOT_PREPARE, BootPrepareRequest
@@ -29,24 +31,39 @@ from testbed.datacenter import Datacenter
 from worker.control import build_worker
 
 
+class BootPrepares(Interceptor):
+    """Records every boot.prepare request the worker runs (a local activity: not in history)."""
+
+    def __init__(self) -> None:
+        self.seen: list[BootPrepareRequest] = []
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        seen = self.seen
+
+        class Record(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                if activity.info().activity_type == BOOT_PREPARE:
+                    seen.append(input.args[0])
+                return await super().execute_activity(input)
+
+        return Record(next)
+
+
+PREPARES = BootPrepares()
+
+
 @pytest_asyncio.fixture
 async def dc(client: Client, settings: Settings, ns: str) -> AsyncIterator[Datacenter]:
+    PREPARES.seen.clear()
     async with Datacenter(settings, hosts=2, namespace=ns) as datacenter:
         with ThreadPoolExecutor(max_workers=16) as executor:
-            async with build_worker(client, settings, executor):
+            async with build_worker(client, settings, executor, interceptors=[PREPARES]):
                 yield datacenter
 
 
-async def boot_prepares(client: Client, workflow_id: str) -> list[BootPrepareRequest]:
-    """The boot.prepare requests the host's steps made, in order (read from their histories)."""
-    found = []
-    for events in (await step_histories(client, workflow_id)).values():
-        for e in events:
-            if e.HasField("activity_task_scheduled_event_attributes"):
-                a = e.activity_task_scheduled_event_attributes
-                if a.activity_type.name == BOOT_PREPARE:
-                    found.append((e.event_time.ToDatetime(), json.loads(a.input.payloads[0].data)))
-    return [BootPrepareRequest.model_validate(doc) for _, doc in sorted(found, key=lambda x: x[0])]
+def boot_prepares(host: str) -> list[BootPrepareRequest]:
+    """The boot.prepare requests the host's steps made, in order."""
+    return [r for r in PREPARES.seen if r.host.name == host]
 
 
 async def test_host_without_mac_is_found_by_uuid_and_learns_its_mac(
@@ -72,7 +89,7 @@ async def test_host_without_mac_is_found_by_uuid_and_learns_its_mac(
     st = await wait_status(client, host.ref, lambda s: s.provisioning.state == S.AVAILABLE or s.error_type)
     assert st.error_type is None, st.error_message
     assert dc.emulated[0].boots[-1].target == "Pxe"
-    prepared = await boot_prepares(client, host.ref.workflow_id)
+    prepared = boot_prepares(host.ref.name)
     assert [(p.boot_mac_address, p.system_uuid) for p in prepared] == [
         (None, system.uuid),  # inspection: by UUID
         (system.mac, ""),  # deprovisioning's clean: by the learnt MAC

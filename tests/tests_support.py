@@ -66,9 +66,11 @@ def malformed_yaml() -> str:
 
 
 async def record(client: Client, workflow_id: str, name: str) -> None:
-    """Keep this run's histories (the host's and its steps') for the replay test, when asked to."""
+    """Keep this run's histories (the host's and its steps') for the replay test, when asked to;
+    METALFLOW_RECORD_SUFFIX names a new set (a new code path) beside the histories kept."""
     if not os.environ.get("METALFLOW_RECORD_HISTORIES"):
         return
+    name += os.environ.get("METALFLOW_RECORD_SUFFIX", "")
     async for wf in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"'):
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
         step = "" if wf.id == workflow_id else "-" + wf.id.rsplit("/", 1)[-1]
@@ -155,7 +157,22 @@ def activity_runs(histories: dict[str, list[HistoryEvent]]) -> list[ActivityRun]
                 run.outcome, run.retry_state, run.failure = "failed", a3.retry_state, a3.failure.message
             elif e.HasField("activity_task_timed_out_event_attributes"):
                 by_id[e.activity_task_timed_out_event_attributes.scheduled_event_id].outcome = "timed_out"
+            elif local := local_activity(e):  # one marker per local activity, its retries inside
+                m = e.marker_recorded_event_attributes
+                run = ActivityRun(wid, local["activity_type"], attempt=local["attempt"], outcome="completed")
+                if m.HasField("failure"):
+                    run.outcome, run.failure = "failed", m.failure.message
+                runs.append(run)
     return runs
+
+
+def local_activity(e: HistoryEvent) -> dict[str, Any]:
+    """What a local activity's marker says of it (activity_type, attempt, ...); {} for other events."""
+    m = e.marker_recorded_event_attributes
+    if not e.HasField("marker_recorded_event_attributes") or m.marker_name != "core_local_activity":
+        return {}
+    data: dict[str, Any] = json.loads(m.details["data"].payloads[0].data)
+    return data
 
 
 def activity_results(histories: dict[str, list[HistoryEvent]], name: str, result_type: type[T]) -> list[T]:
@@ -168,7 +185,11 @@ def activity_results(histories: dict[str, list[HistoryEvent]], name: str, result
             if e.activity_task_scheduled_event_attributes.activity_type.name == name
         }
         for e in events:
-            if e.activity_task_completed_event_attributes.scheduled_event_id in scheduled:
+            details = e.marker_recorded_event_attributes.details
+            if local_activity(e).get("activity_type") == name and "result" in details:
+                payload = details["result"].payloads[0]
+                out.append(pydantic_data_converter.payload_converter.from_payload(payload, result_type))
+            elif e.activity_task_completed_event_attributes.scheduled_event_id in scheduled:
                 payload = e.activity_task_completed_event_attributes.result.payloads[0]
                 if name.startswith("agent."):  # the agent's replies come proved: the result inside
                     reply = pydantic_data_converter.payload_converter.from_payload(payload, AgentReply)

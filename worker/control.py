@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
 
 from metalflow.runtime import metrics
 from metalflow.runtime.settings import Settings, get_settings
@@ -50,7 +51,9 @@ def control_activities() -> list[Any]:
     ]
 
 
-def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+def build_worker(
+    client: Client, settings: Settings, executor: ThreadPoolExecutor, interceptors: Sequence[Interceptor] = ()
+) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -58,7 +61,8 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         activities=control_activities(),
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,
-        workflow_runner=sandbox_runner(),
+        workflow_runner=sandbox_runner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
+        interceptors=interceptors,
     )
 
 

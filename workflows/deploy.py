@@ -32,6 +32,7 @@ from metalflow.api.oci import (
     write_request,
 )
 from workflows import bmc_calls
+from workflows.control_calls import control_call
 from workflows.inband import CONFIGDRIVE_PATCH, cleanup_boot, remove_configdrives, run_on_host
 from workflows.options import (
     AGENT_SHORT_TIMEOUT,
@@ -121,7 +122,7 @@ class DeployHost:
         per_attempt = workflow.patched(CONFIGDRIVE_PATCH)
         attempt = workflow.info().run_id if per_attempt else ""
         try:
-            staged = await workflow.execute_activity(
+            staged = await control_call(
                 CONFIGDRIVE_STAGE,
                 ConfigDriveRequest(
                     host=step.ref,
@@ -131,8 +132,7 @@ class DeployHost:
                     attempt=attempt,
                 ),
                 result_type=ConfigDriveStaged,
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=LOCAL_RETRY,
+                timeout=timedelta(minutes=2),
                 summary="build config drive (user-data stays out of history)",
             )
             await run_on_host(

@@ -1,5 +1,6 @@
 """Publishing a host's status: search attributes and memo for the UI, BareMetalHost.status
-through the status activity. Called after every change the operator should see."""
+through the status activity. Called after every change the operator should see.
+The status activity is a control call (workflows/control_calls.py): a local activity."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from temporalio import workflow
 from metalflow.api import search_attributes as sa
 from metalflow.api.host import STATUS_PUBLISH, StatusUpdate
 from metalflow.api.models import HostRef, HostSpec, HostStatus
-from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
+from workflows.control_calls import control_call
 
 
 async def publish(ref: HostRef, spec: HostSpec, status: HostStatus, paused: bool, detached: bool) -> None:
@@ -29,18 +30,10 @@ async def publish(ref: HostRef, spec: HostSpec, status: HostStatus, paused: bool
     line = summary(ref, status, paused, detached)
     workflow.upsert_memo({"summary": line})
     workflow.set_current_details(line)  # the UI's "Current Details" (a query: not in history)
-    await workflow.execute_activity(
-        STATUS_PUBLISH,
-        StatusUpdate(
-            host=ref,
-            status=status,
-            workflow_id=workflow.info().workflow_id,
-            run_id=workflow.info().run_id,
-        ),
-        start_to_close_timeout=LOCAL_TIMEOUT,
-        retry_policy=LOCAL_RETRY,
-        summary=f"publish status: {state.value or 'none'}",
+    update = StatusUpdate(
+        host=ref, status=status, workflow_id=workflow.info().workflow_id, run_id=workflow.info().run_id
     )
+    await control_call(STATUS_PUBLISH, update, summary=f"publish status: {state.value or 'none'}")
 
 
 def summary(ref: HostRef, st: HostStatus, paused: bool, detached: bool) -> str:

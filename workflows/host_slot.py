@@ -17,7 +17,7 @@ from metalflow.api.fleet import LIMITER_REQUEST, SLOT_RELEASE_SIGNAL, SlotReques
 from metalflow.api.models import HostRef, HostStatus, OperationalStatus
 from metalflow.api.models import ProvisioningState as S
 from metalflow.api.states import LIMITED
-from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
+from workflows.control_calls import control_call
 
 # Histories recorded before the provisioning limit took no slots; they replay without them.
 LIMIT_PATCH = "provisioning-limit"
@@ -58,11 +58,9 @@ class ProvisioningSlot:
 
     async def _request(self) -> None:
         info = workflow.info()
-        await workflow.execute_activity(
+        await control_call(
             LIMITER_REQUEST,
             SlotRequest(namespace=self._ref.namespace, holder=info.workflow_id, task_queue=info.task_queue),
-            start_to_close_timeout=LOCAL_TIMEOUT,
-            retry_policy=LOCAL_RETRY,
             summary="ask for a provisioning slot",
         )
 

@@ -29,6 +29,7 @@ from metalflow.api.errors import AGENT_REPLY_REFUSED, ErrorName
 from metalflow.api.models import HostRef, HostSpec
 from metalflow.api.security import SECURITY_EVENT_SIGNAL, SecurityEvent
 from workflows import bmc_calls
+from workflows.control_calls import control_call
 from workflows.options import (
     AGENT_RETRY,
     BMC_HEARTBEAT,
@@ -64,7 +65,7 @@ async def boot_ramdisk(
     """Point the host at the deploy ramdisk (PXE or virtual media) and (re)start it; a host
     without a MAC is PXE-booted by its registered SMBIOS `system_uuid`."""
     address = parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification)
-    prepared = await workflow.execute_activity(
+    prepared = await control_call(
         BOOT_PREPARE,
         BootPrepareRequest(
             host=ref,
@@ -77,8 +78,6 @@ async def boot_ramdisk(
             system_uuid="" if spec.boot_mac_address else system_uuid,
         ),
         result_type=BootPrepareResult,
-        start_to_close_timeout=LOCAL_TIMEOUT,
-        retry_policy=LOCAL_RETRY,
         summary=f"prepare network boot for {purpose.value}",
     )
     if address.virtual_media:
@@ -188,13 +187,7 @@ async def run_on_host(
 
 async def cleanup_boot(ref: HostRef) -> None:
     """Forget the host's network-boot entries: from now on it boots its own disk."""
-    await workflow.execute_activity(
-        BOOT_CLEANUP,
-        ref,
-        start_to_close_timeout=LOCAL_TIMEOUT,
-        retry_policy=LOCAL_RETRY,
-        summary="remove network boot entries",
-    )
+    await control_call(BOOT_CLEANUP, ref, summary="remove network boot entries")
 
 
 async def eject_media(spec: HostSpec) -> None:
@@ -211,11 +204,9 @@ async def eject_media(spec: HostSpec) -> None:
 
 async def remove_configdrives(ref: HostRef, attempt: str = "") -> None:
     """Take a deploy attempt's config drive (all of the host's, without one) off the boot server."""
-    await workflow.execute_activity(
+    await control_call(
         CONFIGDRIVE_REMOVE,
         ConfigDriveRemove(host=ref, attempt=attempt),
-        start_to_close_timeout=LOCAL_TIMEOUT,
-        retry_policy=LOCAL_RETRY,
         summary="remove the config drive from the boot server",
     )
 

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
         description="JSON key file ({active, keys}) that seals every control-plane payload in Temporal's "
         "history (AES-256-GCM); unset: payloads are plain JSON. `metalflow payload-key new` writes one.",
     )
+    workflow_sandbox: bool = Field(
+        default=True,
+        description="Run workflow code in Temporal's sandbox, which refuses non-deterministic calls "
+        "(the clock, I/O, random) at run time. Off: the same code runs unchecked, for a quarter less "
+        "worker CPU (the sandbox compiles and runs a snippet per payload); the test suite and the "
+        "replay tests always run with it on.",
+    )
     state_dir: Path = Field(
         default=Path(".metalflow"), description="Local state: dev server DB, boot files, logs."
     )

@@ -1,0 +1,86 @@
+"""What a host's lifecycle costs Temporal: events, workflow tasks, activities, signals per host.
+
+Control-plane CPU follows these counts (every workflow task is a poll, a replay or a cache hit,
+and a persisted batch of events), so the fleet benchmark prints them beside its CPU figure:
+a cut in CPU without a cut here is noise, and a cut here shows where the CPU went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+E = EventType
+
+
+@dataclass
+class Counts:
+    """Totals over every workflow run the namespace holds (continued-as-new runs included)."""
+
+    runs: int = 0
+    events: int = 0
+    workflow_tasks: int = 0
+    activities: Counter[str] = field(default_factory=Counter)
+    local_activities: int = 0
+    signals: Counter[str] = field(default_factory=Counter)
+    by_type: Counter[str] = field(default_factory=Counter)  # workflow type -> events
+    tasks_by_type: Counter[str] = field(default_factory=Counter)  # workflow type -> workflow tasks
+
+    def add(self, wf_type: str, events: list) -> None:  # type: ignore[type-arg]
+        self.runs += 1
+        self.events += len(events)
+        self.by_type[wf_type] += len(events)
+        for ev in events:
+            t = ev.event_type
+            if t == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                self.workflow_tasks += 1
+                self.tasks_by_type[wf_type] += 1
+            elif t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                self.activities[ev.activity_task_scheduled_event_attributes.activity_type.name] += 1
+            elif t == E.EVENT_TYPE_MARKER_RECORDED:
+                self.local_activities += 1
+            elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+                self.signals[ev.workflow_execution_signaled_event_attributes.signal_name] += 1
+
+    def report(self, hosts: int, top: int = 12) -> list[str]:
+        """Per-host averages, the largest first."""
+        h = max(hosts, 1)
+        lines = [
+            f"  per host: {self.events / h:.0f} history events, "
+            f"{self.workflow_tasks / h:.1f} workflow tasks, "
+            f"{sum(self.activities.values()) / h:.1f} activities, {self.local_activities / h:.1f} local "
+            f"activities, {sum(self.signals.values()) / h:.1f} signals, {self.runs / h:.1f} workflow runs"
+        ]
+        lines.append(
+            "    events/tasks by workflow type: "
+            + ", ".join(
+                f"{k} {v / h:.0f}/{self.tasks_by_type[k] / h:.1f}" for k, v in self.by_type.most_common()
+            )
+        )
+        lines.append(
+            "    activities: " + ", ".join(f"{k} {v / h:.1f}" for k, v in self.activities.most_common(top))
+        )
+        if self.signals:
+            lines.append(
+                "    signals: " + ", ".join(f"{k} {v / h:.1f}" for k, v in self.signals.most_common(top))
+            )
+        return lines
+
+
+async def count(client: Client, query: str = "") -> Counts:
+    """Fetch every history the query lists (16 at a time) and count."""
+    out = Counts()
+    gate = asyncio.Semaphore(16)
+
+    async def one(wid: str, run_id: str, wf_type: str) -> None:
+        async with gate:
+            history = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
+        out.add(wf_type, list(history.events))
+
+    jobs = [one(wf.id, wf.run_id, wf.workflow_type) async for wf in client.list_workflows(query or None)]
+    await asyncio.gather(*jobs)
+    return out
