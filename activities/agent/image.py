@@ -5,11 +5,12 @@ shows its format (qcow2's magic) and, with Content-Length or the qcow2 header's 
 whether it fits. A declared format the bytes contradict is an ImageFormatError, an image larger
 than the device an ImageTooLarge; both are permanent and leave every byte of the device as it was.
 
-Raw images are never held whole in memory or on disk: each chunk is hashed and written, and
-only the checksum at the end decides whether the disk keeps them; a mismatch wipes the device's
-partition tables and signatures, so a half-right image can never boot. qcow2 needs random
-access, so it goes to a temporary file and is verified (checksum, `qemu-img info`) before the
-device is wiped and `qemu-img convert -n` writes it.
+Raw images are never held whole in memory or on disk: each chunk is hashed and written (read,
+hash and write overlap in threads: image_pipeline), and only the checksum at the end decides
+whether the disk keeps them; a mismatch wipes the device's partition tables and signatures, so
+a half-right image can never boot. qcow2 needs random access, so it goes to a temporary file
+and is verified (checksum, `qemu-img info`) before the device is wiped and `qemu-img convert -n`
+writes it.
 
 A gzip download (an `oci://` image's gzip layer, through the boot server) is inflated as it
 streams; the checksum is over the bytes as sent, which is the layer's digest.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -27,21 +29,20 @@ import subprocess
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 from temporalio.exceptions import ApplicationError
 
 from activities.agent import boot_auth, cleaning
 from activities.agent.devices import BlockDevice
+from activities.agent.image_pipeline import BrokeOff, Download
 from metalflow.api.errors import ErrorName, permanent, transient
 from metalflow.api.models import ChecksumType, ImageFormat, ImageSpec
 
-CHUNK = 8 << 20
 QCOW2_MAGIC = b"QFI\xfb"
 VMDK_MAGIC = b"KDMV"  # a hosted sparse extent with its descriptor embedded (monolithicSparse)
 VDI_SIGNATURE = b"\x7f\x10\xda\xbe"  # little-endian 0xbeda107f at offset 0x40
@@ -128,58 +129,12 @@ def expected_checksum(image: ImageSpec) -> tuple[str, ChecksumType]:
 class _Head:
     """What the response and its first chunk tell before anything is written."""
 
-    first: bytes
     format: ImageFormat
     length: int  # Content-Length; 0 when the server sent none
 
 
 class _PastTheEnd(Exception):
     """The stream went on past the device's end, which no Content-Length had said in advance."""
-
-
-class _Wire:
-    """The download as the writer reads it: every byte that arrives is hashed (so an OCI layer's
-    digest is checked on what the registry sent), then inflated when the layer is gzip.
-
-    Inflating is bounded per read (`unconsumed_tail`), so a small chunk of a highly compressed
-    image never becomes gigabytes in memory; concatenated gzip members are read one after another.
-    """
-
-    def __init__(self, resp: requests.Response, digest: hashlib._Hash, compression: str) -> None:
-        self.raw = resp.raw
-        self.digest = digest
-        self.gzip = compression == "gzip"
-        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def _wire(self, n: int) -> bytes:
-        data: bytes = self.raw.read(n)
-        self.digest.update(data)
-        return data
-
-    def read(self, n: int) -> bytes:
-        if not self.gzip:
-            return self._wire(n)
-        while True:
-            if self.inflate.unconsumed_tail:
-                out = self.inflate.decompress(self.inflate.unconsumed_tail, n)
-            elif self.inflate.eof:
-                rest = self.inflate.unused_data or self._wire(n)
-                if not rest:
-                    return b""
-                self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the next gzip member
-                out = self.inflate.decompress(rest, n)
-            else:
-                comp = self._wire(n)
-                if not comp:
-                    return self.inflate.flush()  # a cut-off stream: the digest check catches it
-                out = self.inflate.decompress(comp, n)
-            if out:
-                return out
-
-    def cut_short(self) -> bool:
-        """A gzip stream that ended inside a member: its digest may match (the publisher's file
-        was cut), but the image is not all there."""
-        return self.gzip and not self.inflate.eof
 
 
 def write_image(
@@ -201,31 +156,33 @@ def write_image(
     want, kind = expected_checksum(image)
     # Open the download first: an image that is not there leaves the disk as it was.
     resp = _get(image.url, "image", stream=True, headers=headers, verify=verify)
-    digest = hashlib.new(kind.value)
-    src = _Wire(resp, digest, compression)
+    src = Download(resp, hashlib.new(kind.value), compression)
     head: _Head | None = None
     try:
-        head = _inspect(resp, src, image, dev)
+        chunks = src.chunks()
+        first = next(chunks, b"")
+        head = _inspect(resp, first, src.gzip, image, dev)
+        stream = itertools.chain((first,), chunks)
         if head.format in CONVERTED:
             spool = Path(workdir or tempfile.gettempdir())
             _check_spool_room(spool, head, image)
             with tempfile.NamedTemporaryFile(dir=spool, suffix=f".{head.format.value}") as tmp:
                 try:
-                    size = _copy(src, head, tmp.fileno(), progress)
+                    size = _copy(stream, head, tmp.fileno(), progress)
                 except OSError as err:
                     if err.errno != errno.ENOSPC:
                         raise
                     raise _spool_full(spool, head, image, "it ran out of room mid-download") from None
                 _whole(src, image, dev, written=False)
-                _verify(digest, want, kind, image, dev, written=False)
+                _verify(src.digest.hexdigest(), want, kind, image, dev, written=False)
                 _qemu_img_check(tmp.name, image, dev, head.format)
                 # A retried attempt starts from a clean device: no stale table from a half-written try.
                 cleaning.wipe_metadata(dev)
                 _qemu_img_convert(tmp.name, dev, head.format)
         else:
-            size = _write_raw(src, head, image, dev, progress)
+            size = _write_raw(stream, head, image, dev, progress)
             _whole(src, image, dev, written=True)
-            _verify(digest, want, kind, image, dev, written=True)
+            _verify(src.digest.hexdigest(), want, kind, image, dev, written=True)
     except zlib.error as err:
         if head is not None and head.format == ImageFormat.RAW:
             cleaning.wipe_metadata(dev)  # half written: never leave it bootable
@@ -234,10 +191,10 @@ def write_image(
             f"image {image.url} is declared gzip-compressed but does not inflate ({err}); "
             "fix the layer's media type or push it again",
         ) from None
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
-        # urllib3's own errors too: resp.raw.read raises them, not requests' wrappers
+    except BrokeOff as err:
         raise transient("ImageFetchError", f"the image download broke off: {err}") from None
     finally:
+        src.close()
         resp.close()
     return Written(size, want, kind)
 
@@ -259,12 +216,14 @@ def _check_spool_room(spool: Path, head: _Head, image: ImageSpec) -> None:
         raise _spool_full(spool, head, image, "its Content-Length is larger than the room left")
 
 
-def _inspect(resp: requests.Response, src: _Wire, image: ImageSpec, dev: BlockDevice) -> _Head:
-    """Read the first chunk; check the format against spec.image.format and the size against the device."""
+def _inspect(
+    resp: requests.Response, first: memoryview | bytes, gzip: bool, image: ImageSpec, dev: BlockDevice
+) -> _Head:
+    """Check the first chunk's format against spec.image.format and the size against the device."""
     # a compressed download's length says nothing about the image's size
-    length = 0 if src.gzip else int(resp.headers.get("Content-Length") or 0)
-    first = src.read(CHUNK)
-    found = detect_format(first)
+    length = 0 if gzip else int(resp.headers.get("Content-Length") or 0)
+    peek = bytes(first[:4096])  # every header we read is in its first 80 bytes
+    found = detect_format(peek)
     if image.format and image.format != found:
         shows = f"{found.value}'s header" if found != ImageFormat.RAW else "no qcow2, vdi or vmdk header"
         raise permanent(
@@ -273,7 +232,7 @@ def _inspect(resp: requests.Response, src: _Wire, image: ImageSpec, dev: BlockDe
             f"show {shows}); fix spec.image.format (or leave it unset to detect it)",
         )
     if found == ImageFormat.QCOW2:
-        virtual = _qcow2_virtual_size(first, image)
+        virtual = _qcow2_virtual_size(peek, image)
         if virtual > dev.size_bytes:
             raise _too_large(image, f"{virtual} bytes (its qcow2 virtual size)", dev)
     elif found in CONVERTED:
@@ -282,7 +241,7 @@ def _inspect(resp: requests.Response, src: _Wire, image: ImageSpec, dev: BlockDe
         raise _too_large(image, f"{length} bytes (its Content-Length)", dev)
     elif len(first) > dev.size_bytes:
         raise _too_large(image, f"over {dev.size_bytes} bytes (no Content-Length; its first chunk)", dev)
-    return _Head(first, found, length)
+    return _Head(found, length)
 
 
 def _qcow2_virtual_size(first: bytes, image: ImageSpec) -> int:
@@ -313,7 +272,7 @@ def _too_large(image: ImageSpec, size: str, dev: BlockDevice) -> ApplicationErro
 
 
 def _write_raw(
-    src: _Wire,
+    src: Iterator[memoryview | bytes],
     head: _Head,
     image: ImageSpec,
     dev: BlockDevice,
@@ -341,18 +300,19 @@ def _write_raw(
 
 
 def _copy(
-    src: _Wire,
+    src: Iterator[memoryview | bytes],
     head: _Head,
     fd: int,
     progress: Progress,
     limit: int | None = None,
 ) -> int:
-    """Write every chunk as it arrives (`src` hashes it); report progress about once a second.
+    """Write every chunk as it arrives (the pipeline hashes it meanwhile); report progress about
+    once a second.
 
     With a limit, no chunk that would end past it is written (`_PastTheEnd` instead).
     """
-    written, last, chunk = 0, 0.0, head.first
-    while chunk:
+    written, last = 0, 0.0
+    for chunk in src:
         if limit is not None and written + len(chunk) > limit:
             raise _PastTheEnd
         view = memoryview(chunk)
@@ -362,13 +322,12 @@ def _copy(
         if time.monotonic() - last > 1:
             progress(written, head.length)
             last = time.monotonic()
-        chunk = src.read(CHUNK)
     os.fsync(fd)
     progress(written, head.length)
     return written
 
 
-def _whole(src: _Wire, image: ImageSpec, dev: BlockDevice, written: bool) -> None:
+def _whole(src: Download, image: ImageSpec, dev: BlockDevice, written: bool) -> None:
     if not src.cut_short():
         return
     if written:
@@ -381,10 +340,9 @@ def _whole(src: _Wire, image: ImageSpec, dev: BlockDevice, written: bool) -> Non
 
 
 def _verify(
-    digest: hashlib._Hash, want: str, kind: ChecksumType, image: ImageSpec, dev: BlockDevice, written: bool
+    got: str, want: str, kind: ChecksumType, image: ImageSpec, dev: BlockDevice, written: bool
 ) -> None:
     """A mismatch is permanent; a device already written is wiped first so the image cannot boot."""
-    got = digest.hexdigest()
     if got == want:
         return
     if written:
