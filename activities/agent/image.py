@@ -10,7 +10,7 @@ hash and write overlap in threads: image_pipeline), and only the checksum at the
 whether the disk keeps them; a mismatch wipes the device's partition tables and signatures, so
 a half-right image can never boot. qcow2 needs random access, so it goes to a temporary file
 and is verified (checksum, `qemu-img info`) before the device is wiped and `qemu-img convert -n`
-writes it.
+writes it. Either way the device is flushed before the writer returns.
 
 A gzip download (an `oci://` image's gzip layer, through the boot server) is inflated as it
 streams; the checksum is over the bytes as sent, which is the layer's digest.
@@ -168,7 +168,7 @@ def write_image(
             _check_spool_room(spool, head, image)
             with tempfile.NamedTemporaryFile(dir=spool, suffix=f".{head.format.value}") as tmp:
                 try:
-                    size = _copy(stream, head, tmp.fileno(), progress)
+                    size = _copy(stream, head, tmp.fileno(), progress, sync=False)
                 except OSError as err:
                     if err.errno != errno.ENOSPC:
                         raise
@@ -305,9 +305,11 @@ def _copy(
     fd: int,
     progress: Progress,
     limit: int | None = None,
+    sync: bool = True,
 ) -> int:
     """Write every chunk as it arrives (the pipeline hashes it meanwhile); report progress about
-    once a second.
+    once a second. `sync`: fsync before returning, so the image is on the disk when the host is
+    power-cycled (a spool file is only read back, then deleted: no fsync).
 
     With a limit, no chunk that would end past it is written (`_PastTheEnd` instead).
     """
@@ -322,7 +324,8 @@ def _copy(
         if time.monotonic() - last > 1:
             progress(written, head.length)
             last = time.monotonic()
-    os.fsync(fd)
+    if sync:
+        os.fsync(fd)
     progress(written, head.length)
     return written
 
@@ -383,9 +386,13 @@ def _qemu_img_check(
 
 
 def _qemu_img_convert(src: str, dev: BlockDevice, fmt: ImageFormat = ImageFormat.QCOW2) -> None:
-    """qcow2/vdi/vmdk -> raw onto the existing device (-n: never recreate or truncate the target)."""
+    """qcow2/vdi/vmdk -> raw onto the existing device (-n: never recreate or truncate the target).
+
+    `-t writeback`: qemu-img flushes the target before it exits; its default for convert
+    (cache=unsafe) never does, and a power-cycle right after would lose what was in the cache.
+    """
     done = subprocess.run(
-        ["qemu-img", "convert", "-n", "-f", fmt.value, "-O", "raw", src, str(dev.path)],
+        ["qemu-img", "convert", "-t", "writeback", "-n", "-f", fmt.value, "-O", "raw", src, str(dev.path)],
         capture_output=True,
         text=True,
         check=False,
