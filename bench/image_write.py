@@ -1,13 +1,18 @@
-"""Image writer throughput vs `curl | dd bs=4M`, and its peak RSS at two image sizes.
+"""Image writer throughput vs `curl | dd bs=4M` (raw) and curl + `qemu-img convert` (qcow2), and its
+peak RSS, at two image sizes, in one run.
 
-Both sides fetch the same bytes from the same boot server (aiohttp, sendfile) on loopback and
-write them to the same sparse target file with an fsync at the end; the writer also hashes
-(sha256) every byte and wipes the target's metadata first, which dd does not. The writer is
-timed inside its process (its interpreter start is not counted), curl|dd from outside (two
-process starts, a few ms, are). One untimed curl|dd per image first puts it in the page cache
-for both sides; the rounds then alternate which side goes first, and the figure is the median
-of the per-round ratios, each round printed. Prints the command and the load; asserts nothing.
-Run: .venv/bin/python -m bench.image_write [--mib 1024] [--rounds 5]
+Every side fetches the same bytes from the same boot server (aiohttp, sendfile) on loopback, writes
+the same sparse target file and flushes it before its clock stops: the writer fsyncs (raw) or has
+qemu-img flush (`-t writeback`, qcow2), dd runs with conv=fsync, the qcow2 baseline's qemu-img
+with `-t writeback` too. The writer also hashes (sha256) every byte and wipes the target's metadata
+first, which the baselines do not; for qcow2 both spool the file to the same directory (the writer
+then runs `qemu-img info` and `convert`, the baseline only `convert`). The writer is timed inside
+its process (its interpreter start is not counted), the baselines from outside (process starts, a
+few ms, are). One untimed baseline per image first puts it in the page cache for both sides; the
+rounds then alternate which side goes first, and the ratio is the median of the per-round ratios,
+each round printed; MiB/s are of the raw image (a qcow2's virtual size). Prints the command and the
+load; asserts nothing.
+Run: .venv/bin/python -m bench.image_write [--mib 1024] [--small-mib 128] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.context import load, preamble
-from testbed.images import build_raw_image
+from testbed.images import build_raw_image, convert_to_qcow2
 from testbed.processes import boot_server, free_port
 
 WRITER = r"""
@@ -32,67 +38,82 @@ from pathlib import Path
 from activities.agent.devices import BlockDevice
 from activities.agent.image import write_image
 from metalflow.api.models import ImageSpec
-url, digest, target, size = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
-dev = BlockDevice(name="/dev/bench", path=target, size_bytes=size)
+url, digest, target, size, fmt, spool = sys.argv[1:7]
+dev = BlockDevice(name="/dev/bench", path=Path(target), size_bytes=int(size))
 start = time.perf_counter()
-spec = ImageSpec(url=url, checksum=digest, checksumType="sha256", format="raw")
-written = write_image(spec, dev, lambda n, t: None)
+spec = ImageSpec(url=url, checksum=digest, checksumType="sha256", format=fmt)
+written = write_image(spec, dev, lambda n, t: None, workdir=Path(spool))
 elapsed = time.perf_counter() - start
+mib = lambda who: resource.getrusage(who).ru_maxrss / 1024
 print(json.dumps({"seconds": elapsed, "bytes": written.bytes_written,
-                  "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "maxrss_mib": mib(resource.RUSAGE_SELF), "children_mib": mib(resource.RUSAGE_CHILDREN)}))
 """
 
 
-def run_writer(url: str, digest: str, target: Path, disk_size: int) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", WRITER, url, digest, str(target), str(disk_size)],
-        check=True,
-        capture_output=True,
-        text=True,
+@dataclass(frozen=True)
+class Case:
+    """One image in one format: where it is served, its digest, and the baseline's shell command."""
+
+    fmt: str
+    url: str
+    digest: str
+    baseline: str
+
+
+def baseline_command(fmt: str, url: str, target: Path, spool: Path) -> str:
+    if fmt == "raw":
+        return f"curl -sf {url} | dd of={target} bs=4M iflag=fullblock conv=notrunc,fsync status=none"
+    tmp = spool / "baseline.qcow2"
+    return (
+        f"curl -sf -o {tmp} {url} && qemu-img convert -t writeback -n -f qcow2 -O raw {tmp} {target}"
+        f" && rm {tmp}"
     )
+
+
+def run_writer(case: Case, target: Path, disk_size: int, spool: Path) -> dict[str, float]:
+    argv = [case.url, case.digest, str(target), str(disk_size), case.fmt, str(spool)]
+    out = subprocess.run([sys.executable, "-c", WRITER, *argv], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
-def run_dd(url: str, target: Path) -> float:
+def run_baseline(case: Case) -> float:
     start = time.perf_counter()
-    subprocess.run(
-        f"curl -sf {url} | dd of={target} bs=4M iflag=fullblock conv=notrunc,fsync status=none",
-        shell=True,
-        check=True,
-    )
+    subprocess.run(case.baseline, shell=True, check=True)
     return time.perf_counter() - start
 
 
 def rounds(
-    url: str, digest: str, mib: int, target: Path, disk_size: int, n: int
-) -> tuple[list[tuple[float, float]], float]:
-    """N paired runs, alternating which side goes first: each round's (writer, curl|dd) MiB/s and
-    the writer's peak RSS."""
-    pairs, peak = [], 0.0
-    run_dd(url, target)  # untimed: the image into the page cache, for both sides alike
+    case: Case, mib: int, target: Path, disk_size: int, spool: Path, n: int
+) -> tuple[list[tuple[float, float]], float, float]:
+    """N paired runs, alternating which side goes first: each round's (writer, baseline) MiB/s, the
+    writer's peak RSS and its children's (qemu-img)."""
+    pairs, peak, children = [], 0.0, 0.0
+    run_baseline(case)  # untimed: the image into the page cache, for both sides alike
+    base = "curl|dd" if case.fmt == "raw" else "curl+qemu-img"
     for i in range(n):
         rate: dict[str, float] = {}
-        order = ("writer", "curl|dd") if i % 2 == 0 else ("curl|dd", "writer")
+        order = ("writer", base) if i % 2 == 0 else (base, "writer")
         for side in order:
             if side == "writer":
-                w = run_writer(url, digest, target, disk_size)
+                w = run_writer(case, target, disk_size, spool)
                 rate[side], peak = mib / w["seconds"], max(peak, w["maxrss_mib"])
+                children = max(children, w["children_mib"])
             else:
-                rate[side] = mib / run_dd(url, target)
-        pairs.append((rate["writer"], rate["curl|dd"]))
+                rate[side] = mib / run_baseline(case)
+        pairs.append((rate["writer"], rate[base]))
         print(
             f"    round {i + 1} ({order[0]} first): writer {rate['writer']:7.1f} MiB/s, "
-            f"curl|dd {rate['curl|dd']:7.1f} MiB/s, ratio {rate['writer'] / rate['curl|dd']:.2f}",
+            f"{base} {rate[base]:7.1f} MiB/s, ratio {rate['writer'] / rate[base]:.2f}",
             flush=True,
         )
-    return pairs, peak
+    return pairs, peak, children
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--mib", type=int, default=1024, help="large image size in MiB")
     p.add_argument("--small-mib", type=int, default=128, help="small image size (RSS comparison)")
-    p.add_argument("--rounds", type=int, default=5, help="paired runs per image size (odd: a true median)")
+    p.add_argument("--rounds", type=int, default=3, help="paired runs per case (odd: a true median)")
     args = p.parse_args()
     print(preamble("bench.image_write"), flush=True)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", "/var/tmp")) as tmp:
@@ -100,30 +121,40 @@ def main() -> None:
         port = free_port()
         server = boot_server(root / "boot", port, root / "boot-server.log")
         try:
-            target = root / "disk.img"
-            disk_size = (args.mib + 64) << 20
+            target, spool = root / "disk.img", root / "spool"
+            spool.mkdir()
+            disk_size = (max(args.mib, args.small_mib) + 64) << 20
             with target.open("wb") as f:
                 os.truncate(f.fileno(), disk_size)
-            print(f"image writer vs curl|dd, loopback HTTP, target {target} (sparse file)")
-            rss = {}
+            print(f"loopback HTTP, target {target} (sparse file), qcow2 spooled to {spool}")
+            summary, rss = [], {}
             for mib in (args.small_mib, args.mib):
-                img = build_raw_image(
-                    root / "boot" / "images" / f"img-{mib}.img", size_mib=mib, label=str(mib)
-                )
-                url = f"http://127.0.0.1:{port}/images/{img.path.name}"
-                print(f"  {mib} MiB image:")
-                pairs, rss[mib] = rounds(url, img.sha256, mib, target, disk_size, args.rounds)
-                ratios = [w / d for w, d in pairs]
-                writer, dd = (statistics.median(side) for side in zip(*pairs, strict=True))
-                print(
-                    f"  {mib:5d} MiB, medians of {len(pairs)} rounds: writer {writer:.0f} MiB/s "
-                    f"(sha256 included), curl|dd {dd:.0f} MiB/s, ratio {statistics.median(ratios):.2f} "
-                    f"(min {min(ratios):.2f}, max {max(ratios):.2f}); writer peak RSS {rss[mib]:.0f} MiB"
-                )
-            small, large = rss[args.small_mib], rss[args.mib]
+                images = root / "boot" / "images"
+                raw = build_raw_image(images / f"img-{mib}.img", size_mib=mib, label=str(mib))
+                qcow2 = convert_to_qcow2(raw, images / f"img-{mib}.qcow2")
+                for fmt, img in (("raw", raw), ("qcow2", qcow2)):
+                    url = f"http://127.0.0.1:{port}/images/{img.path.name}"
+                    case = Case(fmt, url, img.sha256, baseline_command(fmt, url, target, spool))
+                    print(f"  {mib} MiB {fmt} image ({img.size >> 20} MiB file); baseline: {case.baseline}")
+                    pairs, peak, children = rounds(case, mib, target, disk_size, spool, args.rounds)
+                    rss[mib, fmt] = peak
+                    ratios = [w / b for w, b in pairs]
+                    writer, base = (statistics.median(side) for side in zip(*pairs, strict=True))
+                    qemu = f", qemu-img {children:.0f} MiB" if fmt == "qcow2" else ""
+                    summary.append(
+                        f"  {mib:5d} MiB {fmt:5s} medians of {len(pairs)}: writer {writer:4.0f} MiB/s, "
+                        f"{'curl|dd' if fmt == 'raw' else 'curl+qemu-img'} {base:4.0f} MiB/s, ratio "
+                        f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+                        f"writer peak RSS {peak:.0f} MiB{qemu}"
+                    )
+                    print(summary[-1], flush=True)
+                raw.path.unlink()
+                qcow2.path.unlink()
+            print("summary (writer: sha256 + fsync; baselines: fsync too):", *summary, sep="\n")
+            small, large = (max(rss[mib, f] for f in ("raw", "qcow2")) for mib in (args.small_mib, args.mib))
             print(
                 f"  peak RSS {small:.0f} MiB at {args.small_mib} MiB vs {large:.0f} MiB at {args.mib} MiB "
-                f"(x{args.mib // args.small_mib} image, RSS x{large / small:.2f})"
+                f"(x{args.mib / args.small_mib:.0f} image, RSS x{large / small:.2f})"
             )
         finally:
             server.stop()
