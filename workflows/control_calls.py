@@ -17,6 +17,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
@@ -34,14 +35,27 @@ async def control_call(
 ) -> Any:
     """Run a short control-plane activity: locally in new histories, as a task before the patch."""
     if workflow.patched(CONTROL_LOCAL_PATCH):
-        return await workflow.execute_local_activity(
-            activity,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timeout,
-            retry_policy=retry,
-            summary=summary,
-        )
+        try:
+            return await workflow.execute_local_activity(
+                activity,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=timeout,
+                retry_policy=retry,
+                summary=summary,
+            )
+        except (ApplicationError, TimeoutError) as err:
+            # a local activity's failure arrives bare: wrapped as a task's is, so callers that
+            # catch ActivityError (the slot request, the steps' error records) see no difference
+            raise ActivityError(
+                f"{activity} failed",
+                scheduled_event_id=0,
+                started_event_id=0,
+                identity="",
+                activity_type=activity,
+                activity_id="",
+                retry_state=None,
+            ) from err
     return await workflow.execute_activity(
         activity,
         arg,
