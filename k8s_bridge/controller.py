@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -57,6 +58,7 @@ class Controller:
 
     group, version, plural = METAL3_GROUP, METAL3_VERSION, BMH_PLURAL
     finalizer = FINALIZER
+    keeps_store = False  # mirror every object listed and watched (an informer's cache) in `store`
 
     def __init__(
         self,
@@ -85,6 +87,8 @@ class Controller:
         self._follow_ups: set[asyncio.Task[None]] = set()
         self._requeues: dict[str, asyncio.Task[None]] = {}
         self.reconciled = 0  # for tests and metrics
+        self.store: dict[str, dict[str, Any]] = {}  # by "namespace/name", when keeps_store
+        self.synced = False  # the store holds a full list (and the watch since), when keeps_store
 
     async def handle(self, obj: dict[str, Any]) -> Fingerprint:
         """Reconcile one object; return its fingerprint as it stands after our own patches."""
@@ -118,6 +122,13 @@ class Controller:
         return task
 
     # ---- work queue ----
+
+    def _observe(self, obj: dict[str, Any]) -> None:
+        """A watched object as it now stands: into the store first (a reconcile it triggers
+        elsewhere reads it from there), then onto the queue."""
+        if self.keeps_store:
+            self.store[_key(obj)] = obj
+        self._enqueue(obj)
 
     def _enqueue(self, obj: dict[str, Any], force: bool = False) -> None:
         """Queue the object's key once; a key being reconciled is queued again when it is done."""
@@ -211,7 +222,9 @@ class Controller:
                 obj = event["object"]
                 rv = obj.get("metadata", {}).get("resourceVersion", rv)
                 if event["type"] in ("ADDED", "MODIFIED"):
-                    loop.call_soon_threadsafe(self._enqueue, obj)
+                    loop.call_soon_threadsafe(self._observe, obj)
+                elif event["type"] == "DELETED" and self.keeps_store:
+                    loop.call_soon_threadsafe(self.store.pop, _key(obj), None)
         except ApiException as exc:
             if exc.status == 410:
                 gone.set()
@@ -233,6 +246,9 @@ class Controller:
                     log.warning("%s.%s is not served; install k8s_bridge/crds/", self.plural, self.group)
                     await asyncio.sleep(CRD_MISSING_RETRY_SECONDS)
                     continue
+                if self.keeps_store:
+                    self.store = {_key(obj): obj for obj in items}
+                    self.synced = True
                 for obj in items:
                     self._enqueue(obj, force=True)  # resync: reconcile everything in full
                 # One watch per list: when the server ends it (timeout = resync period) or
@@ -274,18 +290,38 @@ class Controller:
 
 
 class Bridge(Controller):
-    """BareMetalHosts (with their HostFirmwareSettings) -> HostWorkflows."""
+    """BareMetalHosts (with their HostFirmwareSettings, ...) -> HostWorkflows.
+
+    A new object costs one `start_workflow` and one patch, side by side: its related objects
+    come from the RelatedWatch stores (a GET each only while those have not listed yet), and
+    its finalizer, which every plan for it adds, need not wait for the start. Each API call
+    before the start was latency in front of it and CPU taken from the servers on the way.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.related: dict[str, RelatedWatch] = {}  # by plural; each RelatedWatch adds itself
 
     async def handle(self, obj: dict[str, Any]) -> Fingerprint:
         meta = obj["metadata"]
         ref = HostRef(namespace=meta.get("namespace", "default"), name=meta["name"])
-        related = Related(
-            firmware_settings=await self.blocking(self._same_name, HFS_PLURAL, ref),
-            update_policy=await self.blocking(self._same_name, HUP_PLURAL, ref),
-            firmware_components=await self.blocking(self._same_name, HFC_PLURAL, ref),
+        hfs, hup, hfc = await asyncio.gather(
+            *(self._same_name(plural, ref) for plural in (HFS_PLURAL, HUP_PLURAL, HFC_PLURAL))
         )
-        plan = await reconcile(obj, self._temporal, self._settings, related)
-        await self.blocking(self._apply_plan, obj, plan)
+        related = Related(firmware_settings=hfs, update_policy=hup, firmware_components=hfc)
+        finalizers = list(meta.get("finalizers") or [])
+        early: asyncio.Future[str | None] | None = None
+        if not meta.get("deletionTimestamp") and FINALIZER not in finalizers:
+            early = asyncio.ensure_future(
+                self.blocking(self._patch_metadata, obj, {"finalizers": [*finalizers, FINALIZER]})
+            )
+        try:
+            plan = await reconcile(obj, self._temporal, self._settings, related)
+        finally:
+            rv = await early if early is not None else None
+        # After the finalizer patch, the rest of the plan is made against the version it wrote.
+        rest = dataclasses.replace(plan, add_finalizer=False) if rv else plan
+        await self.blocking(self._apply_plan, obj, rest, rv)
         if "delete" in plan.signals:
             self._follow_up(obj)
         return fingerprint(obj, plan)
@@ -304,9 +340,18 @@ class Bridge(Controller):
 
         self._spawn(wait_then_requeue())
 
-    def _same_name(self, plural: str, ref: HostRef) -> dict[str, Any] | None:
-        """The host's object of another metal3 kind (same name), if any; none when the kind's
-        CRD is not installed."""
+    async def _same_name(self, plural: str, ref: HostRef) -> dict[str, Any] | None:
+        """The host's object of another metal3 kind (same name), if any: from its watch's
+        store once listed. A store lags by the watch's delay, like controller-runtime's cache:
+        a change it had not seen yet reaches the host by the RelatedWatch's reconcile after."""
+        watch = self.related.get(plural)
+        if watch is not None and watch.synced:
+            return watch.store.get(f"{ref.namespace}/{ref.name}")
+        fetched: dict[str, Any] | None = await self.blocking(self._fetch_same_name, plural, ref)
+        return fetched
+
+    def _fetch_same_name(self, plural: str, ref: HostRef) -> dict[str, Any] | None:
+        """GET the host's object of another metal3 kind; none when the kind's CRD is not installed."""
         try:
             got: dict[str, Any] = self._api.get_namespaced_custom_object(  # type: ignore[assignment]
                 self.group, self.version, ref.namespace, plural, ref.name
@@ -319,7 +364,27 @@ class Bridge(Controller):
 
     # ---- Kubernetes side effects ----
 
-    def _apply_plan(self, obj: dict[str, Any], plan: Plan) -> None:
+    def _patch_metadata(self, obj: dict[str, Any], metadata: dict[str, Any]) -> str | None:
+        """Patch the object's metadata if it is still the version seen; the version written,
+        or None when it was not (gone, or changed: a newer event is on its way)."""
+        meta = obj["metadata"]
+        try:
+            got: dict[str, Any] = self._api.patch_namespaced_custom_object(  # type: ignore[assignment]
+                self.group,
+                self.version,
+                meta.get("namespace", "default"),
+                self.plural,
+                meta["name"],
+                {"metadata": {**metadata, "resourceVersion": meta.get("resourceVersion")}},
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+        return str(got["metadata"]["resourceVersion"])
+
+    def _apply_plan(self, obj: dict[str, Any], plan: Plan, rv: str | None = None) -> None:
+        """Make the plan's patches; RV: the object's version if the bridge has just written it."""
         meta = obj["metadata"]
         ns, name = meta.get("namespace", "default"), meta["name"]
         finalizers = list(meta.get("finalizers") or [])
@@ -332,7 +397,7 @@ class Bridge(Controller):
             patch.setdefault("metadata", {})["annotations"] = dict.fromkeys(plan.remove_annotations)
         try:
             if patch:
-                patch["metadata"]["resourceVersion"] = meta.get("resourceVersion")
+                patch["metadata"]["resourceVersion"] = rv or meta.get("resourceVersion")
                 self._api.patch_namespaced_custom_object(
                     self.group, self.version, ns, self.plural, name, patch
                 )
@@ -375,11 +440,13 @@ class RelatedWatch(Controller):
     (Bridge.handle). Status writes leave the spec's fingerprint alone: no echo."""
 
     finalizer = ""
+    keeps_store = True  # the bridge reads the related objects from here, not by a GET each
 
     def __init__(self, api_client: k8s.ApiClient, bridge: Bridge, plural: str, **kwargs: Any) -> None:
         self.plural = plural  # before the base class names its threads after it
         super().__init__(api_client, bridge._temporal, bridge._settings, **kwargs)
         self._bridge = bridge
+        bridge.related[plural] = self
 
     async def handle(self, obj: dict[str, Any]) -> Fingerprint:
         meta = obj["metadata"]
@@ -388,3 +455,8 @@ class RelatedWatch(Controller):
         if host is not None:
             self._bridge._enqueue(host, force=True)
         return fingerprint(obj, finalizer=self.finalizer)
+
+
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta.get('namespace', 'default')}/{meta['name']}"
