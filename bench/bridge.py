@@ -50,8 +50,8 @@ from temporalio.service import RPCError
 
 from bench.context import load, preamble
 from k8s_bridge import controller
-from k8s_bridge.controller import Bridge, RelatedWatch
-from k8s_bridge.main import RELATED
+from k8s_bridge.controller import THREADS, Bridge, RelatedWatch
+from k8s_bridge.main import BRIDGE_WORKERS, RELATED
 from metalflow.api.bmh import host_from_manifest
 from metalflow.client import operations
 from metalflow.runtime.kube import api_client
@@ -262,7 +262,7 @@ async def main(
                 with k8s.ApiClient(admin_cfg) as admin:
                     k8s.CoreV1Api(admin).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
                 # the product's client factory, rbac.yaml's ServiceAccount token, a connection per thread
-                kc = api_client(settings, connections=bridge_workers + 1 + len(RELATED))
+                kc = api_client(settings, connections=min(bridge_workers, THREADS) + 1 + len(RELATED))
                 bridge = Bridge(kc, client, settings, workers=bridge_workers, resync_seconds=600)
                 # as deployed (k8s_bridge/main.py): the bridge reads related objects from their watches
                 related = [RelatedWatch(kc, bridge, plural, resync_seconds=600) for plural in RELATED]
@@ -387,7 +387,7 @@ if __name__ == "__main__":
     p.add_argument("--rate", type=float, help="steady: objects created per second (with --duration)")
     p.add_argument("--duration", type=float, default=60, help="steady: seconds of creating")
     p.add_argument("--no-worker", action="store_true", help="start workflows but run none of them")
-    p.add_argument("--bridge-workers", type=int, default=32, help="concurrent reconciles")
+    p.add_argument("--bridge-workers", type=int, default=BRIDGE_WORKERS, help="concurrent reconciles")
     p.add_argument("--creators", type=int, default=8, help="threads creating the BareMetalHosts")
     p.add_argument("--backlog", action="store_true", help="burst: create all, then start the bridge")
     args = p.parse_args()

@@ -47,6 +47,9 @@ from metalflow.runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 CRD_MISSING_RETRY_SECONDS = 30
+# Blocking Kubernetes calls at once per controller: they are short, so a controller with many
+# reconciles in flight (each mostly awaiting Temporal) needs no thread, nor connection, for each.
+THREADS = 16
 
 
 class Controller:
@@ -82,7 +85,7 @@ class Controller:
         # patch, status writes and other no-op events are skipped. Only a shortcut: a restarted
         # bridge starts empty and reconciles everything it lists.
         self._done: dict[str, Fingerprint] = {}
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=self.plural)
+        self._executor = ThreadPoolExecutor(max_workers=min(workers, THREADS), thread_name_prefix=self.plural)
         self._stop = threading.Event()
         self._follow_ups: set[asyncio.Task[None]] = set()
         self._requeues: dict[str, asyncio.Task[None]] = {}
@@ -235,6 +238,7 @@ class Controller:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         workers = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
+        full = True  # reconcile every listed object in full, even one that looks unchanged
         try:
             while not self._stop.is_set():
                 try:
@@ -250,10 +254,17 @@ class Controller:
                     self.store = {_key(obj): obj for obj in items}
                     self.synced = True
                 for obj in items:
-                    self._enqueue(obj, force=True)  # resync: reconcile everything in full
-                # One watch per list: when the server ends it (timeout = resync period) or
-                # answers 410 Gone (our RV was compacted away), list again from scratch.
+                    self._enqueue(obj, force=full)
+                # One watch per list, then list again. Ended by the server at its timeout (the
+                # resync period): reconcile everything in full. Ended early (410 Gone, or the
+                # API server dropping a watcher too slow to keep up, as under a burst):
+                # reconcile only what changed meanwhile; forcing every object through describe
+                # and queries then is what swamped Temporal ("query buffer is full").
+                due = time.monotonic() + self._resync
                 await self._in_daemon_thread(self._watch_thread, loop, rv, threading.Event())
+                full = time.monotonic() >= due - 1
+                if not full:
+                    log.info("the watch of %s ended early; listing again", self.plural)
         finally:
             self._stop.set()
             for t in [*workers, *self._follow_ups]:
