@@ -61,6 +61,7 @@ def build_worker(
         activities=control_activities(),
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,
+        max_cached_workflows=settings.max_cached_workflows,
         workflow_runner=sandbox_runner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
         interceptors=interceptors,
     )

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Read a resting host's power this often (Ironic's power sync); 0 turns it off.",
     )
+    max_cached_workflows: int = Field(
+        default=1000,
+        ge=0,
+        description="Workflow runs the worker keeps in memory (its sticky cache): one it has not "
+        "kept replays its whole history at its next task, e.g. every resting host's power check.",
+    )
     metrics_address: str | None = Field(
         default=None,
         description="HOST:PORT for metalflow's Prometheus metrics (worker, bridge); unset: off.",
