@@ -306,7 +306,8 @@ async def run(
         f"  control plane CPU {plane:.2f} s/host (worker {worker_cpu / done:.2f} + "
         f"{engine.name.split(' (')[0]} {server_cpu / done:.2f})"
     )
-    print("\n".join(counts_.report(hosts)))
+    totals = lat.get("host total", [])
+    print("\n".join(counts_.report(hosts, host_seconds=statistics.mean(totals) if totals else 0.0)))
     print(f"  worker peak RSS {worker_rss:.0f} MiB, worker CPU {worker_cpu:.0f}s")
     print(
         f"  {engine.name} CPU {server_cpu:.0f}s over {elapsed:.0f}s "

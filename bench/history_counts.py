@@ -15,6 +15,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 E = EventType
+CLOSED = (
+    "activity_task_completed_event_attributes",
+    "activity_task_failed_event_attributes",
+    "activity_task_timed_out_event_attributes",
+)
 
 
 @dataclass
@@ -29,11 +34,29 @@ class Counts:
     signals: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)  # workflow type -> events
     tasks_by_type: Counter[str] = field(default_factory=Counter)  # workflow type -> workflow tasks
+    call_seconds: float = 0.0  # inside BMC and agent activity tasks, started -> closed, all attempts
+
+    def _calls(self, events: list) -> None:  # type: ignore[type-arg]
+        """Seconds spent inside bmc.* and agent.* activity tasks (the last attempt of each)."""
+        names: dict[int, str] = {}
+        started: dict[int, float] = {}
+        for ev in events:
+            t = ev.event_time.ToMicroseconds() / 1e6
+            if ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                names[ev.event_id] = ev.activity_task_scheduled_event_attributes.activity_type.name
+            elif ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                started[ev.activity_task_started_event_attributes.scheduled_event_id] = t
+            for attr in CLOSED:
+                if ev.HasField(attr):
+                    sched = getattr(ev, attr).scheduled_event_id
+                    if names.get(sched, "").startswith(("bmc.", "agent.")) and sched in started:
+                        self.call_seconds += t - started[sched]
 
     def add(self, wf_type: str, events: list) -> None:  # type: ignore[type-arg]
         self.runs += 1
         self.events += len(events)
         self.by_type[wf_type] += len(events)
+        self._calls(events)
         for ev in events:
             t = ev.event_type
             if t == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
@@ -46,10 +69,19 @@ class Counts:
             elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 self.signals[ev.workflow_execution_signaled_event_attributes.signal_name] += 1
 
-    def report(self, hosts: int, top: int = 12) -> list[str]:
-        """Per-host averages, the largest first."""
+    def report(self, hosts: int, top: int = 12, host_seconds: float = 0.0) -> list[str]:
+        """Per-host averages, the largest first; with the hosts' mean lifecycle time, the
+        orchestration overhead: that time minus the time inside BMC and agent calls."""
         h = max(hosts, 1)
-        lines = [
+        lines = []
+        if host_seconds:
+            inside = self.call_seconds / h
+            lines.append(
+                f"  per host: {host_seconds:.1f} s register -> provisioned, {inside:.1f} s of it inside "
+                f"BMC and agent calls: orchestration overhead {host_seconds - inside:.1f} s "
+                "(waits for a slot included)"
+            )
+        lines += [
             f"  per host: {self.events / h:.0f} history events, "
             f"{self.workflow_tasks / h:.1f} workflow tasks, "
             f"{sum(self.activities.values()) / h:.1f} activities, {self.local_activities / h:.1f} local "
