@@ -1,5 +1,6 @@
-"""Control calls run as local activities, and fail the way activity tasks do: as an ActivityError
-whose cause is the activity's own error (callers such as the slot request catch ActivityError)."""
+"""Control calls fail as an ActivityError whose cause is the activity's own error (callers such
+as the slot request catch ActivityError), and run as activity tasks (local activities withdrawn:
+workflows/control_calls.py says why)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class ControlCallProbe:
             return f"ActivityError({err.activity_type}) <- {cause.type}: {cause.message}"
 
 
-async def test_a_control_call_fails_as_an_activity_does_and_leaves_a_marker(client: Client) -> None:
+async def test_a_control_call_is_an_activity_task_and_fails_as_one(client: Client) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     queue = f"control-{uuid.uuid4().hex[:8]}"
@@ -63,5 +64,5 @@ async def test_a_control_call_fails_as_an_activity_does_and_leaves_a_marker(clie
             )
     assert failed == "ActivityError(test.refuse) <- Refused: no slot"
     events = (await ok.fetch_history()).events
-    assert not any(e.HasField("activity_task_scheduled_event_attributes") for e in events)
-    assert any(e.marker_recorded_event_attributes.marker_name == "core_local_activity" for e in events)
+    assert any(e.HasField("activity_task_scheduled_event_attributes") for e in events)
+    assert not any(e.marker_recorded_event_attributes.marker_name == "core_local_activity" for e in events)

@@ -130,15 +130,14 @@ async def test_the_temporal_ui_shows_an_operator_the_hosts_steps_summaries_and_e
                     await page.screenshot(path=str(ARTIFACTS / "ui-list.png"))
                     assert bad.ref.workflow_id not in await page.inner_text("body")
 
-                    # the host's page: its steps' summaries in the timeline, and its status publishes
-                    # (local activities: the timeline names them by activity type)
+                    # the host's page: its steps and the activities' summaries in the timeline
                     base = f"{ui}/namespaces/default/workflows"
                     await page.goto(f"{base}/{urllib.parse.quote(good.ref.workflow_id, safe='')}")
                     for text in (
                         "InspectHost: boot the ramdisk, collect inventory",
                         "CleanHost: clean disks per automatedCleaningMode",
                         "DeployHost: write the image, boot from disk",
-                        "status.publish",
+                        "publish status: provisioned",
                     ):
                         await see(text)
                     await page.screenshot(path=str(ARTIFACTS / "ui-host.png"))

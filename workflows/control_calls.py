@@ -1,5 +1,12 @@
-"""Short control-plane calls run as local activities: status publishes, boot files, config
-drives on the boot server, slot requests.
+"""Short control-plane calls: status publishes, boot files, config drives on the boot server,
+slot requests. They run as activity tasks.
+
+Withdrawn (2026-12-05): running them as local activities (patch `control-calls-local`) cut a
+third of the control plane's CPU, but a HostWorkflow whose first `workflow.patched()` of a patch
+came right after a local activity in the same workflow task could not be replayed for a query on
+a worker without it in cache (TMPRL1100 "patch marker encountered ... no corresponding change
+command"; tests/test_campaign_crash.py, one run in four). Until patches are evaluated before any
+local activity of a task, these stay tasks. What follows describes the design that was measured.
 
 A regular activity costs three history events and a workflow task of its own (the server
 dispatches it, a worker polls it, its completion wakes the workflow); these calls take
@@ -17,11 +24,8 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
-
-CONTROL_LOCAL_PATCH = "control-calls-local"
 
 
 async def control_call(
@@ -33,29 +37,7 @@ async def control_call(
     timeout: timedelta = LOCAL_TIMEOUT,
     retry: RetryPolicy = LOCAL_RETRY,
 ) -> Any:
-    """Run a short control-plane activity: locally in new histories, as a task before the patch."""
-    if workflow.patched(CONTROL_LOCAL_PATCH):
-        try:
-            return await workflow.execute_local_activity(
-                activity,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=timeout,
-                retry_policy=retry,
-                summary=summary,
-            )
-        except (ApplicationError, TimeoutError) as err:
-            # a local activity's failure arrives bare: wrapped as a task's is, so callers that
-            # catch ActivityError (the slot request, the steps' error records) see no difference
-            raise ActivityError(
-                f"{activity} failed",
-                scheduled_event_id=0,
-                started_event_id=0,
-                identity="",
-                activity_type=activity,
-                activity_id="",
-                retry_state=None,
-            ) from err
+    """Run a short control-plane activity (as a task: see the module's note)."""
     return await workflow.execute_activity(
         activity,
         arg,
