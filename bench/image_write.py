@@ -5,10 +5,13 @@ Every side fetches the same bytes from the same boot server (aiohttp, sendfile) 
 the same sparse target file and flushes it before its clock stops: the writer fsyncs (raw) or has
 qemu-img flush (`-t writeback`, qcow2), dd runs with conv=fsync, the qcow2 baseline's qemu-img
 with `-t writeback` too. The writer also hashes (sha256) every byte and wipes the target's metadata
-first, which the baselines do not; for qcow2 both spool the file to the same directory (the writer
-then runs `qemu-img info` and `convert`, the baseline only `convert`). The writer is timed inside
+first, which the baselines do not; for qcow2 both spool the file to the same directory, in RAM
+(tmpfs, as the deploy ramdisk's /tmp is: a disk spool made both sides race the kernel's
+write-back of it, ratios 0.56-2.52 in one run; the writer then runs `qemu-img info` and
+`convert`, the baseline only `convert`). The writer is timed inside
 its process (its interpreter start is not counted), the baselines from outside (process starts, a
-few ms, are). One untimed baseline per image first puts it in the page cache for both sides; the
+few ms, are). One untimed baseline per image first puts it in the page cache for both sides; every
+side starts after a `sync` (untimed: neither pays for the write-back of the one before); the
 rounds then alternate which side goes first, and the ratio is the median of the per-round ratios,
 each round printed; MiB/s are of the raw image (a qcow2's virtual size). Prints the command and the
 load; asserts nothing.
@@ -18,6 +21,7 @@ Run: .venv/bin/python -m bench.image_write [--mib 1024] [--small-mib 128] [--rou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -31,6 +35,9 @@ from pathlib import Path
 from bench.context import load, preamble
 from testbed.images import build_raw_image, convert_to_qcow2
 from testbed.processes import boot_server, free_port
+
+# The deploy ramdisk spools a qcow2 to its /tmp, which is RAM; /dev/shm is that here.
+SPOOL_DIR = os.environ.get("BENCH_SPOOL_DIR", "/dev/shm")
 
 WRITER = r"""
 import json, resource, sys, time
@@ -93,6 +100,7 @@ def rounds(
         rate: dict[str, float] = {}
         order = ("writer", base) if i % 2 == 0 else (base, "writer")
         for side in order:
+            os.sync()  # the other side's write-back is not this side's to pay for (untimed)
             if side == "writer":
                 w = run_writer(case, target, disk_size, spool)
                 rate[side], peak = mib / w["seconds"], max(peak, w["maxrss_mib"])
@@ -114,13 +122,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="paired runs per case (odd: a true median)")
     args = p.parse_args()
     print(preamble("bench.image_write"), flush=True)
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", "/var/tmp")) as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        bench_dir = os.environ.get("BENCH_DIR", "/var/tmp")
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=bench_dir)))
         port = free_port()
         server = boot_server(root / "boot", port, root / "boot-server.log")
         try:
-            target, spool = root / "disk.img", root / "spool"
-            spool.mkdir()
+            target = root / "disk.img"
+            spool = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=SPOOL_DIR)))
             disk_size = (max(args.mib, args.small_mib) + 64) << 20
             with target.open("wb") as f:
                 os.truncate(f.fileno(), disk_size)
