@@ -10,14 +10,17 @@ the window is measured: worker and dev-server CPU (% of one core), worker RSS, e
 check's lag behind when it was due (from the histories: timer start + interval -> the BMC read's
 result recorded, as its activity's completion or its local activity's marker), history length
 and continue-as-new runs, and the SQLite file's growth as bytes per host per day. Prints the
-figures with the command and the load; asserts nothing.
-Run: .venv/bin/python -m bench.at_rest --hosts 10000 --minutes 30 --interval 300
+figures with the command and the load; asserts nothing. `--power-sync batched`: the hosts are
+started in that mode (metalflow.api.power_sync) and the checks are read from the
+PowerSyncWorkflow shards' histories (one activity a round reads all a shard's hosts).
+Run: .venv/bin/python -m bench.at_rest --hosts 10000 --minutes 30 --interval 300 [--power-sync batched]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import os
@@ -41,6 +44,7 @@ from bench.fleet import cpu_seconds, pct, peak_rss_mib, start_engine
 from metalflow.api.bmc import BMC_VALIDATE
 from metalflow.api.host import HOST_WORKFLOW
 from metalflow.api.models import BMCDetails, Host, HostRef, HostSpec, SecretRef
+from metalflow.api.power_sync import BATCHED, POWER_SYNC_WORKFLOW
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from metalflow.runtime.temporal import connect
@@ -225,6 +229,46 @@ async def read_histories(client: Client, t0: float, t1: float, interval: int) ->
     return out
 
 
+async def read_shard_histories(client: Client, t0: float, t1: float, interval: int) -> Histories:
+    """Batched power sync: every PowerSyncWorkflow run's rounds due within [t0, t1]. A round is
+    one timer and one activity reading all the shard's hosts: each host read counts as a check,
+    with its round's lag (activity completed - due) and start (activity started - due)."""
+    out = Histories()
+    runs = [wf async for wf in client.list_workflows(f'WorkflowType="{POWER_SYNC_WORKFLOW}"')]
+    total_bytes, total_reads = 0, 0
+    for wf in runs:
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        out.runs[wf.status.name if wf.status else ""] += 1
+        if wf.status and wf.status.name == "RUNNING":
+            out.lengths.append(len(history.events))
+        total_bytes += sum(e.ByteSize() for e in history.events)
+        fired: float | None = None
+        rounds: dict[int, float] = {}  # activity scheduled event id -> its round's due time
+        started: dict[int, float] = {}
+        for ev in history.events:
+            t = ev.event_time.ToMicroseconds() / 1e6
+            kind = ev.event_type
+            if kind == EventType.EVENT_TYPE_TIMER_STARTED:
+                fired = t + ev.timer_started_event_attributes.start_to_fire_timeout.seconds
+            elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and fired is not None:
+                rounds[ev.event_id] = fired
+            elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                started[ev.activity_task_started_event_attributes.scheduled_event_id] = t
+            elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                sched = ev.activity_task_completed_event_attributes.scheduled_event_id
+                due = rounds.pop(sched, None)
+                result = json.loads(ev.activity_task_completed_event_attributes.result.payloads[0].data)
+                total_reads += int(result.get("read", 0))
+                if due is not None and t0 <= due <= t1:
+                    n = int(result.get("read", 0))
+                    out.lags += [t - due] * n
+                    out.starts += [started.get(sched, t) - due] * n
+        out.failed += sum(1 for d in rounds.values() if t0 <= d <= t1)
+    if total_reads:
+        out.bytes_per_check.append(total_bytes / total_reads)
+    return out
+
+
 def _checks(events: list[HistoryEvent]) -> int:
     return sum(1 for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED)
 
@@ -241,8 +285,10 @@ async def run(a: argparse.Namespace) -> None:
             "METALFLOW_BOOT_SERVER_URL": f"http://127.0.0.1:{free_port()}",
             "METALFLOW_POWER_CHECK_INTERVAL_SECONDS": str(a.interval),
             "METALFLOW_HISTORY_EVENT_LIMIT": str(a.history_limit),
-            "METALFLOW_MAX_CACHED_WORKFLOWS": str(a.cache or a.hosts + 1000),
+            "METALFLOW_POWER_SYNC": a.power_sync,
         }
+        if a.cache or a.power_sync != BATCHED:  # batched: resting hosts need no cache (SDK default)
+            env["METALFLOW_MAX_CACHED_WORKFLOWS"] = str(a.cache or a.hosts + 1000)
         os.environ.update(env)
         settings = Settings()
         password = uuid.uuid4().hex
@@ -316,12 +362,13 @@ async def report(
     last, wall1 = samples[-1], time.time()
     emu_cpu = sum(cpu_seconds(e.process.pid) for e in emulators) - emu_cpu0
     window = last.t - first.t
-    hist = await read_histories(client, wall0, wall1 - 0, a.interval)
+    read = read_shard_histories if a.power_sync == BATCHED else read_histories
+    hist = await read(client, wall0, wall1, a.interval)
     due = a.hosts * window / a.interval
 
     print(
         f"at rest on the dev server (SQLite WAL, synchronous={a.synchronous}): {a.hosts} hosts, power read "
-        f"every {a.interval}s, window {window / 60:.1f} min, {os.cpu_count()} cores"
+        f"every {a.interval}s ({a.power_sync}), window {window / 60:.1f} min, {os.cpu_count()} cores"
     )
     print(
         f"  adoption: {a.hosts} starts at <= {a.start_rate:.0f}/s in {started:.0f}s; "
@@ -360,9 +407,11 @@ async def report(
             f"max {max(hist.starts):.2f}s"
         )
         per = hist.checks_per_host
-        print(
-            f"  checks per host in the window: min {min(per)} max {max(per)} (hosts with a check: {len(per)})"
-        )
+        if per:  # per-host mode (batched: every watched host is read in each round)
+            print(
+                f"  checks per host in the window: min {min(per)} max {max(per)} "
+                f"(hosts with a check: {len(per)})"
+            )
     if hist.lengths:
         print(
             f"  history events per open run: p50 {pct([float(x) for x in hist.lengths], 50):.0f} "
@@ -403,6 +452,12 @@ def main() -> None:
     p.add_argument("--adopt-timeout", type=float, default=3600)
     p.add_argument("--sample", type=float, default=30, help="seconds between CPU/RSS samples")
     p.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    p.add_argument(
+        "--power-sync",
+        choices=("per-host", "batched"),
+        default="per-host",
+        help="who reads power at rest: each host on a timer, or PowerSyncWorkflow shards (batched)",
+    )
     a = p.parse_args()
     # a SIGTERM unwinds like ^C: the dev server, worker and emulators are stopped, not orphaned
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

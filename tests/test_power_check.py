@@ -2,7 +2,9 @@
 
 A host switched off behind metalflow's back is powered on again (spec.online), a BMC that
 starts rejecting its credentials at rest is a power management error, and the error clears
-once the BMC answers again. Real dev server, sushy-emulator and emulated server.
+once the BMC answers again. Both ways of reading it: the host itself on a timer (per-host), and
+its shard's PowerSyncWorkflow reading all its hosts in one activity a round (batched), which
+signals the host only on a change. Real dev server, sushy-emulator and emulated server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 import requests
 from temporalio.api.history.v1 import HistoryEvent
@@ -22,6 +25,7 @@ from tests_support import backing_off, eventually, record
 
 from metalflow.api.models import ErrorType, OperationalStatus
 from metalflow.api.models import ProvisioningState as S
+from metalflow.api.power_sync import POWER_READ_BATCH, POWER_SEEN_SIGNAL, power_sync_id, shard_of
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter, write_secret
@@ -52,10 +56,11 @@ def bmc_power(dc: Datacenter) -> str:
     return str(body["PowerState"])
 
 
+@pytest.mark.parametrize("mode", ["per-host", "batched"])
 async def test_resting_host_is_powered_back_on_and_a_failing_bmc_is_reported(
-    client: Client, settings: Settings, dc: Datacenter
+    client: Client, settings: Settings, dc: Datacenter, mode: str
 ) -> None:
-    settings = settings.model_copy(update={"power_check_interval_seconds": 2})
+    settings = settings.model_copy(update={"power_check_interval_seconds": 2, "power_sync": mode})
     host = dc.host(0, image=None)  # rests in available: no image to deploy
     await operations.apply(client, host, settings)
     st = await wait_status(
@@ -74,10 +79,18 @@ async def test_resting_host_is_powered_back_on_and_a_failing_bmc_is_reported(
     await eventually(lambda: bmc_power(dc) == "Off", "the BMC to apply the ForceOff", 60)
     await eventually(lambda: bmc_power(dc) == "On", "metalflow to power the host back on", 120)
     history = await operations.handle_for(client, host.ref).fetch_history()
-    # registration's validate runs in its child workflow: in the host's own history it is the
-    # check, a local activity (its marker), before the power action (an activity)
     ran = [activity_name(e) for e in history.events]
-    assert "bmc.validate" in ran and ran[ran.index("bmc.validate") :].count("bmc.power") >= 1
+    shard = power_sync_id(host.ref.namespace, shard_of(host.ref.workflow_id))
+    if mode == "per-host":
+        # registration's validate runs in its child workflow: in the host's own history it is
+        # the check, a local activity (its marker), before the power action (an activity)
+        assert "bmc.validate" in ran and ran[ran.index("bmc.validate") :].count("bmc.power") >= 1
+    else:
+        # no read of its own: its shard read it and signalled the change, then the power action
+        signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events]
+        assert "bmc.validate" not in ran and POWER_SEEN_SIGNAL in signals and "bmc.power" in ran
+        shard_events = (await client.get_workflow_handle(shard).fetch_history()).events
+        assert POWER_READ_BATCH in [activity_name(e) for e in shard_events]
 
     # The BMC now rejects the stored credentials: a power management error at rest.
     secret = Path(str(dc.credentials.path))
@@ -94,4 +107,8 @@ async def test_resting_host_is_powered_back_on_and_a_failing_bmc_is_reported(
     await operations.signal(client, host.ref, "retry")
     st = await wait_status(client, host.ref, lambda s: s.error_type is None, 120)
     assert st.operational_status == OperationalStatus.OK and st.error_count == 0 and st.powered_on
-    await asyncio.wait_for(record(client, host.ref.workflow_id, "power-check"), 60)
+    if mode == "per-host":
+        await asyncio.wait_for(record(client, host.ref.workflow_id, "power-check"), 60)
+    else:
+        await asyncio.wait_for(record(client, host.ref.workflow_id, "power-sync"), 60)
+        await asyncio.wait_for(record(client, shard, "power-sync"), 60)

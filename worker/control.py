@@ -30,6 +30,7 @@ def control_activities() -> list[Any]:
         node_gate,
         oci,
         pool,
+        power_sync,
         status,
     )
     from activities.bmc import ACTIVITIES as BMC
@@ -44,6 +45,7 @@ def control_activities() -> list[Any]:
         *kubeadm.ACTIVITIES,
         *pool.ACTIVITIES,
         *fleet.ACTIVITIES,
+        *power_sync.ACTIVITIES,
         *status.ACTIVITIES,
         *firmware_status.ACTIVITIES,
         *campaign.ACTIVITIES,

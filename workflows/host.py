@@ -21,7 +21,6 @@ from metalflow.api.firmware_components import merged_components
 from metalflow.api.fleet import SLOT_GRANTED_SIGNAL, SLOT_QUEUED_SIGNAL
 from metalflow.api.host import HOST_WORKFLOW, HostWorkflowInput, StepInput, StepResult
 from metalflow.api.models import (
-    CredentialsStatus,
     ErrorType,
     HostSpec,
     HostStatus,
@@ -30,6 +29,7 @@ from metalflow.api.models import (
     SecretRef,
 )
 from metalflow.api.models import ProvisioningState as S
+from metalflow.api.power_sync import BATCHED, PER_HOST, POWER_SEEN_SIGNAL, PowerReading
 from metalflow.api.security import SECURITY_EVENT_SIGNAL, SECURITY_EVENTS_KEPT, SecurityEvent
 from metalflow.api.states import (
     AFTER_ERROR,
@@ -54,7 +54,9 @@ from metalflow.api.states import (
 )
 from workflows import bmc_calls
 from workflows.host_errors import backoff, clear_error, record_error
+from workflows.host_power_watch import PowerWatcher, reading_error
 from workflows.host_publish import publish
+from workflows.host_results import apply_result
 from workflows.host_slot import ProvisioningSlot
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 from workflows.patches import stage_allowed
@@ -88,6 +90,7 @@ class HostWorkflow:
         self._ramdisk_timeout = inp.ramdisk_boot_timeout_seconds
         self._history_limit = inp.history_event_limit
         self._power_check = inp.power_check_interval_seconds
+        self._watch = PowerWatcher(inp.ref, inp.power_sync == BATCHED)
         self._registered_bmc = (
             self._spec.bmc if self._status.good_credentials.credentials is not None else None
         )
@@ -160,6 +163,11 @@ class HostWorkflow:
     def security_event(self, event: SecurityEvent) -> None:
         """A step refused an agent reply (workflows/inband.py): kept in status, newest last."""
         self._status.security_events = [*self._status.security_events, event][-SECURITY_EVENTS_KEPT:]
+        self._poke()
+
+    @workflow.signal(name=POWER_SEEN_SIGNAL)
+    def power_seen(self, reading: PowerReading) -> None:
+        self._watch.seen(reading)
         self._poke()
 
     @workflow.signal
@@ -244,13 +252,18 @@ class HostWorkflow:
         """Wait for the operator (any change since `seen`); a resting host also reads its power
         now and then."""
         resting = self._status.provisioning.state in POWER_SYNC.states and self._power_check > 0
-        if not (resting and workflow.patched(POWER_CHECK_PATCH)):
-            await workflow.wait_condition(lambda: self._changes != seen)
+        changed = lambda: self._changes != seen  # noqa: E731
+        if self._watch.batched:  # its shard reads it (host_power_watch)
+            found = await self._watch.rest(resting, self._spec, self._status, self._power_check, changed)
+            if found is not None and found.error:
+                await self._failed(POWER_SYNC.error_type, "power", reading_error(found))
+            elif found is not None:
+                await self._power_found(found.powered_on)
             return
+        if not (resting and workflow.patched(POWER_CHECK_PATCH)):
+            return await workflow.wait_condition(changed)
         try:
-            await workflow.wait_condition(
-                lambda: self._changes != seen, timeout=timedelta(seconds=self._power_check)
-            )
+            await workflow.wait_condition(changed, timeout=timedelta(seconds=self._power_check))
         except TimeoutError:
             await self._check_power()
 
@@ -264,6 +277,9 @@ class HostWorkflow:
             on = await bmc_calls.read_power(self._spec)
         except ActivityError as err:
             return await self._failed(POWER_SYNC.error_type, "power", err)
+        await self._power_found(on)
+
+    async def _power_found(self, on: bool) -> None:
         changed = on != self._status.powered_on
         if changed:
             workflow.logger.info("host %s: found powered %s", self._ref.host_id, "on" if on else "off")
@@ -286,6 +302,7 @@ class HostWorkflow:
     # ---- steps ----
 
     async def _run_step(self, state: S, step: Step) -> None:
+        await self._watch.unwatch(self._power_check)
         try:
             await self._slot.take(state, self._status, self._publish)
         except ActivityError as err:
@@ -386,34 +403,9 @@ class HostWorkflow:
         return self._spec.model_copy(update={"boot_mac_address": learnt})
 
     def _apply(self, state: S, result: StepResult) -> None:
-        self._status.powered_on = result.powered_on
+        apply_result(self._status, self._spec, state, result)
         if state == S.REGISTERING:
-            creds = CredentialsStatus(
-                credentials=self._spec.bmc.credentials,
-                credentials_version=result.credentials_version,
-            )
-            self._status.good_credentials = creds
-            self._status.tried_credentials = creds
-            self._status.bmc_driver = result.bmc_driver
-            if result.system_uuid:
-                self._status.system_uuid = result.system_uuid
             self._registered_bmc = self._spec.bmc
-        elif state == S.INSPECTING and result.hardware is not None:
-            self._status.hardware = result.hardware
-        elif state == S.PROVISIONING:
-            self._status.provisioning.image = result.image
-            self._status.provisioning.image_digest = result.image_digest
-            self._status.provisioning.root_device_hints = self._spec.root_device_hints
-            self._status.provisioning.boot_mode = self._spec.boot_mode
-        elif state == S.DEPROVISIONING:
-            self._status.node = None  # drained and deleted before the disk was cleaned
-            self._status.provisioning.image = None
-            self._status.provisioning.image_digest = ""
-            self._status.provisioning.root_device_hints = None
-        if result.erasure:  # cleaning with spec.erase, preparing or deprovisioning
-            self._status.erasure = result.erasure
-        if result.firmware_settings is not None:  # servicing: what the BIOS has now
-            self._status.firmware_settings = result.firmware_settings
 
     # ---- errors, pause, the end ----
 
@@ -448,6 +440,7 @@ class HostWorkflow:
         if not (self._paused or self._detached):
             return
         await self._slot.give_back()
+        await self._watch.unwatch(self._power_check)  # no BMC traffic for a paused or detached host
         previous = self._status.operational_status
         if self._detached:
             self._status.operational_status = OperationalStatus.DETACHED
@@ -462,6 +455,7 @@ class HostWorkflow:
     async def _finish(self) -> HostStatus:
         """The host is deleted: give back the slot, publish the last status, end the run."""
         await self._slot.give_back()
+        await self._watch.unwatch(self._power_check)
         if self._status.system_uuid and workflow.patched(FORGET_UUID_PATCH):
             await workflow.execute_activity(  # another host may now be that machine
                 BOOT_FORGET_UUID,
@@ -496,4 +490,5 @@ class HostWorkflow:
             ramdisk_boot_timeout_seconds=self._ramdisk_timeout,
             history_event_limit=self._history_limit,
             power_check_interval_seconds=self._power_check,
+            power_sync=BATCHED if self._watch.batched else PER_HOST,
         )

@@ -4,6 +4,8 @@ publishing. Every payload here is secret-free: it carries `SecretRef`s, never va
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from metalflow.api.erase import DiskErasure
@@ -55,6 +57,9 @@ class HostWorkflowInput(Model):
     history_event_limit: int = 2000
     power_check_interval_seconds: int = Field(
         default=300, ge=0, description="Read power this often while the host rests; 0: never."
+    )
+    power_sync: Literal["per-host", "batched"] = Field(
+        default="per-host", description="Who reads it: the host on a timer, or its power sync shard."
     )
 
 

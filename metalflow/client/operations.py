@@ -69,6 +69,7 @@ async def start(client: Client, host: Host, settings: Settings, options: StartOp
         ramdisk_boot_timeout_seconds=settings.ramdisk_boot_timeout_seconds,
         history_event_limit=settings.history_event_limit,
         power_check_interval_seconds=settings.power_check_interval_seconds,
+        power_sync=settings.power_sync,
         paused=options.paused,
         detached=options.detached,
     )

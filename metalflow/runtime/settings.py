@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -109,6 +110,11 @@ class Settings(BaseSettings):
         default=300,
         ge=0,
         description="Read a resting host's power this often (Ironic's power sync); 0 turns it off.",
+    )
+    power_sync: Literal["per-host", "batched"] = Field(
+        default="per-host",
+        description="Who reads a resting host's power: the host itself on a timer (per-host), or one "
+        "PowerSyncWorkflow per shard of hosts in one activity a round (batched; hosts started after).",
     )
     max_cached_workflows: int = Field(
         default=1000,

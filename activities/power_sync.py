@@ -1,0 +1,94 @@
+"""Batched power sync activities (metalflow.api.power_sync): a shard's BMC reads, and a host's
+watch request (signal-with-start of its shard's PowerSyncWorkflow)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from temporalio import activity
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+
+from activities.bmc.registry import open_driver
+from metalflow.api.power_sync import (
+    POWER_READ_BATCH,
+    POWER_SYNC_WORKFLOW,
+    POWER_UNWATCH_SIGNAL,
+    POWER_WATCH_REQUEST,
+    POWER_WATCH_SIGNAL,
+    PowerBatch,
+    PowerBatchResult,
+    PowerReading,
+    PowerSyncState,
+    PowerWatch,
+    PowerWatchRequest,
+    power_sync_id,
+    shard_of,
+)
+
+READERS = 32  # BMC reads in flight per batch: each is mostly waiting on the network
+HEARTBEAT_EVERY = 2.0
+
+
+def read_one(watch: PowerWatch) -> PowerReading:
+    """The same check registration makes (credentials, system); a transient failure is tried
+    once more before it counts (Ironic retries a power sync read too)."""
+    for attempt in (1, 2):
+        try:
+            on = open_driver(watch.target).validate().powered_on
+            return PowerReading(host_id=watch.host_id, powered_on=on)
+        except ApplicationError as err:
+            if err.non_retryable or attempt == 2:
+                return PowerReading(host_id=watch.host_id, error=err.message, error_type=err.type or "")
+        except Exception as err:  # any driver failure is this host's reading
+            if attempt == 2:
+                return PowerReading(host_id=watch.host_id, error=str(err), error_type=type(err).__name__)
+    raise AssertionError("unreachable")
+
+
+def differs(watch: PowerWatch, reading: PowerReading) -> bool:
+    if reading.error:
+        return not watch.failing
+    return watch.failing or reading.powered_on != watch.powered_on
+
+
+@activity.defn(name=POWER_READ_BATCH)
+def read_batch(batch: PowerBatch) -> PowerBatchResult:
+    """Read every watched BMC once, READERS at a time; return only what changed."""
+    start = time.monotonic()
+    changed: list[PowerReading] = []
+    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="power-sync") as pool:
+        pending = {pool.submit(read_one, w): w for w in batch.watched}
+        while pending:
+            done, _ = wait(pending, timeout=HEARTBEAT_EVERY, return_when=FIRST_COMPLETED)
+            for future in done:
+                watch = pending.pop(future)
+                reading = future.result()
+                if differs(watch, reading):
+                    changed.append(reading)
+            activity.heartbeat(len(batch.watched) - len(pending))
+    changed.sort(key=lambda r: r.host_id)  # the same set reads the same, whatever came first
+    return PowerBatchResult(changed=changed, read=len(batch.watched), seconds=time.monotonic() - start)
+
+
+@activity.defn(name=POWER_WATCH_REQUEST)
+async def request(req: PowerWatchRequest) -> None:
+    """Watch or unwatch one host in its shard, starting the shard if it is not running."""
+    shard = shard_of(req.host_id)
+    signal, arg = (
+        (POWER_WATCH_SIGNAL, req.watch) if req.watch is not None else (POWER_UNWATCH_SIGNAL, req.host_id)
+    )
+    await activity.client().start_workflow(
+        POWER_SYNC_WORKFLOW,
+        PowerSyncState(namespace=req.namespace, shard=shard, interval_seconds=req.interval_seconds),
+        id=power_sync_id(req.namespace, shard),
+        task_queue=req.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"power sync for namespace {req.namespace}, shard {shard}",
+        start_signal=signal,
+        start_signal_args=[arg],
+    )
+
+
+ACTIVITIES = [read_batch, request]

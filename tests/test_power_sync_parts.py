@@ -1,0 +1,101 @@
+"""The batched power sync's parts without a server: what counts as a change, how a shard keeps
+its record of what it told each host, how a BMC failure becomes a reading, and the sharding.
+tests/test_power_check.py runs the whole thing against the dev server and an emulated BMC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities import power_sync as activity
+from metalflow.api.bmc import BMCTarget
+from metalflow.api.models import SecretRef
+from metalflow.api.power_sync import SHARDS, PowerReading, PowerSyncState, PowerWatch, shard_of
+from workflows.power_sync import PowerSyncWorkflow
+
+CREDS = SecretRef(name="bmc", namespace="ns")
+
+
+def watch(
+    host: str = "host/ns/a", on: bool = True, failing: bool = False, address: str = "redfish://a"
+) -> PowerWatch:
+    return PowerWatch(
+        host_id=host, target=BMCTarget(address=address, credentials=CREDS), powered_on=on, failing=failing
+    )
+
+
+@pytest.mark.parametrize(
+    ("known", "reading", "changed"),
+    [
+        (watch(on=True), PowerReading(host_id="h", powered_on=True), False),
+        (watch(on=True), PowerReading(host_id="h", powered_on=False), True),
+        (watch(on=False), PowerReading(host_id="h", powered_on=True), True),
+        (watch(), PowerReading(host_id="h", error="401", error_type="BMCAuthError"), True),
+        (watch(failing=True), PowerReading(host_id="h", error="401", error_type="BMCAuthError"), False),
+        (watch(failing=True), PowerReading(host_id="h", powered_on=True), True),  # answers again
+    ],
+)
+def test_only_a_change_from_what_the_host_was_told_is_signalled(
+    known: PowerWatch, reading: PowerReading, changed: bool
+) -> None:
+    assert activity.differs(known, reading) is changed
+
+
+def test_a_shard_keeps_its_own_record_and_a_later_watch_only_moves_the_bmc() -> None:
+    shard = PowerSyncWorkflow(PowerSyncState(namespace="ns", shard=0, interval_seconds=60))
+    shard.watch(watch(on=True))
+    shard._s.watched["host/ns/a"] = shard._s.watched["host/ns/a"].model_copy(update={"failing": True})
+    # the host's watch was sent before it acted on that reading: it must not undo it here
+    shard.watch(watch(on=True, failing=False, address="redfish://new"))
+    kept = shard._s.watched["host/ns/a"]
+    assert kept.failing and kept.target.address == "redfish://new"
+    shard.unwatch("host/ns/a")
+    assert shard.watched() == []
+
+
+class Driver:
+    def __init__(self, failures: list[BaseException], on: bool = True) -> None:
+        self.failures, self.on, self.calls = failures, on, 0
+
+    def validate(self) -> Any:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return type("Checked", (), {"powered_on": self.on})()
+
+
+@pytest.mark.parametrize(
+    ("failures", "want_calls", "want"),
+    [
+        ([], 1, PowerReading(host_id="host/ns/a", powered_on=False)),
+        (  # a permanent failure counts at once, with the BMC's message and type
+            [ApplicationError("rejected the credentials", type="BMCAuthError", non_retryable=True)],
+            1,
+            PowerReading(host_id="host/ns/a", error="rejected the credentials", error_type="BMCAuthError"),
+        ),
+        (  # a transient one is tried once more
+            [ApplicationError("timed out", type="BMCTimeout")],
+            2,
+            PowerReading(host_id="host/ns/a", powered_on=False),
+        ),
+        (
+            [OSError("connection refused"), OSError("connection refused")],
+            2,
+            PowerReading(host_id="host/ns/a", error="connection refused", error_type="OSError"),
+        ),
+    ],
+)
+def test_a_bmc_read_becomes_a_reading(
+    monkeypatch: pytest.MonkeyPatch, failures: list[BaseException], want_calls: int, want: PowerReading
+) -> None:
+    driver = Driver(failures, on=False)
+    monkeypatch.setattr(activity, "open_driver", lambda target: driver)
+    assert activity.read_one(watch()) == want
+    assert driver.calls == want_calls
+
+
+def test_hosts_spread_over_the_shards_the_same_way_in_every_process() -> None:
+    assert shard_of("host/default/node-0") == shard_of("host/default/node-0") < SHARDS
+    assert len({shard_of(f"host/default/node-{i}") for i in range(200)}) == SHARDS

@@ -1,0 +1,108 @@
+"""PowerSyncWorkflow: one per namespace and shard (`power-sync/<ns>/<shard>`), Ironic's power
+sync for the resting hosts that asked it to watch them (metalflow.api.power_sync).
+
+Every interval one activity reads all the shard's BMCs and returns only the hosts whose power,
+or BMC reachability, is not what they last knew; each of those gets a `power_seen` signal and
+acts on it as a host reading its own power would (rules bring it back to spec.online, a BMC
+that stops answering is a power management error). Hosts unchanged cost nothing in any
+history but this one's (one activity a round for the whole shard). Hosts watch and unwatch by
+signal; the watched set is carried across continue-as-new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, FailureError
+
+from metalflow.api.power_sync import (
+    POWER_READ_BATCH,
+    POWER_SEEN_SIGNAL,
+    POWER_SYNC_WORKFLOW,
+    POWER_UNWATCH_SIGNAL,
+    POWER_WATCH_SIGNAL,
+    PowerBatch,
+    PowerBatchResult,
+    PowerReading,
+    PowerSyncState,
+    PowerWatch,
+)
+from workflows.options import BMC_HEARTBEAT
+
+ROUNDS_PER_RUN = 24  # each round's activity input holds the shard's targets: keep a run's history small
+READ_RETRY = RetryPolicy(maximum_attempts=2)  # a failed round is simply the next round's to redo
+
+
+@workflow.defn(name=POWER_SYNC_WORKFLOW)
+class PowerSyncWorkflow:
+    @workflow.init
+    def __init__(self, state: PowerSyncState) -> None:
+        self._s = state
+
+    @workflow.signal(name=POWER_WATCH_SIGNAL)
+    def watch(self, watch: PowerWatch) -> None:
+        """A new host comes with what it knows; a known one only updates its BMC target: what it
+        was last told stays this workflow's own record (a watch sent before the host had acted
+        on a reading must not undo that reading here)."""
+        known = self._s.watched.get(watch.host_id)
+        self._s.watched[watch.host_id] = (
+            watch if known is None else known.model_copy(update={"target": watch.target})
+        )
+
+    @workflow.signal(name=POWER_UNWATCH_SIGNAL)
+    def unwatch(self, host_id: str) -> None:
+        self._s.watched.pop(host_id, None)
+
+    @workflow.query
+    def watched(self) -> list[str]:
+        return sorted(self._s.watched)
+
+    @workflow.run
+    async def run(self, state: PowerSyncState) -> None:
+        interval = timedelta(seconds=self._s.interval_seconds)
+        for _ in range(ROUNDS_PER_RUN):
+            await workflow.sleep(interval)
+            if self._s.watched:
+                await self._round()
+            if workflow.info().is_continue_as_new_suggested():
+                break
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(self._s)
+
+    async def _round(self) -> None:
+        batch = PowerBatch(watched=list(self._s.watched.values()))
+        try:
+            result = await workflow.execute_activity(
+                POWER_READ_BATCH,
+                batch,
+                result_type=PowerBatchResult,
+                start_to_close_timeout=timedelta(seconds=self._s.interval_seconds) + BMC_HEARTBEAT,
+                heartbeat_timeout=BMC_HEARTBEAT,
+                retry_policy=READ_RETRY,
+                summary=f"read power of {len(batch.watched)} hosts",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("power sync %s: round failed: %s", self._s.shard, err.cause or err)
+            return
+        await asyncio.gather(*(self._tell(reading) for reading in result.changed))
+
+    async def _tell(self, reading: PowerReading) -> None:
+        """Signal the host; remember what it was told (a host gone meanwhile is dropped). A host
+        that changed its power itself hears it once more: it then finds nothing to do."""
+        watch = self._s.watched.get(reading.host_id)
+        if watch is None:
+            return  # unwatched while the round ran
+        self._s.watched[reading.host_id] = watch.model_copy(
+            update={
+                "powered_on": reading.powered_on if not reading.error else watch.powered_on,
+                "failing": bool(reading.error),
+            }
+        )
+        try:
+            await workflow.get_external_workflow_handle(reading.host_id).signal(POWER_SEEN_SIGNAL, reading)
+        except FailureError as err:  # not found: the host's workflow ended
+            workflow.logger.info("power sync: dropping %s: %s", reading.host_id, err)
+            self._s.watched.pop(reading.host_id, None)
