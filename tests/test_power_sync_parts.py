@@ -4,6 +4,7 @@ tests/test_power_check.py runs the whole thing against the dev server and an emu
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from activities import power_sync as activity
 from metalflow.api.bmc import BMCTarget
 from metalflow.api.models import SecretRef
 from metalflow.api.power_sync import SHARDS, PowerReading, PowerSyncState, PowerWatch, shard_of
-from workflows.power_sync import PowerSyncWorkflow
+from workflows.power_sync import PowerSyncWorkflow, next_round
 
 CREDS = SecretRef(name="bmc", namespace="ns")
 
@@ -94,6 +95,17 @@ def test_a_bmc_read_becomes_a_reading(
     monkeypatch.setattr(activity, "open_driver", lambda target: driver)
     assert activity.read_one(watch()) == want
     assert driver.calls == want_calls
+
+
+def test_rounds_keep_a_fixed_clock_spread_by_shard() -> None:
+    minute = timedelta(minutes=1)
+    at = datetime(2026, 12, 6, 2, 0, 0, tzinfo=UTC)
+    assert next_round(at, minute, timedelta(0)) == at + minute  # exactly on a slot: the next one
+    assert next_round(at + timedelta(seconds=59), minute, timedelta(0)) == at + minute
+    # a round that overran two slots goes to the next one, not to the ones it missed
+    assert next_round(at + timedelta(seconds=150), minute, timedelta(0)) == at + 3 * minute
+    phases = {next_round(at, minute, minute * k / SHARDS) - at for k in range(SHARDS)}
+    assert len(phases) == SHARDS and max(phases) - min(phases) < minute
 
 
 def test_hosts_spread_over_the_shards_the_same_way_in_every_process() -> None:

@@ -12,7 +12,7 @@ signal; the watched set is carried across continue-as-new.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -24,6 +24,7 @@ from metalflow.api.power_sync import (
     POWER_SYNC_WORKFLOW,
     POWER_UNWATCH_SIGNAL,
     POWER_WATCH_SIGNAL,
+    SHARDS,
     PowerBatch,
     PowerBatchResult,
     PowerReading,
@@ -33,7 +34,16 @@ from metalflow.api.power_sync import (
 from workflows.options import BMC_HEARTBEAT
 
 ROUNDS_PER_RUN = 24  # each round's activity input holds the shard's targets: keep a run's history small
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 READ_RETRY = RetryPolicy(maximum_attempts=2)  # a failed round is simply the next round's to redo
+
+
+def next_round(now: datetime, interval: timedelta, phase: timedelta) -> datetime:
+    """The next round after `now` on a fixed clock: every `interval`, at `phase` into it. Rounds
+    stay on time however long one takes (a round that overruns skips to the next slot), and the
+    shards' phases spread their reads over the interval instead of all BMCs at once."""
+    since = now - EPOCH - phase
+    return EPOCH + phase + (since // interval + 1) * interval
 
 
 @workflow.defn(name=POWER_SYNC_WORKFLOW)
@@ -63,8 +73,9 @@ class PowerSyncWorkflow:
     @workflow.run
     async def run(self, state: PowerSyncState) -> None:
         interval = timedelta(seconds=self._s.interval_seconds)
+        phase = interval * self._s.shard / SHARDS
         for _ in range(ROUNDS_PER_RUN):
-            await workflow.sleep(interval)
+            await workflow.sleep(next_round(workflow.now(), interval, phase) - workflow.now())
             if self._s.watched:
                 await self._round()
             if workflow.info().is_continue_as_new_suggested():
