@@ -25,6 +25,7 @@ from metalflow.api.bmc import (
     BMCValidation,
     BootDevice,
     BootDeviceRequest,
+    BootSetting,
     FirmwareTaskRequest,
     FirmwareTasks,
     FirmwareUpdateRequest,
@@ -52,8 +53,21 @@ def target_of(spec: HostSpec) -> BMCTarget:
 DISABLE_POWER_OFF_PATCH = "disable-power-off"
 
 
-async def power(spec: HostSpec, action: PowerAction) -> bool:
-    """Drive power and return whether the host is on afterwards.
+# Histories recorded before a boot's device and power went in one BMC call set them in two.
+BOOT_WITH_POWER_PATCH = "boot-device-with-power"
+
+
+async def boot_from(spec: HostSpec, device: BootDevice, action: PowerAction) -> bool:
+    """Set the (one-time) boot device and drive power: one BMC activity (histories before the
+    patch: two)."""
+    if workflow.patched(BOOT_WITH_POWER_PATCH):
+        return await power(spec, action, BootSetting(device=device, boot_mode=spec.boot_mode))
+    await set_boot_device(spec, device)
+    return await power(spec, action)
+
+
+async def power(spec: HostSpec, action: PowerAction, boot: BootSetting | None = None) -> bool:
+    """Drive power (after setting `boot`, if given) and return whether the host is on afterwards.
 
     With spec.disablePowerOff the host is never powered off: metal3 reboots it instead.
     """
@@ -65,12 +79,13 @@ async def power(spec: HostSpec, action: PowerAction) -> bool:
         action = PowerAction.REBOOT
     result = await workflow.execute_activity(
         BMC_POWER,
-        PowerRequest(target=target_of(spec), action=action),
+        PowerRequest(target=target_of(spec), action=action, boot=boot),
         result_type=PowerResult,
         start_to_close_timeout=BMC_TIMEOUT,
         heartbeat_timeout=BMC_HEARTBEAT,
         retry_policy=BMC_RETRY,
-        summary=f"power {action.value}",
+        summary=f"power {action.value}"
+        + (f" from {boot.device.value}{' (persistent)' if boot.persistent else ''}" if boot else ""),
     )
     return result.powered_on
 

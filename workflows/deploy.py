@@ -16,7 +16,7 @@ from metalflow.api.agent import (
     WriteImageRequest,
     WriteImageResult,
 )
-from metalflow.api.bmc import BMC_EJECT_MEDIA, BootDevice, MediaRequest, PowerAction
+from metalflow.api.bmc import BMC_EJECT_MEDIA, BootDevice, BootSetting, MediaRequest, PowerAction
 from metalflow.api.boot import BootPurpose
 from metalflow.api.configdrive import CONFIGDRIVE_STAGE, ConfigDriveRequest, ConfigDriveStaged
 from metalflow.api.host import DEPLOY_HOST, StepInput, StepResult
@@ -151,8 +151,11 @@ class DeployHost:
         finally:
             if per_attempt:
                 await remove_configdrives(step.ref, attempt)
-        # Redfish "once" overrides read back as continuous on some BMCs: set disk explicitly.
-        await bmc_calls.set_boot_device(spec, BootDevice.DISK, persistent=True)
+        # Redfish "once" overrides read back as continuous on some BMCs: set disk explicitly
+        # (with the power action below, in one BMC call; histories before: here, a call of its own).
+        with_power = workflow.patched(bmc_calls.BOOT_WITH_POWER_PATCH)
+        if not with_power:
+            await bmc_calls.set_boot_device(spec, BootDevice.DISK, persistent=True)
         await cleanup_boot(step.ref)
         if parse_bmc_address(spec.bmc.address, spec.bmc.disable_certificate_verification).virtual_media:
             await workflow.execute_activity(
@@ -164,7 +167,8 @@ class DeployHost:
                 summary="eject deploy ISO",
             )
         action = PowerAction.REBOOT if spec.online else PowerAction.OFF
-        powered_on = await bmc_calls.power(spec, action)
+        disk = BootSetting(device=BootDevice.DISK, persistent=True, boot_mode=spec.boot_mode)
+        powered_on = await bmc_calls.power(spec, action, disk if with_power else None)
         return StepResult(
             powered_on=powered_on,
             image=spec.image,

@@ -55,7 +55,7 @@ from metalflow.api.states import (
 from workflows import bmc_calls
 from workflows.host_errors import backoff, clear_error, record_error
 from workflows.host_power_watch import PowerWatcher, reading_error
-from workflows.host_publish import publish
+from workflows.host_publish import StatusPublisher
 from workflows.host_results import apply_result
 from workflows.host_slot import ProvisioningSlot
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
@@ -97,6 +97,7 @@ class HostWorkflow:
         self._changes = 0  # bumped by every handler: wakes whatever the loop waits on
         self._retry_now = False
         self._slot = ProvisioningSlot(self._ref)
+        self._publisher = StatusPublisher(self._ref)
 
     # ---- operator interface ----
 
@@ -214,6 +215,7 @@ class HostWorkflow:
             seen = self._changes  # before any await: a change while the slot goes back wakes the wait
             await self._slot.give_back()
             if self._history_too_long():
+                await self._publisher.flush()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry_over(), memo=dict(workflow.memo()))
             if not workflow.patched(WAKE_PATCH):
@@ -468,11 +470,12 @@ class HostWorkflow:
         self._status.deleted = True
         self._status.current_step = ""
         await self._publish()
+        await self._publisher.flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status
 
     async def _publish(self) -> None:
-        await publish(self._ref, self._spec, self._status, self._paused, self._detached)
+        await self._publisher.publish(self._spec, self._status, self._paused, self._detached)
 
     def _history_too_long(self) -> bool:
         info = workflow.info()

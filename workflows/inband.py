@@ -89,12 +89,12 @@ async def boot_ramdisk(
             retry_policy=BMC_RETRY,
             summary="insert deploy ISO",
         )
-        await bmc_calls.set_boot_device(spec, BootDevice.CD)
+        device = BootDevice.CD
     elif address.boot_method == BootMethod.UEFI_HTTP and workflow.patched(UEFI_HTTP_PATCH):
-        await bmc_calls.set_boot_device(spec, BootDevice.UEFI_HTTP)
+        device = BootDevice.UEFI_HTTP
     else:
-        await bmc_calls.set_boot_device(spec, BootDevice.PXE)
-    await bmc_calls.power(spec, PowerAction.REBOOT if powered_on else PowerAction.ON)
+        device = BootDevice.PXE
+    await bmc_calls.boot_from(spec, device, PowerAction.REBOOT if powered_on else PowerAction.ON)
 
 
 async def run_on_host(

@@ -104,6 +104,8 @@ def validate(target: BMCTarget) -> BMCValidation:
 @_keepalive
 def power(req: PowerRequest) -> PowerResult:
     driver = open_driver(req.target)
+    if req.boot is not None:  # a retry sets it again: setting a boot device is idempotent
+        driver.set_boot_device(req.boot.device, req.boot.persistent, req.boot.boot_mode)
     _new_boot_window(req, driver)
     result = driver.power(req.action, req.wait_seconds)
     activity.logger.info(

@@ -66,22 +66,33 @@ class PowerAction(StrEnum):
     REBOOT = "reboot"
 
 
-class PowerRequest(Model):
-    target: BMCTarget
-    action: PowerAction
-    wait_seconds: int = Field(default=120, gt=0, description="How long to wait for the new state.")
-
-
-class PowerResult(Model):
-    powered_on: bool
-    changed: bool
-
-
 class BootDevice(StrEnum):
     PXE = "pxe"
     DISK = "disk"
     CD = "cd"
     UEFI_HTTP = "uefi_http"
+
+
+class BootSetting(Model):
+    """The device the next boot uses, set in the same BMC call as the power action that boots it."""
+
+    device: BootDevice
+    persistent: bool = False
+    boot_mode: BootMode | None = None
+
+
+class PowerRequest(Model):
+    target: BMCTarget
+    action: PowerAction
+    wait_seconds: int = Field(default=120, gt=0, description="How long to wait for the new state.")
+    boot: BootSetting | None = Field(
+        default=None, description="Set this boot device first (one activity, one workflow task, not two)."
+    )
+
+
+class PowerResult(Model):
+    powered_on: bool
+    changed: bool
 
 
 class BootDeviceRequest(Model):
