@@ -4,7 +4,7 @@ watch request (signal-with-start of its shard's PowerSyncWorkflow)."""
 from __future__ import annotations
 
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from temporalio import activity
 from temporalio.common import WorkflowIDConflictPolicy
@@ -55,21 +55,37 @@ def differs(watch: PowerWatch, reading: PowerReading) -> bool:
 
 @activity.defn(name=POWER_READ_BATCH)
 def read_batch(batch: PowerBatch) -> PowerBatchResult:
-    """Read every watched BMC once, READERS at a time; return only what changed."""
+    """Read the watched BMCs in their order, READERS at a time; return only what changed. No
+    read starts after `read_for_seconds`: a shard of BMCs hanging on their timeouts ends its
+    round with what it read (the rest is `unread`, first in the next round) instead of timing
+    out with nothing told to anyone."""
     start = time.monotonic()
     changed: list[PowerReading] = []
+    queue = list(reversed(batch.watched))  # pop() takes them in the given order
     with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="power-sync") as pool:
-        pending = {pool.submit(read_one, w): w for w in batch.watched}
-        while pending:
+        pending: dict[Future[PowerReading], PowerWatch] = {}
+        while queue or pending:
+            open_ = not batch.read_for_seconds or time.monotonic() - start < batch.read_for_seconds
+            while queue and open_ and len(pending) < READERS:
+                watch = queue.pop()
+                pending[pool.submit(read_one, watch)] = watch
+            if not pending:
+                break  # time is up and nothing is in flight
             done, _ = wait(pending, timeout=HEARTBEAT_EVERY, return_when=FIRST_COMPLETED)
             for future in done:
                 watch = pending.pop(future)
                 reading = future.result()
                 if differs(watch, reading):
                     changed.append(reading)
-            activity.heartbeat(len(batch.watched) - len(pending))
+            activity.heartbeat(len(batch.watched) - len(queue) - len(pending))
     changed.sort(key=lambda r: r.host_id)  # the same set reads the same, whatever came first
-    return PowerBatchResult(changed=changed, read=len(batch.watched), seconds=time.monotonic() - start)
+    unread = [w.host_id for w in reversed(queue)]
+    return PowerBatchResult(
+        changed=changed,
+        read=len(batch.watched) - len(unread),
+        seconds=time.monotonic() - start,
+        unread=unread,
+    )
 
 
 @activity.defn(name=POWER_WATCH_REQUEST)

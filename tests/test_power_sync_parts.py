@@ -4,17 +4,19 @@ tests/test_power_check.py runs the whole thing against the dev server and an emu
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from activities import power_sync as activity
 from metalflow.api.bmc import BMCTarget
 from metalflow.api.models import SecretRef
-from metalflow.api.power_sync import SHARDS, PowerReading, PowerSyncState, PowerWatch, shard_of
-from workflows.power_sync import PowerSyncWorkflow, next_round
+from metalflow.api.power_sync import SHARDS, PowerBatch, PowerReading, PowerSyncState, PowerWatch, shard_of
+from workflows.power_sync import PowerSyncWorkflow, batch_order, next_round
 
 CREDS = SecretRef(name="bmc", namespace="ns")
 
@@ -111,3 +113,34 @@ def test_rounds_keep_a_fixed_clock_spread_by_shard() -> None:
 def test_hosts_spread_over_the_shards_the_same_way_in_every_process() -> None:
     assert shard_of("host/default/node-0") == shard_of("host/default/node-0") < SHARDS
     assert len({shard_of(f"host/default/node-{i}") for i in range(200)}) == SHARDS
+
+
+def test_a_round_starts_no_read_after_its_time_and_names_the_hosts_it_did_not_reach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BMCs hanging on their timeouts: the round ends with what it read, the rest `unread`
+    (before, the round's one activity timed out and no host heard anything)."""
+    release = threading.Event()
+
+    def read(w: PowerWatch) -> PowerReading:
+        if w.host_id.startswith("host/ns/hung"):
+            release.wait(timeout=1.0)  # a BMC hanging (bounded: the test never releases it)
+        return PowerReading(host_id=w.host_id, powered_on=False)
+
+    monkeypatch.setattr(activity, "read_one", read)
+    monkeypatch.setattr(activity, "READERS", 2)
+    hosts = ["host/ns/hung-1", "host/ns/hung-2", "host/ns/c", "host/ns/d"]
+    batch = PowerBatch(watched=[watch(h) for h in hosts], read_for_seconds=0.2)
+    result = ActivityEnvironment().run(activity.read_batch, batch)
+    assert result.unread == ["host/ns/c", "host/ns/d"]
+    assert result.read == 2 and [r.host_id for r in result.changed] == hosts[:2]
+    everything = ActivityEnvironment().run(
+        activity.read_batch, batch.model_copy(update={"read_for_seconds": 0})
+    )
+    assert everything.unread == [] and everything.read == 4
+
+
+def test_the_hosts_a_round_did_not_reach_are_read_first_in_the_next() -> None:
+    watched = {h: watch(h) for h in ("host/ns/a", "host/ns/b", "host/ns/c")}
+    order = batch_order(watched, ["host/ns/c", "host/ns/gone"])
+    assert [w.host_id for w in order] == ["host/ns/c", "host/ns/a", "host/ns/b"]

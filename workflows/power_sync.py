@@ -36,6 +36,8 @@ from workflows.options import BMC_HEARTBEAT
 ROUNDS_PER_RUN = 24  # each round's activity input holds the shard's targets: keep a run's history small
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 READ_RETRY = RetryPolicy(maximum_attempts=2)  # a failed round is simply the next round's to redo
+READ_FOR = 0.8  # of the interval: no read starts later in a round
+READ_GRACE = timedelta(seconds=90)  # reads in flight then: two tries of a BMC's connect + read timeouts
 
 
 def next_round(now: datetime, interval: timedelta, phase: timedelta) -> datetime:
@@ -44,6 +46,14 @@ def next_round(now: datetime, interval: timedelta, phase: timedelta) -> datetime
     shards' phases spread their reads over the interval instead of all BMCs at once."""
     since = now - EPOCH - phase
     return EPOCH + phase + (since // interval + 1) * interval
+
+
+def batch_order(watched: dict[str, PowerWatch], behind: list[str]) -> list[PowerWatch]:
+    """A round's reads: the hosts the last round did not reach first, then the rest in order of
+    watching, so a shard slower than its interval still reads every host in turn."""
+    first = [watched[h] for h in behind if h in watched]
+    late = set(behind)
+    return first + [w for h, w in watched.items() if h not in late]
 
 
 @workflow.defn(name=POWER_SYNC_WORKFLOW)
@@ -84,13 +94,14 @@ class PowerSyncWorkflow:
         workflow.continue_as_new(self._s)
 
     async def _round(self) -> None:
-        batch = PowerBatch(watched=list(self._s.watched.values()))
+        read_for = self._s.interval_seconds * READ_FOR
+        batch = PowerBatch(watched=batch_order(self._s.watched, self._s.behind), read_for_seconds=read_for)
         try:
             result = await workflow.execute_activity(
                 POWER_READ_BATCH,
                 batch,
                 result_type=PowerBatchResult,
-                start_to_close_timeout=timedelta(seconds=self._s.interval_seconds) + BMC_HEARTBEAT,
+                start_to_close_timeout=timedelta(seconds=read_for) + READ_GRACE,
                 heartbeat_timeout=BMC_HEARTBEAT,
                 retry_policy=READ_RETRY,
                 summary=f"read power of {len(batch.watched)} hosts",
@@ -98,6 +109,15 @@ class PowerSyncWorkflow:
         except ActivityError as err:
             workflow.logger.warning("power sync %s: round failed: %s", self._s.shard, err.cause or err)
             return
+        self._s.behind = result.unread
+        if result.unread:
+            workflow.logger.warning(
+                "power sync %s: %d of %d hosts not read within %ds (BMCs slow to answer): first next round",
+                self._s.shard,
+                len(result.unread),
+                len(batch.watched),
+                int(read_for),
+            )
         await asyncio.gather(*(self._tell(reading) for reading in result.changed))
 
     async def _tell(self, reading: PowerReading) -> None:

@@ -70,6 +70,9 @@ class PowerReading(Model):
 
 class PowerBatch(Model):
     watched: list[PowerWatch]
+    read_for_seconds: float = Field(
+        default=0, ge=0, description="Start no read after this long (0: read them all); the rest is unread."
+    )
 
 
 class PowerBatchResult(Model):
@@ -78,6 +81,9 @@ class PowerBatchResult(Model):
     changed: list[PowerReading] = Field(default_factory=list)
     read: int = 0
     seconds: float = 0.0
+    unread: list[str] = Field(
+        default_factory=list, description="Hosts not read before the round's time was up (BMCs hanging)."
+    )
 
 
 class PowerSyncState(Model):
@@ -87,3 +93,4 @@ class PowerSyncState(Model):
     shard: int
     interval_seconds: int = Field(gt=0)
     watched: dict[str, PowerWatch] = Field(default_factory=dict)
+    behind: list[str] = Field(default_factory=list, description="Not read last round: read first next.")
