@@ -13,7 +13,7 @@ and continue-as-new runs, and the SQLite file's growth as bytes per host per day
 figures with the command and the load; asserts nothing. `--power-sync batched`: the hosts are
 started in that mode (metalflow.api.power_sync) and the checks are read from the
 PowerSyncWorkflow shards' histories (one activity a round reads all a shard's hosts).
-Run: .venv/bin/python -m bench.at_rest --hosts 10000 --minutes 30 --interval 300 [--power-sync batched]
+Run: .venv/bin/python -m bench.at_rest --hosts 10000 --minutes 30 --interval 300 [--power-sync per-host]
 """
 
 from __future__ import annotations
@@ -455,7 +455,7 @@ def main() -> None:
     p.add_argument(
         "--power-sync",
         choices=("per-host", "batched"),
-        default="per-host",
+        default="batched",
         help="who reads power at rest: each host on a timer, or PowerSyncWorkflow shards (batched)",
     )
     a = p.parse_args()

@@ -11,24 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 import requests
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from test_lifecycle import wait_status
-from tests_support import backing_off, eventually, record
+from tests_support import at_rest, backing_off, eventually, record
 
-from metalflow.api.models import ErrorType, OperationalStatus
+from metalflow.api.models import BMCDetails, ErrorType, OperationalStatus
 from metalflow.api.models import ProvisioningState as S
-from metalflow.api.power_sync import POWER_READ_BATCH, POWER_SEEN_SIGNAL, power_sync_id, shard_of
+from metalflow.api.power_sync import (
+    POWER_READ_BATCH,
+    POWER_SEEN_SIGNAL,
+    PowerReading,
+    power_sync_id,
+    shard_of,
+)
 from metalflow.client import operations
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter, write_secret
+from testbed.faultproxy import Fault, FaultProxy, Rule
 from worker.control import build_worker
 
 
@@ -112,3 +120,57 @@ async def test_resting_host_is_powered_back_on_and_a_failing_bmc_is_reported(
     else:
         await asyncio.wait_for(record(client, host.ref.workflow_id, "power-sync"), 60)
         await asyncio.wait_for(record(client, shard, "power-sync"), 60)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
+    """Poll an async check until it holds (a condition wait with a deadline)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_reading_older_than_the_hosts_own_power_action_is_dropped(
+    client: Client, settings: Settings, dc: Datacenter
+) -> None:
+    """Batched: a shard's reading that reaches the host while its own power action runs was taken
+    before that action's result. Acting on it put a host whose BMC had mended back in error
+    (tests/test_bmc_faults.py, in CI); the host drops it. The BMC's answer to the power-off is
+    held by a proxy until the reading is in."""
+    assert dc.sushy is not None
+    settings = settings.model_copy(update={"power_check_interval_seconds": 3600, "power_sync": "batched"})
+    async with FaultProxy(dc.sushy.url) as proxy:
+        host = dc.host(0, image=None)
+        address = f"redfish+http://127.0.0.1:{proxy.port}/redfish/v1/Systems/{dc.systems[0].uuid}"
+        host.spec.bmc = BMCDetails(address=address, credentials=dc.credentials)
+        await operations.apply(client, host, settings)
+        st = await wait_status(
+            client, host.ref, lambda s: (s.provisioning.state == S.AVAILABLE and s.powered_on) or s.error_type
+        )
+        assert st.error_type is None, st.error_message
+        wid = host.ref.workflow_id
+        await until(lambda: at_rest(client, wid), "the host to rest")
+        proxy.add(Rule(Fault.HOLD_RESPONSE, method="POST", path="ComputerSystem.Reset", times=1))
+        handle = operations.handle_for(client, host.ref)
+        await handle.execute_update("update_spec", host.spec.model_copy(update={"online": False}))
+
+        async def held() -> bool:
+            return proxy.held == 1
+
+        await until(held, "the power-off to reach the BMC")
+        # the shard read the BMC while it was failing; its signal arrives during the power-off
+        stale = PowerReading(host_id=wid, error="the BMC timed out", error_type="BMCTimeout", seq=1)
+        await handle.signal(POWER_SEEN_SIGNAL, stale)
+        await until(lambda: signalled(handle), "the reading to reach the host")
+        proxy.release()
+        await wait_status(client, host.ref, lambda s: not s.powered_on)
+        await until(lambda: at_rest(client, wid), "the host to rest again")
+        st = await operations.status(client, host.ref)
+        assert st.error_type is None and st.error_count == 0 and not st.powered_on, st.model_dump_json()
+
+
+async def signalled(handle: WorkflowHandle[Any, Any]) -> bool:
+    events = (await handle.fetch_history()).events
+    return any(
+        e.workflow_execution_signaled_event_attributes.signal_name == POWER_SEEN_SIGNAL for e in events
+    )

@@ -16,7 +16,7 @@ from activities import power_sync as activity
 from metalflow.api.bmc import BMCTarget
 from metalflow.api.models import SecretRef
 from metalflow.api.power_sync import SHARDS, PowerBatch, PowerReading, PowerSyncState, PowerWatch, shard_of
-from workflows.power_sync import PowerSyncWorkflow, batch_order, next_round
+from workflows.power_sync import PowerSyncWorkflow, batch_order, next_round, told_record
 
 CREDS = SecretRef(name="bmc", namespace="ns")
 
@@ -46,16 +46,19 @@ def test_only_a_change_from_what_the_host_was_told_is_signalled(
     assert activity.differs(known, reading) is changed
 
 
-def test_a_shard_keeps_its_own_record_and_a_later_watch_only_moves_the_bmc() -> None:
+def test_a_shard_takes_a_hosts_word_only_once_the_host_has_heard_every_reading() -> None:
     shard = PowerSyncWorkflow(PowerSyncState(namespace="ns", shard=0, interval_seconds=60))
     shard.watch(watch(on=True))
-    shard._s.watched["host/ns/a"] = shard._s.watched["host/ns/a"].model_copy(update={"failing": True})
-    # the host's watch was sent before it acted on that reading: it must not undo it here
+    bad = PowerReading(host_id="host/ns/a", error="503", error_type="BMCServerError")
+    shard._s.watched["host/ns/a"] = told_record(shard._s.watched["host/ns/a"], bad)  # told: seq 1
+    # a watch the host sent before it heard that reading must not undo it here
     shard.watch(watch(on=True, failing=False, address="redfish://new"))
     kept = shard._s.watched["host/ns/a"]
-    assert kept.failing and kept.target.address == "redfish://new"
-    shard.unwatch("host/ns/a")
-    assert shard.watched() == []
+    assert kept.failing and kept.seq == 1 and kept.target.address == "redfish://new"
+    # once it has heard it, what the host's own BMC calls found since is the record
+    shard.watch(watch(on=False, failing=False, address="redfish://new").model_copy(update={"seq": 1}))
+    taken = shard._s.watched["host/ns/a"]
+    assert not taken.failing and not taken.powered_on and taken.seq == 1
 
 
 class Driver:

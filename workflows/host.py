@@ -90,7 +90,7 @@ class HostWorkflow:
         self._ramdisk_timeout = inp.ramdisk_boot_timeout_seconds
         self._history_limit = inp.history_event_limit
         self._power_check = inp.power_check_interval_seconds
-        self._watch = PowerWatcher(inp.ref, inp.power_sync == BATCHED)
+        self._watch = PowerWatcher(inp.ref, inp.power_sync == BATCHED, inp.power_seq)
         self._registered_bmc = (
             self._spec.bmc if self._status.good_credentials.credentials is not None else None
         )
@@ -294,8 +294,8 @@ class HostWorkflow:
 
     async def _power(self, power: Power) -> None:
         """A rule's power action; a BMC failing here is the rule's errorType (power management)."""
-        try:
-            self._status.powered_on = await bmc_calls.power(self._spec, power.action)
+        try:  # own(): a power reading from before this call is out of date after it
+            self._status.powered_on = await self._watch.own(bmc_calls.power(self._spec, power.action))
             clear_error(self._status)
         except ActivityError as err:
             return await self._failed(power.error_type, "power", err)
@@ -320,7 +320,7 @@ class HostWorkflow:
                 self._status.provisioning_fail_count = 0
             self._status.last_attempted_image = self._spec.image
         try:
-            await self._run_stages(state, step)
+            await self._watch.own(self._run_stages(state, step))
         except ChildWorkflowError as err:
             if state == S.PROVISIONING:
                 self._status.provisioning_fail_count += 1
@@ -494,4 +494,5 @@ class HostWorkflow:
             history_event_limit=self._history_limit,
             power_check_interval_seconds=self._power_check,
             power_sync=BATCHED if self._watch.batched else PER_HOST,
+            power_seq=self._watch.seq,
         )

@@ -5,7 +5,8 @@ read their own power on a timer (HostWorkflow._check_power)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -17,20 +18,53 @@ from metalflow.api.states import POWER_SYNC
 from workflows.bmc_calls import target_of
 from workflows.control_calls import control_call
 
+T = TypeVar("T")
+
+# Histories recorded before a host told its shard what its own BMC calls found asked only once
+# (and again when the BMC changed), and acted on a reading its own later BMC call had overtaken.
+KNOWS_PATCH = "power-watch-what-the-host-knows"
+
 
 class PowerWatcher:
-    def __init__(self, ref: HostRef, batched: bool) -> None:
+    """The shard keeps a record of what the host knows, to signal only what differs. The host's
+    own BMC calls (power actions, steps) find things out too: a reading that arrived before such
+    a call ended is older than its result and is dropped (`own`), and at rest the host
+    tells the shard what it knows whenever that differs from the shard's record as the host last
+    saw it. `seq` orders the two: the shard takes the host's word only from a host that has heard
+    every reading it was told (metalflow.api.power_sync.PowerWatch.seq)."""
+
+    def __init__(self, ref: HostRef, batched: bool, seq: int = 0) -> None:
         self._ref = ref
         self.batched = batched
+        self.seq = seq  # the last reading heard (kept across continue-as-new)
         self._told: BMCTarget | None = None  # the BMC the shard reads for this host, if watched
+        self._held: PowerWatch | None = None  # the shard's record of this host, as last seen here
         self._seen: PowerReading | None = None  # the shard's latest signal, not yet acted on
 
     def seen(self, reading: PowerReading) -> None:
         self._seen = reading
+        self.seq = max(self.seq, reading.seq)
+        if self._held is not None:
+            self._held = self._held.model_copy(
+                update={
+                    "powered_on": reading.powered_on if not reading.error else self._held.powered_on,
+                    "failing": bool(reading.error),
+                    "seq": self.seq,
+                }
+            )
 
     def take(self) -> PowerReading | None:
         reading, self._seen = self._seen, None
         return reading
+
+    async def own(self, call: Awaitable[T]) -> T:
+        """The host's own BMC call (or step): once it ends, a reading not yet acted on is older
+        than what the call found, and is dropped."""
+        try:
+            return await call
+        finally:
+            if self.batched and self._seen is not None and workflow.patched(KNOWS_PATCH):
+                self._seen = None
 
     async def rest(
         self, resting: bool, spec: HostSpec, status: HostStatus, interval: int, changed: Callable[[], bool]
@@ -42,25 +76,31 @@ class PowerWatcher:
         return self.take()
 
     async def watch(self, spec: HostSpec, status: HostStatus, interval: int) -> None:
-        """Ask once (and again when the BMC changes); the shard starts from what the host knows,
-        then keeps its own record of what it told the host."""
+        """Ask to be watched, and tell the shard what the host knows when that is not what the
+        shard holds (histories before KNOWS_PATCH: ask once, and again when the BMC changes)."""
         target = target_of(spec)
-        if target == self._told:
-            return
         want = PowerWatch(
             host_id=self._ref.workflow_id,
             target=target,
             powered_on=status.powered_on,
             failing=status.error_type == POWER_SYNC.error_type,
         )
+        if not workflow.patched(KNOWS_PATCH):
+            if target != self._told:
+                await self._request(interval, want, "watch this host's power")
+                self._told = target
+            return
+        want.seq = self.seq
+        if self._seen is not None or want == self._held:
+            return  # a reading waits to be acted on first, or the shard knows it all
         await self._request(interval, want, "watch this host's power")
-        self._told = target
+        self._told, self._held = target, want
 
     async def unwatch(self, interval: int) -> None:
         if self._told is None:
             return
         await self._request(interval, None, "stop watching this host's power")
-        self._told = None
+        self._told, self._held = None, None
 
     async def _request(self, interval: int, watch: PowerWatch | None, summary: str) -> None:
         req = PowerWatchRequest(

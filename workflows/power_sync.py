@@ -48,6 +48,18 @@ def next_round(now: datetime, interval: timedelta, phase: timedelta) -> datetime
     return EPOCH + phase + (since // interval + 1) * interval
 
 
+def told_record(watch: PowerWatch, reading: PowerReading) -> PowerWatch:
+    """The shard's record once it tells the host this reading: what the host will know (a failed
+    read leaves its power as it was), one more reading told."""
+    return watch.model_copy(
+        update={
+            "powered_on": reading.powered_on if not reading.error else watch.powered_on,
+            "failing": bool(reading.error),
+            "seq": watch.seq + 1,
+        }
+    )
+
+
 def batch_order(watched: dict[str, PowerWatch], behind: list[str]) -> list[PowerWatch]:
     """A round's reads: the hosts the last round did not reach first, then the rest in order of
     watching, so a shard slower than its interval still reads every host in turn."""
@@ -64,13 +76,15 @@ class PowerSyncWorkflow:
 
     @workflow.signal(name=POWER_WATCH_SIGNAL)
     def watch(self, watch: PowerWatch) -> None:
-        """A new host comes with what it knows; a known one only updates its BMC target: what it
-        was last told stays this workflow's own record (a watch sent before the host had acted
-        on a reading must not undo that reading here)."""
+        """A host comes with what it knows (its own BMC calls find things out too). A known host's
+        knowledge is taken only if it has heard every reading this shard told it (`seq`); else
+        only its BMC target: a watch sent before the host heard a reading must not undo that
+        reading here, or the shard would stay silent when the BMC changes back."""
         known = self._s.watched.get(watch.host_id)
-        self._s.watched[watch.host_id] = (
-            watch if known is None else known.model_copy(update={"target": watch.target})
-        )
+        if known is None or watch.seq == known.seq:
+            self._s.watched[watch.host_id] = watch
+        else:
+            self._s.watched[watch.host_id] = known.model_copy(update={"target": watch.target})
 
     @workflow.signal(name=POWER_UNWATCH_SIGNAL)
     def unwatch(self, host_id: str) -> None:
@@ -126,12 +140,9 @@ class PowerSyncWorkflow:
         watch = self._s.watched.get(reading.host_id)
         if watch is None:
             return  # unwatched while the round ran
-        self._s.watched[reading.host_id] = watch.model_copy(
-            update={
-                "powered_on": reading.powered_on if not reading.error else watch.powered_on,
-                "failing": bool(reading.error),
-            }
-        )
+        told = told_record(watch, reading)
+        self._s.watched[reading.host_id] = told
+        reading = reading.model_copy(update={"seq": told.seq})
         try:
             await workflow.get_external_workflow_handle(reading.host_id).signal(POWER_SEEN_SIGNAL, reading)
         except FailureError as err:  # not found: the host's workflow ended

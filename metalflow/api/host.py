@@ -61,6 +61,7 @@ class HostWorkflowInput(Model):
     power_sync: Literal["per-host", "batched"] = Field(
         default="per-host", description="Who reads it: the host on a timer, or its power sync shard."
     )
+    power_seq: int = Field(default=0, ge=0, description="The last power sync reading heard (PowerWatch.seq).")
 
 
 class StepInput(Model):

@@ -47,6 +47,13 @@ class PowerWatch(Model):
     target: BMCTarget
     powered_on: bool
     failing: bool = Field(default=False, description="The host shows a power management error.")
+    seq: int = Field(
+        default=0,
+        ge=0,
+        description="In the shard's record: readings told so far. In a host's watch: the last one it "
+        "received. The shard takes a host's power and failing only when they match: a host that has "
+        "not yet heard the shard's latest reading cannot undo it.",
+    )
 
 
 class PowerWatchRequest(Model):
@@ -66,6 +73,7 @@ class PowerReading(Model):
     powered_on: bool = False
     error: str = ""
     error_type: str = ""
+    seq: int = Field(default=0, ge=0, description="Set by the shard when it tells the host (PowerWatch.seq).")
 
 
 class PowerBatch(Model):

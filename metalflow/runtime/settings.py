@@ -112,9 +112,9 @@ class Settings(BaseSettings):
         description="Read a resting host's power this often (Ironic's power sync); 0 turns it off.",
     )
     power_sync: Literal["per-host", "batched"] = Field(
-        default="per-host",
-        description="Who reads a resting host's power: each host itself on a timer (per-host), or one "
-        "PowerSyncWorkflow per shard of hosts in one activity a round (batched; hosts started after).",
+        default="batched",
+        description="Who reads a resting host's power: one PowerSyncWorkflow per shard of hosts in one "
+        "activity a round (batched), or each host itself on a timer (per-host); hosts started after.",
     )
     max_cached_workflows: int = Field(
         default=1000,
