@@ -188,7 +188,8 @@ async def test_killed_worker_holding_the_boot_device_call_other_worker_finishes(
         assert dc.sushy is not None
         async with FaultProxy(dc.sushy.url) as bmc:
             host = through(dc, 0, bmc=bmc)
-            # DeployHost's persistent boot-to-disk: the BMC applies it, its answer is held
+            # DeployHost's persistent boot-to-disk, the first half of its last power call (bmc.power
+            # with `boot`): the BMC applies it, its answer is held
             bmc.add(Rule(Fault.HOLD_RESPONSE, method="PATCH", path="/Systems/", body=b'"Hdd"', times=1))
             await apply(w.client, host, w.settings)
 
@@ -201,7 +202,7 @@ async def test_killed_worker_holding_the_boot_device_call_other_worker_finishes(
                     return None
                 desc = (await w.client.get_workflow_handle(deploy[0]).describe()).raw_description
                 for p in desc.pending_activities:
-                    if p.activity_type.name == "bmc.set_boot_device" and p.last_worker_identity:
+                    if p.activity_type.name == "bmc.power" and p.last_worker_identity:
                         return str(p.last_worker_identity)
                 return None
 
@@ -225,11 +226,11 @@ async def test_killed_worker_holding_the_boot_device_call_other_worker_finishes(
         runs = activity_runs(histories)
         assert_provisioned_once(runs, dc, 0)
         [deploy] = [events for wid, events in histories.items() if wid.endswith("-DeployHost")]
-        starts = started_by(deploy, "bmc.set_boot_device")
+        starts = started_by(deploy, "bmc.power")
         assert starts[-1][0] == 2, starts  # the lost attempt was retried once ...
         survivor = starts[-1][1]
         assert survivor != holder[0] and int(survivor.split("@")[0]) != victim.pid, "... by the other worker"
-        assert completed(runs, "bmc.set_boot_device", "DeployHost")[-1] == 2
+        assert completed(runs, "bmc.power", "DeployHost")[-1] == 2
         # the BMC was asked once to boot from disk: the retry read it back and left it
         assert bmc.count("PATCH", "/Systems/", body=b'"Hdd"') == 1, [
             e.body for e in bmc.log if e.method == "PATCH"
