@@ -7,6 +7,7 @@ worker's client; the workflows stay deterministic.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
@@ -18,6 +19,7 @@ from metalflow.api import search_attributes as sa
 from metalflow.api import states
 from metalflow.api.fleet import (
     FLEET_APPLY,
+    FLEET_MEMBERS_QUERY,
     FLEET_OBSERVE,
     LIMITER_CONFIGURE,
     LIMITER_GONE,
@@ -40,6 +42,8 @@ from metalflow.client import operations
 from metalflow.runtime.settings import get_settings
 
 APPLY_CONCURRENCY = 16
+MEMBERS_KEPT = 64  # fleet runs whose members this worker remembers
+_members: OrderedDict[tuple[str, str], list[FleetObserve]] = OrderedDict()
 SUPERSEDED = {WorkflowExecutionStatus.CONTINUED_AS_NEW}
 ENDED_BADLY = {
     WorkflowExecutionStatus.FAILED,
@@ -117,12 +121,29 @@ async def apply(req: FleetApply) -> list[ApplyOutcome]:
     return list(await asyncio.gather(*(one(i) for i in range(len(req.hosts)))))
 
 
+async def _names(client: Client, req: FleetObserve) -> tuple[list[str], list[str]]:
+    """The hosts to watch and those without an image: from the input, or asked of the fleet
+    once per run (a fleet's members do not change after it has applied them)."""
+    if not req.members_of:
+        return req.names, req.without_image
+    key = (req.members_of, activity.info().workflow_run_id or "")
+    members = _members.get(key)
+    if members is None:
+        handle = client.get_workflow_handle(req.members_of)
+        members = await handle.query(FLEET_MEMBERS_QUERY, result_type=list[FleetObserve])
+        _members[key] = members
+        while len(_members) > MEMBERS_KEPT:
+            _members.popitem(last=False)
+    mine = next((m for m in members if m.namespace == req.namespace), None)
+    return (mine.names, mine.without_image) if mine else ([], [])
+
+
 @activity.defn(name=FLEET_OBSERVE)
 async def observe(req: FleetObserve) -> FleetProgress:
     """One visibility listing for the namespace's hosts; status queries only for the failed ones."""
     client = activity.client()
-    wanted = set(req.names)
-    without_image = set(req.without_image)
+    names, without = await _names(client, req)
+    wanted, without_image = set(names), set(without)
     rows: dict[str, HostOutcome] = {}
     query = f'WorkflowType="{HOST_WORKFLOW}" AND HostNamespace="{req.namespace}"'
     running: set[str] = set()

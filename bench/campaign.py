@@ -37,7 +37,7 @@ from metalflow.api.campaign import (
     HostPhase,
     LabelSelector,
 )
-from metalflow.api.fleet import FLEET_WORKFLOW, FleetInput, FleetProgress
+from metalflow.client.fleet import start_fleet
 from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
 from testbed.processes import Process, free_port
@@ -69,13 +69,10 @@ async def run(hosts: int, wave: int, limit: int) -> None:
                     for h in dc.all_hosts()
                 ]
                 t0 = time.monotonic()
-                provisioned = await client.execute_workflow(
-                    FLEET_WORKFLOW,
-                    FleetInput(hosts=fleet, limit=limit, timeout_seconds=3600),
-                    id="fleet/bench",
-                    task_queue=settings.task_queue,
-                    result_type=FleetProgress,
+                started = await start_fleet(
+                    client, fleet, fleet_id="fleet/bench", task_queue=settings.task_queue, limit=limit
                 )
+                provisioned = await started.result()
                 ready = provisioned.by_state.get("provisioned", 0)
                 print(
                     f"  provisioned {ready}/{hosts} in {time.monotonic() - t0:.0f}s (not the figure)",

@@ -35,8 +35,9 @@ from temporalio.client import Client
 
 from bench.context import load, preamble
 from bench.history_counts import count
-from metalflow.api.fleet import FLEET_WORKFLOW, LIMITER_REQUEST, FleetInput, FleetProgress
+from metalflow.api.fleet import LIMITER_REQUEST, FleetProgress
 from metalflow.api.models import ProvisioningState as S
+from metalflow.client.fleet import start_fleet
 from metalflow.runtime.settings import Settings
 from metalflow.runtime.temporal import connect
 from testbed.datacenter import Datacenter
@@ -249,12 +250,12 @@ async def run(
                 spy = profiler(worker.pid, profile) if profile else None
                 sushy_cpu0 = cpu_seconds(sushy_pid)
                 start = time.monotonic()
-                handle = await client.start_workflow(
-                    FLEET_WORKFLOW,
-                    FleetInput(hosts=dc.all_hosts(), limit=limit, timeout_seconds=3600),
-                    id="fleet/bench",
+                handle = await start_fleet(
+                    client,
+                    dc.all_hosts(),
+                    fleet_id="fleet/bench",
                     task_queue=settings.task_queue,
-                    result_type=FleetProgress,
+                    limit=limit,
                 )
                 last = ""
                 result_task = asyncio.ensure_future(handle.result())

@@ -5,6 +5,11 @@ HostWorkflow, then watches them through visibility until all settle (provisioned
 without an image, or in error) and returns per-host outcomes with metal3's errorType. The
 host workflows do the work and take their slots from the namespace's ProvisioningLimiter,
 so the limit holds for hosts outside the fleet too. `progress` is a Query for live views.
+
+A fleet too big for one payload (the server refuses one over 2 MB) arrives in parts: the
+first in its input, the rest by the `hosts` signal; nothing is applied before every part is
+in. Once applied, the specs are done with: continue-as-new carries the names only, and the
+observing activity reads them by the `members` query rather than from its input.
 """
 
 from __future__ import annotations
@@ -13,14 +18,19 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
+from metalflow.api.errors import ErrorName
 from metalflow.api.fleet import (
     FLEET_APPLY,
+    FLEET_HOSTS_SIGNAL,
+    FLEET_MEMBERS_QUERY,
     FLEET_OBSERVE,
     FLEET_WORKFLOW,
     LIMITER_CONFIGURE,
     ApplyOutcome,
     FleetApply,
+    FleetHosts,
     FleetInput,
     FleetObserve,
     FleetProgress,
@@ -28,31 +38,53 @@ from metalflow.api.fleet import (
     LimiterState,
     LimitRequest,
 )
+from metalflow.api.models import Host
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 APPLY_BATCH = 100
 APPLY_ERROR = "apply error"  # the host's workflow could not be started or updated
+PARTS_WAIT = timedelta(minutes=5)  # a client sends every part within seconds of the start
 
 
 @workflow.defn(name=FLEET_WORKFLOW)
 class FleetWorkflow:
     @workflow.init
     def __init__(self, inp: FleetInput) -> None:
-        self._progress = FleetProgress(total=len(inp.hosts))
+        total = inp.total or len(inp.hosts)
+        self._progress = FleetProgress(total=total)
+        later: list[Host | None] = [None] * (total - len(inp.hosts))  # the parts still to come
+        self._parts: list[Host | None] = [] if inp.applied else [*inp.hosts, *later]
+        self._received = len(inp.hosts)
+        self._members: list[FleetObserve] = list(inp.members)
 
     @workflow.query
     def progress(self) -> FleetProgress:
         return self._progress
 
+    @workflow.query(name=FLEET_MEMBERS_QUERY)
+    def members(self) -> list[FleetObserve]:
+        """The hosts watched, by namespace (names only): what FLEET_OBSERVE reads."""
+        return self._members
+
+    @workflow.signal(name=FLEET_HOSTS_SIGNAL)
+    def add_hosts(self, part: FleetHosts) -> None:
+        for i, host in enumerate(part.hosts, start=part.offset):
+            if i >= len(self._parts):
+                workflow.logger.warning("fleet hosts part at %d: beyond the fleet's hosts, ignored", i)
+                return
+            if self._parts[i] is None:
+                self._parts[i] = host
+                self._received += 1
+
     @workflow.run
     async def run(self, inp: FleetInput) -> FleetProgress:
         queue = workflow.info().task_queue
-        namespaces = sorted({h.ref.namespace for h in inp.hosts})
         if inp.deadline is None:
             inp.deadline = workflow.now() + timedelta(seconds=inp.timeout_seconds)
         if not inp.applied:
+            hosts = await self._every_part(inp)
             if inp.limit is not None:
-                for ns in namespaces:
+                for ns in sorted({h.ref.namespace for h in hosts}):
                     await workflow.execute_activity(
                         LIMITER_CONFIGURE,
                         LimitRequest(namespace=ns, limit=inp.limit, task_queue=queue),
@@ -61,18 +93,16 @@ class FleetWorkflow:
                         retry_policy=LOCAL_RETRY,
                         summary=f"provisioning limit {inp.limit} in {ns}",
                     )
-            inp.apply_failed = await self._apply(inp, queue)
+            inp.apply_failed = await self._apply(hosts, queue)
             inp.applied = True
-        failed_names = {(o.namespace, o.name) for o in inp.apply_failed}
-        watched = [h for h in inp.hosts if (h.ref.namespace, h.ref.name) not in failed_names]
-        observers = [
-            FleetObserve(
-                namespace=ns,
-                names=[h.ref.name for h in watched if h.ref.namespace == ns],
-                without_image=[h.ref.name for h in watched if h.ref.namespace == ns and h.spec.image is None],
-            )
-            for ns in namespaces
-        ]
+        else:
+            hosts = inp.hosts  # carried by a run from before `members`, or [] once they are
+        if not inp.members:
+            inp.members = _watch_list(hosts, inp.apply_failed)
+            inp.total, inp.hosts, self._parts = self._progress.total, [], []
+        self._members = inp.members
+        me = workflow.info().workflow_id
+        observers = [FleetObserve(namespace=m.namespace, members_of=me) for m in inp.members]
         while True:
             self._progress = await self._observe(observers, inp.apply_failed)
             if self._progress.settled >= self._progress.total:
@@ -90,10 +120,27 @@ class FleetWorkflow:
         self._progress.timed_out, self._progress.done = timed_out, True
         return self._progress
 
-    async def _apply(self, inp: FleetInput, queue: str) -> list[HostOutcome]:
+    async def _every_part(self, inp: FleetInput) -> list[Host]:
+        """All the fleet's hosts, once the parts signalled after the start are in."""
+        if self._received < len(self._parts):
+            assert inp.deadline is not None
+            wait = min(PARTS_WAIT, inp.deadline - workflow.now())
+            try:
+                await workflow.wait_condition(lambda: self._received >= len(self._parts), timeout=wait)
+            except TimeoutError:
+                raise ApplicationError(
+                    f"the fleet received {self._received} of its {len(self._parts)} hosts within "
+                    f"{int(wait.total_seconds())} s of its start, so it applied none: the client "
+                    "that started it stopped sending them; start the fleet again",
+                    type=ErrorName.FLEET_INCOMPLETE.value,
+                    non_retryable=True,
+                ) from None
+        return [h for h in self._parts if h is not None]
+
+    async def _apply(self, hosts: list[Host], queue: str) -> list[HostOutcome]:
         failed: list[HostOutcome] = []
-        for i in range(0, len(inp.hosts), APPLY_BATCH):
-            batch = inp.hosts[i : i + APPLY_BATCH]
+        for i in range(0, len(hosts), APPLY_BATCH):
+            batch = hosts[i : i + APPLY_BATCH]
             outcomes = await workflow.execute_activity(
                 FLEET_APPLY,
                 FleetApply(hosts=batch, task_queue=queue),
@@ -101,7 +148,7 @@ class FleetWorkflow:
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(minutes=1),
                 retry_policy=LOCAL_RETRY,
-                summary=f"start or update hosts {i + 1}-{i + len(batch)} of {len(inp.hosts)}",
+                summary=f"start or update hosts {i + 1}-{i + len(batch)} of {len(hosts)}",
             )
             failed += [
                 HostOutcome(
@@ -140,3 +187,17 @@ class FleetWorkflow:
         for part in parts:
             total = total.merge(part)
         return total
+
+
+def _watch_list(hosts: list[Host], apply_failed: list[HostOutcome]) -> list[FleetObserve]:
+    """Per namespace (every one the fleet names), the hosts to watch: all but those not applied."""
+    failed = {(o.namespace, o.name) for o in apply_failed}
+    watched = [h for h in hosts if (h.ref.namespace, h.ref.name) not in failed]
+    return [
+        FleetObserve(
+            namespace=ns,
+            names=[h.ref.name for h in watched if h.ref.namespace == ns],
+            without_image=[h.ref.name for h in watched if h.ref.namespace == ns and h.spec.image is None],
+        )
+        for ns in sorted({h.ref.namespace for h in hosts})
+    ]

@@ -52,6 +52,8 @@ class ErrorName(StrEnum):
     FIRMWARE_SETTINGS_NOT_APPLIED = "FirmwareSettingsNotApplied"
     FIRMWARE_UPDATE_FAILED = "FirmwareUpdateFailed"
     RAID_CONFIG = "RAIDConfigurationError"
+    # a fleet sent in parts whose parts did not all arrive (metalflow.client.fleet)
+    FLEET_INCOMPLETE = "FleetIncomplete"
 
 
 # Retryable (so not an ErrorName, which every retry policy treats as permanent): the boot server

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from metalflow.api.models import Host, Model
 
@@ -22,6 +22,11 @@ LIMITER_CONFIGURE = "limiter.configure"
 LIMITER_GONE = "limiter.gone"
 FLEET_APPLY = "fleet.apply"
 FLEET_OBSERVE = "fleet.observe"
+
+# A fleet too big for one payload gets its hosts in parts: the first in its input, the rest
+# by this signal (FleetHosts); its `members` query names the hosts it watches.
+FLEET_HOSTS_SIGNAL = "hosts"
+FLEET_MEMBERS_QUERY = "members"
 
 # Signals: a host asks (request) and gives back (release); the limiter answers each request
 # with slot_queued or slot_granted, and sends slot_granted later to a queued host.
@@ -78,9 +83,22 @@ class ApplyOutcome(Model):
 
 class FleetObserve(Model):
     namespace: str
-    names: list[str]
+    names: list[str] = Field(default_factory=list)
     without_image: list[str] = Field(default_factory=list, description="Hosts that settle at available.")
     detail: bool = False  # per-host rows for every host, not just the failed ones
+    members_of: str = Field(
+        default="",
+        description="A fleet workflow id: the names come from its `members` query, not from this "
+        "input (a poll every few seconds would otherwise copy every name into its history).",
+    )
+
+
+class FleetHosts(Model):
+    """A part of a fleet's hosts, signalled after its start: hosts[i] is host number offset + i,
+    so a part sent twice changes nothing."""
+
+    offset: int = Field(ge=0)
+    hosts: list[Host]
 
 
 class HostOutcome(Model):
@@ -94,14 +112,32 @@ class HostOutcome(Model):
 
 
 class FleetInput(Model):
-    hosts: list[Host]
+    hosts: list[Host] = Field(description="Every host, or the first part when `total` says more follow.")
+    total: int | None = Field(
+        default=None,
+        gt=0,
+        description="How many hosts the fleet has when the rest follow by the `hosts` signal "
+        "(metalflow.client.fleet.start_fleet sends a big fleet in parts of a bounded size).",
+    )
     limit: int | None = Field(default=None, gt=0, description="Set each namespace's provisioning limit.")
     poll_seconds: float = Field(default=2.0, gt=0)
     timeout_seconds: float = Field(default=3600, gt=0)
     # carried across continue-as-new
     applied: bool = False
     apply_failed: list[HostOutcome] = Field(default_factory=list)
+    members: list[FleetObserve] = Field(
+        default_factory=list, description="Once applied, the hosts watched (names only), not their specs."
+    )
     deadline: datetime | None = None
+
+    @model_validator(mode="after")
+    def _total_covers_hosts(self) -> FleetInput:
+        if self.total is not None and self.total < len(self.hosts):
+            raise ValueError(
+                f"total: {self.total} is fewer than the {len(self.hosts)} hosts given; "
+                "leave it unset, or give the number of hosts of the whole fleet"
+            )
+        return self
 
 
 class FleetProgress(Model):

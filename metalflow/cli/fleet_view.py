@@ -16,8 +16,9 @@ from rich.table import Table
 from rich.text import Text
 from temporalio.client import Client
 
-from metalflow.api.fleet import FLEET_WORKFLOW, FleetInput, FleetProgress
+from metalflow.api.fleet import FleetProgress
 from metalflow.api.models import Host, ProvisioningState
+from metalflow.client.fleet import start_fleet
 
 # Lifecycle order for the counts table (the enum is declared in that order); anything else follows.
 ORDER = ["not started", *(s.value for s in ProvisioningState if s.value)]
@@ -63,12 +64,13 @@ async def run_fleet(
 ) -> FleetProgress:
     """Start the fleet, show its progress until it ends, print the summary; return the result."""
     fleet_id = f"fleet/{uuid.uuid4().hex[:12]}"
-    handle = await client.start_workflow(
-        FLEET_WORKFLOW,
-        FleetInput(hosts=hosts, limit=limit, timeout_seconds=timeout),
-        id=fleet_id,
+    handle = await start_fleet(
+        client,
+        hosts,
+        fleet_id=fleet_id,
         task_queue=task_queue,
-        result_type=FleetProgress,
+        limit=limit,
+        timeout_seconds=timeout,
         static_summary=f"fleet of {len(hosts)} hosts" + (f", limit {limit}" if limit else ""),
     )
     console.print(f"started {fleet_id} for {len(hosts)} hosts" + (f" (limit {limit})" if limit else ""))
