@@ -4,6 +4,7 @@ tests/test_power_check.py runs the whole thing against the dev server and an emu
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,8 +16,18 @@ from temporalio.testing import ActivityEnvironment
 from activities import power_sync as activity
 from metalflow.api.bmc import BMCTarget
 from metalflow.api.models import SecretRef
-from metalflow.api.power_sync import SHARDS, PowerBatch, PowerReading, PowerSyncState, PowerWatch, shard_of
-from workflows.power_sync import PowerSyncWorkflow, batch_order, next_round, told_record
+from metalflow.api.power_sync import (
+    POWER_WATCH_LIST_QUERY,
+    SHARDS,
+    PowerBatch,
+    PowerReading,
+    PowerSyncState,
+    PowerWatch,
+    PowerWatchList,
+    batch_order,
+    shard_of,
+)
+from workflows.power_sync import PowerSyncWorkflow, next_round, told_record
 
 CREDS = SecretRef(name="bmc", namespace="ns")
 
@@ -134,16 +145,53 @@ def test_a_round_starts_no_read_after_its_time_and_names_the_hosts_it_did_not_re
     monkeypatch.setattr(activity, "READERS", 2)
     hosts = ["host/ns/hung-1", "host/ns/hung-2", "host/ns/c", "host/ns/d"]
     batch = PowerBatch(watched=[watch(h) for h in hosts], read_for_seconds=0.2)
-    result = ActivityEnvironment().run(activity.read_batch, batch)
+    result = asyncio.run(ActivityEnvironment().run(activity.read_batch, batch))
     assert result.unread == ["host/ns/c", "host/ns/d"]
     assert result.read == 2 and [r.host_id for r in result.changed] == hosts[:2]
-    everything = ActivityEnvironment().run(
-        activity.read_batch, batch.model_copy(update={"read_for_seconds": 0})
+    everything = asyncio.run(
+        ActivityEnvironment().run(activity.read_batch, batch.model_copy(update={"read_for_seconds": 0}))
     )
     assert everything.unread == [] and everything.read == 4
 
 
 def test_the_hosts_a_round_did_not_reach_are_read_first_in_the_next() -> None:
-    watched = {h: watch(h) for h in ("host/ns/a", "host/ns/b", "host/ns/c")}
+    watched = [watch(h) for h in ("host/ns/a", "host/ns/b", "host/ns/c")]
     order = batch_order(watched, ["host/ns/c", "host/ns/gone"])
     assert [w.host_id for w in order] == ["host/ns/c", "host/ns/a", "host/ns/b"]
+
+
+class Shard:
+    """A stand-in for the client's handle on a shard: counts `watch_list` queries."""
+
+    def __init__(self, watched: list[PowerWatch], generation: int) -> None:
+        self.list = PowerWatchList(generation=generation, watched=watched)
+        self.queries = 0
+
+    def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> Shard:
+        assert workflow_id == "power-sync/ns/3"
+        return self
+
+    async def query(self, name: str, result_type: Any) -> PowerWatchList:
+        assert name == POWER_WATCH_LIST_QUERY
+        self.queries += 1
+        return self.list
+
+
+def test_a_round_reads_the_shards_list_only_when_its_copy_is_older(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round's input names the shard and its generation, not every BMC target; the worker asks
+    the shard for its list once, and again only when the generation has moved past its copy."""
+    monkeypatch.setattr(activity, "_lists", type(activity._lists)())
+    monkeypatch.setattr(activity, "read_one", lambda w: PowerReading(host_id=w.host_id, powered_on=True))
+    shard = Shard([watch("host/ns/a"), watch("host/ns/b", on=False)], generation=5)
+    env = ActivityEnvironment(client=shard)  # type: ignore[arg-type]
+    batch = PowerBatch(shard="power-sync/ns/3", generation=5)
+
+    def round_(b: PowerBatch) -> list[str]:
+        return [r.host_id for r in asyncio.run(env.run(activity.read_batch, b)).changed]
+
+    assert round_(batch) == ["host/ns/b"] and shard.queries == 1
+    assert round_(batch) == ["host/ns/b"] and shard.queries == 1  # at rest: the copy is current
+    shard.list = PowerWatchList(generation=6, watched=[watch("host/ns/a"), watch("host/ns/b", on=True)])
+    assert round_(batch.model_copy(update={"generation": 6})) == [] and shard.queries == 2
+    # a round scheduled by an older shard carries its hosts, and those are read
+    assert round_(PowerBatch(watched=[watch("host/ns/c", on=False)])) == ["host/ns/c"] and shard.queries == 2

@@ -23,6 +23,7 @@ from metalflow.api.power_sync import (
     POWER_SEEN_SIGNAL,
     POWER_SYNC_WORKFLOW,
     POWER_UNWATCH_SIGNAL,
+    POWER_WATCH_LIST_QUERY,
     POWER_WATCH_SIGNAL,
     SHARDS,
     PowerBatch,
@@ -30,10 +31,11 @@ from metalflow.api.power_sync import (
     PowerReading,
     PowerSyncState,
     PowerWatch,
+    PowerWatchList,
 )
 from workflows.options import BMC_HEARTBEAT
 
-ROUNDS_PER_RUN = 24  # each round's activity input holds the shard's targets: keep a run's history small
+ROUNDS_PER_RUN = 24  # the watched set, carried across continue-as-new, is the run's biggest event
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 READ_RETRY = RetryPolicy(maximum_attempts=2)  # a failed round is simply the next round's to redo
 READ_FOR = 0.8  # of the interval: no read starts later in a round
@@ -60,14 +62,6 @@ def told_record(watch: PowerWatch, reading: PowerReading) -> PowerWatch:
     )
 
 
-def batch_order(watched: dict[str, PowerWatch], behind: list[str]) -> list[PowerWatch]:
-    """A round's reads: the hosts the last round did not reach first, then the rest in order of
-    watching, so a shard slower than its interval still reads every host in turn."""
-    first = [watched[h] for h in behind if h in watched]
-    late = set(behind)
-    return first + [w for h, w in watched.items() if h not in late]
-
-
 @workflow.defn(name=POWER_SYNC_WORKFLOW)
 class PowerSyncWorkflow:
     @workflow.init
@@ -85,14 +79,21 @@ class PowerSyncWorkflow:
             self._s.watched[watch.host_id] = watch
         else:
             self._s.watched[watch.host_id] = known.model_copy(update={"target": watch.target})
+        self._s.generation += 1
 
     @workflow.signal(name=POWER_UNWATCH_SIGNAL)
     def unwatch(self, host_id: str) -> None:
-        self._s.watched.pop(host_id, None)
+        if self._s.watched.pop(host_id, None) is not None:
+            self._s.generation += 1
 
     @workflow.query
     def watched(self) -> list[str]:
         return sorted(self._s.watched)
+
+    @workflow.query(name=POWER_WATCH_LIST_QUERY)
+    def watch_list(self) -> PowerWatchList:
+        """What a round reads (activities/power_sync.py asks when its copy is older)."""
+        return PowerWatchList(generation=self._s.generation, watched=list(self._s.watched.values()))
 
     @workflow.run
     async def run(self, state: PowerSyncState) -> None:
@@ -109,7 +110,13 @@ class PowerSyncWorkflow:
 
     async def _round(self) -> None:
         read_for = self._s.interval_seconds * READ_FOR
-        batch = PowerBatch(watched=batch_order(self._s.watched, self._s.behind), read_for_seconds=read_for)
+        batch = PowerBatch(
+            shard=workflow.info().workflow_id,
+            generation=self._s.generation,
+            behind=self._s.behind,
+            read_for_seconds=read_for,
+        )
+        hosts = len(self._s.watched)
         try:
             result = await workflow.execute_activity(
                 POWER_READ_BATCH,
@@ -118,7 +125,7 @@ class PowerSyncWorkflow:
                 start_to_close_timeout=timedelta(seconds=read_for) + READ_GRACE,
                 heartbeat_timeout=BMC_HEARTBEAT,
                 retry_policy=READ_RETRY,
-                summary=f"read power of {len(batch.watched)} hosts",
+                summary=f"read power of {hosts} hosts",
             )
         except ActivityError as err:
             workflow.logger.warning("power sync %s: round failed: %s", self._s.shard, err.cause or err)
@@ -129,7 +136,7 @@ class PowerSyncWorkflow:
                 "power sync %s: %d of %d hosts not read within %ds (BMCs slow to answer): first next round",
                 self._s.shard,
                 len(result.unread),
-                len(batch.watched),
+                hosts,
                 int(read_for),
             )
         await asyncio.gather(*(self._tell(reading) for reading in result.changed))
@@ -142,9 +149,11 @@ class PowerSyncWorkflow:
             return  # unwatched while the round ran
         told = told_record(watch, reading)
         self._s.watched[reading.host_id] = told
+        self._s.generation += 1
         reading = reading.model_copy(update={"seq": told.seq})
         try:
             await workflow.get_external_workflow_handle(reading.host_id).signal(POWER_SEEN_SIGNAL, reading)
         except FailureError as err:  # not found: the host's workflow ended
             workflow.logger.info("power sync: dropping %s: %s", reading.host_id, err)
-            self._s.watched.pop(reading.host_id, None)
+            if self._s.watched.pop(reading.host_id, None) is not None:
+                self._s.generation += 1

@@ -25,6 +25,7 @@ POWER_WATCH_REQUEST = "power_sync.request"  # activity: signal-with-start a shar
 POWER_WATCH_SIGNAL = "watch"
 POWER_UNWATCH_SIGNAL = "unwatch"
 POWER_SEEN_SIGNAL = "power_seen"  # to a host: its power is not what it last knew
+POWER_WATCH_LIST_QUERY = "watch_list"  # a shard's watched hosts (PowerWatchList), for its reads
 
 SHARDS = 16  # a shard's state (~250 bytes a host) is carried across continue-as-new
 PER_HOST = "per-host"
@@ -76,8 +77,25 @@ class PowerReading(Model):
     seq: int = Field(default=0, ge=0, description="Set by the shard when it tells the host (PowerWatch.seq).")
 
 
+class PowerWatchList(Model):
+    """A shard's watched hosts as of `generation` (bumped by every change to them)."""
+
+    generation: int = 0
+    watched: list[PowerWatch] = Field(default_factory=list)
+
+
 class PowerBatch(Model):
-    watched: list[PowerWatch]
+    """One round's reads. The hosts come from the shard's `watch_list` query, which a worker
+    asks again only when the shard's generation has moved past its copy: a round's input (in
+    the shard's history) no longer repeats every host's BMC target. `watched` is the old way
+    (rounds scheduled before), still read when given."""
+
+    watched: list[PowerWatch] = Field(default_factory=list)
+    shard: str = Field(default="", description="The shard's workflow id, whose watch_list to read.")
+    generation: int = Field(
+        default=0, ge=0, description="The shard's generation when it scheduled the round."
+    )
+    behind: list[str] = Field(default_factory=list, description="Not read last round: read first.")
     read_for_seconds: float = Field(
         default=0, ge=0, description="Start no read after this long (0: read them all); the rest is unread."
     )
@@ -102,3 +120,17 @@ class PowerSyncState(Model):
     interval_seconds: int = Field(gt=0)
     watched: dict[str, PowerWatch] = Field(default_factory=dict)
     behind: list[str] = Field(default_factory=list, description="Not read last round: read first next.")
+    generation: int = Field(
+        default=0,
+        ge=0,
+        description="Bumped by every change to `watched`: a worker's copy is current while equal.",
+    )
+
+
+def batch_order(watched: list[PowerWatch], behind: list[str]) -> list[PowerWatch]:
+    """A round's reads: the hosts the last round did not reach first, then the rest in order of
+    watching, so a shard slower than its interval still reads every host in turn."""
+    late = set(behind)
+    by_id = {w.host_id: w for w in watched}
+    first = [by_id[h] for h in behind if h in by_id]
+    return first + [w for w in watched if w.host_id not in late]
