@@ -1,8 +1,8 @@
 """Publish a host's lifecycle status to its BareMetalHost (status subresource), and record what
 the change means as Kubernetes Events on it (metalflow.api.events), as metal3 does.
 
-Script-driven hosts have no BareMetalHost: then the workflow's Query, memo and search
-attributes are the status, and this activity only logs the transition.
+Only a host started for a BareMetalHost calls it (workflows/host_publish.py); a script's host
+has its workflow's Query, memo and search attributes, and its metrics come from its workflow.
 
 Events are named for the host, reason and message: the same event again (a step retried into
 the same error) is aggregated into the first one (count and lastTimestamp), as client-go's event
@@ -23,7 +23,6 @@ from metalflow.api.events import COMPONENT, REPORTING_CONTROLLER, HostEvent, hos
 from metalflow.api.host import STATUS_PUBLISH, StatusUpdate
 from metalflow.api.kube_names import BMH_PLURAL, METAL3_GROUP, METAL3_VERSION
 from metalflow.api.status import bmh_status
-from metalflow.runtime import metrics
 from metalflow.runtime.kube import api_client
 from metalflow.runtime.settings import get_settings
 
@@ -41,7 +40,6 @@ def publish_status(update: StatusUpdate) -> None:
         status.operational_status.value,
         f": {status.error_type.value}: {status.error_message}" if status.error_type else "",
     )
-    metrics.observe_status(update.workflow_id, status)
     settings = get_settings()
     if not settings.publish_status_to_kubernetes or status.deleted:
         return

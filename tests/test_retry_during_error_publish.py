@@ -53,7 +53,8 @@ async def test_a_retry_sent_while_the_error_is_published_is_not_lost(
             )
             async with worker:
                 host = dc.host(0, bmc=BMCDetails(address=dc.host(0).spec.bmc.address, credentials=missing))
-                await operations.apply(client, host, settings)
+                # as the bridge starts it: for a BareMetalHost (its uid), so its status is written
+                await operations.apply(client, host, settings, operations.StartOptions(memo={"uid": "bmh"}))
                 st = await wait_status(client, host.ref, lambda s: s.error_type is not None)
                 assert st.error_type == ErrorType.REGISTRATION and st.error_count == 1
                 assert await asyncio.to_thread(held.wait, 30), "the error's publish was not held"

@@ -1,7 +1,8 @@
 """HostWorkflow publishes BareMetalHost.status in the background (workflows/host_publish.py):
 the writes go out in order, one at a time, a newer status replacing one still waiting, and every
 status published before the run ends is written. A write that fails is tried again, and never
-fails the host. Against the dev server, with the publish activity recording what it was given."""
+fails the host; a host with no BareMetalHost writes nothing. Against the dev server, with the
+publish activity recording what it was given."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ class StatusPublisherProbe:
         return "done"
 
 
-async def _run(client: Client, writes: Writes, steps: list[tuple[str, str]]) -> str:
+async def _run(client: Client, writes: Writes, steps: list[tuple[str, str]], uid: str = "bmh-uid") -> str:
+    """Run the probe; `uid` as the bridge tags a host started for a BareMetalHost ("": a script's)."""
     queue = f"publish-{uuid.uuid4().hex[:8]}"
     with ThreadPoolExecutor(4) as executor:
         async with Worker(
@@ -78,6 +80,7 @@ async def _run(client: Client, writes: Writes, steps: list[tuple[str, str]]) -> 
                     id=f"publish-{uuid.uuid4()}",
                     task_queue=queue,
                     execution_timeout=timedelta(seconds=60),
+                    memo={"uid": uid} if uid else None,
                 )
             )
 
@@ -102,3 +105,16 @@ async def test_a_failed_write_is_tried_again_and_does_not_fail_the_host(client: 
     writes = Writes(refuse=S.INSPECTING.value)
     assert await _run(client, writes, [(S.INSPECTING.value, "InspectHost")]) == "done"
     assert writes.states == ["inspecting/InspectHost", "inspecting/InspectHost"]
+
+
+async def test_a_host_without_a_baremetalhost_writes_no_status(client: Client) -> None:
+    """A script's or a fleet's host: its status is its query, memo and search attributes; a
+    write would be an activity task (and a workflow task) per state with nothing to write to."""
+    writes = Writes()
+    steps = [
+        (S.REGISTERING.value, "RegisterHost"),
+        (S.INSPECTING.value, "InspectHost"),
+        (S.AVAILABLE.value, ""),
+    ]
+    assert await _run(client, writes, steps, uid="") == "done"
+    assert writes.states == []

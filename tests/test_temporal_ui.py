@@ -137,7 +137,7 @@ async def test_the_temporal_ui_shows_an_operator_the_hosts_steps_summaries_and_e
                         "InspectHost: boot the ramdisk, collect inventory",
                         "CleanHost: clean disks per automatedCleaningMode",
                         "DeployHost: write the image, boot from disk",
-                        "publish status: provisioned",
+                        "ask for a provisioning slot",
                     ):
                         await see(text)
                     await page.screenshot(path=str(ARTIFACTS / "ui-host.png"))

@@ -13,6 +13,12 @@ A host took 10 writes and 22 workflow tasks from registering to provisioned with
 awaited (bench.fleet prints the counts). A write that fails its retries is logged and tried
 again later; the status is never lost (the `status` query has it) and no longer fails the host.
 Histories from before the patch `status-publish-in-background` replay the awaited way.
+
+Only a host started for a BareMetalHost (the bridge tags its uid in the memo) has a status to
+write: a host from a script or a fleet has its query, memo and search attributes, and its
+status writes were activities that only logged (a third of the activity tasks of a host's
+lifecycle). Since the patch `status-written-only-to-a-baremetalhost` such a host writes none;
+the transition is logged here and the metrics come from the workflow (host_metrics.py).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from metalflow.api import search_attributes as sa
 from metalflow.api.host import STATUS_PUBLISH, StatusUpdate
 from metalflow.api.models import HostRef, HostSpec, HostStatus
 from workflows.control_calls import control_call
+from workflows.host_metrics import HostMetrics
 
 BACKGROUND_PATCH = "status-publish-in-background"
+BAREMETALHOST_ONLY_PATCH = "status-written-only-to-a-baremetalhost"
 RETRY_AFTER = timedelta(seconds=30)  # a write that failed its retries (Kubernetes unreachable)
 
 
@@ -39,13 +47,23 @@ class StatusPublisher:
         self._ref = ref
         self._retry_after = retry_after
         self._background: bool | None = None  # decided by the patch at the run's first publish
+        self._writes = True  # whether there is a BareMetalHost to write to (idem)
+        self._metrics = HostMetrics()
         self._waiting: list[StatusUpdate] = []
         self._writing: asyncio.Task[None] | None = None
 
     async def publish(self, spec: HostSpec, status: HostStatus, paused: bool, detached: bool) -> None:
         if self._background is None:
             self._background = workflow.patched(BACKGROUND_PATCH)
+            only_bmh = workflow.patched(BAREMETALHOST_ONLY_PATCH)
+            self._writes = not only_bmh or bool(workflow.memo_value("uid", "", type_hint=str))
         update = mirror(self._ref, spec, status, paused, detached)
+        self._metrics.published(update.status)
+        if not self._writes:
+            workflow.logger.info(
+                "host %s is %s", self._ref.host_id, summary(self._ref, status, paused, detached)
+            )
+            return
         if not self._background:
             return await _write(update)
         update = update.model_copy(deep=True)  # the host goes on changing its own status

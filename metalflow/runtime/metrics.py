@@ -6,10 +6,10 @@ Two endpoints per process, both off unless configured:
   SDK's worker/client metrics (task latencies, slots, polls, RPC errors), served by the SDK core.
 
 Host counts per state come from Temporal visibility on scrape (cached briefly): every replica
-reports the same fleet-wide numbers, so aggregate with max(), not sum(). Step durations are
-observed by the status-publish activity when a host's operationHistory shows a finished
-operation; activity delivery is at-least-once, so a retried publish landing on another
-replica can count one operation twice.
+reports the same fleet-wide numbers, so aggregate with max(), not sum(). Step durations and
+status publishes are recorded by each HostWorkflow through its metric meter
+(workflows/host_metrics.py: once per operation, never on replay), so they are served on the
+SDK's endpoint, with the buckets set here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -29,23 +28,11 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from metalflow.api.host import HOST_WORKFLOW
-from metalflow.api.models import ErrorType, HostStatus, OperationMetric, ProvisioningState
+from metalflow.api.host_metrics import STEP_BUCKETS, STEP_DURATION
+from metalflow.api.models import ErrorType, ProvisioningState
 
 log = logging.getLogger(__name__)
 
-# Steps run from seconds (registration) to hours (a big image over a slow link).
-_STEP_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
-
-STEP_DURATION = Histogram(
-    "metalflow_step_duration_seconds",
-    "Duration of finished lifecycle operations (metal3 operationHistory: register, inspect, "
-    "provision, deprovision).",
-    ["operation"],
-    buckets=_STEP_BUCKETS,
-)
-STATUS_PUBLISHES = Counter(
-    "metalflow_status_publishes_total", "Host status publishes by the resulting state.", ["state"]
-)
 BRIDGE_RECONCILES = Counter(
     "metalflow_bridge_reconciles_total", "Reconciles by the bridge, by kind and result.", ["kind", "result"]
 )
@@ -77,36 +64,6 @@ AGENT_REPLIES_REJECTED = Counter(
 BRIDGE_QUEUE_DEPTH = Gauge(
     "metalflow_bridge_queue_depth", "Objects waiting to be reconciled, by kind.", ["kind"]
 )
-
-
-# ---- step durations, observed from published status ----
-
-_seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-_seen_lock = threading.Lock()
-_SEEN_MAX = 50_000
-
-
-def observe_status(workflow_id: str, status: HostStatus) -> None:
-    """Count the publish and observe each finished operation once (per process)."""
-    STATUS_PUBLISHES.labels(status.provisioning.state.value or "none").inc()
-    history = status.operation_history
-    ops: dict[str, OperationMetric] = {
-        "register": history.register_,
-        "inspect": history.inspect,
-        "provision": history.provision,
-        "deprovision": history.deprovision,
-    }
-    for name, op in ops.items():
-        if op.start is None or op.end is None or op.end < op.start:
-            continue
-        key = (workflow_id, name, op.start.isoformat())
-        with _seen_lock:
-            if key in _seen:
-                continue
-            _seen[key] = None
-            while len(_seen) > _SEEN_MAX:
-                _seen.popitem(last=False)
-        STEP_DURATION.labels(name).observe((op.end - op.start).total_seconds())
 
 
 # ---- host counts from visibility ----
@@ -181,7 +138,12 @@ def sdk_runtime(address: str | None) -> Runtime | None:
     if not address:
         return None
     _split(address)
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    buckets = {STEP_DURATION: [float(b) for b in STEP_BUCKETS]}
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=address, histogram_bucket_overrides=buckets)
+        )
+    )
 
 
 def serve(address: str | None, host_counts: HostCountCollector | None = None) -> None:
