@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from metalflow.api.bmc import (
 )
 from metalflow.api.models import BootMode, SecretRef
 from testbed.datacenter import write_secret
+from testbed.faultproxy import FaultProxy
 from testbed.ipmi import IpmiBmc
 from testbed.processes import free_port
 from testbed.sushy import SushyEmulator
@@ -48,6 +50,27 @@ def test_validate_reports_power_and_the_secret_version(sushy: SushyEmulator, tmp
     got = env.run(bmc.validate, t)
     assert got.driver == "redfish" and got.system_id.endswith(SYSTEMS[0].uuid)
     assert got.credentials_version == str(Path(str(t.credentials.path)).stat().st_mtime_ns)
+
+
+async def test_a_power_read_costs_the_bmc_one_get_of_the_system(sushy: SushyEmulator, tmp_path: Path) -> None:
+    """Registration and every batched power check read the power this way: the system the call
+    has just fetched is not fetched again (it was two GETs a read, twice the BMC's load)."""
+    uuid = SYSTEMS[1].uuid
+    async with FaultProxy(sushy.url) as proxy:
+        t = BMCTarget(
+            address=f"redfish+{proxy.url}/redfish/v1/Systems/{uuid}", credentials=creds(tmp_path, PASSWORD)
+        )
+
+        def system_gets() -> int:
+            return sum(
+                1 for e in proxy.log if e.method == "GET" and e.path.rstrip("/").endswith(f"/Systems/{uuid}")
+            )
+
+        await asyncio.to_thread(env.run, bmc.validate, t)  # the first also logs in
+        before = system_gets()
+        for _ in range(3):
+            assert (await asyncio.to_thread(env.run, bmc.validate, t)).system_id.endswith(uuid)
+        assert system_gets() - before == 3
 
 
 def test_wrong_password_is_a_permanent_auth_error_naming_the_secret(

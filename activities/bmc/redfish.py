@@ -200,8 +200,12 @@ def _system(conn: sushy.Sushy, addr: BMCAddress) -> Any:
     return conn.get_system(members[0])
 
 
-def power_state(system: Any) -> bool:
-    system.refresh(force=True)
+def power_state(system: Any, fresh: bool = False) -> bool:
+    """The system's power; FRESH: it was fetched in this call already (`_system` GETs it), so
+    a second GET would only double every read's cost to the BMC (at rest, a power read each
+    interval per host)."""
+    if not fresh:
+        system.refresh(force=True)
     return bool(system.power_state == sushy.PowerState.ON)
 
 
@@ -225,7 +229,7 @@ def _wait_power(system: Any, want_on: bool, deadline: float) -> bool:
 def set_power(system: Any, action: PowerAction, wait_seconds: int) -> tuple[bool, bool]:
     """Apply `action`; return (powered_on, changed). Idempotent for on/off."""
     deadline = time.monotonic() + wait_seconds
-    on = power_state(system)
+    on = power_state(system, fresh=True)
     if action == PowerAction.ON:
         if on:
             return True, False
@@ -382,7 +386,7 @@ class RedfishDriver(BaseDriver):
         return call(self.addr, self.creds, fn)
 
     def validate(self) -> SystemCheck:
-        on, system_id, reported = self._call(lambda s: (power_state(s), s.path, s.uuid))
+        on, system_id, reported = self._call(lambda s: (power_state(s, fresh=True), s.path, s.uuid))
         return SystemCheck(powered_on=on, system_id=system_id, system_uuid=reported_uuid(reported))
 
     def power(self, action: PowerAction, wait_seconds: int) -> PowerResult:
