@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio import activity, workflow
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -32,6 +33,20 @@ class Writes:
         self.states: list[str] = []
         self.refuse = refuse
         self.lock = threading.Lock()
+        self.history: WorkflowHistory | None = None  # the probe's, once it has run
+
+    def mirrored(self) -> tuple[int, int]:
+        """The probe's search attribute upserts of the host's state, and its memo changes."""
+        assert self.history is not None
+        events = self.history.events
+        upserts = sum(
+            "HostState"
+            in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        )
+        memos = sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED for e in events)
+        return upserts, memos
 
     def activity(self):  # type: ignore[no-untyped-def]
         @activity.defn(name=STATUS_PUBLISH)
@@ -73,16 +88,17 @@ async def _run(client: Client, writes: Writes, steps: list[tuple[str, str]], uid
             activity_executor=executor,
             workflow_runner=sandbox_runner(),
         ):
-            return str(
-                await client.execute_workflow(
-                    StatusPublisherProbe.run,
-                    steps,
-                    id=f"publish-{uuid.uuid4()}",
-                    task_queue=queue,
-                    execution_timeout=timedelta(seconds=60),
-                    memo={"uid": uid} if uid else None,
-                )
+            handle = await client.start_workflow(
+                StatusPublisherProbe.run,
+                steps,
+                id=f"publish-{uuid.uuid4()}",
+                task_queue=queue,
+                execution_timeout=timedelta(seconds=60),
+                memo={"uid": uid} if uid else None,
             )
+            result = str(await handle.result())
+            writes.history = await handle.fetch_history()
+            return result
 
 
 async def test_every_state_is_written_in_order_and_a_newer_status_of_the_same_state_replaces_one_waiting(
@@ -99,6 +115,8 @@ async def test_every_state_is_written_in_order_and_a_newer_status_of_the_same_st
     ]
     assert await _run(client, writes, steps) == "done"
     assert writes.states == ["registering/RegisterHost", "inspecting/InspectHost", "preparing/", "available/"]
+    # six publishes in one workflow task: the search attributes and memo upserted once, as of the last
+    assert writes.mirrored() == (1, 1)
 
 
 async def test_a_failed_write_is_tried_again_and_does_not_fail_the_host(client: Client) -> None:

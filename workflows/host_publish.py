@@ -14,19 +14,23 @@ awaited (bench.fleet prints the counts). A write that fails its retries is logge
 again later; the status is never lost (the `status` query has it) and no longer fails the host.
 Histories from before the patch `status-publish-in-background` replay the awaited way.
 
-Only a host started for a BareMetalHost (the bridge tags its uid in the memo) has a status to
-write: a host from a script or a fleet has its query, memo and search attributes, and its
-status writes were activities that only logged (a third of the activity tasks of a host's
-lifecycle). Since the patch `status-written-only-to-a-baremetalhost` such a host writes none;
-the transition is logged here and the metrics come from the workflow (host_metrics.py).
+Since the patch `status-lean`: only a host started for a BareMetalHost (the bridge tags its uid
+in the memo) writes its status; a host from a script or a fleet has its query, memo and search
+attributes, and its writes were activities that only logged (a third of the activity tasks of
+its lifecycle): the transition is logged here and the metrics come from the workflow
+(host_metrics.py). And the search attributes and memo are upserted once per workflow task, with
+only what changed (a task that went through three states made three pairs of events, each a
+visibility write on the server, and every upsert repeated all seven attributes).
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 from metalflow.api import search_attributes as sa
@@ -36,7 +40,7 @@ from workflows.control_calls import control_call
 from workflows.host_metrics import HostMetrics
 
 BACKGROUND_PATCH = "status-publish-in-background"
-BAREMETALHOST_ONLY_PATCH = "status-written-only-to-a-baremetalhost"
+LEAN_PATCH = "status-lean"  # written only to a BareMetalHost; mirrored once a task, what changed
 RETRY_AFTER = timedelta(seconds=30)  # a write that failed its retries (Kubernetes unreachable)
 
 
@@ -48,6 +52,9 @@ class StatusPublisher:
         self._retry_after = retry_after
         self._background: bool | None = None  # decided by the patch at the run's first publish
         self._writes = True  # whether there is a BareMetalHost to write to (idem)
+        self._lean = False  # idem: status-lean
+        self._mirror: tuple[list[SearchAttributeUpdate[Any]], str] = ([], "")
+        self._mirroring: asyncio.Task[None] | None = None
         self._metrics = HostMetrics()
         self._waiting: list[StatusUpdate] = []
         self._writing: asyncio.Task[None] | None = None
@@ -55,14 +62,19 @@ class StatusPublisher:
     async def publish(self, spec: HostSpec, status: HostStatus, paused: bool, detached: bool) -> None:
         if self._background is None:
             self._background = workflow.patched(BACKGROUND_PATCH)
-            only_bmh = workflow.patched(BAREMETALHOST_ONLY_PATCH)
-            self._writes = not only_bmh or bool(workflow.memo_value("uid", "", type_hint=str))
-        update = mirror(self._ref, spec, status, paused, detached)
+            self._lean = workflow.patched(LEAN_PATCH)
+            self._writes = not self._lean or bool(workflow.memo_value("uid", "", type_hint=str))
+        update, attributes, line = stamp(self._ref, spec, status, paused, detached)
+        if self._lean:
+            self._mirror = (attributes, line)
+            if self._mirroring is None:  # at the end of this workflow task, with the latest
+                self._mirroring = asyncio.create_task(self._upsert_changes())
+        else:
+            workflow.upsert_search_attributes(attributes)
+            workflow.upsert_memo({"summary": line})
         self._metrics.published(update.status)
         if not self._writes:
-            workflow.logger.info(
-                "host %s is %s", self._ref.host_id, summary(self._ref, status, paused, detached)
-            )
+            workflow.logger.info("host status: %s", line)
             return
         if not self._background:
             return await _write(update)
@@ -75,8 +87,19 @@ class StatusPublisher:
             self._writing = asyncio.create_task(self._drain())
 
     async def flush(self) -> None:
-        """Wait until every status published so far is written (before the run ends)."""
-        await workflow.wait_condition(lambda: self._writing is None)
+        """Wait until every status published so far is written and mirrored (before the run ends)."""
+        await workflow.wait_condition(lambda: self._writing is None and self._mirroring is None)
+
+    async def _upsert_changes(self) -> None:
+        """Runs once the publishing code yields, still in the same workflow task (no await here)."""
+        attributes, line = self._mirror
+        self._mirroring = None
+        now = workflow.info().typed_search_attributes
+        changed = [a for a in attributes if now.get(a.key) != a.value]
+        if changed:
+            workflow.upsert_search_attributes(changed)
+        if workflow.memo_value("summary", "", type_hint=str) != line:
+            workflow.upsert_memo({"summary": line})
 
     async def _drain(self) -> None:
         while self._waiting:
@@ -106,29 +129,30 @@ def _same_story(a: HostStatus, b: HostStatus) -> bool:
     )
 
 
-def mirror(ref: HostRef, spec: HostSpec, status: HostStatus, paused: bool, detached: bool) -> StatusUpdate:
-    """Stamp the status, mirror it to search attributes, memo and current details (commands of
-    this workflow task), and return the write for BareMetalHost.status."""
+def stamp(
+    ref: HostRef, spec: HostSpec, status: HostStatus, paused: bool, detached: bool
+) -> tuple[StatusUpdate, list[SearchAttributeUpdate[Any]], str]:
+    """Stamp the status and show it as the UI's current details (a query: not in history);
+    return the write for BareMetalHost.status, and the search attributes and memo line that
+    mirror it."""
     status.last_updated = workflow.now()
     status.paused = paused
     state = status.provisioning.state
-    workflow.upsert_search_attributes(
-        [
-            sa.HOST_NAME.value_set(ref.name),
-            sa.HOST_NAMESPACE.value_set(ref.namespace),
-            sa.HOST_STATE.value_set(state.value or "none"),
-            sa.BMC_ADDRESS.value_set(spec.bmc.address),
-            sa.IMAGE_URL.value_set(spec.image.url if spec.image else ""),
-            sa.ERROR_TYPE.value_set(status.error_type.value if status.error_type else ""),
-            sa.OPERATIONAL_STATUS.value_set(status.operational_status.value),
-        ]
-    )
+    attributes: list[SearchAttributeUpdate[Any]] = [
+        sa.HOST_NAME.value_set(ref.name),
+        sa.HOST_NAMESPACE.value_set(ref.namespace),
+        sa.HOST_STATE.value_set(state.value or "none"),
+        sa.BMC_ADDRESS.value_set(spec.bmc.address),
+        sa.IMAGE_URL.value_set(spec.image.url if spec.image else ""),
+        sa.ERROR_TYPE.value_set(status.error_type.value if status.error_type else ""),
+        sa.OPERATIONAL_STATUS.value_set(status.operational_status.value),
+    ]
     line = summary(ref, status, paused, detached)
-    workflow.upsert_memo({"summary": line})
-    workflow.set_current_details(line)  # the UI's "Current Details" (a query: not in history)
-    return StatusUpdate(
+    workflow.set_current_details(line)
+    update = StatusUpdate(
         host=ref, status=status, workflow_id=workflow.info().workflow_id, run_id=workflow.info().run_id
     )
+    return update, attributes, line
 
 
 async def _write(update: StatusUpdate) -> None:
