@@ -38,6 +38,7 @@ lint: install
 # issue 28's targets, one after the other (README "Performance"); the at-rest hold is its own target
 bench: install system-deps kube-binaries  # prints figures; never part of make test
 	$(PY) -m bench.image_write
+	$(PY) -m bench.engine_floor --hosts 200 --runs 3 --stack
 	$(PY) -m bench.fleet --hosts 100 --limit 20 --runs 3
 	$(PY) -m bench.fleet --hosts 1000 --limit 50
 	$(PY) -m bench.bridge --rate 50 --duration 60

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from bench.engine_floor import SHAPES, FloorHost, FloorStep, listed, run_hosts, runs_per_host, tasks_per_host
+from bench.engine_floor import call as floor_call
 from bench.fleet import tally
+from bench.history_counts import count
 from metalflow.api.fleet import FleetProgress, HostOutcome
 from metalflow.api.models import ProvisioningState as S
 
@@ -30,3 +38,20 @@ def test_fleet_counts_only_hosts_that_reached_provisioned() -> None:
         "never settled": 2,  # "slow" and the host no workflow was found for
         "settled elsewhere": 1,
     }
+
+
+async def test_the_engine_floor_runs_each_shape_as_described(client: Client) -> None:
+    """bench.engine_floor's figures are per host of a shape: each shape must cost the workflow
+    runs and tasks its description says (child steps: two tasks in the host and one more in the
+    child per step), or the floor it prints is the floor of something else."""
+    queue = f"floor-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[FloorHost, FloorStep], activities=[floor_call]):
+        for shape in SHAPES:
+            prefix = f"floor-test/{queue}/{shape.name}"
+            await run_hosts(client, shape, prefix, hosts=2, limit=2, task_queue=queue)
+            query = f'WorkflowId STARTS_WITH "{prefix}/"'
+            await listed(client, query + ' AND ExecutionStatus = "Completed"', 2 * runs_per_host(shape))
+            counts = await count(client, query)
+            assert counts.runs == 2 * runs_per_host(shape), shape.name
+            assert counts.workflow_tasks == 2 * tasks_per_host(shape), shape.name
+            assert sum(counts.activities.values()) == 2 * (shape.own + sum(shape.steps)), shape.name
