@@ -15,6 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 E = EventType
+PATCH_MARKER = "core_patch"  # the marker name the SDK core gives workflow.patched()
 CLOSED = (
     "activity_task_completed_event_attributes",
     "activity_task_failed_event_attributes",
@@ -31,6 +32,7 @@ class Counts:
     workflow_tasks: int = 0
     activities: Counter[str] = field(default_factory=Counter)
     local_activities: int = 0
+    patch_markers: int = 0  # workflow.patched() records a marker too: not a local activity
     signals: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)  # workflow type -> events
     tasks_by_type: Counter[str] = field(default_factory=Counter)  # workflow type -> workflow tasks
@@ -65,7 +67,10 @@ class Counts:
             elif t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 self.activities[ev.activity_task_scheduled_event_attributes.activity_type.name] += 1
             elif t == E.EVENT_TYPE_MARKER_RECORDED:
-                self.local_activities += 1
+                if ev.marker_recorded_event_attributes.marker_name == PATCH_MARKER:
+                    self.patch_markers += 1
+                else:
+                    self.local_activities += 1
             elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 self.signals[ev.workflow_execution_signaled_event_attributes.signal_name] += 1
 
@@ -85,7 +90,8 @@ class Counts:
             f"  per host: {self.events / h:.0f} history events, "
             f"{self.workflow_tasks / h:.1f} workflow tasks, "
             f"{sum(self.activities.values()) / h:.1f} activities, {self.local_activities / h:.1f} local "
-            f"activities, {sum(self.signals.values()) / h:.1f} signals, {self.runs / h:.1f} workflow runs"
+            f"activities, {self.patch_markers / h:.1f} patch markers, "
+            f"{sum(self.signals.values()) / h:.1f} signals, {self.runs / h:.1f} workflow runs"
         ]
         lines.append(
             "    events/tasks by workflow type: "

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
 from bench.engine_floor import SHAPES, FloorHost, FloorStep, listed, run_hosts, runs_per_host, tasks_per_host
 from bench.engine_floor import call as floor_call
 from bench.fleet import tally
-from bench.history_counts import count
+from bench.history_counts import Counts, count
 from metalflow.api.fleet import FleetProgress, HostOutcome
 from metalflow.api.models import ProvisioningState as S
+
+HISTORIES = Path(__file__).parent / "histories"
 
 
 def test_fleet_counts_only_hosts_that_reached_provisioned() -> None:
@@ -55,3 +59,15 @@ async def test_the_engine_floor_runs_each_shape_as_described(client: Client) -> 
             assert counts.runs == 2 * runs_per_host(shape), shape.name
             assert counts.workflow_tasks == 2 * tasks_per_host(shape), shape.name
             assert sum(counts.activities.values()) == 2 * (shape.own + sum(shape.steps)), shape.name
+
+
+def test_history_counts_tell_patch_markers_from_local_activities() -> None:
+    """workflow.patched() records a marker as a local activity does; counting both as local
+    activities overstated them (15 a host where there were 2)."""
+    doc = json.loads(
+        (HISTORIES / "InspectHost-vmedia-deprovision-bg-publish-0002-InspectHost.json").read_text()
+    )
+    history = WorkflowHistory.from_json(doc["workflowId"], doc["history"])
+    counts = Counts()
+    counts.add("InspectHost", list(history.events))
+    assert (counts.patch_markers, counts.local_activities) == (2, 1)
