@@ -6,7 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
-from tests_support import record
+from tests_support import patch_ids, record, step_histories
 
 from metalflow.api.models import ProvisioningState as S
 from metalflow.client import operations
@@ -47,3 +47,7 @@ async def test_history_is_bounded_by_continue_as_new(client: Client, settings: S
                 while (st := await operations.status(client, host.ref)).provisioning.state != S.AVAILABLE:
                     assert st.error_type is None and asyncio.get_running_loop().time() < deadline
                     await asyncio.sleep(0.3)
+                # the new run was told it took the patches' baseline: neither it nor the steps it
+                # started record a patch marker (issue 28: each costs a visibility write)
+                runs = await step_histories(client, host.ref.workflow_id)
+                assert len(runs) > 1 and {w: patch_ids(e) for w, e in runs.items()} == {w: [] for w in runs}

@@ -21,7 +21,7 @@ import requests
 from history_scan import assert_no_secret_in, assert_no_secret_in_histories
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import ActivityEnvironment
-from tests_support import activity_results, record, step_histories
+from tests_support import activity_results, patch_ids, record, step_histories
 
 from activities.configdrive import stage_configdrive
 from metalflow.api.configdrive import (
@@ -37,6 +37,7 @@ from metalflow.runtime.settings import Settings
 from testbed.datacenter import Datacenter
 from testbed.images import MARKER
 from worker.control import build_worker
+from workflows.patches import BASELINE
 
 
 @pytest_asyncio.fixture
@@ -140,6 +141,15 @@ async def test_host_is_provisioned_then_deprovisioned(
 
     # the config drive (its URL is in history) was on the boot server for its deploy attempt only
     steps = await step_histories(client, host.ref.workflow_id)
+    # One patch marker in all (issue 28: each costs a visibility write): the host records the
+    # baseline that stands for every patch, and its steps are told so in their input.
+    assert {wid.removeprefix(host.ref.workflow_id): patch_ids(ev) for wid, ev in steps.items()} == {
+        "": [BASELINE],
+        "/0001-RegisterHost": [],
+        "/0002-InspectHost": [],
+        "/0003-CleanHost": [],
+        "/0004-DeployHost": [],
+    }
     [drive] = activity_results(steps, CONFIGDRIVE_STAGE, ConfigDriveStaged)
     assert not on_boot_server(dc, drive.url)
     assert activity_results(steps, CONFIGDRIVE_REMOVE, type(None)) == [None]

@@ -92,6 +92,20 @@ class ActivityRun:
     failure: str = ""
 
 
+def patch_ids(events: list[HistoryEvent]) -> list[str]:
+    """The patches a history recorded, in order (`workflow.patched()` markers, named by the SDK
+    core "core_patch" with the id in their `patch-data`)."""
+    return [
+        json.loads(m.details["patch-data"].payloads[0].data)["id"]
+        for m in (
+            e.marker_recorded_event_attributes
+            for e in events
+            if e.HasField("marker_recorded_event_attributes")
+        )
+        if m.marker_name == "core_patch"
+    ]
+
+
 async def step_histories(client: Client, workflow_id: str) -> dict[str, list[HistoryEvent]]:
     """A host's history and its step children's (found through the host's own events, so no
     visibility lag), keyed by workflow id in start order."""

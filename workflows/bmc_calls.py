@@ -38,6 +38,7 @@ from metalflow.api.bmc import (
 from metalflow.api.firmware import BIOSState
 from metalflow.api.firmware_components import FirmwareTaskState, FirmwareUpdate
 from metalflow.api.models import HardwareDetails, HostSpec
+from workflows import patches
 from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 
 
@@ -60,7 +61,7 @@ BOOT_WITH_POWER_PATCH = "boot-device-with-power"
 async def boot_from(spec: HostSpec, device: BootDevice, action: PowerAction) -> bool:
     """Set the (one-time) boot device and drive power: one BMC activity (histories before the
     patch: two)."""
-    if workflow.patched(BOOT_WITH_POWER_PATCH):
+    if patches.patched(BOOT_WITH_POWER_PATCH):
         return await power(spec, action, BootSetting(device=device, boot_mode=spec.boot_mode))
     await set_boot_device(spec, device)
     return await power(spec, action)
@@ -74,7 +75,7 @@ async def power(spec: HostSpec, action: PowerAction, boot: BootSetting | None = 
     if (
         spec.disable_power_off
         and action in (PowerAction.OFF, PowerAction.SOFT_OFF)
-        and workflow.patched(DISABLE_POWER_OFF_PATCH)
+        and patches.patched(DISABLE_POWER_OFF_PATCH)
     ):
         action = PowerAction.REBOOT
     result = await workflow.execute_activity(
@@ -100,7 +101,7 @@ LOCAL_READ_TIMEOUT = timedelta(seconds=60)  # the BMC's connect (10 s) and read 
 async def read_power(spec: HostSpec) -> bool:
     """Whether the host is on, read with the same credential check registration makes: in the
     worker that runs the workflow (a local activity, retried there, recorded as a marker)."""
-    if workflow.patched(LOCAL_READ_PATCH):
+    if patches.patched(LOCAL_READ_PATCH):
         try:
             checked = await workflow.execute_local_activity(
                 BMC_VALIDATE,

@@ -47,7 +47,7 @@ from metalflow.api.firmware import setting_problems
 from metalflow.api.join import LeaveRequest, LeaveResult, NodeInfo
 from metalflow.api.models import ProvisioningState
 from metalflow.api.search_attributes import CAMPAIGN_PHASE
-from workflows import bmc_calls
+from workflows import bmc_calls, patches
 from workflows.options import LOCAL_RETRY
 
 SEARCH_PATCH = "campaign-phase-search-attribute"  # histories from before it set none
@@ -152,7 +152,7 @@ class CampaignWorkflow:
         """One host: drained (when it joined a cluster), the change, the reboot, the health gate
         (and its Node Ready and schedulable again). A failure is the host's, named in its row."""
         host.phase = HostPhase.UPDATING
-        gate = _node_gate(target) if target.node is not None and workflow.patched(NODE_GATE_PATCH) else None
+        gate = _node_gate(target) if target.node is not None and patches.patched(NODE_GATE_PATCH) else None
         healthy = timedelta(seconds=campaign.spec.health_timeout_seconds)
         try:
             if gate is not None:
@@ -212,13 +212,13 @@ class CampaignWorkflow:
     def _set_phase(self, phase: CampaignPhase) -> None:
         """The phase in status and, since SEARCH_PATCH, in the CampaignPhase search attribute."""
         self._status.phase = phase
-        if workflow.patched(SEARCH_PATCH):
+        if patches.patched(SEARCH_PATCH):
             workflow.upsert_search_attributes([CAMPAIGN_PHASE.value_set(phase.value)])
 
     async def _end(self, campaign: Campaign, phase: CampaignPhase, message: str) -> CampaignStatus:
         """The campaign's end: the selected hosts' drift from the change (since DRIFT_PATCH)."""
         hosts = [h.ref for h in self._status.hosts]
-        if hosts and workflow.patched(DRIFT_PATCH):
+        if hosts and patches.patched(DRIFT_PATCH):
             self._status.drift = await workflow.execute_activity(
                 CAMPAIGN_DRIFT,
                 DriftRequest(hosts=hosts, change=campaign.spec.change),

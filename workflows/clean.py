@@ -12,7 +12,7 @@ from metalflow.api.boot import BootPurpose
 from metalflow.api.host import CLEAN_HOST, StepInput, StepResult
 from metalflow.api.join import KUBEADM_LEAVE, LeaveRequest, LeaveResult
 from metalflow.api.models import CleaningMode
-from workflows import bmc_calls
+from workflows import bmc_calls, patches
 from workflows.inband import (
     CONFIGDRIVE_PATCH,
     VMEDIA_EJECT_PATCH,
@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
 class CleanHost:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
+        patches.baseline(step.baseline)
         powered_on = step.powered_on
         deprovisioning = step.purpose == "deprovision"
         erasure = []
@@ -68,10 +69,10 @@ class CleanHost:
         if deprovisioning:
             powered_on = await bmc_calls.power(step.spec, PowerAction.OFF)
             await cleanup_boot(step.ref)
-            if workflow.patched(CONFIGDRIVE_PATCH):  # any drive an interrupted deploy left behind
+            if patches.patched(CONFIGDRIVE_PATCH):  # any drive an interrupted deploy left behind
                 await remove_configdrives(step.ref)
             address = parse_bmc_address(step.spec.bmc.address, step.spec.bmc.disable_certificate_verification)
-            if address.virtual_media and workflow.patched(VMEDIA_EJECT_PATCH):
+            if address.virtual_media and patches.patched(VMEDIA_EJECT_PATCH):
                 await eject_media(step.spec)  # its ISO was deleted with the boot entries
         return StepResult(powered_on=powered_on, erasure=erasure)
 

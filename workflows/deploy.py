@@ -31,7 +31,7 @@ from metalflow.api.oci import (
     OciStageRequest,
     write_request,
 )
-from workflows import bmc_calls
+from workflows import bmc_calls, patches
 from workflows.control_calls import control_call
 from workflows.inband import CONFIGDRIVE_PATCH, cleanup_boot, remove_configdrives, run_on_host
 from workflows.options import (
@@ -56,8 +56,9 @@ CUSTOM_DEPLOY_PATCH = "custom-deploy"
 class DeployHost:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
+        patches.baseline(step.baseline)
         spec = step.spec
-        custom = spec.custom_deploy is not None and workflow.patched(CUSTOM_DEPLOY_PATCH)
+        custom = spec.custom_deploy is not None and patches.patched(CUSTOM_DEPLOY_PATCH)
         if spec.image is None and not custom:
             raise ApplicationError("DeployHost needs spec.image", non_retryable=True)
         check_root_device_hints(step)
@@ -76,7 +77,7 @@ class DeployHost:
             activity_name = AGENT_WRITE_IMAGE
             request = WriteImageRequest(image=spec.image, root_device_hints=spec.root_device_hints)
             # oci:// URLs were refused before this branch existed, so no older history reaches it
-            if spec.image.url.startswith("oci://") and workflow.patched(OCI_PATCH):
+            if spec.image.url.startswith("oci://") and patches.patched(OCI_PATCH):
                 oci = await self._stage_oci(step)
                 request = write_request(oci, spec.root_device_hints)
             summary = f"write image {oci.resolved.pinned_url if oci else spec.image.url}"
@@ -119,7 +120,7 @@ class DeployHost:
             )
             user_data, join_token = plan.user_data, plan.token_secret
         # A drive per attempt (this run), on the boot server only until it is on the disk.
-        per_attempt = workflow.patched(CONFIGDRIVE_PATCH)
+        per_attempt = patches.patched(CONFIGDRIVE_PATCH)
         attempt = workflow.info().run_id if per_attempt else ""
         try:
             staged = await control_call(
@@ -153,7 +154,7 @@ class DeployHost:
                 await remove_configdrives(step.ref, attempt)
         # Redfish "once" overrides read back as continuous on some BMCs: set disk explicitly
         # (with the power action below, in one BMC call; histories before: here, a call of its own).
-        with_power = workflow.patched(bmc_calls.BOOT_WITH_POWER_PATCH)
+        with_power = patches.patched(bmc_calls.BOOT_WITH_POWER_PATCH)
         if not with_power:
             await bmc_calls.set_boot_device(spec, BootDevice.DISK, persistent=True)
         await cleanup_boot(step.ref)

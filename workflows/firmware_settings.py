@@ -29,7 +29,7 @@ from metalflow.api.host import (
     StepInput,
     StepResult,
 )
-from workflows import bmc_calls
+from workflows import bmc_calls, patches
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 # How long a BIOS may take to apply its pending settings once the host was powered on or reset
@@ -41,6 +41,7 @@ APPLY_WAIT_SECONDS = 900
 class ApplyFirmwareSettings:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
+        patches.baseline(step.baseline)
         spec, powered_on = step.spec, step.powered_on
         desired = spec.firmware_settings
         state = await bmc_calls.read_bios(spec)

@@ -26,7 +26,7 @@ from metalflow.api.host import (
     StepInput,
     StepResult,
 )
-from workflows import bmc_calls
+from workflows import bmc_calls, patches
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 # How long one update Task may run (a BMC flashing a BIOS takes minutes, some an hour).
@@ -37,6 +37,7 @@ TASK_WAIT_SECONDS = 3600
 class ApplyFirmwareUpdates:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
+        patches.baseline(step.baseline)
         spec, powered_on = step.spec, step.powered_on
         unbuilt = sorted({u.component for u in spec.firmware_updates} - set(BUILT_COMPONENTS))
         if unbuilt:  # nothing started: every update of the list, or none

@@ -52,14 +52,13 @@ from metalflow.api.states import (
     purpose,
     wakes_backoff,
 )
-from workflows import bmc_calls
+from workflows import bmc_calls, patches
 from workflows.host_errors import backoff, clear_error, record_error
 from workflows.host_power_watch import PowerWatcher, reading_error
 from workflows.host_publish import StatusPublisher
 from workflows.host_results import apply_result
 from workflows.host_slot import ProvisioningSlot
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
-from workflows.patches import stage_allowed
 
 with workflow.unsafe.imports_passed_through():
     from metalflow.api.validation import validate_update
@@ -195,6 +194,7 @@ class HostWorkflow:
 
     @workflow.run
     async def run(self, inp: HostWorkflowInput) -> HostStatus:
+        patches.baseline(inp.baseline)  # first: its one marker (if any) is the run's first command
         start = ON_START.get(self._status.provisioning.state)
         if start is not None:
             self._fire(start)
@@ -218,7 +218,7 @@ class HostWorkflow:
                 await self._publisher.flush()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry_over(), memo=dict(workflow.memo()))
-            if not workflow.patched(WAKE_PATCH):
+            if not patches.patched(WAKE_PATCH):
                 seen = self._changes  # as histories before the fix were made
             await self._wait_for_change(seen)
 
@@ -262,7 +262,7 @@ class HostWorkflow:
             elif found is not None:
                 await self._power_found(found.powered_on)
             return
-        if not (resting and workflow.patched(POWER_CHECK_PATCH)):
+        if not (resting and patches.patched(POWER_CHECK_PATCH)):
             return await workflow.wait_condition(changed)
         try:
             await workflow.wait_condition(changed, timeout=timedelta(seconds=self._power_check))
@@ -338,7 +338,7 @@ class HostWorkflow:
         """The stages whose guard holds, in order; the step workflow's own result is applied."""
         result: StepResult | None = None
         for stage in step.stages:
-            if not stage.when(self._facts()) or not stage_allowed(stage):
+            if not stage.when(self._facts()) or not patches.stage_allowed(stage):
                 continue
             self._status.current_step = stage.workflow
             await self._publish()
@@ -389,6 +389,7 @@ class HostWorkflow:
                 join_token=join_token,
                 system_uuid=self._status.system_uuid,
                 node=self._status.node,
+                baseline=patches.baseline(),
             ),
             id=f"{workflow.info().workflow_id}/{self._seq:04d}-{name}",
             result_type=StepResult,
@@ -400,7 +401,7 @@ class HostWorkflow:
         inspection saw the NIC it booted from (status.hardware.nics[].pxe), handled as one
         enrolled with that MAC. metal3 likewise keeps the learnt MAC in status, not the spec."""
         learnt = learnt_boot_mac(self._status.hardware)
-        if self._spec.boot_mac_address or not learnt or not workflow.patched(LEARNT_MAC_PATCH):
+        if self._spec.boot_mac_address or not learnt or not patches.patched(LEARNT_MAC_PATCH):
             return self._spec
         return self._spec.model_copy(update={"boot_mac_address": learnt})
 
@@ -415,7 +416,7 @@ class HostWorkflow:
         self, error_type: ErrorType, what: str, err: ChildWorkflowError | ActivityError
     ) -> None:
         record_error(self._status, error_type, err, self._ref.host_id, what)
-        early = workflow.patched(RETRY_PATCH)  # a retry sent once the error shows, during its publish, counts
+        early = patches.patched(RETRY_PATCH)  # a retry sent once the error shows, during its publish, counts
         if early:
             self._retry_now, spec_at_failure = False, self._spec
         await self._publish()
@@ -426,7 +427,7 @@ class HostWorkflow:
         if spec_at_failure is None:  # as histories before RETRY_PATCH were made
             spec_at_failure, self._retry_now = self._spec, False
         await self._slot.give_back()
-        if not workflow.patched(WAKE_PATCH):  # as histories before the fix were made
+        if not patches.patched(WAKE_PATCH):  # as histories before the fix were made
             spec_at_failure, self._retry_now = self._spec, False
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
@@ -458,7 +459,7 @@ class HostWorkflow:
         """The host is deleted: give back the slot, publish the last status, end the run."""
         await self._slot.give_back()
         await self._watch.unwatch(self._power_check)
-        if self._status.system_uuid and workflow.patched(FORGET_UUID_PATCH):
+        if self._status.system_uuid and patches.patched(FORGET_UUID_PATCH):
             await workflow.execute_activity(  # another host may now be that machine
                 BOOT_FORGET_UUID,
                 self._ref,
@@ -494,5 +495,6 @@ class HostWorkflow:
             history_event_limit=self._history_limit,
             power_check_interval_seconds=self._power_check,
             power_sync=BATCHED if self._watch.batched else PER_HOST,
+            baseline=patches.baseline(),
             power_seq=self._watch.seq,
         )

@@ -15,6 +15,7 @@ from metalflow.api.bmc import BMCTarget
 from metalflow.api.models import HostRef, HostSpec, HostStatus
 from metalflow.api.power_sync import POWER_WATCH_REQUEST, PowerReading, PowerWatch, PowerWatchRequest
 from metalflow.api.states import POWER_SYNC
+from workflows import patches
 from workflows.bmc_calls import target_of
 from workflows.control_calls import control_call
 
@@ -63,7 +64,7 @@ class PowerWatcher:
         try:
             return await call
         finally:
-            if self.batched and self._seen is not None and workflow.patched(KNOWS_PATCH):
+            if self.batched and self._seen is not None and patches.patched(KNOWS_PATCH):
                 self._seen = None
 
     async def rest(
@@ -85,7 +86,7 @@ class PowerWatcher:
             powered_on=status.powered_on,
             failing=status.error_type == POWER_SYNC.error_type,
         )
-        if not workflow.patched(KNOWS_PATCH):
+        if not patches.patched(KNOWS_PATCH):
             if target != self._told:
                 await self._request(interval, want, "watch this host's power")
                 self._told = target

@@ -36,6 +36,7 @@ from temporalio.exceptions import ActivityError
 from metalflow.api import search_attributes as sa
 from metalflow.api.host import STATUS_PUBLISH, StatusUpdate
 from metalflow.api.models import HostRef, HostSpec, HostStatus
+from workflows import patches
 from workflows.control_calls import control_call
 from workflows.host_metrics import HostMetrics
 
@@ -61,8 +62,8 @@ class StatusPublisher:
 
     async def publish(self, spec: HostSpec, status: HostStatus, paused: bool, detached: bool) -> None:
         if self._background is None:
-            self._background = workflow.patched(BACKGROUND_PATCH)
-            self._lean = workflow.patched(LEAN_PATCH)
+            self._background = patches.patched(BACKGROUND_PATCH)
+            self._lean = patches.patched(LEAN_PATCH)
             self._writes = not self._lean or bool(workflow.memo_value("uid", "", type_hint=str))
         update, attributes, line = stamp(self._ref, spec, status, paused, detached)
         if self._lean:

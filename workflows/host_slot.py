@@ -17,6 +17,7 @@ from metalflow.api.fleet import LIMITER_REQUEST, SLOT_RELEASE_SIGNAL, SlotReques
 from metalflow.api.models import HostRef, HostStatus, OperationalStatus
 from metalflow.api.models import ProvisioningState as S
 from metalflow.api.states import LIMITED
+from workflows import patches
 from workflows.control_calls import control_call
 
 # Histories recorded before the provisioning limit took no slots; they replay without them.
@@ -33,7 +34,7 @@ class ProvisioningSlot:
 
     async def take(self, state: S, status: HostStatus, publish: Callable[[], Awaitable[None]]) -> None:
         """Wait for a slot before a limited state; show metal3's "delayed" while waiting."""
-        if self.held or state not in LIMITED or not workflow.patched(LIMIT_PATCH):
+        if self.held or state not in LIMITED or not patches.patched(LIMIT_PATCH):
             return
         self.granted = self.queued = False
         await self._request()

@@ -28,7 +28,7 @@ from metalflow.api.configdrive import CONFIGDRIVE_REMOVE, ConfigDriveRemove
 from metalflow.api.errors import AGENT_REPLY_REFUSED, ErrorName
 from metalflow.api.models import HostRef, HostSpec
 from metalflow.api.security import SECURITY_EVENT_SIGNAL, SecurityEvent
-from workflows import bmc_calls
+from workflows import bmc_calls, patches
 from workflows.control_calls import control_call
 from workflows.options import (
     AGENT_RETRY,
@@ -90,7 +90,7 @@ async def boot_ramdisk(
             summary="insert deploy ISO",
         )
         device = BootDevice.CD
-    elif address.boot_method == BootMethod.UEFI_HTTP and workflow.patched(UEFI_HTTP_PATCH):
+    elif address.boot_method == BootMethod.UEFI_HTTP and patches.patched(UEFI_HTTP_PATCH):
         device = BootDevice.UEFI_HTTP
     else:
         device = BootDevice.PXE
@@ -129,7 +129,7 @@ async def run_on_host(
         )
 
     async def attempt(schedule_to_start: timedelta) -> T:
-        if not workflow.patched(AGENT_PROOF_PATCH):
+        if not patches.patched(AGENT_PROOF_PATCH):
             return await call([] if arg is None else [arg], schedule_to_start, result_type)  # type: ignore[no-any-return]
         for _ in range(MAX_REFUSED_REPLIES):
             nonce = str(workflow.uuid4())

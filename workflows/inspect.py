@@ -14,7 +14,7 @@ from metalflow.api.agent import AGENT_INVENTORY
 from metalflow.api.boot import BootPurpose
 from metalflow.api.host import INSPECT_HOST, StepInput, StepResult
 from metalflow.api.models import HardwareDetails, InspectionMode
-from workflows import bmc_calls
+from workflows import bmc_calls, patches
 from workflows.inband import boot_ramdisk, run_on_host
 from workflows.options import AGENT_SHORT_TIMEOUT
 
@@ -25,8 +25,9 @@ INSPECTION_MODE_PATCH = "inspection-mode"
 class InspectHost:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
+        patches.baseline(step.baseline)
         mode = step.spec.inspection_mode
-        if mode in (InspectionMode.DISABLED, InspectionMode.FAST) and workflow.patched(INSPECTION_MODE_PATCH):
+        if mode in (InspectionMode.DISABLED, InspectionMode.FAST) and patches.patched(INSPECTION_MODE_PATCH):
             if mode == InspectionMode.DISABLED:
                 return StepResult(powered_on=step.powered_on, hardware=None)
             return StepResult(powered_on=step.powered_on, hardware=await bmc_calls.inventory(step.spec))

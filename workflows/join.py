@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from metalflow.api.host import JOIN_CLUSTER, StepInput, StepResult
 from metalflow.api.join import KUBEADM_CLEANUP, KUBEADM_WAIT_NODE, NodeInfo, WaitNodeRequest
 from metalflow.api.models import JoinedNode
+from workflows import patches
 from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 
 
@@ -21,6 +22,7 @@ from workflows.options import LOCAL_RETRY, LOCAL_TIMEOUT
 class JoinCluster:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
+        patches.baseline(step.baseline)
         join = step.spec.join
         if join is None:
             raise ApplicationError("JoinCluster needs spec.join", non_retryable=True)

@@ -17,6 +17,7 @@ from metalflow.api.errors import ErrorName
 from metalflow.api.host import StepInput
 from metalflow.api.root_device import inventory_problem
 from metalflow.api.software_raid import inventory_problem as software_raid_problem
+from workflows import patches
 from workflows.options import LOCAL_RETRY
 
 # New checks: histories from before them replay without (patched() is False there).
@@ -29,7 +30,7 @@ def check_root_device_hints(step: StepInput) -> None:
     """Raise when spec.rootDeviceHints match none of the disks inspection reported."""
     disks = step.hardware.storage if step.hardware else []
     problem = inventory_problem(step.spec.root_device_hints, disks)
-    if problem and workflow.patched(HINTS_PRECHECK_PATCH):
+    if problem and patches.patched(HINTS_PRECHECK_PATCH):
         raise ApplicationError(problem, type=ErrorName.NO_ROOT_DEVICE.value, non_retryable=True)
 
 
@@ -40,7 +41,7 @@ def check_software_raid(step: StepInput) -> None:
     if not volumes:
         return
     problem = software_raid_problem(volumes, step.hardware.storage if step.hardware else [])
-    if problem and workflow.patched(SOFTWARE_RAID_PATCH):
+    if problem and patches.patched(SOFTWARE_RAID_PATCH):
         raise ApplicationError(
             problem + " (no disk was touched)", type=ErrorName.RAID_CONFIG.value, non_retryable=True
         )
@@ -50,7 +51,7 @@ async def check_network_data(step: StepInput) -> None:
     """An activity (networkData is a Secret: only activities read it) checks its links' MACs."""
     nics = step.hardware.nics if step.hardware else []
     macs = [n.mac for n in nics if n.mac]
-    if step.spec.network_data is None or not macs or not workflow.patched(NETWORK_DATA_PRECHECK_PATCH):
+    if step.spec.network_data is None or not macs or not patches.patched(NETWORK_DATA_PRECHECK_PATCH):
         return
     await workflow.execute_activity(
         NETWORK_DATA_CHECK,

@@ -17,7 +17,7 @@ from temporalio import workflow
 from metalflow.api.agent import AGENT_SOFTWARE_RAID, SoftwareRAIDRequest, SoftwareRAIDResult
 from metalflow.api.boot import BootPurpose
 from metalflow.api.host import CONFIGURE_RAID, StepInput, StepResult
-from workflows import bmc_calls
+from workflows import bmc_calls, patches
 from workflows.inband import run_on_host
 from workflows.options import AGENT_SHORT_TIMEOUT
 from workflows.prechecks import SOFTWARE_RAID_PATCH, check_software_raid
@@ -27,10 +27,11 @@ from workflows.prechecks import SOFTWARE_RAID_PATCH, check_software_raid
 class ConfigureRAID:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
+        patches.baseline(step.baseline)
         raid = step.spec.raid
         software = raid.software_raid_volumes if raid else None
         # before the agent built software RAID, the BMC activity refused it: those histories replay so
-        if software and workflow.patched(SOFTWARE_RAID_PATCH):
+        if software and patches.patched(SOFTWARE_RAID_PATCH):
             check_software_raid(step)
             result = await run_on_host(
                 step.ref,

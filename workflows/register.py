@@ -8,6 +8,7 @@ from temporalio.exceptions import ApplicationError
 from metalflow.api.bmc import BMC_VALIDATE, BMCValidation
 from metalflow.api.errors import ErrorName
 from metalflow.api.host import REGISTER_HOST, StepInput, StepResult
+from workflows import patches
 from workflows.bmc_calls import target_of
 from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 
@@ -16,6 +17,7 @@ from workflows.options import BMC_HEARTBEAT, BMC_RETRY, BMC_TIMEOUT
 class RegisterHost:
     @workflow.run
     async def run(self, step: StepInput) -> StepResult:
+        patches.baseline(step.baseline)
         checked = await workflow.execute_activity(
             BMC_VALIDATE,
             target_of(step.spec),

@@ -62,6 +62,7 @@ class HostWorkflowInput(Model):
         default="per-host", description="Who reads it: the host on a timer, or its power sync shard."
     )
     power_seq: int = Field(default=0, ge=0, description="The last power sync reading heard (PowerWatch.seq).")
+    baseline: bool = Field(default=False, description="The run before took workflows.patches.BASELINE.")
 
 
 class StepInput(Model):
@@ -76,6 +77,7 @@ class StepInput(Model):
     join_token: SecretRef | None = None
     system_uuid: str = ""  # SMBIOS UUID registration recorded (canonical); boots a MAC-less host
     node: JoinedNode | None = None  # deprovisioning a joined host drains and deletes this Node first
+    baseline: bool = False  # the parent took workflows.patches.BASELINE: so does the step, without a marker
 
 
 class StepResult(Model):
